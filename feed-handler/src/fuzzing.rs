@@ -82,7 +82,10 @@ pub fn binaryfile(data: &[u8]) {
             }
         }
     }
-    let walked: Vec<_> = walked.into_iter().map(|r| r.map(|m| m.to_vec()).map_err(|_| ())).collect();
+    let walked: Vec<_> = walked
+        .into_iter()
+        .map(|r| r.map(|m| m.to_vec()).map_err(|_| ()))
+        .collect();
     assert_eq!(walked, streamed);
 }
 

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "feed-handler", version, about = "Nasdaq TotalView-ITCH 5.0 / MoldUDP64 feed handler")]
+#[command(
+    name = "feed-handler",
+    version,
+    about = "Nasdaq TotalView-ITCH 5.0 / MoldUDP64 feed handler"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -34,7 +38,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Decode { file, json, ports } => {
-            let opts = DecodeOptions { ports: ports.into_iter().collect() };
+            let opts = DecodeOptions {
+                ports: ports.into_iter().collect(),
+            };
             match decode_file(&file, &opts) {
                 Ok(rep) => {
                     if json {

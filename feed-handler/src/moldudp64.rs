@@ -37,7 +37,9 @@ pub const MAX_UDP_PAYLOAD: usize = 65_507;
 pub type Session = Alpha<10>;
 
 /// The 20-byte header of a downstream packet; also the whole of a request packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct PacketHeader {
     /// Session name.
@@ -76,13 +78,19 @@ impl<'a> Packet<'a> {
         let count = header.message_count.get();
         if count == COUNT_HEARTBEAT || count == COUNT_END_OF_SESSION {
             if !blocks.is_empty() {
-                return Err(MoldError::TrailingBytes { count, extra: blocks.len() });
+                return Err(MoldError::TrailingBytes {
+                    count,
+                    extra: blocks.len(),
+                });
             }
         } else {
             let mut off = 0usize;
             for index in 0..count {
                 let Some(len_bytes) = blocks.get(off..off + 2) else {
-                    return Err(MoldError::CountMismatch { declared: count, found: index });
+                    return Err(MoldError::CountMismatch {
+                        declared: count,
+                        found: index,
+                    });
                 };
                 let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
                 if off + 2 + len > blocks.len() {
@@ -95,7 +103,10 @@ impl<'a> Packet<'a> {
                 off += 2 + len;
             }
             if off != blocks.len() {
-                return Err(MoldError::TrailingBytes { count, extra: blocks.len() - off });
+                return Err(MoldError::TrailingBytes {
+                    count,
+                    extra: blocks.len() - off,
+                });
             }
         }
         Ok(Packet { header, blocks })
@@ -146,7 +157,11 @@ impl<'a> Packet<'a> {
     /// The messages with their sequence numbers, in order.
     #[inline]
     pub fn messages(&self) -> Messages<'a> {
-        Messages { rest: self.blocks, seq: self.sequence(), left: self.message_count() }
+        Messages {
+            rest: self.blocks,
+            seq: self.sequence(),
+            left: self.message_count(),
+        }
     }
 }
 
@@ -218,17 +233,26 @@ impl fmt::Display for MoldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             MoldError::TooShort { len } => {
-                write!(f, "MoldUDP64 packet of {len} bytes is shorter than its 20-byte header")
+                write!(
+                    f,
+                    "MoldUDP64 packet of {len} bytes is shorter than its 20-byte header"
+                )
             }
             MoldError::CountMismatch { declared, found } => {
-                write!(f, "MoldUDP64 packet declares {declared} messages but holds {found}")
+                write!(
+                    f,
+                    "MoldUDP64 packet declares {declared} messages but holds {found}"
+                )
             }
             MoldError::BlockOverrun { index, offset, len } => write!(
                 f,
                 "MoldUDP64 message block {index} at offset {offset} declares {len} bytes, past the end of the packet"
             ),
             MoldError::TrailingBytes { count, extra } => {
-                write!(f, "MoldUDP64 packet (count {count}) has {extra} bytes after its last block")
+                write!(
+                    f,
+                    "MoldUDP64 packet (count {count}) has {extra} bytes after its last block"
+                )
             }
         }
     }
@@ -248,14 +272,22 @@ impl PacketWriter {
     /// A writer whose packets never exceed `max_payload` bytes (clamped to 24..=65507).
     pub fn new(session: Session, first_seq: u64, max_payload: usize) -> Self {
         let max_payload = max_payload.clamp(HEADER_LEN + 4, MAX_UDP_PAYLOAD);
-        let mut w = PacketWriter { buf: Vec::with_capacity(max_payload), max_payload, count: 0 };
+        let mut w = PacketWriter {
+            buf: Vec::with_capacity(max_payload),
+            max_payload,
+            count: 0,
+        };
         w.start(session, first_seq);
         w
     }
 
     fn start(&mut self, session: Session, seq: u64) {
         self.buf.clear();
-        let h = PacketHeader { session, sequence: seq.into(), message_count: 0.into() };
+        let h = PacketHeader {
+            session,
+            sequence: seq.into(),
+            message_count: 0.into(),
+        };
         self.buf.extend_from_slice(h.as_bytes());
         self.count = 0;
     }
@@ -269,7 +301,8 @@ impl PacketWriter {
         {
             return false;
         }
-        self.buf.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(msg.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(msg);
         self.count += 1;
         true
@@ -309,7 +342,11 @@ impl PacketWriter {
 
 /// A heartbeat (`count` 0) or end-of-session (`count` 0xFFFF) packet.
 pub fn control_packet(session: Session, next_seq: u64, count: u16) -> [u8; HEADER_LEN] {
-    let h = PacketHeader { session, sequence: next_seq.into(), message_count: count.into() };
+    let h = PacketHeader {
+        session,
+        sequence: next_seq.into(),
+        message_count: count.into(),
+    };
     let mut out = [0u8; HEADER_LEN];
     out.copy_from_slice(h.as_bytes());
     out
@@ -336,7 +373,10 @@ impl Request {
                 count: h.message_count.get(),
             }),
             Err(_) if bytes.len() < HEADER_LEN => Err(MoldError::TooShort { len: bytes.len() }),
-            Err(_) => Err(MoldError::TrailingBytes { count: 0, extra: bytes.len() - HEADER_LEN }),
+            Err(_) => Err(MoldError::TrailingBytes {
+                count: 0,
+                extra: bytes.len() - HEADER_LEN,
+            }),
         }
     }
 
@@ -363,9 +403,15 @@ mod tests {
         let bytes = w.finish().to_vec();
         let p = Packet::parse(&bytes).unwrap();
         assert_eq!(p.kind(), PacketKind::Messages);
-        assert_eq!((p.sequence(), p.message_count(), p.next_sequence()), (7, 3, 10));
+        assert_eq!(
+            (p.sequence(), p.message_count(), p.next_sequence()),
+            (7, 3, 10)
+        );
         let got: Vec<_> = p.messages().collect();
-        assert_eq!(got, vec![(7, &b"abc"[..]), (8, &b""[..]), (9, &[9u8; 40][..])]);
+        assert_eq!(
+            got,
+            vec![(7, &b"abc"[..]), (8, &b""[..]), (9, &[9u8; 40][..])]
+        );
         w.next_packet();
         assert_eq!(w.sequence(), 10);
         assert!(w.is_empty());
@@ -384,13 +430,26 @@ mod tests {
     fn control_packets_and_requests() {
         let hb = control_packet(session(), 383_265, COUNT_HEARTBEAT);
         let p = Packet::parse(&hb).unwrap();
-        assert_eq!((p.kind(), p.sequence(), p.message_count()), (PacketKind::Heartbeat, 383_265, 0));
+        assert_eq!(
+            (p.kind(), p.sequence(), p.message_count()),
+            (PacketKind::Heartbeat, 383_265, 0)
+        );
         assert_eq!(p.messages().count(), 0);
         let eos = control_packet(session(), 9, COUNT_END_OF_SESSION);
-        assert_eq!(Packet::parse(&eos).unwrap().kind(), PacketKind::EndOfSession);
-        let r = Request { session: session(), sequence: 42, count: 5 };
+        assert_eq!(
+            Packet::parse(&eos).unwrap().kind(),
+            PacketKind::EndOfSession
+        );
+        let r = Request {
+            session: session(),
+            sequence: 42,
+            count: 5,
+        };
         assert_eq!(Request::parse(&r.to_bytes()), Ok(r));
-        assert_eq!(Request::parse(&[0; 19]), Err(MoldError::TooShort { len: 19 }));
+        assert_eq!(
+            Request::parse(&[0; 19]),
+            Err(MoldError::TooShort { len: 19 })
+        );
         assert!(Request::parse(&[0; 21]).is_err());
     }
 
@@ -401,7 +460,10 @@ mod tests {
         w.push(b"world!");
         let good = w.finish().to_vec();
         assert!(Packet::parse(&good).is_ok());
-        assert_eq!(Packet::parse(&good[..19]).unwrap_err(), MoldError::TooShort { len: 19 });
+        assert_eq!(
+            Packet::parse(&good[..19]).unwrap_err(),
+            MoldError::TooShort { len: 19 }
+        );
         // truncated inside the last block
         assert!(matches!(
             Packet::parse(&good[..good.len() - 1]),
@@ -410,10 +472,19 @@ mod tests {
         // count says 3, holds 2
         let mut bad = good.clone();
         bad[19] = 3;
-        assert_eq!(Packet::parse(&bad).unwrap_err(), MoldError::CountMismatch { declared: 3, found: 2 });
+        assert_eq!(
+            Packet::parse(&bad).unwrap_err(),
+            MoldError::CountMismatch {
+                declared: 3,
+                found: 2
+            }
+        );
         // count says 1, holds 2
         bad[19] = 1;
-        assert!(matches!(Packet::parse(&bad), Err(MoldError::TrailingBytes { count: 1, .. })));
+        assert!(matches!(
+            Packet::parse(&bad),
+            Err(MoldError::TrailingBytes { count: 1, .. })
+        ));
         // heartbeat with a body
         let mut hb = control_packet(session(), 1, 0).to_vec();
         hb.push(0);

@@ -17,7 +17,10 @@ pub struct SeqCoverage {
 impl SeqCoverage {
     /// True when `seq` has been seen.
     pub fn contains(&self, seq: u64) -> bool {
-        self.ranges.range(..=seq).next_back().is_some_and(|(_, &end)| seq < end)
+        self.ranges
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, &end)| seq < end)
     }
 
     /// Marks `[start, end)` as seen.
@@ -53,7 +56,10 @@ impl SeqCoverage {
     }
     /// The holes between the first and the last sequence seen, as `[start, end)`.
     pub fn holes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.ranges.iter().zip(self.ranges.iter().skip(1)).map(|((_, &e), (&s, _))| (e, s))
+        self.ranges
+            .iter()
+            .zip(self.ranges.iter().skip(1))
+            .map(|((_, &e), (&s, _))| (e, s))
     }
 }
 
@@ -144,11 +150,17 @@ impl DecodeReport {
     }
     /// The smallest sequence number over all sessions.
     pub fn first_seq(&self) -> Option<u64> {
-        self.sessions.values().filter_map(|s| s.coverage.first()).min()
+        self.sessions
+            .values()
+            .filter_map(|s| s.coverage.first())
+            .min()
     }
     /// The largest sequence number over all sessions.
     pub fn last_seq(&self) -> Option<u64> {
-        self.sessions.values().filter_map(|s| s.coverage.last()).max()
+        self.sessions
+            .values()
+            .filter_map(|s| s.coverage.last())
+            .max()
     }
     /// Every missing range over all sessions.
     pub fn gap_ranges(&self) -> Vec<(String, u64, u64)> {
@@ -160,8 +172,11 @@ impl DecodeReport {
 
     /// The summary as one JSON object.
     pub fn to_json(&self) -> serde_json::Value {
-        let by_type: serde_json::Map<String, serde_json::Value> =
-            self.messages.iter().map(|(t, n)| ((t as char).to_string(), n.into())).collect();
+        let by_type: serde_json::Map<String, serde_json::Value> = self
+            .messages
+            .iter()
+            .map(|(t, n)| ((t as char).to_string(), n.into()))
+            .collect();
         let gaps = self.gap_ranges();
         serde_json::json!({
             "format": self.format.name(),
@@ -195,7 +210,11 @@ impl DecodeReport {
         let mut s = String::new();
         let _ = writeln!(s, "format          {}", self.format.name());
         if self.format != Format::BinaryFile {
-            let _ = writeln!(s, "frames          {} ({} skipped: not UDP or not a selected port)", self.frames, self.skipped_frames);
+            let _ = writeln!(
+                s,
+                "frames          {} ({} skipped: not UDP or not a selected port)",
+                self.frames, self.skipped_frames
+            );
             let _ = writeln!(
                 s,
                 "packets         {} ({} heartbeat, {} end of session)",
@@ -208,7 +227,11 @@ impl DecodeReport {
                 let _ = writeln!(s, "session         {name:?}");
             }
         }
-        let _ = writeln!(s, "messages        {}", self.messages.total() + self.messages.errors());
+        let _ = writeln!(
+            s,
+            "messages        {}",
+            self.messages.total() + self.messages.errors()
+        );
         for (t, n) in self.messages.iter() {
             let _ = writeln!(s, "  {}  {n}", t as char);
         }
@@ -216,7 +239,12 @@ impl DecodeReport {
         let _ = writeln!(s, "first seq       {}", fmt_opt(self.first_seq()));
         let _ = writeln!(s, "last seq        {}", fmt_opt(self.last_seq()));
         let gaps = self.gap_ranges();
-        let _ = writeln!(s, "gaps            {} ({} messages)", gaps.len(), gaps.iter().map(|(_, a, b)| b - a).sum::<u64>());
+        let _ = writeln!(
+            s,
+            "gaps            {} ({} messages)",
+            gaps.len(),
+            gaps.iter().map(|(_, a, b)| b - a).sum::<u64>()
+        );
         for (sess, a, b) in gaps.iter().take(10) {
             let _ = writeln!(s, "  {sess} {a}..={}", b - 1);
         }
@@ -246,20 +274,33 @@ pub struct DecodeOptions {
 
 /// Decodes a whole capture. Bad frames, packets and messages are counted; a file that ends
 /// inside a record or is not a capture is an error.
-pub fn decode_file(path: &std::path::Path, opts: &DecodeOptions) -> Result<DecodeReport, CaptureError> {
+pub fn decode_file(
+    path: &std::path::Path,
+    opts: &DecodeOptions,
+) -> Result<DecodeReport, CaptureError> {
     decode_capture(capture::open(path)?, opts)
 }
 
 /// [`decode_file`] on an opened capture.
-pub fn decode_capture(mut cap: Capture, opts: &DecodeOptions) -> Result<DecodeReport, CaptureError> {
+pub fn decode_capture(
+    mut cap: Capture,
+    opts: &DecodeOptions,
+) -> Result<DecodeReport, CaptureError> {
     let mut rep = DecodeReport::new(cap.format());
     while let Some(item) = cap.next_item()? {
         match item {
             Item::Message { seq, bytes } => {
                 if rep.messages.parse(bytes).is_none() {
-                    rep.sample(format!("message {seq}: {}", crate::itch::parse(bytes).unwrap_err()));
+                    rep.sample(format!(
+                        "message {seq}: {}",
+                        crate::itch::parse(bytes).unwrap_err()
+                    ));
                 }
-                rep.sessions.entry(String::new()).or_default().coverage.insert(seq, seq + 1);
+                rep.sessions
+                    .entry(String::new())
+                    .or_default()
+                    .coverage
+                    .insert(seq, seq + 1);
             }
             Item::Frame(rec) => {
                 rep.frames += 1;
@@ -305,10 +346,14 @@ pub fn decode_capture(mut cap: Capture, opts: &DecodeOptions) -> Result<DecodeRe
                             if sess.coverage.contains(seq) {
                                 dups += 1;
                             } else if rep.messages.parse(msg).is_none() {
-                                bad.push(format!("frame {frame_no} message {seq}: {}", crate::itch::parse(msg).unwrap_err()));
+                                bad.push(format!(
+                                    "frame {frame_no} message {seq}: {}",
+                                    crate::itch::parse(msg).unwrap_err()
+                                ));
                             }
                         }
-                        sess.coverage.insert(packet.sequence(), packet.next_sequence());
+                        sess.coverage
+                            .insert(packet.sequence(), packet.next_sequence());
                         rep.duplicates += dups;
                         for b in bad {
                             rep.sample(b);

@@ -12,8 +12,8 @@
 //! packet at a time. Login Request is 47 bytes in 3.0 and 52 in 4.1 (which adds a requested
 //! heartbeat timeout); both are read and written. Sequence numbers travel as ASCII.
 
-use crate::moldudp64::Session;
 use crate::itch::Alpha;
+use crate::moldudp64::Session;
 use core::fmt;
 
 /// Packet types.
@@ -119,7 +119,11 @@ impl fmt::Display for SoupError {
                 kind as char
             ),
             SoupError::BadNumber { kind } => {
-                write!(f, "SoupBinTCP packet '{}' has a non-numeric number field", kind as char)
+                write!(
+                    f,
+                    "SoupBinTCP packet '{}' has a non-numeric number field",
+                    kind as char
+                )
             }
         }
     }
@@ -176,7 +180,10 @@ pub fn decode(buf: &[u8]) -> Result<Option<(SoupPacket<'_>, usize)>, SoupError> 
             if p.len() != 30 {
                 return Err(bad());
             }
-            SoupPacket::LoginAccepted { session: alpha(&p[..10]), sequence: ascii_number(&p[10..30], kind)? }
+            SoupPacket::LoginAccepted {
+                session: alpha(&p[..10]),
+                sequence: ascii_number(&p[10..30], kind)?,
+            }
         }
         kind::LOGIN_REJECTED => {
             if p.len() != 1 {
@@ -198,7 +205,10 @@ pub fn decode(buf: &[u8]) -> Result<Option<(SoupPacket<'_>, usize)>, SoupError> 
                 heartbeat_timeout_ms,
             }
         }
-        kind::SERVER_HEARTBEAT | kind::END_OF_SESSION | kind::CLIENT_HEARTBEAT | kind::LOGOUT_REQUEST => {
+        kind::SERVER_HEARTBEAT
+        | kind::END_OF_SESSION
+        | kind::CLIENT_HEARTBEAT
+        | kind::LOGOUT_REQUEST => {
             if !p.is_empty() {
                 return Err(bad());
             }
@@ -239,12 +249,20 @@ pub fn encode(packet: &SoupPacket<'_>, out: &mut Vec<u8>) -> bool {
             out.extend_from_slice(&session.0);
             right_justified(sequence, 20, out);
         }
-        SoupPacket::LoginRejected { reason } => out.extend_from_slice(&[kind::LOGIN_REJECTED, reason]),
+        SoupPacket::LoginRejected { reason } => {
+            out.extend_from_slice(&[kind::LOGIN_REJECTED, reason])
+        }
         SoupPacket::ServerHeartbeat => out.push(kind::SERVER_HEARTBEAT),
         SoupPacket::EndOfSession => out.push(kind::END_OF_SESSION),
         SoupPacket::ClientHeartbeat => out.push(kind::CLIENT_HEARTBEAT),
         SoupPacket::LogoutRequest => out.push(kind::LOGOUT_REQUEST),
-        SoupPacket::LoginRequest { username, password, session, sequence, heartbeat_timeout_ms } => {
+        SoupPacket::LoginRequest {
+            username,
+            password,
+            session,
+            sequence,
+            heartbeat_timeout_ms,
+        } => {
             out.push(kind::LOGIN_REQUEST);
             out.extend_from_slice(&username.0);
             out.extend_from_slice(&password.0);
@@ -258,8 +276,15 @@ pub fn encode(packet: &SoupPacket<'_>, out: &mut Vec<u8>) -> bool {
     let len = out.len() - start - 2;
     let numbers_fit = match *packet {
         SoupPacket::LoginAccepted { .. } => len == 31,
-        SoupPacket::LoginRequest { heartbeat_timeout_ms, .. } => {
-            len == if heartbeat_timeout_ms.is_some() { 52 } else { 47 }
+        SoupPacket::LoginRequest {
+            heartbeat_timeout_ms,
+            ..
+        } => {
+            len == if heartbeat_timeout_ms.is_some() {
+                52
+            } else {
+                47
+            }
         }
         _ => true,
     };
@@ -286,7 +311,11 @@ pub struct Framer {
 impl Framer {
     /// A framer that reads up to `read_size` bytes at a time.
     pub fn new(read_size: usize) -> Self {
-        Framer { buf: vec![0; MAX_PACKET + read_size.max(1)].into_boxed_slice(), start: 0, end: 0 }
+        Framer {
+            buf: vec![0; MAX_PACKET + read_size.max(1)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
 
     /// Free space to read into (moves pending bytes to the front first).
@@ -344,7 +373,10 @@ mod tests {
     fn every_packet_type_round_trips() {
         let s = Session::new("000010059B").unwrap();
         round_trip(SoupPacket::Debug(b"hi"));
-        round_trip(SoupPacket::LoginAccepted { session: s, sequence: 135 });
+        round_trip(SoupPacket::LoginAccepted {
+            session: s,
+            sequence: 135,
+        });
         round_trip(SoupPacket::LoginRejected { reason: b'A' });
         round_trip(SoupPacket::SequencedData(&[1, 2, 3]));
         round_trip(SoupPacket::ServerHeartbeat);
@@ -357,7 +389,14 @@ mod tests {
             heartbeat_timeout_ms: None,
         };
         round_trip(login);
-        if let SoupPacket::LoginRequest { username, password, session, sequence, .. } = login {
+        if let SoupPacket::LoginRequest {
+            username,
+            password,
+            session,
+            sequence,
+            ..
+        } = login
+        {
             round_trip(SoupPacket::LoginRequest {
                 username,
                 password,
@@ -381,22 +420,41 @@ mod tests {
         login.push(b'0');
         let (p, n) = decode(&login).unwrap().unwrap();
         assert_eq!(n, 49);
-        assert!(matches!(p, SoupPacket::LoginRequest { sequence: 0, heartbeat_timeout_ms: None, .. }));
+        assert!(matches!(
+            p,
+            SoupPacket::LoginRequest {
+                sequence: 0,
+                heartbeat_timeout_ms: None,
+                ..
+            }
+        ));
         let mut acc = vec![0x00, 0x1f, b'A'];
         acc.extend_from_slice(b"1689192121                 135");
         assert_eq!(
             decode(&acc).unwrap().unwrap().0,
-            SoupPacket::LoginAccepted { session: Session::new("1689192121").unwrap(), sequence: 135 }
+            SoupPacket::LoginAccepted {
+                session: Session::new("1689192121").unwrap(),
+                sequence: 135
+            }
         );
-        assert_eq!(decode(&[0, 1, b'H']).unwrap().unwrap().0, SoupPacket::ServerHeartbeat);
+        assert_eq!(
+            decode(&[0, 1, b'H']).unwrap().unwrap().0,
+            SoupPacket::ServerHeartbeat
+        );
     }
 
     #[test]
     fn bad_packets_are_errors() {
         assert_eq!(decode(&[0, 0]), Err(SoupError::ZeroLength));
         assert_eq!(decode(&[0, 1, b'?']), Err(SoupError::UnknownType(b'?')));
-        assert_eq!(decode(&[0, 2, b'H', 0]), Err(SoupError::BadLength { kind: b'H', len: 1 }));
-        assert_eq!(decode(&[0, 3, b'A', 0, 0]), Err(SoupError::BadLength { kind: b'A', len: 2 }));
+        assert_eq!(
+            decode(&[0, 2, b'H', 0]),
+            Err(SoupError::BadLength { kind: b'H', len: 1 })
+        );
+        assert_eq!(
+            decode(&[0, 3, b'A', 0, 0]),
+            Err(SoupError::BadLength { kind: b'A', len: 2 })
+        );
         let mut acc = vec![0x00, 0x1f, b'A'];
         acc.extend_from_slice(b"1689192121                 1x5");
         assert_eq!(decode(&acc), Err(SoupError::BadNumber { kind: b'A' }));
@@ -407,7 +465,10 @@ mod tests {
     fn framer_reassembles_across_reads() {
         let mut stream = Vec::new();
         for i in 0..50u8 {
-            encode(&SoupPacket::SequencedData(&vec![i; i as usize]), &mut stream);
+            encode(
+                &SoupPacket::SequencedData(&vec![i; i as usize]),
+                &mut stream,
+            );
             encode(&SoupPacket::ServerHeartbeat, &mut stream);
         }
         let mut f = Framer::new(7);

@@ -1,1 +1,18 @@
-pub fn placeholder() {}
+//! Captures to replay, and the tools that make them.
+//!
+//! - [`market`]: a deterministic market generator (a trading session from a seed).
+//! - [`packetize`]: ITCH messages into MoldUDP64 packets, as a feed sends them.
+//! - [`lines`]: packets onto lines A and B with injected faults, into a pcap.
+//! - [`session`]: the pipeline from any message source (generator, BinaryFILE) to a pcap or a
+//!   BinaryFILE, with progress for long runs.
+//! - [`rng`], [`date`]: deterministic randomness and capture dates.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+pub mod date;
+pub mod lines;
+pub mod market;
+pub mod packetize;
+pub mod rng;
+pub mod session;

@@ -25,7 +25,14 @@ pub struct BinaryFileReader<R> {
 impl<R: Read> BinaryFileReader<R> {
     /// A reader over `inner` (already decompressed if it was gzipped).
     pub fn new(inner: R) -> Self {
-        BinaryFileReader { inner, buf: Box::new([0; 65_535]), len: 0, offset: 0, seq: 0, ended: false }
+        BinaryFileReader {
+            inner,
+            buf: Box::new([0; 65_535]),
+            len: 0,
+            offset: 0,
+            seq: 0,
+            ended: false,
+        }
     }
 
     /// Bytes consumed so far.
@@ -46,7 +53,12 @@ impl<R: Read> BinaryFileReader<R> {
                 return Ok(None);
             }
             2 => {}
-            _ => return Err(CaptureError::Truncated { offset: self.offset, what: "BinaryFILE length" }),
+            _ => {
+                return Err(CaptureError::Truncated {
+                    offset: self.offset,
+                    what: "BinaryFILE length",
+                });
+            }
         }
         let len = u16::from_be_bytes(h) as usize;
         if len == 0 {
@@ -54,7 +66,10 @@ impl<R: Read> BinaryFileReader<R> {
             return Ok(None);
         }
         if read_full(&mut self.inner, &mut self.buf[..len])? != len {
-            return Err(CaptureError::Truncated { offset: self.offset, what: "BinaryFILE record" });
+            return Err(CaptureError::Truncated {
+                offset: self.offset,
+                what: "BinaryFILE record",
+            });
         }
         self.offset += 2 + len as u64;
         self.len = len;
@@ -73,7 +88,10 @@ pub struct Records<'a> {
 impl<'a> Records<'a> {
     /// Records of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
-        Records { rest: bytes, offset: 0 }
+        Records {
+            rest: bytes,
+            offset: 0,
+        }
     }
 }
 
@@ -124,8 +142,12 @@ impl<W: Write> BinaryFileWriter<W> {
 
     /// Appends one message (at most 65,535 bytes; ITCH messages are at most 50).
     pub fn write_message(&mut self, msg: &[u8]) -> std::io::Result<()> {
-        let len = u16::try_from(msg.len())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "message over 65,535 bytes"))?;
+        let len = u16::try_from(msg.len()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "message over 65,535 bytes",
+            )
+        })?;
         self.inner.write_all(&len.to_be_bytes())?;
         self.inner.write_all(msg)?;
         self.messages += 1;
@@ -173,7 +195,10 @@ mod tests {
         let cut = [0, 1, b'x', 0, 5, b'y'];
         let mut r = BinaryFileReader::new(&cut[..]);
         r.next_message().unwrap();
-        assert!(matches!(r.next_message(), Err(CaptureError::Truncated { offset: 3, .. })));
+        assert!(matches!(
+            r.next_message(),
+            Err(CaptureError::Truncated { offset: 3, .. })
+        ));
         assert_eq!(Records::new(&cut).nth(1), Some(Err(3)));
         let odd = [0, 1, b'x', 0];
         let mut r = BinaryFileReader::new(&odd[..]);

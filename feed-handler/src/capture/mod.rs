@@ -64,9 +64,14 @@ impl fmt::Display for CaptureError {
             CaptureError::Io(e) => write!(f, "{e}"),
             CaptureError::Format(s) => f.write_str(s),
             CaptureError::Truncated { offset, what } => {
-                write!(f, "file is truncated: it ends inside the {what} at byte {offset}")
+                write!(
+                    f,
+                    "file is truncated: it ends inside the {what} at byte {offset}"
+                )
             }
-            CaptureError::Garbage { offset, what } => write!(f, "corrupt file at byte {offset}: {what}"),
+            CaptureError::Garbage { offset, what } => {
+                write!(f, "corrupt file at byte {offset}: {what}")
+            }
         }
     }
 }
@@ -172,7 +177,9 @@ impl Capture {
         Ok(match self {
             Capture::Pcap(r) => r.next_record()?.map(Item::Frame),
             Capture::Pcapng(r) => r.next_record()?.map(Item::Frame),
-            Capture::BinaryFile(r) => r.next_message()?.map(|(seq, bytes)| Item::Message { seq, bytes }),
+            Capture::BinaryFile(r) => r
+                .next_message()?
+                .map(|(seq, bytes)| Item::Message { seq, bytes }),
         })
     }
 }
@@ -187,7 +194,8 @@ fn peek<R: BufRead>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
 /// Opens a capture file, finding its format from its first bytes (gzip is undone first).
 pub fn open(path: impl AsRef<Path>) -> Result<Capture, CaptureError> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| CaptureError::Format(format!("cannot open {}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| CaptureError::Format(format!("cannot open {}: {e}", path.display())))?;
     from_reader(Source(Box::new(file)))
 }
 
@@ -207,7 +215,10 @@ pub fn from_reader(src: Source) -> Result<Capture, CaptureError> {
     }
     if head.len() == 4 {
         let le = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        if [pcap::MAGIC_US, pcap::MAGIC_NS].iter().any(|&m| le == m || le == m.swap_bytes()) {
+        if [pcap::MAGIC_US, pcap::MAGIC_NS]
+            .iter()
+            .any(|&m| le == m || le == m.swap_bytes())
+        {
             return Ok(Capture::Pcap(PcapReader::new(r)?));
         }
         if le == 0x0A0D_0D0A {
@@ -234,7 +245,8 @@ mod tests {
 
     fn binaryfile_bytes() -> Vec<u8> {
         let mut w = BinaryFileWriter::new(Vec::new());
-        w.write_message(&[b'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'O']).unwrap();
+        w.write_message(&[b'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'O'])
+            .unwrap();
         w.into_inner().unwrap()
     }
 
@@ -245,7 +257,11 @@ mod tests {
         let pcap = pw.into_inner().unwrap();
         let ng = pcapng::tests::build(&[(1, b"x")]);
         let bf = binaryfile_bytes();
-        for (bytes, fmt) in [(pcap, Format::Pcap), (ng, Format::Pcapng), (bf, Format::BinaryFile)] {
+        for (bytes, fmt) in [
+            (pcap, Format::Pcap),
+            (ng, Format::Pcapng),
+            (bf, Format::BinaryFile),
+        ] {
             let c = from_reader(Source(Box::new(io::Cursor::new(bytes.clone())))).unwrap();
             assert_eq!(c.format(), fmt);
             let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -259,7 +275,12 @@ mod tests {
 
     #[test]
     fn garbage_and_empty_files_are_clear_errors() {
-        for bytes in [&b""[..], b"hello world, not a capture", &[0u8; 100], &[0x1f, 0x8b, 1, 2, 3]] {
+        for bytes in [
+            &b""[..],
+            b"hello world, not a capture",
+            &[0u8; 100],
+            &[0x1f, 0x8b, 1, 2, 3],
+        ] {
             let e = from_reader(Source(Box::new(io::Cursor::new(bytes.to_vec())))).unwrap_err();
             assert!(matches!(e, CaptureError::Format(_)), "{e}");
         }

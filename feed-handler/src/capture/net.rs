@@ -60,10 +60,20 @@ impl fmt::Display for NetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             NetError::Truncated(what) => write!(f, "frame ends inside its {what} header"),
-            NetError::BadIpHeaderLength(ihl) => write!(f, "IPv4 header length {ihl} words is below 5"),
-            NetError::Fragment => write!(f, "IPv4 fragment (MoldUDP64 packets are never fragmented)"),
-            NetError::BadUdpLength { declared, available } => {
-                write!(f, "UDP length {declared} does not fit the {available} bytes after the IP header")
+            NetError::BadIpHeaderLength(ihl) => {
+                write!(f, "IPv4 header length {ihl} words is below 5")
+            }
+            NetError::Fragment => {
+                write!(f, "IPv4 fragment (MoldUDP64 packets are never fragmented)")
+            }
+            NetError::BadUdpLength {
+                declared,
+                available,
+            } => {
+                write!(
+                    f,
+                    "UDP length {declared} does not fit the {available} bytes after the IP header"
+                )
             }
             NetError::UnsupportedLinkType(l) => write!(f, "unsupported link type {l}"),
         }
@@ -141,7 +151,10 @@ pub fn udp_in_frame(linktype: u32, frame: &[u8]) -> Result<Option<UdpDatagram<'_
     }
     let declared = be16(udp, 4) as usize;
     if declared < 8 || declared > udp.len() {
-        return Err(NetError::BadUdpLength { declared, available: udp.len() });
+        return Err(NetError::BadUdpLength {
+            declared,
+            available: udp.len(),
+        });
     }
     Ok(Some(UdpDatagram {
         src: SocketAddrV4::new(src_ip, be16(udp, 0)),
@@ -181,7 +194,13 @@ pub fn multicast_mac(ip: Ipv4Addr) -> [u8; 6] {
 
 /// Appends an Ethernet II + IPv4 + UDP frame carrying `payload` (UDP and IP checksums filled
 /// in, TTL 32, IP identification `ip_id`).
-pub fn write_udp_frame(src: SocketAddrV4, dst: SocketAddrV4, ip_id: u16, payload: &[u8], out: &mut Vec<u8>) {
+pub fn write_udp_frame(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    ip_id: u16,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     let udp_len = 8 + payload.len();
     let total = 20 + udp_len;
     out.extend_from_slice(&multicast_mac(*dst.ip()));
@@ -232,7 +251,13 @@ mod tests {
         assert_eq!(checksum_fold(checksum_add(0, &f[14..34])), 0);
         // Ethernet padding after the datagram is ignored
         f.extend_from_slice(&[0; 10]);
-        assert_eq!(udp_in_frame(LINKTYPE_ETHERNET, &f).unwrap().unwrap().payload, b"payload!");
+        assert_eq!(
+            udp_in_frame(LINKTYPE_ETHERNET, &f)
+                .unwrap()
+                .unwrap()
+                .payload,
+            b"payload!"
+        );
     }
 
     #[test]
@@ -244,8 +269,20 @@ mod tests {
         let mut tagged = f[..12].to_vec();
         tagged.extend_from_slice(&[0x81, 0x00, 0x00, 141]);
         tagged.extend_from_slice(&f[12..]);
-        assert_eq!(udp_in_frame(LINKTYPE_ETHERNET, &tagged).unwrap().unwrap().dst, dst);
-        assert_eq!(udp_in_frame(LINKTYPE_RAW, &f[14..]).unwrap().unwrap().payload, b"x");
+        assert_eq!(
+            udp_in_frame(LINKTYPE_ETHERNET, &tagged)
+                .unwrap()
+                .unwrap()
+                .dst,
+            dst
+        );
+        assert_eq!(
+            udp_in_frame(LINKTYPE_RAW, &f[14..])
+                .unwrap()
+                .unwrap()
+                .payload,
+            b"x"
+        );
     }
 
     #[test]
@@ -255,7 +292,10 @@ mod tests {
         let mut f = Vec::new();
         write_udp_frame(src, dst, 0, b"abcdef", &mut f);
         for cut in 0..f.len() - 6 {
-            assert!(udp_in_frame(LINKTYPE_ETHERNET, &f[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                udp_in_frame(LINKTYPE_ETHERNET, &f[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut arp = f.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -265,7 +305,13 @@ mod tests {
         assert_eq!(udp_in_frame(LINKTYPE_ETHERNET, &tcp), Ok(None));
         let mut frag = f.clone();
         frag[14 + 6] = 0x20;
-        assert_eq!(udp_in_frame(LINKTYPE_ETHERNET, &frag), Err(NetError::Fragment));
-        assert_eq!(udp_in_frame(999, &f), Err(NetError::UnsupportedLinkType(999)));
+        assert_eq!(
+            udp_in_frame(LINKTYPE_ETHERNET, &frag),
+            Err(NetError::Fragment)
+        );
+        assert_eq!(
+            udp_in_frame(999, &f),
+            Err(NetError::UnsupportedLinkType(999))
+        );
     }
 }

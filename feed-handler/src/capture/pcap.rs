@@ -33,7 +33,10 @@ impl<R: Read> PcapReader<R> {
     pub fn new(mut inner: R) -> Result<Self, CaptureError> {
         let mut h = [0u8; 24];
         if read_full(&mut inner, &mut h)? != 24 {
-            return Err(CaptureError::Truncated { offset: 0, what: "pcap file header" });
+            return Err(CaptureError::Truncated {
+                offset: 0,
+                what: "pcap file header",
+            });
         }
         let magic_le = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         let (swapped, nanos) = match magic_le {
@@ -49,7 +52,14 @@ impl<R: Read> PcapReader<R> {
         };
         // The link type's low 16 bits are the type; the high bits carry FCS flags.
         let linktype = rd(20) & 0xffff;
-        Ok(PcapReader { inner, swapped, nanos, linktype, buf: Vec::with_capacity(2048), offset: 24 })
+        Ok(PcapReader {
+            inner,
+            swapped,
+            nanos,
+            linktype,
+            buf: Vec::with_capacity(2048),
+            offset: 24,
+        })
     }
 
     /// The file's link type.
@@ -68,7 +78,12 @@ impl<R: Read> PcapReader<R> {
         match read_full(&mut self.inner, &mut h)? {
             0 => return Ok(None),
             16 => {}
-            _ => return Err(CaptureError::Truncated { offset: self.offset, what: "pcap record header" }),
+            _ => {
+                return Err(CaptureError::Truncated {
+                    offset: self.offset,
+                    what: "pcap record header",
+                });
+            }
         }
         let rd = |at: usize| {
             let v = u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
@@ -81,10 +96,17 @@ impl<R: Read> PcapReader<R> {
                 what: format!("pcap record of {incl} bytes (the limit is {MAX_RECORD})"),
             });
         }
-        let frac_ns = if self.nanos { frac as u64 } else { frac as u64 * 1000 };
+        let frac_ns = if self.nanos {
+            frac as u64
+        } else {
+            frac as u64 * 1000
+        };
         self.buf.resize(incl, 0);
         if read_full(&mut self.inner, &mut self.buf)? != incl {
-            return Err(CaptureError::Truncated { offset: self.offset, what: "pcap record data" });
+            return Err(CaptureError::Truncated {
+                offset: self.offset,
+                what: "pcap record data",
+            });
         }
         let at = self.offset;
         self.offset += 16 + incl as u64;
@@ -123,7 +145,11 @@ impl<W: Write> PcapWriter<W> {
     /// Writes one record stamped `ts_ns` (nanoseconds since the Unix epoch).
     pub fn write_record(&mut self, ts_ns: u64, data: &[u8]) -> std::io::Result<()> {
         let sec = (ts_ns / 1_000_000_000) as u32;
-        let frac = if self.nanos { ts_ns % 1_000_000_000 } else { ts_ns % 1_000_000_000 / 1000 } as u32;
+        let frac = if self.nanos {
+            ts_ns % 1_000_000_000
+        } else {
+            ts_ns % 1_000_000_000 / 1000
+        } as u32;
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&sec.to_le_bytes());
         h[4..8].copy_from_slice(&frac.to_le_bytes());
@@ -154,7 +180,11 @@ mod tests {
             let mut r = PcapReader::new(&bytes[..]).unwrap();
             assert_eq!(r.linktype(), 1);
             let a = r.next_record().unwrap().unwrap();
-            let want = if nanos { 1_700_000_000_123_456_789 } else { 1_700_000_000_123_456_000 };
+            let want = if nanos {
+                1_700_000_000_123_456_789
+            } else {
+                1_700_000_000_123_456_000
+            };
             assert_eq!((a.ts_ns, a.data), (want, &b"abc"[..]));
             assert_eq!(r.next_record().unwrap().unwrap().data.len(), 0);
             assert!(r.next_record().unwrap().is_none());
@@ -165,7 +195,9 @@ mod tests {
     fn big_endian_files_read() {
         let mut f = Vec::new();
         f.extend_from_slice(&MAGIC_US.to_be_bytes());
-        f.extend_from_slice(&[0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1]);
+        f.extend_from_slice(&[
+            0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1,
+        ]);
         f.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0, 0, 2, 0xaa, 0xbb]);
         let mut r = PcapReader::new(&f[..]).unwrap();
         let rec = r.next_record().unwrap().unwrap();
@@ -179,9 +211,15 @@ mod tests {
         let bytes = w.into_inner().unwrap();
         assert!(PcapReader::new(&bytes[..10]).is_err());
         let mut r = PcapReader::new(&bytes[..24 + 16 + 50]).unwrap();
-        assert!(matches!(r.next_record(), Err(CaptureError::Truncated { .. })));
+        assert!(matches!(
+            r.next_record(),
+            Err(CaptureError::Truncated { .. })
+        ));
         let mut r = PcapReader::new(&bytes[..24 + 8]).unwrap();
-        assert!(matches!(r.next_record(), Err(CaptureError::Truncated { .. })));
+        assert!(matches!(
+            r.next_record(),
+            Err(CaptureError::Truncated { .. })
+        ));
         let mut huge = bytes.clone();
         huge[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut r = PcapReader::new(&huge[..]).unwrap();

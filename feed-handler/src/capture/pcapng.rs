@@ -43,10 +43,18 @@ pub struct PcapngReader<R> {
 impl<R: Read> PcapngReader<R> {
     /// Starts reading; the first block must be a Section Header Block.
     pub fn new(inner: R) -> Result<Self, CaptureError> {
-        let mut r = PcapngReader { inner, swapped: false, interfaces: Vec::new(), buf: Vec::new(), offset: 0 };
+        let mut r = PcapngReader {
+            inner,
+            swapped: false,
+            interfaces: Vec::new(),
+            buf: Vec::new(),
+            offset: 0,
+        };
         match r.read_block()? {
             Some(SHB) => Ok(r),
-            _ => Err(CaptureError::Format("not a pcapng file (no section header block)".into())),
+            _ => Err(CaptureError::Format(
+                "not a pcapng file (no section header block)".into(),
+            )),
         }
     }
 
@@ -69,7 +77,12 @@ impl<R: Read> PcapngReader<R> {
         match read_full(&mut self.inner, &mut h)? {
             0 => return Ok(None),
             8 => {}
-            _ => return Err(CaptureError::Truncated { offset: at, what: "pcapng block header" }),
+            _ => {
+                return Err(CaptureError::Truncated {
+                    offset: at,
+                    what: "pcapng block header",
+                });
+            }
         }
         let raw_type = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         let raw_len = [h[4], h[5], h[6], h[7]];
@@ -77,12 +90,19 @@ impl<R: Read> PcapngReader<R> {
             // The byte order is in the body; peek at it first.
             let mut bom = [0u8; 4];
             if read_full(&mut self.inner, &mut bom)? != 4 {
-                return Err(CaptureError::Truncated { offset: at, what: "pcapng section header" });
+                return Err(CaptureError::Truncated {
+                    offset: at,
+                    what: "pcapng section header",
+                });
             }
             self.swapped = match u32::from_le_bytes(bom) {
                 BYTE_ORDER_MAGIC => false,
                 m if m.swap_bytes() == BYTE_ORDER_MAGIC => true,
-                _ => return Err(CaptureError::Format("pcapng section header has a bad byte-order magic".into())),
+                _ => {
+                    return Err(CaptureError::Format(
+                        "pcapng section header has a bad byte-order magic".into(),
+                    ));
+                }
             };
             self.interfaces.clear();
         }
@@ -91,13 +111,23 @@ impl<R: Read> PcapngReader<R> {
             (if self.swapped { v.swap_bytes() } else { v }) as usize
         };
         if total < 12 || total % 4 != 0 || total > MAX_BLOCK {
-            return Err(CaptureError::Garbage { offset: at, what: format!("pcapng block length {total}") });
+            return Err(CaptureError::Garbage {
+                offset: at,
+                what: format!("pcapng block length {total}"),
+            });
         }
-        let block_type = if self.swapped { raw_type.swap_bytes() } else { raw_type };
+        let block_type = if self.swapped {
+            raw_type.swap_bytes()
+        } else {
+            raw_type
+        };
         let already = if block_type == SHB { 4 } else { 0 };
         let body_len = total - 12;
         if body_len < already {
-            return Err(CaptureError::Garbage { offset: at, what: "pcapng section header too short".into() });
+            return Err(CaptureError::Garbage {
+                offset: at,
+                what: "pcapng section header too short".into(),
+            });
         }
         self.buf.resize(body_len + 4, 0);
         if already > 0 {
@@ -105,18 +135,31 @@ impl<R: Read> PcapngReader<R> {
         }
         let want = body_len + 4 - already;
         if read_full(&mut self.inner, &mut self.buf[already..])? != want {
-            return Err(CaptureError::Truncated { offset: at, what: "pcapng block" });
+            return Err(CaptureError::Truncated {
+                offset: at,
+                what: "pcapng block",
+            });
         }
         if self.u32_at(body_len) as usize != total {
-            return Err(CaptureError::Garbage { offset: at, what: "pcapng block trailer length differs".into() });
+            return Err(CaptureError::Garbage {
+                offset: at,
+                what: "pcapng block trailer length differs".into(),
+            });
         }
         self.buf.truncate(body_len);
         self.offset += total as u64;
         if block_type == IDB {
             if body_len < 8 {
-                return Err(CaptureError::Garbage { offset: at, what: "pcapng interface block too short".into() });
+                return Err(CaptureError::Garbage {
+                    offset: at,
+                    what: "pcapng interface block too short".into(),
+                });
             }
-            let mut iface = Interface { linktype: self.u16_at(0) as u32, snaplen: self.u32_at(4), tsresol: (false, 6) };
+            let mut iface = Interface {
+                linktype: self.u16_at(0) as u32,
+                snaplen: self.u32_at(4),
+                tsresol: (false, 6),
+            };
             let mut o = 8;
             while o + 4 <= body_len {
                 let (code, len) = (self.u16_at(o), self.u16_at(o + 2) as usize);
@@ -148,20 +191,39 @@ impl<R: Read> PcapngReader<R> {
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
         loop {
             let at = self.offset;
-            let Some(t) = self.read_block()? else { return Ok(None) };
-            let garbage = |what: &str| CaptureError::Garbage { offset: at, what: what.into() };
+            let Some(t) = self.read_block()? else {
+                return Ok(None);
+            };
+            let garbage = |what: &str| CaptureError::Garbage {
+                offset: at,
+                what: what.into(),
+            };
             let (iface_id, high, low, caplen, orig, data_at) = match t {
                 EPB => {
                     if self.buf.len() < 20 {
                         return Err(garbage("pcapng enhanced packet block too short"));
                     }
-                    (self.u32_at(0) as usize, self.u32_at(4), self.u32_at(8), self.u32_at(12) as usize, self.u32_at(16), 20)
+                    (
+                        self.u32_at(0) as usize,
+                        self.u32_at(4),
+                        self.u32_at(8),
+                        self.u32_at(12) as usize,
+                        self.u32_at(16),
+                        20,
+                    )
                 }
                 OPB => {
                     if self.buf.len() < 20 {
                         return Err(garbage("pcapng packet block too short"));
                     }
-                    (self.u16_at(0) as usize, self.u32_at(4), self.u32_at(8), self.u32_at(12) as usize, self.u32_at(16), 20)
+                    (
+                        self.u16_at(0) as usize,
+                        self.u32_at(4),
+                        self.u32_at(8),
+                        self.u32_at(12) as usize,
+                        self.u32_at(16),
+                        20,
+                    )
                 }
                 SPB => {
                     if self.buf.len() < 4 {
@@ -176,7 +238,9 @@ impl<R: Read> PcapngReader<R> {
                 _ => continue,
             };
             let Some(iface) = self.interfaces.get(iface_id).copied() else {
-                return Err(garbage("pcapng packet refers to an interface that was not described"));
+                return Err(garbage(
+                    "pcapng packet refers to an interface that was not described",
+                ));
             };
             if data_at + caplen > self.buf.len() {
                 return Err(garbage("pcapng packet data runs past its block"));
@@ -234,7 +298,10 @@ pub(crate) mod tests {
         let f = build(&[(1_700_000_000_123_456_789, b"hello"), (5, b"")]);
         let mut r = PcapngReader::new(&f[..]).unwrap();
         let a = r.next_record().unwrap().unwrap();
-        assert_eq!((a.ts_ns, a.data, a.linktype), (1_700_000_000_123_456_789, &b"hello"[..], 1));
+        assert_eq!(
+            (a.ts_ns, a.data, a.linktype),
+            (1_700_000_000_123_456_789, &b"hello"[..], 1)
+        );
         let b = r.next_record().unwrap().unwrap();
         assert_eq!((b.ts_ns, b.data.len()), (5, 0));
         assert!(r.next_record().unwrap().is_none());

@@ -167,9 +167,17 @@ impl fmt::Display for ItchError {
         match *self {
             ItchError::Empty => write!(f, "empty ITCH message"),
             ItchError::UnknownType { msg_type, len } => {
-                write!(f, "unknown ITCH message type {} ({len} bytes)", type_name(msg_type))
+                write!(
+                    f,
+                    "unknown ITCH message type {} ({len} bytes)",
+                    type_name(msg_type)
+                )
             }
-            ItchError::LengthMismatch { msg_type, expected, actual } => write!(
+            ItchError::LengthMismatch {
+                msg_type,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "ITCH message type {} is {actual} bytes, expected {expected}",
                 type_name(msg_type)
@@ -202,7 +210,11 @@ pub struct MessageCounts {
 
 impl Default for MessageCounts {
     fn default() -> Self {
-        MessageCounts { by_type: [0; 256], unknown_type: 0, length_mismatch: 0 }
+        MessageCounts {
+            by_type: [0; 256],
+            unknown_type: 0,
+            length_mismatch: 0,
+        }
     }
 }
 
@@ -250,7 +262,11 @@ impl MessageCounts {
 
     /// `(type byte, count)` for each type seen, in type-byte order.
     pub fn iter(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
-        self.by_type.iter().enumerate().filter(|(_, n)| **n > 0).map(|(t, n)| (t as u8, *n))
+        self.by_type
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (t as u8, *n))
     }
 }
 
@@ -261,10 +277,29 @@ mod tests {
     #[test]
     fn the_table_has_all_23_types_with_spec_lengths() {
         let spec: &[(u8, usize)] = &[
-            (b'S', 12), (b'R', 39), (b'H', 25), (b'Y', 20), (b'L', 26), (b'V', 35), (b'W', 12),
-            (b'K', 28), (b'J', 35), (b'h', 21), (b'A', 36), (b'F', 40), (b'E', 31), (b'C', 36),
-            (b'X', 23), (b'D', 19), (b'U', 35), (b'P', 44), (b'Q', 40), (b'B', 19), (b'I', 50),
-            (b'N', 20), (b'O', 48),
+            (b'S', 12),
+            (b'R', 39),
+            (b'H', 25),
+            (b'Y', 20),
+            (b'L', 26),
+            (b'V', 35),
+            (b'W', 12),
+            (b'K', 28),
+            (b'J', 35),
+            (b'h', 21),
+            (b'A', 36),
+            (b'F', 40),
+            (b'E', 31),
+            (b'C', 36),
+            (b'X', 23),
+            (b'D', 19),
+            (b'U', 35),
+            (b'P', 44),
+            (b'Q', 40),
+            (b'B', 19),
+            (b'I', 50),
+            (b'N', 20),
+            (b'O', 48),
         ];
         assert_eq!(ALL_TYPES.len(), 23);
         for &(t, len) in spec {
@@ -276,14 +311,28 @@ mod tests {
     #[test]
     fn unknown_and_short_messages_are_errors_not_panics() {
         assert_eq!(parse(&[]), Err(ItchError::Empty));
-        assert_eq!(parse(b"Z1234"), Err(ItchError::UnknownType { msg_type: b'Z', len: 5 }));
+        assert_eq!(
+            parse(b"Z1234"),
+            Err(ItchError::UnknownType {
+                msg_type: b'Z',
+                len: 5
+            })
+        );
         assert_eq!(
             parse(&[b'A'; 35]),
-            Err(ItchError::LengthMismatch { msg_type: b'A', expected: 36, actual: 35 })
+            Err(ItchError::LengthMismatch {
+                msg_type: b'A',
+                expected: 36,
+                actual: 35
+            })
         );
         assert_eq!(
             parse(&[b'S'; 13]),
-            Err(ItchError::LengthMismatch { msg_type: b'S', expected: 12, actual: 13 })
+            Err(ItchError::LengthMismatch {
+                msg_type: b'S',
+                expected: 12,
+                actual: 13
+            })
         );
         // every type at every short length
         for &t in ALL_TYPES {
@@ -299,7 +348,10 @@ mod tests {
     #[test]
     fn counts_tally_good_and_bad() {
         let mut c = MessageCounts::default();
-        let d = OrderDelete { header: Header::new(b'D', 1, 0, 5), order_ref: 9.into() };
+        let d = OrderDelete {
+            header: Header::new(b'D', 1, 0, 5),
+            order_ref: 9.into(),
+        };
         assert!(c.parse(d.as_bytes()).is_some());
         assert!(c.parse(b"Zxx").is_none());
         assert!(c.parse(b"Dxx").is_none());

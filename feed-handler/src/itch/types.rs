@@ -10,7 +10,19 @@ pub use zerocopy::byteorder::big_endian::{U16, U32, U64};
 ///
 /// Read as six single bytes, never as an 8-byte load at offset 5: the last message of a buffer
 /// may end right after it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(transparent)]
 pub struct U48(pub [u8; 6]);
 
@@ -52,7 +64,9 @@ impl From<u64> for U48 {
 
 /// A fixed-width ASCII field, left-justified and padded with spaces on the right
 /// (ITCH "Alpha"). `Alpha<8>` is a stock symbol, `Alpha<4>` an MPID or a halt reason.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(transparent)]
 pub struct Alpha<const N: usize>(pub [u8; N]);
 
