@@ -76,6 +76,11 @@ impl<'a> Packet<'a> {
             return Err(MoldError::TooShort { len: bytes.len() });
         };
         let count = header.message_count.get();
+        if header.sequence.get().checked_add(count as u64).is_none() {
+            return Err(MoldError::SequenceOverflow {
+                sequence: header.sequence.get(),
+            });
+        }
         if count == COUNT_HEARTBEAT || count == COUNT_END_OF_SESSION {
             if !blocks.is_empty() {
                 return Err(MoldError::TrailingBytes {
@@ -186,7 +191,7 @@ impl<'a> Iterator for Messages<'a> {
         let msg = self.rest.get(2..2 + len)?;
         self.rest = &self.rest[2 + len..];
         let seq = self.seq;
-        self.seq += 1;
+        self.seq = self.seq.wrapping_add(1);
         self.left -= 1;
         Some((seq, msg))
     }
@@ -220,6 +225,11 @@ pub enum MoldError {
         /// The length it declares.
         len: usize,
     },
+    /// A sequence number so large that the packet's messages would pass 2^64.
+    SequenceOverflow {
+        /// The sequence field.
+        sequence: u64,
+    },
     /// Bytes after the last block (or after a heartbeat / end-of-session header).
     TrailingBytes {
         /// The count field.
@@ -248,6 +258,12 @@ impl fmt::Display for MoldError {
                 f,
                 "MoldUDP64 message block {index} at offset {offset} declares {len} bytes, past the end of the packet"
             ),
+            MoldError::SequenceOverflow { sequence } => {
+                write!(
+                    f,
+                    "MoldUDP64 packet sequence {sequence} overflows with its message count"
+                )
+            }
             MoldError::TrailingBytes { count, extra } => {
                 write!(
                     f,
@@ -489,5 +505,12 @@ mod tests {
         let mut hb = control_packet(session(), 1, 0).to_vec();
         hb.push(0);
         assert!(Packet::parse(&hb).is_err());
+        // found by cargo fuzz: a sequence at the top of the range
+        let mut top = good.clone();
+        top[10..18].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            Packet::parse(&top).unwrap_err(),
+            MoldError::SequenceOverflow { sequence: u64::MAX }
+        );
     }
 }

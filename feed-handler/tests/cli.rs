@@ -7,12 +7,24 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn decode(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_feed-handler")).arg("decode").args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_feed-handler"))
+        .arg("decode")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn sample(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pcap-replays/samples").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../pcap-replays/samples")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn tmp(name: &str, bytes: &[u8]) -> String {
@@ -28,15 +40,30 @@ fn json_summary_has_the_documented_keys() {
     let (code, out, err) = decode(&[&sample("gap-both-lines.pcap"), "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
-    for k in ["packets", "messages", "by_type", "first_seq", "last_seq", "gaps", "errors", "duplicates"] {
+    for k in [
+        "packets",
+        "messages",
+        "by_type",
+        "first_seq",
+        "last_seq",
+        "gaps",
+        "errors",
+        "duplicates",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
-    assert_eq!(v["messages"].as_u64().unwrap(), 2000 - v["missing_messages"].as_u64().unwrap());
+    assert_eq!(
+        v["messages"].as_u64().unwrap(),
+        2000 - v["missing_messages"].as_u64().unwrap()
+    );
     assert_eq!(v["first_seq"], 1);
     assert_eq!(v["last_seq"], 2000);
     assert_eq!(v["gaps"], 1);
     let gap = &v["gap_ranges"][0];
-    assert!(gap["first"].as_u64().unwrap() <= 1000 && gap["last"].as_u64().unwrap() >= 1019, "{gap}");
+    assert!(
+        gap["first"].as_u64().unwrap() <= 1000 && gap["last"].as_u64().unwrap() >= 1019,
+        "{gap}"
+    );
     assert_eq!(v["errors"], 0);
     assert_eq!(v["by_type"]["R"], 20);
     // lines A and B carry every packet: as many duplicates as messages received
@@ -48,7 +75,14 @@ fn binaryfile_gz_decodes() {
     let (code, out, _) = decode(&[&sample("01022024.NASDAQ_ITCH50.gz"), "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((v["format"].as_str(), v["messages"].as_u64(), v["last_seq"].as_u64()), (Some("binaryfile"), Some(5000), Some(5000)));
+    assert_eq!(
+        (
+            v["format"].as_str(),
+            v["messages"].as_u64(),
+            v["last_seq"].as_u64()
+        ),
+        (Some("binaryfile"), Some(5000), Some(5000))
+    );
     assert_eq!(v["packets"], 0);
 }
 
@@ -66,7 +100,10 @@ fn garbage_truncated_and_missing_files_fail_clearly() {
     let (code, out, err) = decode(&[&garbage]);
     assert_eq!(code, 1);
     assert!(out.is_empty());
-    assert!(err.contains("not a pcap, pcapng or Nasdaq BinaryFILE"), "{err}");
+    assert!(
+        err.contains("not a pcap, pcapng or Nasdaq BinaryFILE"),
+        "{err}"
+    );
 
     let full = std::fs::read(sample("ab-light-loss.pcap")).unwrap();
     let cut = tmp("cut.pcap", &full[..full.len() / 2]);

@@ -22,7 +22,9 @@ fn any_message() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn be(bytes: &[u8], at: usize, width: usize) -> u64 {
-    bytes[at..at + width].iter().fold(0, |a, &b| (a << 8) | b as u64)
+    bytes[at..at + width]
+        .iter()
+        .fold(0, |a, &b| (a << 8) | b as u64)
 }
 
 proptest! {

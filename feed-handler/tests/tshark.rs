@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tool(name: &str) -> Option<&str> {
-    let ok = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if ok {
         return Some(name);
     }
@@ -42,18 +45,40 @@ fn tshark_packets(file: &Path, ports: &[u16]) -> Vec<(u16, u64, u16, Vec<u16>)> 
     for p in ports {
         cmd.args(["-d", &format!("udp.port=={p},moldudp64")]);
     }
-    cmd.args(["-T", "fields", "-E", "separator=;", "-e", "udp.dstport", "-e", "moldudp64.sequence"]);
+    cmd.args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=;",
+        "-e",
+        "udp.dstport",
+        "-e",
+        "moldudp64.sequence",
+    ]);
     cmd.args(["-e", "moldudp64.count", "-e", "moldudp64.msglen"]);
     let out = cmd.output().expect("tshark runs");
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(';').collect();
             assert_eq!(f.len(), 4, "line {l:?}");
-            let lens = if f[3].is_empty() { vec![] } else { f[3].split(',').map(|x| x.parse().unwrap()).collect() };
-            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), lens)
+            let lens = if f[3].is_empty() {
+                vec![]
+            } else {
+                f[3].split(',').map(|x| x.parse().unwrap()).collect()
+            };
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                lens,
+            )
         })
         .collect()
 }
@@ -65,13 +90,23 @@ fn tshark_complaints(file: &Path, ports: &[u16]) -> String {
     for p in ports {
         cmd.args(["-d", &format!("udp.port=={p},moldudp64")]);
     }
-    cmd.args(["-Y", "_ws.malformed || _ws.expert.severity >= warning", "-T", "fields", "-e", "frame.number"]);
+    cmd.args([
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= warning",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    ]);
     let out = cmd.output().expect("tshark runs");
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn ours(infos: &[PacketInfo]) -> Vec<(u16, u64, u16, Vec<u16>)> {
-    infos.iter().map(|p| (p.port, p.sequence, p.count, p.block_lens.clone())).collect()
+    infos
+        .iter()
+        .map(|p| (p.port, p.sequence, p.count, p.block_lens.clone()))
+        .collect()
 }
 
 fn agree(file: &Path, ports: &[u16]) {
@@ -83,7 +118,11 @@ fn agree(file: &Path, ports: &[u16]) {
         assert_eq!(t, m, "{}: packet {}", file.display(), i + 1);
     }
     let complaints = tshark_complaints(file, ports);
-    assert!(complaints.trim().is_empty(), "{}: tshark complains about frames {complaints}", file.display());
+    assert!(
+        complaints.trim().is_empty(),
+        "{}: tshark complains about frames {complaints}",
+        file.display()
+    );
 }
 
 #[test]
@@ -102,8 +141,14 @@ fn tshark_agrees_on_the_real_nasdaq_packets() {
         return;
     }
     let Some(dir) = captures_dir() else { return };
-    agree(&dir.join("Nasdaq.Equities.TotalView.Itch.v5.0/Multiple.Packets.pcap"), &[26477]);
-    agree(&dir.join("Bx.Equities.TotalView.Itch.v5.0/OrderReplaceMessage.pcap"), &[25475]);
+    agree(
+        &dir.join("Nasdaq.Equities.TotalView.Itch.v5.0/Multiple.Packets.pcap"),
+        &[26477],
+    );
+    agree(
+        &dir.join("Bx.Equities.TotalView.Itch.v5.0/OrderReplaceMessage.pcap"),
+        &[25475],
+    );
 }
 
 #[test]
@@ -115,14 +160,28 @@ fn editcap_pcapng_reads_the_same_packets() {
     std::fs::create_dir_all(&tmp).unwrap();
     for f in samples() {
         let ng = tmp.join(f.file_name().unwrap()).with_extension("pcapng");
-        let st = Command::new("editcap").args(["-F", "pcapng"]).arg(&f).arg(&ng).status().unwrap();
+        let st = Command::new("editcap")
+            .args(["-F", "pcapng"])
+            .arg(&f)
+            .arg(&ng)
+            .status()
+            .unwrap();
         assert!(st.success());
         let head = std::fs::read(&ng).unwrap();
-        assert_eq!(&head[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "editcap wrote pcapng");
+        assert_eq!(
+            &head[..4],
+            &[0x0a, 0x0d, 0x0d, 0x0a],
+            "editcap wrote pcapng"
+        );
         assert_eq!(packets(&ng), packets(&f), "{}", f.display());
         // and a microsecond pcap, as most capture tools write
         let us = tmp.join("us.pcap");
-        let st = Command::new("editcap").args(["-F", "libpcap"]).arg(&f).arg(&us).status().unwrap();
+        let st = Command::new("editcap")
+            .args(["-F", "libpcap"])
+            .arg(&f)
+            .arg(&us)
+            .status()
+            .unwrap();
         assert!(st.success());
         assert_eq!(packets(&us), packets(&f));
     }

@@ -129,6 +129,11 @@ pub struct Market {
     peak_live: usize,
 }
 
+fn random_mpid(r: &mut Rng) -> Alpha<4> {
+    let name: &&str = r.pick(MPIDS);
+    Alpha::new(name).expect("MPIDs are 4 bytes")
+}
+
 fn put<M: ItchMessage>(buf: &mut Vec<u8>, m: M) {
     buf.extend_from_slice(m.as_bytes());
 }
@@ -319,7 +324,7 @@ impl Market {
             }
             if self.rng.chance(0.05) {
                 let h = self.hdr(b'L', locate);
-                let mpid = Alpha::new(*self.rng.pick(MPIDS)).expect("4 bytes");
+                let mpid = random_mpid(&mut self.rng);
                 msgs.push(
                     MarketParticipantPosition {
                         header: h,
@@ -390,7 +395,7 @@ impl Market {
     fn pick_symbol(&mut self) -> usize {
         let n = self.syms.len() as u64;
         let u = self.rng.below(1 << 20);
-        let idx = (u * u >> 20) * n >> 20;
+        let idx = (((u * u) >> 20) * n) >> 20;
         // spread the busy ones over the alphabet with a fixed odd multiplier
         ((idx.wrapping_mul(0x9E37_79B1) ^ self.cfg.seed) % n) as usize
     }
@@ -451,7 +456,7 @@ impl Market {
         let stock = self.syms[i].stock;
         let h = self.hdr(if mpid { b'F' } else { b'A' }, locate);
         if mpid {
-            let attribution = Alpha::new(*self.rng.pick(MPIDS)).expect("4 bytes");
+            let attribution = random_mpid(&mut self.rng);
             put(
                 &mut self.buf,
                 AddOrderMpid {
@@ -788,7 +793,6 @@ impl Market {
                     .filter(|&j| self.syms[j].halted)
                     .take(16)
                     .collect();
-                let h;
                 let (j, state, reason) = if !halted.is_empty() && self.rng.chance(0.6) {
                     let j = *self.rng.pick(&halted);
                     (j, b'T', Alpha::BLANK)
@@ -798,7 +802,7 @@ impl Market {
                     (i, b'P', Alpha::new("LUDP").expect("short"))
                 };
                 self.syms[j].halted = state != b'T';
-                h = self.hdr(b'H', (j + 1) as u16);
+                let h = self.hdr(b'H', (j + 1) as u16);
                 let stock = self.syms[j].stock;
                 put(
                     &mut self.buf,
@@ -838,7 +842,7 @@ impl Market {
             26..29 => {
                 let h = self.hdr(b'L', locate);
                 let r = &mut self.rng;
-                let mpid = Alpha::new(*r.pick(MPIDS)).expect("4 bytes");
+                let mpid = random_mpid(r);
                 put(
                     &mut self.buf,
                     MarketParticipantPosition {
