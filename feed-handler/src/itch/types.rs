@@ -40,13 +40,11 @@ impl U48 {
     /// The value.
     #[inline]
     pub const fn get(self) -> u64 {
+        // two loads (2 + 4 bytes) rather than six
         let b = self.0;
-        ((b[0] as u64) << 40)
-            | ((b[1] as u64) << 32)
-            | ((b[2] as u64) << 24)
-            | ((b[3] as u64) << 16)
-            | ((b[4] as u64) << 8)
-            | (b[5] as u64)
+        let hi = u16::from_be_bytes([b[0], b[1]]) as u64;
+        let lo = u32::from_be_bytes([b[2], b[3], b[4], b[5]]) as u64;
+        (hi << 32) | lo
     }
 }
 
