@@ -11,6 +11,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod arbiter;
 pub mod capture;
 pub mod fuzzing;
 pub mod itch;
