@@ -15,6 +15,8 @@ pub mod arbiter;
 pub mod capture;
 pub mod fuzzing;
 pub mod itch;
+pub mod journal;
 pub mod moldudp64;
 pub mod report;
+pub mod ring;
 pub mod soupbintcp;

@@ -1,0 +1,309 @@
+//! The journal: every record the ring ever held, appended to a file, so a reader that was
+//! overrun, or that starts after the writer, reads what it missed from disk and then joins the
+//! ring without a hole ([`Subscriber`]).
+//!
+//! ```text
+//!  file <ring>.journal
+//!  offset 0   64-byte header: magic "ITCHJRN1" | version u32 | record size u32 (128) |
+//!             ring generation u64 | zero padding
+//!  offset 64  record at position p: 128 bytes = the ring slot's 16 words, little-endian,
+//!             word 0 = p (instead of the stamp)
+//! ```
+//! The writer appends in batches and, after each `write`, publishes in the ring header how many
+//! records the file holds (`journal_end`); readers never read past it, so they never see a
+//! half-written record. A session's journal grows with the session (128 bytes a message); it
+//! is replaced when the ring is created again.
+
+use crate::ring::layout::{Record, SLOT_SIZE, SLOT_WORDS};
+use crate::ring::{Read, RingError, RingReader};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// "ITCHJRN1".
+pub const MAGIC: [u8; 8] = *b"ITCHJRN1";
+/// Journal format version.
+pub const VERSION: u32 = 1;
+/// Bytes before the first record.
+pub const HEADER: u64 = 64;
+
+/// The journal file of a ring file.
+pub fn journal_path(ring: &Path) -> PathBuf {
+    let mut s = ring.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
+}
+
+/// Appends records.
+#[derive(Debug)]
+pub struct JournalWriter {
+    out: BufWriter<File>,
+    written: u64,
+    flushed: u64,
+}
+
+impl JournalWriter {
+    /// Creates (replaces) the journal for a ring of `generation`.
+    pub fn create(path: &Path, generation: u64) -> std::io::Result<Self> {
+        let _ = std::fs::remove_file(path);
+        let f = OpenOptions::new().write(true).create_new(true).open(path)?;
+        let mut out = BufWriter::with_capacity(256 * 1024, f);
+        let mut h = [0u8; HEADER as usize];
+        h[..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&(SLOT_SIZE as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&generation.to_le_bytes());
+        out.write_all(&h)?;
+        out.flush()?;
+        Ok(JournalWriter {
+            out,
+            written: 0,
+            flushed: 0,
+        })
+    }
+
+    /// Appends the record at `position` (positions must come in order, from 0).
+    pub fn append(&mut self, position: u64, rec: &Record) -> std::io::Result<()> {
+        debug_assert_eq!(position, self.written);
+        let mut w = rec.to_words();
+        w[0] = position;
+        let mut b = [0u8; SLOT_SIZE];
+        for (i, x) in w.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        }
+        self.out.write_all(&b)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes what is buffered to the file; returns how many records the file now holds.
+    pub fn flush(&mut self) -> std::io::Result<u64> {
+        if self.flushed != self.written {
+            self.out.flush()?;
+            self.flushed = self.written;
+        }
+        Ok(self.flushed)
+    }
+
+    /// Records appended (flushed or not).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Reads records back by position.
+#[derive(Debug)]
+pub struct JournalReader {
+    file: File,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl JournalReader {
+    /// Opens a journal and checks its header.
+    pub fn open(path: &Path) -> Result<Self, RingError> {
+        let io = |e| RingError::Io(path.to_path_buf(), e);
+        let file = File::open(path).map_err(io)?;
+        let mut h = [0u8; HEADER as usize];
+        file.read_exact_at(&mut h, 0).map_err(io)?;
+        if h[..8] != MAGIC || u32::from_le_bytes(h[8..12].try_into().expect("4")) != VERSION {
+            return Err(RingError::Layout(
+                path.to_path_buf(),
+                "not a journal of this version".into(),
+            ));
+        }
+        if u32::from_le_bytes(h[12..16].try_into().expect("4")) as usize != SLOT_SIZE {
+            return Err(RingError::Layout(
+                path.to_path_buf(),
+                "journal record size differs".into(),
+            ));
+        }
+        Ok(JournalReader {
+            file,
+            path: path.to_path_buf(),
+            generation: u64::from_le_bytes(h[16..24].try_into().expect("8")),
+        })
+    }
+
+    /// The ring generation the journal belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The record at `position` (the caller keeps below the ring's `journal_end`).
+    pub fn read(&self, position: u64) -> Result<Record, RingError> {
+        let mut b = [0u8; SLOT_SIZE];
+        self.file
+            .read_exact_at(&mut b, HEADER + position * SLOT_SIZE as u64)
+            .map_err(|e| RingError::Io(self.path.clone(), e))?;
+        let mut w = [0u64; SLOT_WORDS];
+        for (i, x) in w.iter_mut().enumerate() {
+            *x = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        }
+        if w[0] != position {
+            return Err(RingError::Layout(
+                self.path.clone(),
+                format!("journal record {position} says it is {}", w[0]),
+            ));
+        }
+        Record::from_words(position, &w).ok_or_else(|| {
+            RingError::Layout(
+                self.path.clone(),
+                format!("journal record {position} is corrupt"),
+            )
+        })
+    }
+}
+
+/// Where a [`Subscriber`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The next record written.
+    Live,
+    /// The first record of the session (from the journal).
+    Beginning,
+    /// A given position.
+    At(u64),
+}
+
+/// A reader that never misses a record: it reads the ring, and when it is overrun (or starts
+/// before what the ring still holds) it reads the journal until it can join the ring again.
+#[derive(Debug)]
+pub struct Subscriber {
+    ring: RingReader,
+    journal: Option<JournalReader>,
+    journal_file: PathBuf,
+    pos: u64,
+    /// Times the ring lapped this reader.
+    pub overruns: u64,
+    /// Records read from the journal.
+    pub from_journal: u64,
+}
+
+impl Subscriber {
+    /// Attaches to the ring at `ring_path`.
+    pub fn attach(ring_path: &Path, start: Start) -> Result<Self, RingError> {
+        let ring = RingReader::attach(ring_path)?;
+        let pos = match start {
+            Start::Live => ring.head(),
+            Start::Beginning => 0,
+            Start::At(p) => p,
+        };
+        Ok(Subscriber {
+            ring,
+            journal: None,
+            journal_file: journal_path(ring_path),
+            pos,
+            overruns: 0,
+            from_journal: 0,
+        })
+    }
+
+    /// The next position to read.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+    /// The ring reader (for its header, head and journal end).
+    pub fn ring(&self) -> &RingReader {
+        &self.ring
+    }
+
+    /// The next record, `Ok(None)` when there is nothing new yet.
+    pub fn next(&mut self) -> Result<Option<Record>, RingError> {
+        // Keep a margin so a record read from the ring is not about to be overwritten.
+        let margin = self.ring.info().capacity / 8;
+        if self.pos + self.ring.info().capacity.saturating_sub(margin) < self.ring.head()
+            || self.pos < self.ring.oldest()
+        {
+            return self.from_journal();
+        }
+        self.ring.seek(self.pos);
+        match self.ring.read() {
+            Read::Record(r) => {
+                self.pos += 1;
+                Ok(Some(r))
+            }
+            Read::Empty => Ok(None),
+            Read::Overrun { .. } => {
+                self.overruns += 1;
+                self.from_journal()
+            }
+        }
+    }
+
+    fn from_journal(&mut self) -> Result<Option<Record>, RingError> {
+        if self.pos >= self.ring.journal_end() {
+            // Not on disk yet; it will be soon (the writer flushes every batch).
+            return Ok(None);
+        }
+        if self.journal.is_none() {
+            let j = JournalReader::open(&self.journal_file)?;
+            if j.generation() != self.ring.info().generation {
+                return Err(RingError::Layout(
+                    self.journal_file.clone(),
+                    "journal belongs to another ring generation".into(),
+                ));
+            }
+            self.journal = Some(j);
+        }
+        let r = self
+            .journal
+            .as_ref()
+            .expect("opened above")
+            .read(self.pos)?;
+        self.pos += 1;
+        self.from_journal += 1;
+        Ok(Some(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::RingWriter;
+
+    #[test]
+    fn an_overrun_reader_catches_up_from_the_journal_without_a_hole() {
+        let dir = std::env::temp_dir().join(format!("journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ring = dir.join("r");
+        let mut w = RingWriter::create(&ring, 16).unwrap();
+        let generation = RingReader::attach(&ring).unwrap().info().generation;
+        let mut j = JournalWriter::create(&journal_path(&ring), generation).unwrap();
+        let mut live = Subscriber::attach(&ring, Start::Live).unwrap();
+        let mut got = Vec::new();
+        for s in 0..1000u64 {
+            let rec = Record::message(3, s + 1, s, s, &s.to_le_bytes()).unwrap();
+            let p = w.publish(&rec);
+            j.append(p, &rec).unwrap();
+            if s % 7 == 0 {
+                let n = j.flush().unwrap();
+                w.set_journal_end(n);
+            }
+            // the live reader reads only now and then: it is lapped many times
+            if s % 100 == 99 {
+                while let Some(r) = live.next().unwrap() {
+                    got.push(r.seq);
+                }
+            }
+        }
+        let n = j.flush().unwrap();
+        w.set_journal_end(n);
+        while let Some(r) = live.next().unwrap() {
+            got.push(r.seq);
+        }
+        assert_eq!(got, (1..=1000).collect::<Vec<_>>());
+        assert!(live.overruns > 0 || live.from_journal > 0);
+        // a late reader from the beginning gets everything too
+        let mut late = Subscriber::attach(&ring, Start::Beginning).unwrap();
+        let mut all = Vec::new();
+        while let Some(r) = late.next().unwrap() {
+            assert_eq!(r.data(), &(r.seq - 1).to_le_bytes()[..]);
+            all.push(r.seq);
+        }
+        assert_eq!(all, (1..=1000).collect::<Vec<_>>());
+        assert!(late.from_journal >= 1000 - 16);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
