@@ -210,13 +210,13 @@ impl Subscriber {
     }
 
     /// The next record, `Ok(None)` when there is nothing new yet.
-    pub fn next(&mut self) -> Result<Option<Record>, RingError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, RingError> {
         // Keep a margin so a record read from the ring is not about to be overwritten.
         let margin = self.ring.info().capacity / 8;
         if self.pos + self.ring.info().capacity.saturating_sub(margin) < self.ring.head()
             || self.pos < self.ring.oldest()
         {
-            return self.from_journal();
+            return self.read_journal();
         }
         self.ring.seek(self.pos);
         match self.ring.read() {
@@ -227,12 +227,12 @@ impl Subscriber {
             Read::Empty => Ok(None),
             Read::Overrun { .. } => {
                 self.overruns += 1;
-                self.from_journal()
+                self.read_journal()
             }
         }
     }
 
-    fn from_journal(&mut self) -> Result<Option<Record>, RingError> {
+    fn read_journal(&mut self) -> Result<Option<Record>, RingError> {
         if self.pos >= self.ring.journal_end() {
             // Not on disk yet; it will be soon (the writer flushes every batch).
             return Ok(None);
@@ -283,14 +283,14 @@ mod tests {
             }
             // the live reader reads only now and then: it is lapped many times
             if s % 100 == 99 {
-                while let Some(r) = live.next().unwrap() {
+                while let Some(r) = live.next_record().unwrap() {
                     got.push(r.seq);
                 }
             }
         }
         let n = j.flush().unwrap();
         w.set_journal_end(n);
-        while let Some(r) = live.next().unwrap() {
+        while let Some(r) = live.next_record().unwrap() {
             got.push(r.seq);
         }
         assert_eq!(got, (1..=1000).collect::<Vec<_>>());
@@ -298,7 +298,7 @@ mod tests {
         // a late reader from the beginning gets everything too
         let mut late = Subscriber::attach(&ring, Start::Beginning).unwrap();
         let mut all = Vec::new();
-        while let Some(r) = late.next().unwrap() {
+        while let Some(r) = late.next_record().unwrap() {
             assert_eq!(r.data(), &(r.seq - 1).to_le_bytes()[..]);
             all.push(r.seq);
         }

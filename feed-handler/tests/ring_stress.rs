@@ -89,7 +89,7 @@ fn child() -> bool {
             let mut s = Subscriber::attach(&ring_path(), Start::Beginning).unwrap();
             let mut next = 1;
             while next <= N {
-                match s.next().unwrap() {
+                match s.next_record().unwrap() {
                     Some(rec) => {
                         check(&rec);
                         assert_eq!(rec.seq, next);
