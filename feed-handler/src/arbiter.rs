@@ -832,7 +832,8 @@ mod tests {
             t += 10_000;
             let before = r.reqs.len();
             a.poll(t, &mut r);
-            for q in r.reqs[before..].to_vec() {
+            let asked: Vec<Request> = r.reqs[before..].to_vec();
+            for q in asked {
                 let n = (q.count as u64).min(5);
                 a.on_packet(t, Line::Recovery, &pkt(q.sequence, n), &mut r);
             }
@@ -842,7 +843,8 @@ mod tests {
             t += 1_000_000;
             let before = r.reqs.len();
             a.poll(t, &mut r);
-            for q in r.reqs[before..].to_vec() {
+            let asked: Vec<Request> = r.reqs[before..].to_vec();
+            for q in asked {
                 let n = (q.count as u64).min(5);
                 a.on_packet(t, Line::Recovery, &pkt(q.sequence, n), &mut r);
             }
