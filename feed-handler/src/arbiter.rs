@@ -67,7 +67,7 @@ pub struct ArbConfig {
     pub session: Option<Session>,
     /// The first sequence to deliver; `None` starts at the first packet seen (a late join).
     pub start_seq: Option<u64>,
-    /// Out-of-order packets held (default 1024).
+    /// Out-of-order packets held (default 8192; 12 MB of 1,500-byte slots).
     pub window_slots: usize,
     /// Largest packet held, bytes (default 1500; larger packets are only taken in order).
     pub max_payload: usize,
@@ -80,11 +80,12 @@ pub struct ArbConfig {
     pub request_timeout_ns: u64,
     /// Requests for a range before it is given up (default 3 retries after the first).
     pub max_retries: u32,
-    /// Messages in one request (default 1000).
+    /// Messages in one request (default 48: about what one 1,400-byte reply holds, so a large
+    /// hole is asked for in many requests at once rather than one after another).
     pub max_request: u16,
     /// Messages requested and not yet answered (default 10,000).
     pub max_outstanding: u64,
-    /// Requests in flight (default 64).
+    /// Requests in flight (default 256).
     pub max_requests: usize,
 }
 
@@ -93,15 +94,15 @@ impl Default for ArbConfig {
         ArbConfig {
             session: None,
             start_seq: None,
-            window_slots: 1024,
+            window_slots: 8192,
             max_payload: 1500,
             line_wait_ns: 200_000,
             recovery: true,
             request_timeout_ns: 50_000_000,
             max_retries: 3,
-            max_request: 1000,
+            max_request: 48,
             max_outstanding: 10_000,
-            max_requests: 64,
+            max_requests: 256,
         }
     }
 }

@@ -11,12 +11,16 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod arbiter;
 pub mod capture;
+pub mod config;
+pub mod counters;
 pub mod fuzzing;
 pub mod itch;
 pub mod journal;
 pub mod moldudp64;
 pub mod report;
 pub mod ring;
+pub mod sock;
 pub mod soupbintcp;

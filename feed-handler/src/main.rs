@@ -32,11 +32,128 @@ enum Cmd {
         #[arg(long = "port", value_name = "PORT")]
         ports: Vec<u16>,
     },
+    /// Run the feed handler: join lines A and B of every channel, arbitrate, recover gaps,
+    /// publish to the shared-memory ring and the journal. Stops on Ctrl-C / SIGTERM.
+    Run {
+        /// TOML configuration (see docs/configuration.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a running feed handler's counters (per channel and per line).
+    Stat {
+        /// Ring name or path (default "itch").
+        #[arg(default_value = "itch")]
+        ring: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records of a ring, one JSON object a line (from the journal for the past).
+    Tail {
+        /// Ring name or path (default "itch").
+        #[arg(default_value = "itch")]
+        ring: String,
+        /// Start with the first record of the session instead of the next one.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop at the first end-of-session record.
+        #[arg(long)]
+        until_eos: bool,
+    },
+}
+
+fn stat(ring: &str, json: bool) -> Result<(), String> {
+    use feed_handler::counters::{CHANNEL_COUNTERS, CountersReader, LINE_COUNTERS, LINES, counters_path};
+    let path = counters_path(&feed_handler::ring::ring_path(ring));
+    let r = CountersReader::open(&path)?;
+    let chans = r.read();
+    if json {
+        let v: Vec<serde_json::Value> = chans
+            .iter()
+            .map(|c| {
+                let mut o = serde_json::Map::new();
+                o.insert("channel".into(), c.name.clone().into());
+                for (i, (n, _)) in CHANNEL_COUNTERS.iter().enumerate() {
+                    o.insert((*n).into(), c.channel[i].into());
+                }
+                for (l, ln) in LINES.iter().enumerate() {
+                    let lo: serde_json::Map<String, serde_json::Value> =
+                        LINE_COUNTERS.iter().enumerate().map(|(i, (n, _))| ((*n).to_string(), c.lines[l][i].into())).collect();
+                    o.insert(format!("line_{ln}"), lo.into());
+                }
+                serde_json::Value::Object(o)
+            })
+            .collect();
+        println!("{}", serde_json::json!({"pid": r.pid(), "updated_ns": r.updated_ns(), "channels": v}));
+        return Ok(());
+    }
+    println!("counters {} (pid {}, updated {} ms ago)", path.display(), r.pid(),
+        feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) / 1_000_000);
+    for c in &chans {
+        println!("channel {}", c.name);
+        for (i, (n, _)) in CHANNEL_COUNTERS.iter().enumerate() {
+            println!("  {n:<14} {}", c.channel[i]);
+        }
+        println!("  {:<14} {:>12} {:>12} {:>12}", "line", "a", "b", "recovery");
+        for (i, (n, _)) in LINE_COUNTERS.iter().enumerate() {
+            println!("  {n:<14} {:>12} {:>12} {:>12}", c.lines[0][i], c.lines[1][i], c.lines[2][i]);
+        }
+    }
+    Ok(())
+}
+
+fn tail(ring: &str, from_start: bool, count: Option<u64>, until_eos: bool) -> Result<(), String> {
+    use feed_handler::journal::{Start, Subscriber};
+    use feed_handler::ring::Kind;
+    use std::io::Write;
+    let path = feed_handler::ring::ring_path(ring);
+    let mut s = Subscriber::attach(&path, if from_start { Start::Beginning } else { Start::Live }).map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0;
+    while count.is_none_or(|c| n < c) {
+        match s.next_record().map_err(|e| e.to_string())? {
+            Some(r) => {
+                let kind = match r.kind {
+                    Kind::Message => "message",
+                    Kind::Gap => "gap",
+                    Kind::EndOfSession => "end_of_session",
+                };
+                let hex: String = r.data().iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(out, "{}", serde_json::json!({"pos": r.position, "kind": kind, "channel": r.channel, "seq": r.seq,
+                    "count": r.gap_count, "exch_ts_ns": r.exch_ts_ns, "recv_ns": r.recv_ns, "msg": hex})).map_err(|e| e.to_string())?;
+                n += 1;
+                if until_eos && r.kind == Kind::EndOfSession {
+                    break;
+                }
+            }
+            None => {
+                out.flush().map_err(|e| e.to_string())?;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+    out.flush().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let done = |r: Result<(), String>, what: &str| match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("feed-handler {what}: {e}");
+            ExitCode::FAILURE
+        }
+    };
     match cli.cmd {
+        Cmd::Run { config } => done(
+            feed_handler::config::Config::load(&config).and_then(feed_handler::agent::run),
+            "run",
+        ),
+        Cmd::Stat { ring, json } => done(stat(&ring, json), "stat"),
+        Cmd::Tail { ring, from_start, count, until_eos } => done(tail(&ring, from_start, count, until_eos), "tail"),
         Cmd::Decode { file, json, ports } => {
             let opts = DecodeOptions {
                 ports: ports.into_iter().collect(),

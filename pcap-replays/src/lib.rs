@@ -14,5 +14,6 @@ pub mod date;
 pub mod lines;
 pub mod market;
 pub mod packetize;
+pub mod replay;
 pub mod rng;
 pub mod session;

@@ -150,35 +150,66 @@ struct Pending {
     payload: Vec<u8>,
 }
 
-/// Writes the lines into a pcap (nanosecond timestamps, Ethernet frames).
+/// Where the lines' frames go, in time order.
+pub trait FrameOut {
+    /// One datagram of line `line` (an index into `LinesConfig::lines`) at time `ts_ns`.
+    fn frame(&mut self, ts_ns: u64, line: &LineSpec, payload: &[u8]) -> std::io::Result<()>;
+}
+
+/// Frames into a pcap (nanosecond timestamps, Ethernet/IPv4/UDP).
 #[derive(Debug)]
-pub struct LinesWriter<W: Write> {
-    cfg: LinesConfig,
+pub struct PcapOut<W: Write> {
     pcap: PcapWriter<W>,
+    frame: Vec<u8>,
+    ip_id: u16,
+    epoch_offset_ns: u64,
+}
+
+impl<W: Write> PcapOut<W> {
+    /// Starts a pcap; frames are stamped `epoch_offset_ns + ts_ns`.
+    pub fn new(out: W, epoch_offset_ns: u64) -> std::io::Result<Self> {
+        Ok(PcapOut { pcap: PcapWriter::new(out, true, net::LINKTYPE_ETHERNET)?, frame: Vec::with_capacity(1600), ip_id: 0, epoch_offset_ns })
+    }
+    /// Flushes and returns the output.
+    pub fn into_inner(self) -> std::io::Result<W> {
+        self.pcap.into_inner()
+    }
+}
+
+impl<W: Write> FrameOut for PcapOut<W> {
+    fn frame(&mut self, ts_ns: u64, line: &LineSpec, payload: &[u8]) -> std::io::Result<()> {
+        self.frame.clear();
+        self.ip_id = self.ip_id.wrapping_add(1);
+        net::write_udp_frame(line.src, line.dst, self.ip_id, payload, &mut self.frame);
+        self.pcap.write_record(self.epoch_offset_ns + ts_ns, &self.frame)
+    }
+}
+
+/// Sends packets on every line with faults, in time order, to a [`FrameOut`].
+#[derive(Debug)]
+pub struct LinesWriter<O: FrameOut> {
+    cfg: LinesConfig,
+    out: O,
     rng: Rng,
     stats: Vec<LineStats>,
     burst_left: Vec<u32>,
     held: Vec<Option<Pending>>,
     heap: BinaryHeap<Reverse<Pending>>,
     order: u64,
-    frame: Vec<u8>,
-    ip_id: u16,
 }
 
-impl<W: Write> LinesWriter<W> {
-    /// Starts the pcap.
-    pub fn new(out: W, cfg: LinesConfig) -> std::io::Result<Self> {
+impl<O: FrameOut> LinesWriter<O> {
+    /// Lines writing to `out`.
+    pub fn new(out: O, cfg: LinesConfig) -> std::io::Result<Self> {
         let n = cfg.lines.len();
         Ok(LinesWriter {
-            pcap: PcapWriter::new(out, true, net::LINKTYPE_ETHERNET)?,
+            out,
             rng: Rng::new(cfg.seed ^ 0x5eed_fa17_0000_0001),
             stats: vec![LineStats::default(); n],
             burst_left: vec![0; n],
             held: (0..n).map(|_| None).collect(),
             heap: BinaryHeap::new(),
             order: 0,
-            frame: Vec::with_capacity(1600),
-            ip_id: 0,
             cfg,
         })
     }
@@ -201,12 +232,7 @@ impl<W: Write> LinesWriter<W> {
             .is_some_and(|Reverse(p)| p.ts_ns <= upto_ns)
         {
             let Reverse(p) = self.heap.pop().expect("peeked");
-            let spec = &self.cfg.lines[p.line];
-            self.frame.clear();
-            self.ip_id = self.ip_id.wrapping_add(1);
-            net::write_udp_frame(spec.src, spec.dst, self.ip_id, &p.payload, &mut self.frame);
-            self.pcap
-                .write_record(self.cfg.epoch_offset_ns + p.ts_ns, &self.frame)?;
+            self.out.frame(p.ts_ns, &self.cfg.lines[p.line], &p.payload)?;
             self.stats[p.line].written += 1;
         }
         Ok(())
@@ -271,8 +297,8 @@ impl<W: Write> LinesWriter<W> {
         Ok(())
     }
 
-    /// Writes what is still queued or held; returns the pcap writer's output and the stats.
-    pub fn finish(mut self) -> std::io::Result<(W, Vec<LineStats>)> {
+    /// Writes what is still queued or held; returns the output and the stats.
+    pub fn finish(mut self) -> std::io::Result<(O, Vec<LineStats>)> {
         for line in 0..self.held.len() {
             if let Some(h) = self.held[line].take() {
                 self.queue(h.ts_ns + 1_000, line, h.payload);
@@ -282,7 +308,7 @@ impl<W: Write> LinesWriter<W> {
         for s in &mut self.stats {
             s.missing = merge_ranges(std::mem::take(&mut s.missing));
         }
-        Ok((self.pcap.into_inner()?, self.stats))
+        Ok((self.out, self.stats))
     }
 }
 

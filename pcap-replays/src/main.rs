@@ -34,6 +34,47 @@ enum Cmd {
     /// Convert a Nasdaq BinaryFILE day file (plain or .gz) into a pcap of MoldUDP64 packets on
     /// lines A and B, so any day can be replayed onto multicast.
     Convert(ConvertArgs),
+    /// Replay a capture onto multicast lines A and B (the exchange simulator), serving
+    /// MoldUDP64 re-requests for everything sent.
+    Play(PlayArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlayArgs {
+    /// The capture: pcap, pcapng or BinaryFILE (plain or .gz).
+    input: PathBuf,
+    /// Replay at N times the capture's pace (default 1).
+    #[arg(long, conflicts_with_all = ["rate", "top"])]
+    speed: Option<f64>,
+    /// Replay at a fixed rate, messages per second.
+    #[arg(long, conflicts_with = "top")]
+    rate: Option<u64>,
+    /// Replay as fast as possible.
+    #[arg(long)]
+    top: bool,
+    /// Interface to send multicast on.
+    #[arg(long, default_value = "127.0.0.1")]
+    interface: std::net::Ipv4Addr,
+    /// Re-request server address (MoldUDP64 requests come here, replies go back unicast).
+    #[arg(long, default_value = "127.0.0.1:26500")]
+    rerequest_addr: SocketAddrV4,
+    /// Do not run the re-request server.
+    #[arg(long)]
+    no_rerequest: bool,
+    /// The server ignores requests while this file exists (to take it down and up).
+    #[arg(long)]
+    rerequest_off_file: Option<PathBuf>,
+    /// Delay before each reply, ms.
+    #[arg(long, default_value_t = 0)]
+    rerequest_delay_ms: u64,
+    /// Keep serving re-requests this long after the last packet, ms.
+    #[arg(long, default_value_t = 2000)]
+    linger_ms: u64,
+    /// Seed of the fault stream.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    lines: LineArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -306,10 +347,88 @@ fn convert(a: ConvertArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn play(a: PlayArgs) -> Result<(), String> {
+    use pcap_replays::replay::{self, NetOut, Pace, ServerConfig, ServerStats};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let pace = if a.top {
+        Pace::Top
+    } else if let Some(r) = a.rate {
+        Pace::Rate(r)
+    } else {
+        Pace::Speed(a.speed.unwrap_or(1.0))
+    };
+    if let Pace::Speed(s) = pace
+        && !(s > 0.0 && s.is_finite())
+    {
+        return Err(format!("--speed {s}: must be a positive factor"));
+    }
+    let t = std::time::Instant::now();
+    let (packets, store) = replay::load(&a.input, a.lines.packetizer()?)?;
+    let store = Arc::new(store);
+    let msgs = store.len();
+    eprintln!("pcap-replay: {} packets, {msgs} messages loaded in {:.1} s", packets.len(), t.elapsed().as_secs_f64());
+    let lines = a.lines.lines(a.seed, Some(&a.input))?;
+    let socks = lines
+        .lines
+        .iter()
+        .map(|l| {
+            feed_handler::sock::multicast_sender(a.interface, SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0))
+                .map_err(|e| format!("line {}: cannot open a multicast sender on {}: {e}", l.name, a.interface))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent_upto = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(ServerStats::default());
+    let server = if a.no_rerequest {
+        None
+    } else {
+        let sock = std::net::UdpSocket::bind(a.rerequest_addr)
+            .map_err(|e| format!("--rerequest-addr {}: {e} (is another replayer running?)", a.rerequest_addr))?;
+        let cfg = ServerConfig {
+            addr: a.rerequest_addr,
+            off_file: a.rerequest_off_file.clone(),
+            delay: std::time::Duration::from_millis(a.rerequest_delay_ms),
+            max_payload: replay::REPLY_PAYLOAD,
+        };
+        let (st, su, sp, ss) = (stop.clone(), sent_upto.clone(), store.clone(), stats.clone());
+        eprintln!("pcap-replay: re-request server on {}", a.rerequest_addr);
+        Some(std::thread::spawn(move || replay::serve_rerequests(sock, cfg, sp, su, st, ss)))
+    };
+    for l in &lines.lines {
+        eprintln!("pcap-replay: line {} to {} (faults {:?})", l.name, l.dst, l.faults);
+    }
+    let started = std::time::Instant::now();
+    let (out, line_stats) = replay::play(&packets, pace, lines.clone(), NetOut::new(socks, replay::speed_of(pace)), &sent_upto, &stop)
+        .map_err(|e| format!("send: {e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("pcap-replay: sent {msgs} messages in {:.3} s ({:.0} msg/s), {} frames, {} send errors", secs, msgs as f64 / secs, out.sent(), out.errors);
+    for (spec, l) in lines.lines.iter().zip(&line_stats) {
+        eprintln!("pcap-replay: line {}: {} frames, {} dropped, {} in gaps, {} duplicated, {} reordered", spec.name, l.written, l.dropped, l.gap_dropped, l.duplicated, l.reordered);
+    }
+    if let Some(h) = server {
+        std::thread::sleep(std::time::Duration::from_millis(a.linger_ms));
+        stop.store(true, Ordering::Relaxed);
+        let _ = h.join();
+        eprintln!(
+            "pcap-replay: re-request server: {} requests, {} ignored, {} messages sent",
+            stats.requests.load(Ordering::Relaxed),
+            stats.ignored.load(Ordering::Relaxed),
+            stats.messages.load(Ordering::Relaxed)
+        );
+    }
+    if let Some(r) = &a.lines.report {
+        let sum = Summary { messages: msgs, message_bytes: 0, packets: packets.len() as u64, lines: lines.lines.iter().map(|l| l.name.to_string()).zip(line_stats).collect() };
+        write_report(r, &sum, serde_json::json!({"file": a.input.display().to_string()}))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::Generate(a) => generate(a),
         Cmd::Convert(a) => convert(a),
+        Cmd::Play(a) => play(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

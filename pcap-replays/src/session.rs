@@ -1,7 +1,7 @@
 //! From a source of ITCH messages (the generator, or a BinaryFILE day file) to a pcap of lines A
 //! and B, or to a BinaryFILE.
 
-use crate::lines::{LineStats, LinesConfig, LinesWriter};
+use crate::lines::{LineStats, LinesConfig, LinesWriter, PcapOut};
 use crate::market::Market;
 use crate::packetize::{Packetizer, PacketizerConfig};
 use feed_handler::capture::{BinaryFileReader, BinaryFileWriter, CaptureError};
@@ -44,10 +44,11 @@ pub struct Summary {
 impl Summary {
     /// A short report for stderr.
     pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "{} messages ({} bytes), {} MoldUDP64 packets per line\n",
-            self.messages, self.message_bytes, self.packets
-        );
+        let mut s = format!("{} messages ({} bytes)", self.messages, self.message_bytes);
+        if !self.lines.is_empty() {
+            s += &format!(", {} MoldUDP64 packets per line", self.packets);
+        }
+        s.push('\n');
         for (name, l) in &self.lines {
             s += &format!(
                 "line {name}: {} frames written, {} dropped, {} dropped in gaps, {} duplicated, {} reordered, {} missing ranges\n",
@@ -125,7 +126,8 @@ pub fn to_pcap<W: Write>(
 ) -> Result<(W, Summary), String> {
     let names: Vec<String> = lines.lines.iter().map(|l| l.name.to_string()).collect();
     let mut packer = Packetizer::new(pk);
-    let mut w = LinesWriter::new(out, lines).map_err(|e| format!("write: {e}"))?;
+    let epoch = lines.epoch_offset_ns;
+    let mut w = LinesWriter::new(PcapOut::new(out, epoch).map_err(|e| format!("write: {e}"))?, lines).map_err(|e| format!("write: {e}"))?;
     let mut sum = Summary::default();
     let mut io_err: Option<std::io::Error> = None;
     let mut last_ts = 0u64;
@@ -159,6 +161,7 @@ pub fn to_pcap<W: Write>(
     }
     sum.packets = packer.packets();
     let (out, stats) = w.finish().map_err(|e| format!("write: {e}"))?;
+    let out = out.into_inner().map_err(|e| format!("write: {e}"))?;
     sum.lines = names.into_iter().zip(stats).collect();
     Ok((out, sum))
 }

@@ -1,0 +1,381 @@
+//! The receive agent: one pinned thread that reads every line of every channel in batches,
+//! runs each channel's arbiter, and publishes in-sequence messages (and gap events) to the
+//! shared-memory ring and the journal. Its duty cycle is [`Agent::do_work`]: it returns how
+//! many datagrams it handled, and the idle strategy runs when that is 0.
+//!
+//! The ring has one writer, so all channels of a process share this thread; a host that needs
+//! more cores runs more feed-handler processes, each with its own ring.
+
+use crate::arbiter::{ArbSink, Arbiter, Line};
+use crate::config::{Config, Idle};
+use crate::counters::{Breaker, ChannelValues, CountersWriter, counters_path};
+use crate::journal::{JournalWriter, journal_path};
+use crate::moldudp64::{Packet, PacketKind, Request};
+use crate::ring::{Record, RingWriter, ring_path};
+use crate::sock::{self, RecvBatch, realtime_ns};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+struct ChannelState {
+    id: u16,
+    name: String,
+    arb: Arbiter,
+    socks: [Option<UdpSocket>; 3],
+    rerequest: Option<SocketAddrV4>,
+    breakers: [Breaker; 2],
+    drops: [u64; 3],
+    line_gaps: [u64; 2],
+    send_errors: u64,
+}
+
+/// Publishes what an arbiter delivers.
+struct Publisher<'a> {
+    channel: u16,
+    ring: &'a mut RingWriter,
+    journal: Option<&'a mut JournalWriter>,
+    requests: &'a mut Vec<Request>,
+    io_error: &'a mut Option<std::io::Error>,
+    oversize: &'a mut u64,
+}
+
+impl Publisher<'_> {
+    fn put(&mut self, rec: &Record) {
+        let p = self.ring.publish(rec);
+        if let Some(j) = self.journal.as_deref_mut()
+            && let Err(e) = j.append(p, rec)
+            && self.io_error.is_none()
+        {
+            *self.io_error = Some(e);
+        }
+    }
+}
+
+fn exch_ts(msg: &[u8]) -> u64 {
+    msg.get(5..11).map_or(0, |b| b.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
+}
+
+impl ArbSink for Publisher<'_> {
+    #[inline]
+    fn message(&mut self, seq: u64, msg: &[u8], recv_ns: u64, _line: Line) {
+        match Record::message(self.channel, seq, exch_ts(msg), recv_ns, msg) {
+            Some(r) => self.put(&r),
+            None => {
+                // Longer than any ITCH 5.0 message: published as a one-message gap so the
+                // sequence stays whole and downstream knows something is missing.
+                *self.oversize += 1;
+                self.put(&Record::gap(self.channel, seq, 1, recv_ns));
+            }
+        }
+    }
+    fn gap(&mut self, first: u64, count: u64) {
+        self.put(&Record::gap(self.channel, first, count, realtime_ns()));
+    }
+    fn request(&mut self, req: Request) {
+        self.requests.push(req);
+    }
+    fn end_of_session(&mut self, next_seq: u64) {
+        self.put(&Record::end_of_session(self.channel, next_seq, realtime_ns()));
+    }
+}
+
+/// The receive agent.
+pub struct Agent {
+    cfg: Config,
+    channels: Vec<ChannelState>,
+    ring: RingWriter,
+    journal: Option<JournalWriter>,
+    counters: CountersWriter,
+    batch: RecvBatch,
+    requests: Vec<Request>,
+    io_error: Option<std::io::Error>,
+    oversize: u64,
+    last_counters_ns: u64,
+    fds: Vec<RawFd>,
+    /// Warnings from start-up (clamped socket buffers and the like), for the log.
+    pub warnings: Vec<String>,
+}
+
+impl core::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Agent({} channels, ring {})", self.channels.len(), self.ring.path().display())
+    }
+}
+
+impl Agent {
+    /// Opens the sockets, creates the ring, the journal and the counters file.
+    pub fn new(cfg: Config) -> Result<Agent, String> {
+        let path = ring_path(&cfg.ring);
+        let ring = RingWriter::create(&path, cfg.ring_capacity).map_err(|e| e.to_string())?;
+        let journal = if cfg.journal {
+            let jp = journal_path(&path);
+            Some(JournalWriter::create(&jp, ring.generation()).map_err(|e| format!("journal {}: {e}", jp.display()))?)
+        } else {
+            None
+        };
+        let names: Vec<String> = cfg.channel.iter().map(|c| c.name.clone()).collect();
+        let cp = counters_path(&path);
+        let counters = CountersWriter::create(&cp, &names).map_err(|e| format!("counters {}: {e}", cp.display()))?;
+        let mut warnings = Vec::new();
+        let mut channels = Vec::new();
+        let mut fds = Vec::new();
+        for (i, ch) in cfg.channel.iter().enumerate() {
+            let open = |l| {
+                sock::multicast_receiver(l, cfg.rcvbuf_bytes)
+                    .map_err(|e| format!("channel {}: cannot join {}:{}: {e}", ch.name, l.group, l.port))
+            };
+            let (a, wa) = open(&ch.line_a)?;
+            warnings.extend(wa);
+            let b = match &ch.line_b {
+                Some(l) => {
+                    let (b, wb) = open(l)?;
+                    warnings.extend(wb);
+                    Some(b)
+                }
+                None => None,
+            };
+            let rq = match ch.rerequest {
+                Some(_) => Some(sock::unicast_socket(Ipv4Addr::UNSPECIFIED).map_err(|e| format!("channel {}: re-request socket: {e}", ch.name))?),
+                None => None,
+            };
+            for s in [Some(&a), b.as_ref(), rq.as_ref()].into_iter().flatten() {
+                fds.push(s.as_raw_fd());
+            }
+            channels.push(ChannelState {
+                id: ch.id.unwrap_or(i as u16),
+                name: ch.name.clone(),
+                arb: Arbiter::new(ch.arbiter()),
+                socks: [Some(a), b, rq],
+                rerequest: ch.rerequest,
+                breakers: [Breaker::new(ch.breaker_window_s, ch.breaker_gap_rate), Breaker::new(ch.breaker_window_s, ch.breaker_gap_rate)],
+                drops: [0; 3],
+                line_gaps: [0; 2],
+                send_errors: 0,
+            });
+        }
+        Ok(Agent {
+            batch: RecvBatch::new(cfg.batch),
+            requests: Vec::with_capacity(256),
+            cfg,
+            channels,
+            ring,
+            journal,
+            counters,
+            io_error: None,
+            oversize: 0,
+            last_counters_ns: 0,
+            fds,
+            warnings,
+        })
+    }
+
+    /// The ring's file.
+    pub fn ring_path(&self) -> &std::path::Path {
+        self.ring.path()
+    }
+
+    /// One duty cycle: reads every socket once, runs the timers, flushes the journal; returns
+    /// the number of datagrams handled.
+    pub fn do_work(&mut self) -> Result<usize, String> {
+        let mut work = 0;
+        for c in 0..self.channels.len() {
+            for li in 0..3 {
+                let Some(fd) = self.channels[c].socks[li].as_ref().map(|s| s.as_raw_fd()) else { continue };
+                let n = self.batch.recv(fd).map_err(|e| format!("channel {}: receive: {e}", self.channels[c].name))?;
+                work += n;
+                let line = Line::ALL[li];
+                for i in 0..n {
+                    let d = self.batch.get(i);
+                    let recv_ns = d.kernel_ns.unwrap_or_else(realtime_ns);
+                    let ch = &mut self.channels[c];
+                    if let Some(dropped) = d.dropped {
+                        ch.drops[li] = dropped as u64;
+                    }
+                    if li < 2
+                        && let Ok(p) = Packet::parse(d.payload)
+                        && p.kind() == PacketKind::Messages
+                        && ch.breakers[li].on_packet(recv_ns, p.sequence(), p.next_sequence())
+                    {
+                        ch.line_gaps[li] += 1;
+                    }
+                    let mut publisher = Publisher {
+                        channel: ch.id,
+                        ring: &mut self.ring,
+                        journal: self.journal.as_mut(),
+                        requests: &mut self.requests,
+                        io_error: &mut self.io_error,
+                        oversize: &mut self.oversize,
+                    };
+                    ch.arb.on_packet(recv_ns, line, d.payload, &mut publisher);
+                }
+            }
+        }
+        let now = realtime_ns();
+        for ch in &mut self.channels {
+            let mut publisher = Publisher {
+                channel: ch.id,
+                ring: &mut self.ring,
+                journal: self.journal.as_mut(),
+                requests: &mut self.requests,
+                io_error: &mut self.io_error,
+                oversize: &mut self.oversize,
+            };
+            ch.arb.poll(now, &mut publisher);
+            if !self.requests.is_empty() {
+                if let (Some(sock), Some(to)) = (&ch.socks[2], ch.rerequest) {
+                    for r in self.requests.drain(..) {
+                        if sock.send_to(&r.to_bytes(), to).is_err() {
+                            ch.send_errors += 1;
+                        }
+                    }
+                }
+                self.requests.clear();
+            }
+        }
+        if let Some(j) = &mut self.journal
+            && j.written() > 0
+        {
+            match j.flush() {
+                Ok(n) => self.ring.set_journal_end(n),
+                Err(e) => return Err(format!("journal write failed: {e}")),
+            }
+        }
+        if let Some(e) = self.io_error.take() {
+            return Err(format!("journal write failed: {e}"));
+        }
+        if now >= self.last_counters_ns + 1_000_000 {
+            self.last_counters_ns = now;
+            self.store_counters(now);
+        }
+        Ok(work)
+    }
+
+    fn store_counters(&mut self, now: u64) {
+        let journal_end = self.journal.as_ref().map_or(0, |j| j.written());
+        for (i, ch) in self.channels.iter_mut().enumerate() {
+            let c = ch.arb.counters();
+            let mut v = ChannelValues {
+                name: ch.name.clone(),
+                channel: [
+                    ch.arb.next_seq(),
+                    c.delivered,
+                    c.holes,
+                    c.requests,
+                    c.recovered,
+                    c.unrecovered,
+                    c.gaps,
+                    ch.arb.held() as u64,
+                    ch.arb.outstanding(),
+                    self.ring.head(),
+                    journal_end,
+                ],
+                lines: [[0; 13]; 3],
+            };
+            for li in 0..3 {
+                let l = &c.lines[li];
+                let (gaps, healthy, ppm) = if li < 2 {
+                    ch.breakers[li].tick(now);
+                    (ch.line_gaps[li], ch.breakers[li].healthy() as u64, ch.breakers[li].rate_ppm(now))
+                } else {
+                    (0, 1, 0)
+                };
+                v.lines[li] = [
+                    l.packets,
+                    l.messages,
+                    l.duplicates,
+                    l.out_of_order,
+                    l.window_full,
+                    l.malformed,
+                    l.wrong_session,
+                    l.heartbeats,
+                    l.delivered,
+                    gaps,
+                    ch.drops[li],
+                    healthy,
+                    ppm,
+                ];
+            }
+            self.counters.store(i, &v, now);
+        }
+    }
+
+    /// Runs duty cycles until `stop` is set, idling as configured; stores the counters a last
+    /// time before returning.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        while !stop.load(Ordering::Relaxed) {
+            if self.do_work()? == 0 {
+                match self.cfg.idle {
+                    Idle::BusySpin => std::hint::spin_loop(),
+                    Idle::Yield => std::thread::yield_now(),
+                    Idle::Park => sock::wait_readable(&self.fds, self.cfg.park_us),
+                }
+            }
+        }
+        self.store_counters(realtime_ns());
+        Ok(())
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// `feed-handler run`: starts the agent on its own (pinned) thread and runs until SIGINT or
+/// SIGTERM. Prints where the ring, the journal and the counters are.
+pub fn run(cfg: Config) -> Result<(), String> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let core = cfg.core;
+    let mut agent = Agent::new(cfg)?;
+    for w in &agent.warnings {
+        eprintln!("feed-handler: warning: {w}");
+    }
+    let rp = agent.ring_path().to_path_buf();
+    eprintln!("feed-handler: ring {}", rp.display());
+    eprintln!("feed-handler: journal {}", journal_path(&rp).display());
+    eprintln!("feed-handler: counters {} (read with `feed-handler stat`)", counters_path(&rp).display());
+    for ch in &agent.cfg.channel {
+        eprintln!(
+            "feed-handler: channel {}: line A {}:{}{}{}",
+            ch.name,
+            ch.line_a.group,
+            ch.line_a.port,
+            ch.line_b.map(|b| format!(", line B {}:{}", b.group, b.port)).unwrap_or_default(),
+            ch.rerequest.map(|r| format!(", re-requests to {r}")).unwrap_or_else(|| ", no re-request server".into())
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let t = std::thread::Builder::new()
+        .name("feed-rx".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                if core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                    eprintln!("feed-handler: receive thread pinned to CPU {c}");
+                } else {
+                    eprintln!("feed-handler: warning: could not pin the receive thread to CPU {c}");
+                }
+            }
+            agent.run(&stop2).map(|_| agent)
+        })
+        .map_err(|e| e.to_string())?;
+    while !STOP.load(Ordering::Relaxed) && !t.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let agent = t.join().map_err(|_| "the receive thread panicked".to_string())??;
+    let c: Vec<_> = agent.channels.iter().map(|ch| (ch.name.clone(), *ch.arb.counters())).collect();
+    for (name, c) in c {
+        eprintln!(
+            "feed-handler: channel {name}: {} messages delivered, {} recovered, {} lost in {} gaps, {} re-requests",
+            c.delivered, c.recovered, c.unrecovered, c.gaps, c.requests
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! `pcap-replay play`: the exchange simulator. Replays a capture (pcap, pcapng or BinaryFILE)
+//! onto multicast lines A and B, at the capture's pace, N times it, a fixed message rate or top
+//! speed, with per-line faults, and serves MoldUDP64 re-requests for everything it has sent.
+//!
+//! The capture's MoldUDP64 packets are taken once each (a capture of both lines holds every
+//! packet twice; the first copy of each sequence wins), so the replay's own fault injection
+//! decides what each line loses. A BinaryFILE is packed into MoldUDP64 packets as
+//! `pcap-replay generate` does.
+
+use crate::lines::{FrameOut, LineSpec, LineStats, LinesConfig, LinesWriter};
+use crate::packetize::{OutPacket, Packetizer, PacketizerConfig};
+use feed_handler::capture::{self, Capture, Item};
+use feed_handler::moldudp64::{self, Packet, PacketKind, PacketWriter, Request, Session};
+use std::net::{SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One packet to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayPacket {
+    /// Capture time (ns; only differences matter).
+    pub ts_ns: u64,
+    /// Sequence of its first message (or the next expected for heartbeat/EOS).
+    pub seq: u64,
+    /// Messages in it.
+    pub messages: u16,
+    /// The MoldUDP64 payload.
+    pub payload: Vec<u8>,
+}
+
+/// Every message of the session by sequence number, for the re-request server.
+#[derive(Debug, Default)]
+pub struct MessageStore {
+    /// Session.
+    pub session: Option<Session>,
+    first_seq: u64,
+    bytes: Vec<u8>,
+    /// Offsets into `bytes`; message `first_seq + i` is `bytes[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<u64>,
+}
+
+impl MessageStore {
+    fn push(&mut self, seq: u64, msg: &[u8]) {
+        if self.offsets.is_empty() {
+            self.first_seq = seq;
+            self.offsets.push(0);
+        }
+        if seq != self.first_seq + self.offsets.len() as u64 - 1 {
+            return; // a hole in the capture itself: those messages cannot be served
+        }
+        self.bytes.extend_from_slice(msg);
+        self.offsets.push(self.bytes.len() as u64);
+    }
+
+    /// Message `seq`, if the capture has it.
+    pub fn get(&self, seq: u64) -> Option<&[u8]> {
+        let i = seq.checked_sub(self.first_seq)? as usize;
+        let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
+        Some(&self.bytes[a as usize..b as usize])
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> u64 {
+        self.offsets.len().saturating_sub(1) as u64
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Loads a capture: its packets in order (each sequence once) and the message store.
+pub fn load(path: &Path, pk: PacketizerConfig) -> Result<(Vec<ReplayPacket>, MessageStore), String> {
+    let cap = capture::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut packets = Vec::new();
+    let mut store = MessageStore::default();
+    match cap {
+        Capture::BinaryFile(mut r) => {
+            store.session = Some(pk.session);
+            let mut packer = Packetizer::new(pk);
+            let mut push = |p: OutPacket<'_>| {
+                packets.push(ReplayPacket { ts_ns: p.ts_ns, seq: p.seq, messages: p.messages, payload: p.payload.to_vec() });
+            };
+            let mut last_ts = 0;
+            while let Some((seq, msg)) = r.next_message().map_err(|e| format!("{}: {e}", path.display()))? {
+                store.push(seq, msg);
+                let ts = msg.get(5..11).map_or(last_ts, |b| b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)).max(last_ts);
+                last_ts = ts;
+                packer.push(ts, msg, &mut push)?;
+            }
+            packer.finish(3, &mut push);
+        }
+        mut cap => {
+            let mut next = 0u64;
+            let mut eos_seen = 0;
+            while let Some(item) = cap.next_item().map_err(|e| format!("{}: {e}", path.display()))? {
+                let Item::Frame(rec) = item else { continue };
+                let Ok(Some(d)) = capture::udp_in_frame(rec.linktype, rec.data) else { continue };
+                let Ok(p) = Packet::parse(d.payload) else { continue };
+                if store.session.is_none() {
+                    store.session = Some(*p.session());
+                }
+                if Some(*p.session()) != store.session {
+                    continue;
+                }
+                match p.kind() {
+                    PacketKind::Messages => {
+                        if p.next_sequence() <= next {
+                            continue; // the other line's copy
+                        }
+                        for (seq, m) in p.messages() {
+                            store.push(seq, m);
+                        }
+                        next = p.next_sequence();
+                    }
+                    PacketKind::Heartbeat => continue,
+                    PacketKind::EndOfSession => {
+                        eos_seen += 1;
+                        if eos_seen > 3 {
+                            continue;
+                        }
+                    }
+                }
+                packets.push(ReplayPacket { ts_ns: rec.ts_ns, seq: p.sequence(), messages: p.message_count(), payload: d.payload.to_vec() });
+            }
+        }
+    }
+    if packets.is_empty() {
+        return Err(format!("{}: no MoldUDP64 packets to replay", path.display()));
+    }
+    Ok((packets, store))
+}
+
+/// How fast to replay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// The capture's timing divided by this factor (1.0 = as recorded).
+    Speed(f64),
+    /// A fixed message rate, messages per second.
+    Rate(u64),
+    /// As fast as the sockets take them.
+    Top,
+}
+
+/// Re-request server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub addr: SocketAddrV4,
+    /// While this file exists, requests are ignored (the server is "down").
+    pub off_file: Option<PathBuf>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Largest reply payload, bytes.
+    pub max_payload: usize,
+}
+
+/// What the server did.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Requests ignored (server off, wrong session, malformed).
+    pub ignored: AtomicU64,
+    /// Messages sent in replies.
+    pub messages: AtomicU64,
+}
+
+/// Runs the re-request server until `stop`: answers each request with one packet holding the
+/// requested messages that fit, among those already sent (`sent_upto`).
+pub fn serve_rerequests(
+    sock: UdpSocket,
+    cfg: ServerConfig,
+    store: Arc<MessageStore>,
+    sent_upto: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ServerStats>,
+) {
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 2048];
+    let Some(session) = store.session else { return };
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let Ok(req) = Request::parse(&buf[..n]) else {
+            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if req.session != session || req.sequence == 0 || cfg.off_file.as_ref().is_some_and(|f| f.exists()) {
+            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !cfg.delay.is_zero() {
+            std::thread::sleep(cfg.delay);
+        }
+        let upto = sent_upto.load(Ordering::Acquire);
+        let mut w = PacketWriter::new(session, req.sequence, cfg.max_payload);
+        let end = req.sequence.saturating_add(req.count as u64).min(upto);
+        let mut seq = req.sequence;
+        while seq < end {
+            let Some(m) = store.get(seq) else { break };
+            if !w.push(m) {
+                break;
+            }
+            seq += 1;
+        }
+        if w.is_empty() {
+            continue; // nothing available: send nothing, as Nasdaq's server does
+        }
+        stats.messages.fetch_add(w.len() as u64, Ordering::Relaxed);
+        let _ = sock.send_to(w.finish(), from);
+    }
+}
+
+/// Sends frames on UDP sockets, one per line, paced to wall time.
+#[derive(Debug)]
+pub struct NetOut {
+    socks: Vec<UdpSocket>,
+    start: Option<(Instant, u64)>,
+    speed: f64,
+    sent: u64,
+    /// Send errors (a full socket buffer, say).
+    pub errors: u64,
+}
+
+impl NetOut {
+    /// One socket per line; `speed` divides the capture's time (0 = no waiting).
+    pub fn new(socks: Vec<UdpSocket>, speed: f64) -> Self {
+        NetOut { socks, start: None, speed, sent: 0, errors: 0 }
+    }
+    /// Frames sent.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+impl FrameOut for NetOut {
+    fn frame(&mut self, ts_ns: u64, line: &LineSpec, payload: &[u8]) -> std::io::Result<()> {
+        if self.speed > 0.0 {
+            let (t0, ts0) = *self.start.get_or_insert((Instant::now(), ts_ns));
+            let due = t0 + Duration::from_nanos(((ts_ns.saturating_sub(ts0)) as f64 / self.speed) as u64);
+            loop {
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                let left = due - now;
+                if left > Duration::from_micros(200) {
+                    std::thread::sleep(left - Duration::from_micros(100));
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let idx = if line.name == "A" { 0 } else { 1 }.min(self.socks.len() - 1);
+        match self.socks[idx].send_to(payload, line.dst) {
+            Ok(_) => self.sent += 1,
+            Err(_) => self.errors += 1,
+        }
+        Ok(())
+    }
+}
+
+/// Replays `packets` on the lines: re-stamps them for `pace`, updates `sent_upto` as each
+/// packet goes (so the server can serve it), and returns each line's figures.
+pub fn play(
+    packets: &[ReplayPacket],
+    pace: Pace,
+    lines: LinesConfig,
+    out: NetOut,
+    sent_upto: &AtomicU64,
+    stop: &AtomicBool,
+) -> std::io::Result<(NetOut, Vec<LineStats>)> {
+    let mut w = LinesWriter::new(out, lines)?;
+    let t0 = packets.first().map_or(0, |p| p.ts_ns);
+    let mut msgs_before = 0u64;
+    for p in packets {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let ts = match pace {
+            Pace::Speed(_) => p.ts_ns - t0.min(p.ts_ns),
+            Pace::Rate(r) => msgs_before * 1_000_000_000 / r.max(1),
+            Pace::Top => 0,
+        };
+        msgs_before += p.messages as u64;
+        w.send(OutPacket { ts_ns: ts, seq: p.seq, messages: p.messages, payload: &p.payload })?;
+        if p.messages > 0 {
+            sent_upto.fetch_max(p.seq + p.messages as u64, Ordering::Release);
+        }
+    }
+    w.finish()
+}
+
+/// The pace's speed factor for [`NetOut`].
+pub fn speed_of(pace: Pace) -> f64 {
+    match pace {
+        Pace::Speed(s) => s,
+        Pace::Rate(_) => 1.0,
+        Pace::Top => 0.0,
+    }
+}
+
+/// `moldudp64::DEFAULT_MAX_PAYLOAD`, for the server's replies.
+pub const REPLY_PAYLOAD: usize = moldudp64::DEFAULT_MAX_PAYLOAD;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_serves_by_sequence() {
+        let mut s = MessageStore::default();
+        s.push(5, b"five");
+        s.push(6, b"six");
+        s.push(8, b"eight"); // a hole in the capture: refused
+        assert_eq!((s.get(5), s.get(6), s.get(7), s.get(4), s.len()), (Some(&b"five"[..]), Some(&b"six"[..]), None, None, 2));
+    }
+}
