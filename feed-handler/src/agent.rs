@@ -53,7 +53,8 @@ impl Publisher<'_> {
 }
 
 fn exch_ts(msg: &[u8]) -> u64 {
-    msg.get(5..11).map_or(0, |b| b.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
+    msg.get(5..11)
+        .map_or(0, |b| b.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
 }
 
 impl ArbSink for Publisher<'_> {
@@ -76,7 +77,11 @@ impl ArbSink for Publisher<'_> {
         self.requests.push(req);
     }
     fn end_of_session(&mut self, next_seq: u64) {
-        self.put(&Record::end_of_session(self.channel, next_seq, realtime_ns()));
+        self.put(&Record::end_of_session(
+            self.channel,
+            next_seq,
+            realtime_ns(),
+        ));
     }
 }
 
@@ -92,6 +97,7 @@ pub struct Agent {
     io_error: Option<std::io::Error>,
     oversize: u64,
     last_counters_ns: u64,
+    last_poll_ns: u64,
     fds: Vec<RawFd>,
     /// Warnings from start-up (clamped socket buffers and the like), for the log.
     pub warnings: Vec<String>,
@@ -99,7 +105,12 @@ pub struct Agent {
 
 impl core::fmt::Debug for Agent {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Agent({} channels, ring {})", self.channels.len(), self.ring.path().display())
+        write!(
+            f,
+            "Agent({} channels, ring {})",
+            self.channels.len(),
+            self.ring.path().display()
+        )
     }
 }
 
@@ -110,20 +121,28 @@ impl Agent {
         let ring = RingWriter::create(&path, cfg.ring_capacity).map_err(|e| e.to_string())?;
         let journal = if cfg.journal {
             let jp = journal_path(&path);
-            Some(JournalWriter::create(&jp, ring.generation()).map_err(|e| format!("journal {}: {e}", jp.display()))?)
+            Some(
+                JournalWriter::create(&jp, ring.generation())
+                    .map_err(|e| format!("journal {}: {e}", jp.display()))?,
+            )
         } else {
             None
         };
         let names: Vec<String> = cfg.channel.iter().map(|c| c.name.clone()).collect();
         let cp = counters_path(&path);
-        let counters = CountersWriter::create(&cp, &names).map_err(|e| format!("counters {}: {e}", cp.display()))?;
+        let counters = CountersWriter::create(&cp, &names)
+            .map_err(|e| format!("counters {}: {e}", cp.display()))?;
         let mut warnings = Vec::new();
         let mut channels = Vec::new();
         let mut fds = Vec::new();
         for (i, ch) in cfg.channel.iter().enumerate() {
             let open = |l| {
-                sock::multicast_receiver(l, cfg.rcvbuf_bytes)
-                    .map_err(|e| format!("channel {}: cannot join {}:{}: {e}", ch.name, l.group, l.port))
+                sock::multicast_receiver(l, cfg.rcvbuf_bytes).map_err(|e| {
+                    format!(
+                        "channel {}: cannot join {}:{}: {e}",
+                        ch.name, l.group, l.port
+                    )
+                })
             };
             let (a, wa) = open(&ch.line_a)?;
             warnings.extend(wa);
@@ -136,7 +155,10 @@ impl Agent {
                 None => None,
             };
             let rq = match ch.rerequest {
-                Some(_) => Some(sock::unicast_socket(Ipv4Addr::UNSPECIFIED).map_err(|e| format!("channel {}: re-request socket: {e}", ch.name))?),
+                Some(_) => Some(
+                    sock::unicast_socket(Ipv4Addr::UNSPECIFIED)
+                        .map_err(|e| format!("channel {}: re-request socket: {e}", ch.name))?,
+                ),
                 None => None,
             };
             for s in [Some(&a), b.as_ref(), rq.as_ref()].into_iter().flatten() {
@@ -148,7 +170,10 @@ impl Agent {
                 arb: Arbiter::new(ch.arbiter()),
                 socks: [Some(a), b, rq],
                 rerequest: ch.rerequest,
-                breakers: [Breaker::new(ch.breaker_window_s, ch.breaker_gap_rate), Breaker::new(ch.breaker_window_s, ch.breaker_gap_rate)],
+                breakers: [
+                    Breaker::new(ch.breaker_window_s, ch.breaker_gap_rate),
+                    Breaker::new(ch.breaker_window_s, ch.breaker_gap_rate),
+                ],
                 drops: [0; 3],
                 line_gaps: [0; 2],
                 send_errors: 0,
@@ -165,6 +190,7 @@ impl Agent {
             io_error: None,
             oversize: 0,
             last_counters_ns: 0,
+            last_poll_ns: 0,
             fds,
             warnings,
         })
@@ -181,8 +207,13 @@ impl Agent {
         let mut work = 0;
         for c in 0..self.channels.len() {
             for li in 0..3 {
-                let Some(fd) = self.channels[c].socks[li].as_ref().map(|s| s.as_raw_fd()) else { continue };
-                let n = self.batch.recv(fd).map_err(|e| format!("channel {}: receive: {e}", self.channels[c].name))?;
+                let Some(fd) = self.channels[c].socks[li].as_ref().map(|s| s.as_raw_fd()) else {
+                    continue;
+                };
+                let n = self
+                    .batch
+                    .recv(fd)
+                    .map_err(|e| format!("channel {}: receive: {e}", self.channels[c].name))?;
                 work += n;
                 let line = Line::ALL[li];
                 for i in 0..n {
@@ -212,6 +243,12 @@ impl Agent {
             }
         }
         let now = realtime_ns();
+        // Timers run when every socket is drained (so a copy still queued on the other line is
+        // not re-requested for nothing), or at least every millisecond under load.
+        if work > 0 && now < self.last_poll_ns + 1_000_000 {
+            return self.finish_cycle(now, work);
+        }
+        self.last_poll_ns = now;
         for ch in &mut self.channels {
             let mut publisher = Publisher {
                 channel: ch.id,
@@ -221,7 +258,11 @@ impl Agent {
                 io_error: &mut self.io_error,
                 oversize: &mut self.oversize,
             };
-            ch.arb.poll(now, &mut publisher);
+            if work == 0 {
+                ch.arb.poll(now, &mut publisher);
+            } else {
+                ch.arb.poll_busy(now, &mut publisher);
+            }
             if !self.requests.is_empty() {
                 if let (Some(sock), Some(to)) = (&ch.socks[2], ch.rerequest) {
                     for r in self.requests.drain(..) {
@@ -233,6 +274,10 @@ impl Agent {
                 self.requests.clear();
             }
         }
+        self.finish_cycle(now, work)
+    }
+
+    fn finish_cycle(&mut self, now: u64, work: usize) -> Result<usize, String> {
         if let Some(j) = &mut self.journal
             && j.written() > 0
         {
@@ -276,7 +321,11 @@ impl Agent {
                 let l = &c.lines[li];
                 let (gaps, healthy, ppm) = if li < 2 {
                     ch.breakers[li].tick(now);
-                    (ch.line_gaps[li], ch.breakers[li].healthy() as u64, ch.breakers[li].rate_ppm(now))
+                    (
+                        ch.line_gaps[li],
+                        ch.breakers[li].healthy() as u64,
+                        ch.breakers[li].rate_ppm(now),
+                    )
                 } else {
                     (0, 1, 0)
                 };
@@ -339,15 +388,22 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let rp = agent.ring_path().to_path_buf();
     eprintln!("feed-handler: ring {}", rp.display());
     eprintln!("feed-handler: journal {}", journal_path(&rp).display());
-    eprintln!("feed-handler: counters {} (read with `feed-handler stat`)", counters_path(&rp).display());
+    eprintln!(
+        "feed-handler: counters {} (read with `feed-handler stat`)",
+        counters_path(&rp).display()
+    );
     for ch in &agent.cfg.channel {
         eprintln!(
             "feed-handler: channel {}: line A {}:{}{}{}",
             ch.name,
             ch.line_a.group,
             ch.line_a.port,
-            ch.line_b.map(|b| format!(", line B {}:{}", b.group, b.port)).unwrap_or_default(),
-            ch.rerequest.map(|r| format!(", re-requests to {r}")).unwrap_or_else(|| ", no re-request server".into())
+            ch.line_b
+                .map(|b| format!(", line B {}:{}", b.group, b.port))
+                .unwrap_or_default(),
+            ch.rerequest
+                .map(|r| format!(", re-requests to {r}"))
+                .unwrap_or_else(|| ", no re-request server".into())
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -369,8 +425,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);
-    let agent = t.join().map_err(|_| "the receive thread panicked".to_string())??;
-    let c: Vec<_> = agent.channels.iter().map(|ch| (ch.name.clone(), *ch.arb.counters())).collect();
+    let agent = t
+        .join()
+        .map_err(|_| "the receive thread panicked".to_string())??;
+    let c: Vec<_> = agent
+        .channels
+        .iter()
+        .map(|ch| (ch.name.clone(), *ch.arb.counters()))
+        .collect();
     for (name, c) in c {
         eprintln!(
             "feed-handler: channel {name}: {} messages delivered, {} recovered, {} lost in {} gaps, {} re-requests",

@@ -177,6 +177,8 @@ pub struct Arbiter {
     /// The upstream has sent everything below this (from data, heartbeats and EOS).
     known_end: u64,
     hole_since: Option<u64>,
+    /// The head sequence `hole_since` is about.
+    hole_head: u64,
     /// Ranges below this whose requests were exhausted: lost.
     abandon_upto: u64,
     slots: Vec<Slot>,
@@ -186,6 +188,10 @@ pub struct Arbiter {
     reqs: Vec<Req>,
     eos_at: Option<u64>,
     eos_sent: bool,
+    /// Per multicast line: the end of the highest sequence it has shown (data, heartbeat or
+    /// EOS) and when its last packet came (0: never).
+    line_end: [u64; 2],
+    line_last_ns: [u64; 2],
     counters: ArbCounters,
 }
 
@@ -208,6 +214,7 @@ impl Arbiter {
             next_seq: 0,
             known_end: 0,
             hole_since: None,
+            hole_head: 0,
             abandon_upto: 0,
             order: Vec::with_capacity(cfg.window_slots),
             free: (0..cfg.window_slots).rev().collect(),
@@ -215,6 +222,8 @@ impl Arbiter {
             slots,
             eos_at: None,
             eos_sent: false,
+            line_end: [0; 2],
+            line_last_ns: [0; 2],
             counters: ArbCounters::default(),
             cfg,
         }
@@ -262,6 +271,10 @@ impl Arbiter {
         let c = &mut self.counters.lines[li];
         c.packets += 1;
         let (first, end) = (p.sequence(), p.next_sequence());
+        if li < 2 {
+            self.line_end[li] = self.line_end[li].max(end);
+            self.line_last_ns[li] = self.line_last_ns[li].max(now_ns);
+        }
         if p.kind() != PacketKind::Messages {
             if p.kind() == PacketKind::Heartbeat {
                 c.heartbeats += 1;
@@ -382,9 +395,15 @@ impl Arbiter {
         self.give_up_abandoned(sink);
         if self.next_seq >= self.known_end {
             self.hole_since = None;
-        } else if self.hole_since.is_none() {
-            self.hole_since = Some(now_ns);
-            self.counters.holes += 1;
+        } else if self.hole_since.is_none() || self.hole_head != self.next_seq {
+            // A new hole at the head: it has been known since the first packet held after it
+            // arrived (or now, for a hole only a heartbeat revealed).
+            if self.hole_since.is_none() {
+                self.counters.holes += 1;
+            }
+            let first_held = self.order.first().map(|&i| self.slots[i].recv_ns);
+            self.hole_since = Some(first_held.unwrap_or(now_ns).min(now_ns));
+            self.hole_head = self.next_seq;
         }
         let next = self.next_seq;
         self.reqs.retain(|r| r.end > next);
@@ -433,11 +452,41 @@ impl Arbiter {
         (cursor < self.known_end).then_some((cursor, self.known_end))
     }
 
-    /// Runs the timers: requests holes that outlived the line wait, retries timed-out requests,
-    /// gives up exhausted ones.
+    /// Whether every multicast line has had its chance to fill the hole that opened at `since`:
+    /// it has shown sequences past the hole, or a packet received `line_wait` after the hole
+    /// opened (so what it has not delivered it lost), or it has been silent for `line_wait`.
+    /// A line that is merely read later than the other (its copies still queued in its socket)
+    /// has not, so its copy is not re-requested for nothing.
+    /// With `drained` false (the caller has not read every socket empty), a silent line is
+    /// not taken as lossy: it may only be unread.
+    fn lines_have_passed(&self, since: u64, now_ns: u64, drained: bool) -> bool {
+        let wait = self.cfg.line_wait_ns;
+        (0..2).all(|l| {
+            let last = self.line_last_ns[l];
+            last == 0
+                || self.line_end[l] >= self.known_end
+                || last >= since + wait
+                || (drained && now_ns >= last + wait)
+        })
+    }
+
+    /// Runs the timers after the caller has read every socket empty: requests holes that
+    /// outlived the line wait, retries timed-out requests, gives up exhausted ones.
     pub fn poll(&mut self, now_ns: u64, sink: &mut impl ArbSink) {
+        self.run_timers(now_ns, true, sink);
+    }
+
+    /// Runs the timers while sockets still hold unread data (a caller under sustained load
+    /// calls this now and then): the same, except that a line that has not been read lately is
+    /// not taken for a line that lost the hole.
+    pub fn poll_busy(&mut self, now_ns: u64, sink: &mut impl ArbSink) {
+        self.run_timers(now_ns, false, sink);
+    }
+
+    fn run_timers(&mut self, now_ns: u64, drained: bool, sink: &mut impl ArbSink) {
         let Some(since) = self.hole_since else { return };
-        if now_ns < since + self.cfg.line_wait_ns {
+        if now_ns < since + self.cfg.line_wait_ns || !self.lines_have_passed(since, now_ns, drained)
+        {
             return;
         }
         let Some(session) = self.session else { return };
@@ -606,6 +655,36 @@ mod tests {
         a.poll(10_000_000, &mut r);
         assert!(r.reqs.is_empty());
         assert_eq!(a.counters().holes, 1);
+    }
+
+    #[test]
+    fn a_line_read_late_is_waited_for_while_it_keeps_coming() {
+        // Line A is read ahead of line B (B's copies still queued): A shows a hole at 3..5
+        // while B has only reached 2. B keeps delivering, so no request goes out.
+        let mut a = Arbiter::new(cfg());
+        let mut r = Rec::default();
+        a.on_packet(0, Line::A, &pkt(1, 2), &mut r);
+        a.on_packet(10, Line::A, &pkt(5, 2), &mut r);
+        a.on_packet(20, Line::B, &pkt(1, 2), &mut r);
+        // long after the line wait, but B's sockets are not drained and its last packet came at 20
+        a.poll_busy(1_000_000, &mut r);
+        assert!(r.reqs.is_empty(), "B is behind, not lossy");
+        // now B's later packets, received long ago, are read: B was not lossy after all
+        a.on_packet(30, Line::B, &pkt(3, 2), &mut r);
+        assert_eq!(seqs(&r), vec![1, 2, 3, 4, 5, 6]);
+        // but a B that shows a packet received past the wait without the hole's data, does
+        a.on_packet(40, Line::A, &pkt(9, 1), &mut r); // hole 7..9 since t=40
+        a.on_packet(300_000, Line::B, &pkt(10, 1), &mut r);
+        a.on_packet(300_000, Line::A, &pkt(11, 1), &mut r);
+        a.poll_busy(300_001, &mut r);
+        assert_eq!(
+            r.reqs,
+            vec![Request {
+                session: session(),
+                sequence: 7,
+                count: 2
+            }]
+        );
     }
 
     #[test]

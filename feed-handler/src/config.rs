@@ -218,7 +218,10 @@ impl Config {
         if let Some(core) = self.core {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             if core >= n {
-                return bad("core".into(), &format!("CPU {core} does not exist (this machine has {n})"));
+                return bad(
+                    "core".into(),
+                    &format!("CPU {core} does not exist (this machine has {n})"),
+                );
             }
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -231,18 +234,27 @@ impl Config {
             if let Some(s) = &ch.session
                 && Session::new(s).is_none()
             {
-                return bad(at("session"), "a MoldUDP64 session is at most 10 characters");
+                return bad(
+                    at("session"),
+                    "a MoldUDP64 session is at most 10 characters",
+                );
             }
             for (name, line) in [("line_a", Some(ch.line_a)), ("line_b", ch.line_b)] {
                 let Some(l) = line else { continue };
                 if !l.group.is_multicast() {
-                    return bad(at(&format!("{name}.group")), &format!("{} is not a multicast address", l.group));
+                    return bad(
+                        at(&format!("{name}.group")),
+                        &format!("{} is not a multicast address", l.group),
+                    );
                 }
                 if l.port == 0 {
                     return bad(at(&format!("{name}.port")), "must not be 0");
                 }
                 if !ports.insert((l.group, l.port)) {
-                    return bad(at(&format!("{name}.port")), "the same group and port are used twice");
+                    return bad(
+                        at(&format!("{name}.port")),
+                        "the same group and port are used twice",
+                    );
                 }
             }
             if ch.window == 0 || ch.window > 1 << 16 {
@@ -296,9 +308,20 @@ mod tests {
     #[test]
     fn defaults_fill_in() {
         let c = Config::parse(GOOD).unwrap();
-        assert_eq!((c.ring_capacity, c.journal, c.idle, c.batch), (1 << 20, true, Idle::BusySpin, 64));
+        assert_eq!(
+            (c.ring_capacity, c.journal, c.idle, c.batch),
+            (1 << 20, true, Idle::BusySpin, 64)
+        );
         let ch = &c.channel[0];
-        assert_eq!((ch.line_wait_us, ch.request_timeout_ms, ch.request_retries, ch.window), (200, 50, 3, 8192));
+        assert_eq!(
+            (
+                ch.line_wait_us,
+                ch.request_timeout_ms,
+                ch.request_retries,
+                ch.window
+            ),
+            (200, 50, 3, 8192)
+        );
         assert_eq!(ch.line_a.interface, Ipv4Addr::LOCALHOST);
         let a = ch.arbiter();
         assert!(a.recovery);
@@ -308,15 +331,43 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (GOOD.replace("239.100.1.1", "10.0.0.1"), "channel[0] (nasdaq).line_a.group: 10.0.0.1 is not a multicast address"),
-            (GOOD.replace("port = 26400", "port = 0"), "line_a.port: must not be 0"),
+            (
+                GOOD.replace("239.100.1.1", "10.0.0.1"),
+                "channel[0] (nasdaq).line_a.group: 10.0.0.1 is not a multicast address",
+            ),
+            (
+                GOOD.replace("port = 26400", "port = 0"),
+                "line_a.port: must not be 0",
+            ),
             (GOOD.replace("port = 26400", "port = 70000"), "port"),
-            (GOOD.replace("ring = \"t\"", "ring = \"t\"\nidle = \"nap\""), "idle"),
-            (GOOD.replace("ring = \"t\"", "ring = \"t\"\nbogus = 1"), "bogus"),
-            (GOOD.replace("name = \"nasdaq\"", "name = \"nasdaq\"\nsession = \"ELEVENCHARS\""), "session: a MoldUDP64 session is at most 10"),
-            (GOOD.replace("26401", "26400").replace("239.100.1.2", "239.100.1.1"), "used twice"),
-            ("ring = \"x\"\nchannel = []".to_string(), "at least one [[channel]]"),
-            (GOOD.replace("ring = \"t\"", "ring = \"t\"\ncore = 999"), "core: CPU 999 does not exist"),
+            (
+                GOOD.replace("ring = \"t\"", "ring = \"t\"\nidle = \"nap\""),
+                "idle",
+            ),
+            (
+                GOOD.replace("ring = \"t\"", "ring = \"t\"\nbogus = 1"),
+                "bogus",
+            ),
+            (
+                GOOD.replace(
+                    "name = \"nasdaq\"",
+                    "name = \"nasdaq\"\nsession = \"ELEVENCHARS\"",
+                ),
+                "session: a MoldUDP64 session is at most 10",
+            ),
+            (
+                GOOD.replace("26401", "26400")
+                    .replace("239.100.1.2", "239.100.1.1"),
+                "used twice",
+            ),
+            (
+                "ring = \"x\"\nchannel = []".to_string(),
+                "at least one [[channel]]",
+            ),
+            (
+                GOOD.replace("ring = \"t\"", "ring = \"t\"\ncore = 999"),
+                "core: CPU 999 does not exist",
+            ),
         ];
         for (text, want) in cases {
             let e = Config::parse(&text).unwrap_err();

@@ -45,19 +45,43 @@ pub const CHANNEL_COUNTERS: [(&str, &str); 11] = [
 
 /// Line counters, in block order.
 pub const LINE_COUNTERS: [(&str, &str); 13] = [
-    ("packets", "valid packets of the session (data, heartbeat, end of session)"),
+    (
+        "packets",
+        "valid packets of the session (data, heartbeat, end of session)",
+    ),
     ("messages", "messages in them"),
-    ("duplicates", "messages that another line (or an earlier copy) delivered first"),
-    ("out_of_order", "packets that came ahead of the next expected sequence"),
-    ("window_full", "out-of-order packets dropped because the window was full"),
+    (
+        "duplicates",
+        "messages that another line (or an earlier copy) delivered first",
+    ),
+    (
+        "out_of_order",
+        "packets that came ahead of the next expected sequence",
+    ),
+    (
+        "window_full",
+        "out-of-order packets dropped because the window was full",
+    ),
     ("malformed", "datagrams that are not valid MoldUDP64"),
     ("wrong_session", "packets of another session"),
     ("heartbeats", "heartbeat packets"),
     ("delivered", "messages this line delivered first"),
-    ("line_gaps", "packets after a hole in this line's own sequence"),
-    ("socket_drops", "datagrams the kernel dropped for lack of socket buffer (SO_RXQ_OVFL)"),
-    ("healthy", "1 while the circuit breaker trusts the line, 0 when its gap rate is too high"),
-    ("gap_rate_ppm", "share of packets after a gap over the breaker window, parts per million"),
+    (
+        "line_gaps",
+        "packets after a hole in this line's own sequence",
+    ),
+    (
+        "socket_drops",
+        "datagrams the kernel dropped for lack of socket buffer (SO_RXQ_OVFL)",
+    ),
+    (
+        "healthy",
+        "1 while the circuit breaker trusts the line, 0 when its gap rate is too high",
+    ),
+    (
+        "gap_rate_ppm",
+        "share of packets after a gap over the breaker window, parts per million",
+    ),
 ];
 
 /// Line names, in block order.
@@ -99,7 +123,11 @@ impl CountersWriter {
     /// Creates the file for channels named `names`.
     pub fn create(path: &Path, names: &[String]) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
-        let f = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         f.set_len((HEADER + names.len() * CHANNEL_BLOCK) as u64)?;
         // SAFETY: a file we just created; readers map it read-only and read words atomically.
         let mut map = unsafe { MmapMut::map_mut(&f) }?;
@@ -111,7 +139,10 @@ impl CountersWriter {
             let len = b.len().min(NAME_BYTES);
             map[HEADER + i * CHANNEL_BLOCK..][..len].copy_from_slice(&b[..len]);
         }
-        let w = CountersWriter { map, channels: names.len() };
+        let w = CountersWriter {
+            map,
+            channels: names.len(),
+        };
         w.word(0).store(MAGIC, Ordering::Release);
         Ok(w)
     }
@@ -152,7 +183,8 @@ pub struct CountersReader {
 impl CountersReader {
     /// Opens the file.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let f = std::fs::File::open(path).map_err(|e| format!("{}: {e} (is the feed handler running?)", path.display()))?;
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("{}: {e} (is the feed handler running?)", path.display()))?;
         // SAFETY: read-only shared mapping, read only through atomic loads.
         let map = unsafe { Mmap::map(&f) }.map_err(|e| format!("{}: {e}", path.display()))?;
         if map.len() < HEADER {
@@ -163,7 +195,10 @@ impl CountersReader {
         let version = u32::from_le_bytes(map[8..12].try_into().expect("4"));
         let channels = u32::from_le_bytes(map[12..16].try_into().expect("4")) as usize;
         if magic != MAGIC || version != VERSION || map.len() < HEADER + channels * CHANNEL_BLOCK {
-            return Err(format!("{}: not a counters file of version {VERSION}", path.display()));
+            return Err(format!(
+                "{}: not a counters file of version {VERSION}",
+                path.display()
+            ));
         }
         Ok(CountersReader { map, channels })
     }
@@ -189,15 +224,22 @@ impl CountersReader {
             .map(|c| {
                 let block = HEADER + c * CHANNEL_BLOCK;
                 let name_bytes = &self.map[block..block + NAME_BYTES];
-                let name = String::from_utf8_lossy(name_bytes.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+                let name =
+                    String::from_utf8_lossy(name_bytes.split(|&b| b == 0).next().unwrap_or(&[]))
+                        .into_owned();
                 let base = block + NAME_BYTES;
-                let mut v = ChannelValues { name, ..Default::default() };
+                let mut v = ChannelValues {
+                    name,
+                    ..Default::default()
+                };
                 for i in 0..CHANNEL_COUNTERS.len() {
                     v.channel[i] = self.load(base + i * 8);
                 }
                 for l in 0..3 {
                     for i in 0..LINE_COUNTERS.len() {
-                        v.lines[l][i] = self.load(base + (CHANNEL_COUNTERS.len() + l * LINE_COUNTERS.len() + i) * 8);
+                        v.lines[l][i] = self.load(
+                            base + (CHANNEL_COUNTERS.len() + l * LINE_COUNTERS.len() + i) * 8,
+                        );
                     }
                 }
                 v
@@ -221,7 +263,12 @@ pub struct Breaker {
 impl Breaker {
     /// A breaker over `window_s` seconds at `threshold` (a share, 0..1).
     pub fn new(window_s: u64, threshold: f64) -> Self {
-        Breaker { buckets: vec![(u64::MAX, 0, 0); window_s.max(1) as usize], threshold, healthy: true, line_next: 0 }
+        Breaker {
+            buckets: vec![(u64::MAX, 0, 0); window_s.max(1) as usize],
+            threshold,
+            healthy: true,
+            line_next: 0,
+        }
     }
 
     /// Counts a data packet `[first, end)` of this line at `now_ns`; returns true if it came
@@ -243,12 +290,19 @@ impl Breaker {
 
     fn rate_at(&self, sec: u64) -> (u64, u64) {
         let n = self.buckets.len() as u64;
-        self.buckets.iter().filter(|b| b.0 != u64::MAX && b.0 + n > sec && b.0 <= sec).fold((0, 0), |a, b| (a.0 + b.1, a.1 + b.2))
+        self.buckets
+            .iter()
+            .filter(|b| b.0 != u64::MAX && b.0 + n > sec && b.0 <= sec)
+            .fold((0, 0), |a, b| (a.0 + b.1, a.1 + b.2))
     }
 
     fn update(&mut self, sec: u64) {
         let (packets, gaps) = self.rate_at(sec);
-        let rate = if packets == 0 { 0.0 } else { gaps as f64 / packets as f64 };
+        let rate = if packets == 0 {
+            0.0
+        } else {
+            gaps as f64 / packets as f64
+        };
         if self.healthy && packets >= 20 && rate > self.threshold {
             self.healthy = false;
         } else if !self.healthy && rate <= self.threshold / 2.0 {
@@ -267,7 +321,7 @@ impl Breaker {
     /// The window's gap share, parts per million.
     pub fn rate_ppm(&self, now_ns: u64) -> u64 {
         let (p, g) = self.rate_at(now_ns / 1_000_000_000);
-        if p == 0 { 0 } else { g * 1_000_000 / p }
+        (g * 1_000_000).checked_div(p).unwrap_or(0)
     }
 }
 
@@ -287,8 +341,14 @@ mod tests {
         let r = CountersReader::open(&p).unwrap();
         let got = r.read();
         assert_eq!(got.len(), 2);
-        assert_eq!((got[0].name.as_str(), got[1].name.as_str()), ("nasdaq", "bx"));
-        assert_eq!((got[1].channel[1], got[1].lines[2][0], got[1].lines[1][12]), (42, 7, 99));
+        assert_eq!(
+            (got[0].name.as_str(), got[1].name.as_str()),
+            ("nasdaq", "bx")
+        );
+        assert_eq!(
+            (got[1].channel[1], got[1].lines[2][0], got[1].lines[1][12]),
+            (42, 7, 99)
+        );
         assert_eq!(got[0].channel[1], 0);
         assert_eq!((r.updated_ns(), r.pid()), (123, std::process::id()));
         std::fs::remove_file(&p).unwrap();

@@ -66,7 +66,9 @@ enum Cmd {
 }
 
 fn stat(ring: &str, json: bool) -> Result<(), String> {
-    use feed_handler::counters::{CHANNEL_COUNTERS, CountersReader, LINE_COUNTERS, LINES, counters_path};
+    use feed_handler::counters::{
+        CHANNEL_COUNTERS, CountersReader, LINE_COUNTERS, LINES, counters_path,
+    };
     let path = counters_path(&feed_handler::ring::ring_path(ring));
     let r = CountersReader::open(&path)?;
     let chans = r.read();
@@ -80,26 +82,42 @@ fn stat(ring: &str, json: bool) -> Result<(), String> {
                     o.insert((*n).into(), c.channel[i].into());
                 }
                 for (l, ln) in LINES.iter().enumerate() {
-                    let lo: serde_json::Map<String, serde_json::Value> =
-                        LINE_COUNTERS.iter().enumerate().map(|(i, (n, _))| ((*n).to_string(), c.lines[l][i].into())).collect();
+                    let lo: serde_json::Map<String, serde_json::Value> = LINE_COUNTERS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, _))| ((*n).to_string(), c.lines[l][i].into()))
+                        .collect();
                     o.insert(format!("line_{ln}"), lo.into());
                 }
                 serde_json::Value::Object(o)
             })
             .collect();
-        println!("{}", serde_json::json!({"pid": r.pid(), "updated_ns": r.updated_ns(), "channels": v}));
+        println!(
+            "{}",
+            serde_json::json!({"pid": r.pid(), "updated_ns": r.updated_ns(), "channels": v})
+        );
         return Ok(());
     }
-    println!("counters {} (pid {}, updated {} ms ago)", path.display(), r.pid(),
-        feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) / 1_000_000);
+    println!(
+        "counters {} (pid {}, updated {} ms ago)",
+        path.display(),
+        r.pid(),
+        feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) / 1_000_000
+    );
     for c in &chans {
         println!("channel {}", c.name);
         for (i, (n, _)) in CHANNEL_COUNTERS.iter().enumerate() {
             println!("  {n:<14} {}", c.channel[i]);
         }
-        println!("  {:<14} {:>12} {:>12} {:>12}", "line", "a", "b", "recovery");
+        println!(
+            "  {:<14} {:>12} {:>12} {:>12}",
+            "line", "a", "b", "recovery"
+        );
         for (i, (n, _)) in LINE_COUNTERS.iter().enumerate() {
-            println!("  {n:<14} {:>12} {:>12} {:>12}", c.lines[0][i], c.lines[1][i], c.lines[2][i]);
+            println!(
+                "  {n:<14} {:>12} {:>12} {:>12}",
+                c.lines[0][i], c.lines[1][i], c.lines[2][i]
+            );
         }
     }
     Ok(())
@@ -110,7 +128,15 @@ fn tail(ring: &str, from_start: bool, count: Option<u64>, until_eos: bool) -> Re
     use feed_handler::ring::Kind;
     use std::io::Write;
     let path = feed_handler::ring::ring_path(ring);
-    let mut s = Subscriber::attach(&path, if from_start { Start::Beginning } else { Start::Live }).map_err(|e| e.to_string())?;
+    let mut s = Subscriber::attach(
+        &path,
+        if from_start {
+            Start::Beginning
+        } else {
+            Start::Live
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut n = 0;
     while count.is_none_or(|c| n < c) {
@@ -153,7 +179,12 @@ fn main() -> ExitCode {
             "run",
         ),
         Cmd::Stat { ring, json } => done(stat(&ring, json), "stat"),
-        Cmd::Tail { ring, from_start, count, until_eos } => done(tail(&ring, from_start, count, until_eos), "tail"),
+        Cmd::Tail {
+            ring,
+            from_start,
+            count,
+            until_eos,
+        } => done(tail(&ring, from_start, count, until_eos), "tail"),
         Cmd::Decode { file, json, ports } => {
             let opts = DecodeOptions {
                 ports: ports.into_iter().collect(),

@@ -12,17 +12,35 @@ use std::os::fd::{AsRawFd, RawFd};
 /// larger ones are cut and so fail their MoldUDP64 check and are counted).
 pub const MAX_DATAGRAM: usize = 9000;
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `value` lives for the call; the length passed is its size.
     let r = unsafe {
-        libc::setsockopt(fd, level, name, &value as *const libc::c_int as *const libc::c_void, size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A receiver joined to one multicast line. Returns the socket and, when the kernel granted
 /// less receive buffer than asked for, a warning to log.
-pub fn multicast_receiver(line: &LineConfig, rcvbuf_bytes: usize) -> io::Result<(UdpSocket, Option<String>)> {
+pub fn multicast_receiver(
+    line: &LineConfig,
+    rcvbuf_bytes: usize,
+) -> io::Result<(UdpSocket, Option<String>)> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -72,7 +90,10 @@ pub fn multicast_sender(interface: Ipv4Addr, source: SocketAddrV4) -> io::Result
 /// Wall-clock time, ns since the epoch (the clock kernel timestamps use).
 #[inline]
 pub fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid timespec to write.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -91,7 +112,12 @@ pub struct RecvBatch {
 
 impl core::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "RecvBatch({} slots, {} received)", self.hdrs.len(), self.got)
+        write!(
+            f,
+            "RecvBatch({} slots, {} received)",
+            self.hdrs.len(),
+            self.got
+        )
     }
 }
 
@@ -145,11 +171,23 @@ impl RecvBatch {
         }
         // SAFETY: every header points at buffers of the stated sizes owned by `self`, which
         // outlive the call; the kernel writes at most those sizes.
-        let r = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
         if r < 0 {
             self.got = 0;
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
         }
         self.got = r as usize;
         Ok(self.got)
@@ -178,16 +216,28 @@ impl RecvBatch {
                 c = libc::CMSG_NXTHDR(h, c);
             }
         }
-        Datagram { payload, kernel_ns, dropped }
+        Datagram {
+            payload,
+            kernel_ns,
+            dropped,
+        }
     }
 }
 
 /// Waits until one of `fds` is readable or `timeout_us` passes (the `park` idle strategy).
 pub fn wait_readable(fds: &[RawFd], timeout_us: u64) {
-    let mut p: [libc::pollfd; 8] = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 8];
+    let mut p: [libc::pollfd; 8] = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 8];
     let n = fds.len().min(8);
     for (i, &fd) in fds.iter().take(n).enumerate() {
-        p[i] = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        p[i] = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
     }
     let ms = timeout_us.div_ceil(1000).min(i32::MAX as u64) as libc::c_int;
     // SAFETY: `p` holds `n` valid pollfd entries.
@@ -200,12 +250,21 @@ mod tests {
 
     #[test]
     fn loopback_multicast_with_kernel_timestamps() {
-        let line = LineConfig { group: Ipv4Addr::new(239, 199, 7, 7), port: 31_877, interface: Ipv4Addr::LOCALHOST };
+        let line = LineConfig {
+            group: Ipv4Addr::new(239, 199, 7, 7),
+            port: 31_877,
+            interface: Ipv4Addr::LOCALHOST,
+        };
         let (rx, _warn) = multicast_receiver(&line, 1 << 20).unwrap();
-        let tx = multicast_sender(Ipv4Addr::LOCALHOST, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let tx = multicast_sender(
+            Ipv4Addr::LOCALHOST,
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        )
+        .unwrap();
         let before = realtime_ns();
         for i in 0..5u8 {
-            tx.send_to(&[i; 100], SocketAddrV4::new(line.group, line.port)).unwrap();
+            tx.send_to(&[i; 100], SocketAddrV4::new(line.group, line.port))
+                .unwrap();
         }
         let mut b = RecvBatch::new(8);
         let mut got = Vec::new();

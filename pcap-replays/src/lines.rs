@@ -168,7 +168,12 @@ pub struct PcapOut<W: Write> {
 impl<W: Write> PcapOut<W> {
     /// Starts a pcap; frames are stamped `epoch_offset_ns + ts_ns`.
     pub fn new(out: W, epoch_offset_ns: u64) -> std::io::Result<Self> {
-        Ok(PcapOut { pcap: PcapWriter::new(out, true, net::LINKTYPE_ETHERNET)?, frame: Vec::with_capacity(1600), ip_id: 0, epoch_offset_ns })
+        Ok(PcapOut {
+            pcap: PcapWriter::new(out, true, net::LINKTYPE_ETHERNET)?,
+            frame: Vec::with_capacity(1600),
+            ip_id: 0,
+            epoch_offset_ns,
+        })
     }
     /// Flushes and returns the output.
     pub fn into_inner(self) -> std::io::Result<W> {
@@ -181,7 +186,8 @@ impl<W: Write> FrameOut for PcapOut<W> {
         self.frame.clear();
         self.ip_id = self.ip_id.wrapping_add(1);
         net::write_udp_frame(line.src, line.dst, self.ip_id, payload, &mut self.frame);
-        self.pcap.write_record(self.epoch_offset_ns + ts_ns, &self.frame)
+        self.pcap
+            .write_record(self.epoch_offset_ns + ts_ns, &self.frame)
     }
 }
 
@@ -232,7 +238,8 @@ impl<O: FrameOut> LinesWriter<O> {
             .is_some_and(|Reverse(p)| p.ts_ns <= upto_ns)
         {
             let Reverse(p) = self.heap.pop().expect("peeked");
-            self.out.frame(p.ts_ns, &self.cfg.lines[p.line], &p.payload)?;
+            self.out
+                .frame(p.ts_ns, &self.cfg.lines[p.line], &p.payload)?;
             self.stats[p.line].written += 1;
         }
         Ok(())

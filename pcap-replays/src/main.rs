@@ -367,14 +367,26 @@ fn play(a: PlayArgs) -> Result<(), String> {
     let (packets, store) = replay::load(&a.input, a.lines.packetizer()?)?;
     let store = Arc::new(store);
     let msgs = store.len();
-    eprintln!("pcap-replay: {} packets, {msgs} messages loaded in {:.1} s", packets.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "pcap-replay: {} packets, {msgs} messages loaded in {:.1} s",
+        packets.len(),
+        t.elapsed().as_secs_f64()
+    );
     let lines = a.lines.lines(a.seed, Some(&a.input))?;
     let socks = lines
         .lines
         .iter()
         .map(|l| {
-            feed_handler::sock::multicast_sender(a.interface, SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0))
-                .map_err(|e| format!("line {}: cannot open a multicast sender on {}: {e}", l.name, a.interface))
+            feed_handler::sock::multicast_sender(
+                a.interface,
+                SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            )
+            .map_err(|e| {
+                format!(
+                    "line {}: cannot open a multicast sender on {}: {e}",
+                    l.name, a.interface
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -383,28 +395,58 @@ fn play(a: PlayArgs) -> Result<(), String> {
     let server = if a.no_rerequest {
         None
     } else {
-        let sock = std::net::UdpSocket::bind(a.rerequest_addr)
-            .map_err(|e| format!("--rerequest-addr {}: {e} (is another replayer running?)", a.rerequest_addr))?;
+        let sock = std::net::UdpSocket::bind(a.rerequest_addr).map_err(|e| {
+            format!(
+                "--rerequest-addr {}: {e} (is another replayer running?)",
+                a.rerequest_addr
+            )
+        })?;
         let cfg = ServerConfig {
             addr: a.rerequest_addr,
             off_file: a.rerequest_off_file.clone(),
             delay: std::time::Duration::from_millis(a.rerequest_delay_ms),
             max_payload: replay::REPLY_PAYLOAD,
         };
-        let (st, su, sp, ss) = (stop.clone(), sent_upto.clone(), store.clone(), stats.clone());
+        let (st, su, sp, ss) = (
+            stop.clone(),
+            sent_upto.clone(),
+            store.clone(),
+            stats.clone(),
+        );
         eprintln!("pcap-replay: re-request server on {}", a.rerequest_addr);
-        Some(std::thread::spawn(move || replay::serve_rerequests(sock, cfg, sp, su, st, ss)))
+        Some(std::thread::spawn(move || {
+            replay::serve_rerequests(sock, cfg, sp, su, st, ss)
+        }))
     };
     for l in &lines.lines {
-        eprintln!("pcap-replay: line {} to {} (faults {:?})", l.name, l.dst, l.faults);
+        eprintln!(
+            "pcap-replay: line {} to {} (faults {:?})",
+            l.name, l.dst, l.faults
+        );
     }
     let started = std::time::Instant::now();
-    let (out, line_stats) = replay::play(&packets, pace, lines.clone(), NetOut::new(socks, replay::speed_of(pace)), &sent_upto, &stop)
-        .map_err(|e| format!("send: {e}"))?;
+    let (out, line_stats) = replay::play(
+        &packets,
+        pace,
+        lines.clone(),
+        NetOut::new(socks, replay::speed_of(pace)),
+        &sent_upto,
+        &stop,
+    )
+    .map_err(|e| format!("send: {e}"))?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("pcap-replay: sent {msgs} messages in {:.3} s ({:.0} msg/s), {} frames, {} send errors", secs, msgs as f64 / secs, out.sent(), out.errors);
+    eprintln!(
+        "pcap-replay: sent {msgs} messages in {:.3} s ({:.0} msg/s), {} frames, {} send errors",
+        secs,
+        msgs as f64 / secs,
+        out.sent(),
+        out.errors
+    );
     for (spec, l) in lines.lines.iter().zip(&line_stats) {
-        eprintln!("pcap-replay: line {}: {} frames, {} dropped, {} in gaps, {} duplicated, {} reordered", spec.name, l.written, l.dropped, l.gap_dropped, l.duplicated, l.reordered);
+        eprintln!(
+            "pcap-replay: line {}: {} frames, {} dropped, {} in gaps, {} duplicated, {} reordered",
+            spec.name, l.written, l.dropped, l.gap_dropped, l.duplicated, l.reordered
+        );
     }
     if let Some(h) = server {
         std::thread::sleep(std::time::Duration::from_millis(a.linger_ms));
@@ -418,8 +460,22 @@ fn play(a: PlayArgs) -> Result<(), String> {
         );
     }
     if let Some(r) = &a.lines.report {
-        let sum = Summary { messages: msgs, message_bytes: 0, packets: packets.len() as u64, lines: lines.lines.iter().map(|l| l.name.to_string()).zip(line_stats).collect() };
-        write_report(r, &sum, serde_json::json!({"file": a.input.display().to_string()}))?;
+        let sum = Summary {
+            messages: msgs,
+            message_bytes: 0,
+            packets: packets.len() as u64,
+            lines: lines
+                .lines
+                .iter()
+                .map(|l| l.name.to_string())
+                .zip(line_stats)
+                .collect(),
+        };
+        write_report(
+            r,
+            &sum,
+            serde_json::json!({"file": a.input.display().to_string()}),
+        )?;
     }
     Ok(())
 }

@@ -72,7 +72,10 @@ impl MessageStore {
 }
 
 /// Loads a capture: its packets in order (each sequence once) and the message store.
-pub fn load(path: &Path, pk: PacketizerConfig) -> Result<(Vec<ReplayPacket>, MessageStore), String> {
+pub fn load(
+    path: &Path,
+    pk: PacketizerConfig,
+) -> Result<(Vec<ReplayPacket>, MessageStore), String> {
     let cap = capture::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut packets = Vec::new();
     let mut store = MessageStore::default();
@@ -81,12 +84,25 @@ pub fn load(path: &Path, pk: PacketizerConfig) -> Result<(Vec<ReplayPacket>, Mes
             store.session = Some(pk.session);
             let mut packer = Packetizer::new(pk);
             let mut push = |p: OutPacket<'_>| {
-                packets.push(ReplayPacket { ts_ns: p.ts_ns, seq: p.seq, messages: p.messages, payload: p.payload.to_vec() });
+                packets.push(ReplayPacket {
+                    ts_ns: p.ts_ns,
+                    seq: p.seq,
+                    messages: p.messages,
+                    payload: p.payload.to_vec(),
+                });
             };
             let mut last_ts = 0;
-            while let Some((seq, msg)) = r.next_message().map_err(|e| format!("{}: {e}", path.display()))? {
+            while let Some((seq, msg)) = r
+                .next_message()
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
                 store.push(seq, msg);
-                let ts = msg.get(5..11).map_or(last_ts, |b| b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)).max(last_ts);
+                let ts = msg
+                    .get(5..11)
+                    .map_or(last_ts, |b| {
+                        b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
+                    })
+                    .max(last_ts);
                 last_ts = ts;
                 packer.push(ts, msg, &mut push)?;
             }
@@ -95,10 +111,17 @@ pub fn load(path: &Path, pk: PacketizerConfig) -> Result<(Vec<ReplayPacket>, Mes
         mut cap => {
             let mut next = 0u64;
             let mut eos_seen = 0;
-            while let Some(item) = cap.next_item().map_err(|e| format!("{}: {e}", path.display()))? {
+            while let Some(item) = cap
+                .next_item()
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
                 let Item::Frame(rec) = item else { continue };
-                let Ok(Some(d)) = capture::udp_in_frame(rec.linktype, rec.data) else { continue };
-                let Ok(p) = Packet::parse(d.payload) else { continue };
+                let Ok(Some(d)) = capture::udp_in_frame(rec.linktype, rec.data) else {
+                    continue;
+                };
+                let Ok(p) = Packet::parse(d.payload) else {
+                    continue;
+                };
                 if store.session.is_none() {
                     store.session = Some(*p.session());
                 }
@@ -123,12 +146,20 @@ pub fn load(path: &Path, pk: PacketizerConfig) -> Result<(Vec<ReplayPacket>, Mes
                         }
                     }
                 }
-                packets.push(ReplayPacket { ts_ns: rec.ts_ns, seq: p.sequence(), messages: p.message_count(), payload: d.payload.to_vec() });
+                packets.push(ReplayPacket {
+                    ts_ns: rec.ts_ns,
+                    seq: p.sequence(),
+                    messages: p.message_count(),
+                    payload: d.payload.to_vec(),
+                });
             }
         }
     }
     if packets.is_empty() {
-        return Err(format!("{}: no MoldUDP64 packets to replay", path.display()));
+        return Err(format!(
+            "{}: no MoldUDP64 packets to replay",
+            path.display()
+        ));
     }
     Ok((packets, store))
 }
@@ -182,13 +213,18 @@ pub fn serve_rerequests(
     let mut buf = [0u8; 2048];
     let Some(session) = store.session else { return };
     while !stop.load(Ordering::Relaxed) {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let Ok(req) = Request::parse(&buf[..n]) else {
             stats.ignored.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if req.session != session || req.sequence == 0 || cfg.off_file.as_ref().is_some_and(|f| f.exists()) {
+        if req.session != session
+            || req.sequence == 0
+            || cfg.off_file.as_ref().is_some_and(|f| f.exists())
+        {
             stats.ignored.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -228,7 +264,13 @@ pub struct NetOut {
 impl NetOut {
     /// One socket per line; `speed` divides the capture's time (0 = no waiting).
     pub fn new(socks: Vec<UdpSocket>, speed: f64) -> Self {
-        NetOut { socks, start: None, speed, sent: 0, errors: 0 }
+        NetOut {
+            socks,
+            start: None,
+            speed,
+            sent: 0,
+            errors: 0,
+        }
     }
     /// Frames sent.
     pub fn sent(&self) -> u64 {
@@ -240,7 +282,8 @@ impl FrameOut for NetOut {
     fn frame(&mut self, ts_ns: u64, line: &LineSpec, payload: &[u8]) -> std::io::Result<()> {
         if self.speed > 0.0 {
             let (t0, ts0) = *self.start.get_or_insert((Instant::now(), ts_ns));
-            let due = t0 + Duration::from_nanos(((ts_ns.saturating_sub(ts0)) as f64 / self.speed) as u64);
+            let due =
+                t0 + Duration::from_nanos(((ts_ns.saturating_sub(ts0)) as f64 / self.speed) as u64);
             loop {
                 let now = Instant::now();
                 if now >= due {
@@ -273,6 +316,13 @@ pub fn play(
     sent_upto: &AtomicU64,
     stop: &AtomicBool,
 ) -> std::io::Result<(NetOut, Vec<LineStats>)> {
+    let mut lines = lines;
+    if pace == Pace::Top {
+        // No clock at top speed: B goes right after A, packet by packet.
+        for l in &mut lines.lines {
+            l.delay_ns = 0;
+        }
+    }
     let mut w = LinesWriter::new(out, lines)?;
     let t0 = packets.first().map_or(0, |p| p.ts_ns);
     let mut msgs_before = 0u64;
@@ -283,10 +333,15 @@ pub fn play(
         let ts = match pace {
             Pace::Speed(_) => p.ts_ns - t0.min(p.ts_ns),
             Pace::Rate(r) => msgs_before * 1_000_000_000 / r.max(1),
-            Pace::Top => 0,
+            Pace::Top => msgs_before,
         };
         msgs_before += p.messages as u64;
-        w.send(OutPacket { ts_ns: ts, seq: p.seq, messages: p.messages, payload: &p.payload })?;
+        w.send(OutPacket {
+            ts_ns: ts,
+            seq: p.seq,
+            messages: p.messages,
+            payload: &p.payload,
+        })?;
         if p.messages > 0 {
             sent_upto.fetch_max(p.seq + p.messages as u64, Ordering::Release);
         }
@@ -316,6 +371,9 @@ mod tests {
         s.push(5, b"five");
         s.push(6, b"six");
         s.push(8, b"eight"); // a hole in the capture: refused
-        assert_eq!((s.get(5), s.get(6), s.get(7), s.get(4), s.len()), (Some(&b"five"[..]), Some(&b"six"[..]), None, None, 2));
+        assert_eq!(
+            (s.get(5), s.get(6), s.get(7), s.get(4), s.len()),
+            (Some(&b"five"[..]), Some(&b"six"[..]), None, None, 2)
+        );
     }
 }

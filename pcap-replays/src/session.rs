@@ -127,7 +127,11 @@ pub fn to_pcap<W: Write>(
     let names: Vec<String> = lines.lines.iter().map(|l| l.name.to_string()).collect();
     let mut packer = Packetizer::new(pk);
     let epoch = lines.epoch_offset_ns;
-    let mut w = LinesWriter::new(PcapOut::new(out, epoch).map_err(|e| format!("write: {e}"))?, lines).map_err(|e| format!("write: {e}"))?;
+    let mut w = LinesWriter::new(
+        PcapOut::new(out, epoch).map_err(|e| format!("write: {e}"))?,
+        lines,
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut sum = Summary::default();
     let mut io_err: Option<std::io::Error> = None;
     let mut last_ts = 0u64;
