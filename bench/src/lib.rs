@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod decode;
+pub mod feed;
 pub mod fields;
 
 /// Prints one figure in the form runs can be compared by.

@@ -5,10 +5,14 @@
 use bench::decode::DecodeBench;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: bench decode [--messages N] [--symbols N] [--passes N]
+const USAGE: &str = "usage: bench NAME [options]
 
   decode   ITCH decode throughput, ours beside the itchy crate, over a generated BinaryFILE
-           in memory (default 20,000,000 messages, 8,000 symbols, best of 3 passes)";
+           in memory: [--messages N] (20,000,000) [--symbols N] (8,000) [--passes N] (3)
+  feed     replay -> feed handler -> ring on loopback multicast: top-speed throughput,
+           wire-to-ring latency at a fixed rate, ring hop to another process:
+           [--messages N] (10,000,000) [--offered-rate N] (3,000,000; 0 = top speed) [--rate N] (200,000)
+           [--latency-messages N] (2,000,000)";
 
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
@@ -32,6 +36,21 @@ fn main() -> ExitCode {
             eprintln!("machine: {}", bench::machine());
             bench::decode::run(&o)
         })(),
+        Some("feed") => (|| {
+            let o = bench::feed::FeedBench {
+                messages: flag(&args, "--messages", 10_000_000)?,
+                offered_rate: flag(&args, "--offered-rate", 3_000_000)?,
+                latency_rate: flag(&args, "--rate", 200_000)?,
+                latency_messages: flag(&args, "--latency-messages", 2_000_000)?,
+                results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::feed::run_all(&o)
+        })(),
+        Some("ring-hop-reader") if args.len() == 4 => {
+            let n = args[2].parse().unwrap_or(0);
+            bench::feed::ring_hop_reader(&args[1], n, &args[3])
+        }
         _ => Err(USAGE.to_string()),
     };
     match res {

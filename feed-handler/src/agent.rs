@@ -11,6 +11,7 @@ use crate::config::{Config, Idle};
 use crate::counters::{Breaker, ChannelValues, CountersWriter, counters_path};
 use crate::journal::{JournalWriter, journal_path};
 use crate::moldudp64::{Packet, PacketKind, Request};
+use crate::ring::layout::SLOT_WORDS;
 use crate::ring::{Record, RingWriter, ring_path};
 use crate::sock::{self, RecvBatch, realtime_ns};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -38,17 +39,23 @@ struct Publisher<'a> {
     requests: &'a mut Vec<Request>,
     io_error: &'a mut Option<std::io::Error>,
     oversize: &'a mut u64,
+    latency: Option<&'a mut hdrhistogram::Histogram<u64>>,
 }
 
 impl Publisher<'_> {
-    fn put(&mut self, rec: &Record) {
-        let p = self.ring.publish(rec);
+    #[inline]
+    fn put_words(&mut self, words: &[u64; SLOT_WORDS]) {
+        let p = self.ring.publish_words(words);
         if let Some(j) = self.journal.as_deref_mut()
-            && let Err(e) = j.append(p, rec)
+            && let Err(e) = j.append_words(p, words)
             && self.io_error.is_none()
         {
             *self.io_error = Some(e);
         }
+    }
+
+    fn put(&mut self, rec: &Record) {
+        self.put_words(&rec.to_words());
     }
 }
 
@@ -60,8 +67,13 @@ fn exch_ts(msg: &[u8]) -> u64 {
 impl ArbSink for Publisher<'_> {
     #[inline]
     fn message(&mut self, seq: u64, msg: &[u8], recv_ns: u64, _line: Line) {
-        match Record::message(self.channel, seq, exch_ts(msg), recv_ns, msg) {
-            Some(r) => self.put(&r),
+        match Record::message_words(self.channel, seq, exch_ts(msg), recv_ns, msg) {
+            Some(w) => {
+                self.put_words(&w);
+                if let Some(h) = self.latency.as_deref_mut() {
+                    h.saturating_record(realtime_ns().saturating_sub(recv_ns));
+                }
+            }
             None => {
                 // Longer than any ITCH 5.0 message: published as a one-message gap so the
                 // sequence stays whole and downstream knows something is missing.
@@ -98,7 +110,11 @@ pub struct Agent {
     oversize: u64,
     last_counters_ns: u64,
     last_poll_ns: u64,
+    last_journal_ns: u64,
+    ring_journal_end: u64,
     fds: Vec<RawFd>,
+    /// Wire-to-ring latency of every message, ns (when `measure_latency` is set).
+    pub latency: Option<hdrhistogram::Histogram<u64>>,
     /// Warnings from start-up (clamped socket buffers and the like), for the log.
     pub warnings: Vec<String>,
 }
@@ -179,6 +195,7 @@ impl Agent {
                 send_errors: 0,
             });
         }
+        let cfg_latency = cfg.measure_latency;
         Ok(Agent {
             batch: RecvBatch::new(cfg.batch),
             requests: Vec::with_capacity(256),
@@ -191,9 +208,23 @@ impl Agent {
             oversize: 0,
             last_counters_ns: 0,
             last_poll_ns: 0,
+            last_journal_ns: 0,
+            ring_journal_end: 0,
             fds,
+            latency: cfg_latency.then(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                    .expect("valid bounds")
+            }),
             warnings,
         })
+    }
+
+    /// Channel counters: (name, arbiter counters, socket drops per line).
+    pub fn channel_counters(&self) -> Vec<(String, crate::arbiter::ArbCounters, [u64; 3])> {
+        self.channels
+            .iter()
+            .map(|c| (c.name.clone(), *c.arb.counters(), c.drops))
+            .collect()
     }
 
     /// The ring's file.
@@ -237,6 +268,7 @@ impl Agent {
                         requests: &mut self.requests,
                         io_error: &mut self.io_error,
                         oversize: &mut self.oversize,
+                        latency: self.latency.as_mut(),
                     };
                     ch.arb.on_packet(recv_ns, line, d.payload, &mut publisher);
                 }
@@ -257,6 +289,7 @@ impl Agent {
                 requests: &mut self.requests,
                 io_error: &mut self.io_error,
                 oversize: &mut self.oversize,
+                latency: self.latency.as_mut(),
             };
             if work == 0 {
                 ch.arb.poll(now, &mut publisher);
@@ -278,12 +311,20 @@ impl Agent {
     }
 
     fn finish_cycle(&mut self, now: u64, work: usize) -> Result<usize, String> {
-        if let Some(j) = &mut self.journal
-            && j.written() > 0
-        {
-            match j.flush() {
-                Ok(n) => self.ring.set_journal_end(n),
-                Err(e) => return Err(format!("journal write failed: {e}")),
+        // The journal is written in blocks (at least 512 records, or what is pending after a
+        // millisecond), so its write(2) stays off most duty cycles; readers that need it wait
+        // at most that long.
+        if let Some(j) = &mut self.journal {
+            let pending = j.written() - self.ring_journal_end;
+            if pending >= 512 || (pending > 0 && now >= self.last_journal_ns + 1_000_000) {
+                match j.flush() {
+                    Ok(n) => {
+                        self.ring.set_journal_end(n);
+                        self.ring_journal_end = n;
+                        self.last_journal_ns = now;
+                    }
+                    Err(e) => return Err(format!("journal write failed: {e}")),
+                }
             }
         }
         if let Some(e) = self.io_error.take() {
@@ -361,6 +402,12 @@ impl Agent {
                 }
             }
         }
+        if let Some(j) = &mut self.journal {
+            let n = j
+                .flush()
+                .map_err(|e| format!("journal write failed: {e}"))?;
+            self.ring.set_journal_end(n);
+        }
         self.store_counters(realtime_ns());
         Ok(())
     }
@@ -412,7 +459,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .name("feed-rx".into())
         .spawn(move || {
             if let Some(c) = core {
-                if core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                if sock::pin_current_thread(c) {
                     eprintln!("feed-handler: receive thread pinned to CPU {c}");
                 } else {
                     eprintln!("feed-handler: warning: could not pin the receive thread to CPU {c}");

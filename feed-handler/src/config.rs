@@ -11,6 +11,7 @@
 //! park_us = 50                  # with idle = "park": longest sleep in poll(2), µs
 //! batch = 64                    # datagrams per recvmmsg call
 //! rcvbuf_bytes = 16777216       # SO_RCVBUF asked for each multicast socket
+//! measure_latency = false       # histogram of wire-to-ring latency (one clock read a message)
 //!
 //! [[channel]]
 //! name = "nasdaq"
@@ -161,6 +162,10 @@ pub struct Config {
     /// SO_RCVBUF asked for, bytes (default 16 MiB).
     #[serde(default = "d_rcvbuf")]
     pub rcvbuf_bytes: usize,
+    /// Record wire-to-ring latency of every message in an HDR histogram (default false: costs
+    /// one clock read per message; for benchmarks and diagnosis).
+    #[serde(default)]
+    pub measure_latency: bool,
     /// The channels.
     pub channel: Vec<ChannelConfig>,
 }

@@ -65,8 +65,18 @@ impl JournalWriter {
 
     /// Appends the record at `position` (positions must come in order, from 0).
     pub fn append(&mut self, position: u64, rec: &Record) -> std::io::Result<()> {
+        self.append_words(position, &rec.to_words())
+    }
+
+    /// Appends a record given as its slot words (word 0 is replaced by the position).
+    #[inline]
+    pub fn append_words(
+        &mut self,
+        position: u64,
+        words: &[u64; SLOT_WORDS],
+    ) -> std::io::Result<()> {
         debug_assert_eq!(position, self.written);
-        let mut w = rec.to_words();
+        let mut w = *words;
         w[0] = position;
         let mut b = [0u8; SLOT_SIZE];
         for (i, x) in w.iter().enumerate() {

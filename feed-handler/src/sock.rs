@@ -87,6 +87,22 @@ pub fn multicast_sender(interface: Ipv4Addr, source: SocketAddrV4) -> io::Result
     Ok(s.into())
 }
 
+/// Pins the calling thread to `cpu`. Unlike a library that only offers the CPUs of the
+/// current mask, this can move a thread to any CPU of the machine (a child inherits its
+/// parent's mask). Returns false (and changes nothing) if the kernel refuses.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes inside it (cpu is below
+    // CPU_SETSIZE); sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes from it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 /// Wall-clock time, ns since the epoch (the clock kernel timestamps use).
 #[inline]
 pub fn realtime_ns() -> u64 {

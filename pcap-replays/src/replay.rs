@@ -54,6 +54,20 @@ impl MessageStore {
         self.offsets.push(self.bytes.len() as u64);
     }
 
+    /// The store of the messages in `packets` (data packets, in order).
+    pub fn from_packets(packets: &[ReplayPacket]) -> Self {
+        let mut s = MessageStore::default();
+        for p in packets {
+            if let Ok(pk) = Packet::parse(&p.payload) {
+                s.session.get_or_insert(*pk.session());
+                for (seq, m) in pk.messages() {
+                    s.push(seq, m);
+                }
+            }
+        }
+        s
+    }
+
     /// Message `seq`, if the capture has it.
     pub fn get(&self, seq: u64) -> Option<&[u8]> {
         let i = seq.checked_sub(self.first_seq)? as usize;

@@ -202,6 +202,39 @@ impl Record {
         &self.data[..self.len as usize]
     }
 
+    /// The slot words of a message record, built straight from the message bytes (what the
+    /// feed handler's hot path publishes); `None` if the message is longer than a slot holds.
+    #[inline]
+    pub fn message_words(
+        channel: u16,
+        seq: u64,
+        exch_ts_ns: u64,
+        recv_ns: u64,
+        msg: &[u8],
+    ) -> Option<[u64; SLOT_WORDS]> {
+        if msg.len() > MAX_DATA {
+            return None;
+        }
+        let mut w = [0u64; SLOT_WORDS];
+        w[1] = Kind::Message as u64 | (channel as u64) << 16 | (msg.len() as u64) << 32;
+        w[2] = seq;
+        w[3] = exch_ts_ns;
+        w[4] = recv_ns;
+        let mut chunks = msg.chunks_exact(8);
+        let mut i = 5;
+        for c in &mut chunks {
+            w[i] = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            i += 1;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            w[i] = u64::from_le_bytes(b);
+        }
+        Some(w)
+    }
+
     /// The 16 words of the slot (stamp word 0 is left for the caller).
     pub fn to_words(&self) -> [u64; SLOT_WORDS] {
         let mut w = [0u64; SLOT_WORDS];
@@ -294,6 +327,18 @@ mod tests {
             (Kind::Gap, 1000, 20, 0)
         );
         assert!(Record::message(0, 0, 0, 0, &[0; 89]).is_none());
+        assert_eq!(
+            Record::message_words(7, 123, 34_200_000_000_000, 1_700_000_000_000_000_000, &msg),
+            Some(r.to_words())
+        );
+        for len in 0..=MAX_DATA {
+            let m: Vec<u8> = (0..len as u8).collect();
+            assert_eq!(
+                Record::message_words(1, 2, 3, 4, &m),
+                Some(Record::message(1, 2, 3, 4, &m).unwrap().to_words()),
+                "len {len}"
+            );
+        }
         let mut w = r.to_words();
         w[1] = 99;
         assert!(Record::from_words(0, &w).is_none());

@@ -146,8 +146,13 @@ impl RingWriter {
     /// Publishes one record at the next position; returns that position. Never blocks.
     #[inline]
     pub fn publish(&mut self, rec: &Record) -> u64 {
+        self.publish_words(&rec.to_words())
+    }
+
+    /// Publishes a record given as its slot words (word 0, the stamp, is ignored).
+    #[inline]
+    pub fn publish_words(&mut self, words: &[u64; SLOT_WORDS]) -> u64 {
         let p = self.head;
-        let words = rec.to_words();
         self.slot_word(p, 0).store(2 * p + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         for (i, &w) in words.iter().enumerate().skip(1) {
