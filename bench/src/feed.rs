@@ -86,6 +86,7 @@ fn run(
         ring = "{}"
         ring_capacity = 1048576
         journal = {journal}
+        journal_preallocate_mb = {prealloc}
         idle = "busy-spin"
         rcvbuf_bytes = 33554432
         measure_latency = {measure_latency}
@@ -99,6 +100,11 @@ fn run(
         "#,
         ring.display(),
         journal = journal,
+        prealloc = if journal {
+            packets.iter().map(|p| p.messages as u64).sum::<u64>() * 128 / (1 << 20) + 64
+        } else {
+            0
+        },
     );
     let mut agent = Agent::new(Config::parse(&cfg)?)?;
     for w in &agent.warnings {

@@ -137,9 +137,15 @@ impl Agent {
         let ring = RingWriter::create(&path, cfg.ring_capacity).map_err(|e| e.to_string())?;
         let journal = if cfg.journal {
             let jp = journal_path(&path);
+            let bytes = cfg.journal_preallocate_mb << 20;
             Some(
-                JournalWriter::create(&jp, ring.generation())
-                    .map_err(|e| format!("journal {}: {e}", jp.display()))?,
+                JournalWriter::create_preallocated(&jp, ring.generation(), bytes).map_err(|e| {
+                    format!(
+                        "journal {}: {e} (journal_preallocate_mb = {})",
+                        jp.display(),
+                        cfg.journal_preallocate_mb
+                    )
+                })?,
             )
         } else {
             None

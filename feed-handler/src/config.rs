@@ -6,6 +6,7 @@
 //! ring = "itch"                 # ring name under /dev/shm, or a path
 //! ring_capacity = 1048576       # slots (128 bytes each), rounded up to a power of two
 //! journal = true                # also append every record to <ring>.journal
+//! journal_preallocate_mb = 0    # journal space allocated at start (128 bytes a message)
 //! core = 1                      # pin the receive thread to this CPU (omit: not pinned)
 //! idle = "busy-spin"            # busy-spin | yield | park
 //! park_us = 50                  # with idle = "park": longest sleep in poll(2), µs
@@ -148,6 +149,10 @@ pub struct Config {
     /// Keep a journal (default true).
     #[serde(default = "d_true")]
     pub journal: bool,
+    /// Journal space allocated at start, MiB (default 0: allocated as it grows). 128 bytes a
+    /// message: 1,280 MiB holds 10M messages.
+    #[serde(default)]
+    pub journal_preallocate_mb: u64,
     /// CPU to pin the receive thread to.
     pub core: Option<usize>,
     /// Idle strategy (default busy-spin).

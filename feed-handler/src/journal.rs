@@ -46,8 +46,31 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Creates (replaces) the journal for a ring of `generation`.
     pub fn create(path: &Path, generation: u64) -> std::io::Result<Self> {
+        Self::create_preallocated(path, generation, 0)
+    }
+
+    /// Like [`JournalWriter::create`], and allocates `bytes` of file space up front (the file's
+    /// size stays that of what is written), so that appends during the session copy into
+    /// existing pages instead of allocating them: the allocation can stall the writer for
+    /// milliseconds, notably on tmpfs in a virtual machine.
+    pub fn create_preallocated(path: &Path, generation: u64, bytes: u64) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
         let f = OpenOptions::new().write(true).create_new(true).open(path)?;
+        if bytes > 0 {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on a file descriptor we own.
+            let r = unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    bytes as libc::off_t,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         let mut out = BufWriter::with_capacity(256 * 1024, f);
         let mut h = [0u8; HEADER as usize];
         h[..8].copy_from_slice(&MAGIC);

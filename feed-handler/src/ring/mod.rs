@@ -93,8 +93,11 @@ impl RingWriter {
             .map_err(io)?;
         file.set_len(size).map_err(io)?;
         // SAFETY: the file was just created by us with this size; other processes only map it
-        // read-only and the layout makes every shared word an atomic.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
+        // read-only and the layout makes every shared word an atomic. MAP_POPULATE faults every
+        // page in now, not on the writer's first lap (a fault there is a latency spike, and on a
+        // virtual machine memory touched for the first time is slow).
+        let mut map =
+            unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }.map_err(io)?;
         map[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
         map[12..16].copy_from_slice(&(SLOT_SIZE as u32).to_le_bytes());
         map[16..24].copy_from_slice(&capacity.to_le_bytes());
