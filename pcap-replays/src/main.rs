@@ -73,6 +73,15 @@ struct PlayArgs {
     /// Seed of the fault stream.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Replay N passes (0: until stopped); each pass continues the sequence numbers.
+    #[arg(long = "loop", value_name = "N", default_value_t = 1)]
+    passes: u64,
+    /// Send line A from this address (IP:PORT; port 0: any).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    source_a: SocketAddrV4,
+    /// Send line B from this address.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    source_b: SocketAddrV4,
     #[command(flatten)]
     lines: LineArgs,
 }
@@ -364,7 +373,8 @@ fn play(a: PlayArgs) -> Result<(), String> {
         return Err(format!("--speed {s}: must be a positive factor"));
     }
     let t = std::time::Instant::now();
-    let (packets, store) = replay::load(&a.input, a.lines.packetizer()?)?;
+    let (packets, mut store) = replay::load(&a.input, a.lines.packetizer()?)?;
+    store.looped = a.passes != 1;
     let store = Arc::new(store);
     let msgs = store.len();
     eprintln!(
@@ -379,7 +389,11 @@ fn play(a: PlayArgs) -> Result<(), String> {
         .map(|l| {
             feed_handler::sock::multicast_sender(
                 a.interface,
-                SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+                if l.name == "A" {
+                    a.source_a
+                } else {
+                    a.source_b
+                },
             )
             .map_err(|e| {
                 format!(
@@ -425,20 +439,22 @@ fn play(a: PlayArgs) -> Result<(), String> {
         );
     }
     let started = std::time::Instant::now();
-    let (out, line_stats) = replay::play(
+    let (out, line_stats) = replay::play_looped(
         &packets,
         pace,
         lines.clone(),
         NetOut::new(socks, replay::speed_of(pace)),
         &sent_upto,
         &stop,
+        a.passes,
     )
     .map_err(|e| format!("send: {e}"))?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "pcap-replay: sent {msgs} messages in {:.3} s ({:.0} msg/s), {} frames, {} send errors",
+        "pcap-replay: sent {} messages in {:.3} s ({:.0} msg/s), {} frames, {} send errors",
+        msgs * a.passes.max(1),
         secs,
-        msgs as f64 / secs,
+        (msgs * a.passes.max(1)) as f64 / secs,
         out.sent(),
         out.errors
     );

@@ -35,6 +35,8 @@ pub struct ReplayPacket {
 pub struct MessageStore {
     /// Session.
     pub session: Option<Session>,
+    /// Serve sequence numbers past the end as the same messages again (a looping replay).
+    pub looped: bool,
     first_seq: u64,
     bytes: Vec<u8>,
     /// Offsets into `bytes`; message `first_seq + i` is `bytes[offsets[i]..offsets[i + 1]]`.
@@ -70,7 +72,12 @@ impl MessageStore {
 
     /// Message `seq`, if the capture has it.
     pub fn get(&self, seq: u64) -> Option<&[u8]> {
-        let i = seq.checked_sub(self.first_seq)? as usize;
+        let mut i = seq.checked_sub(self.first_seq)?;
+        if self.looped && !self.is_empty() {
+            // a looping replay numbers each pass after the last: pass k is message i + k * len
+            i %= self.len();
+        }
+        let i = i as usize;
         let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
         Some(&self.bytes[a as usize..b as usize])
     }
@@ -330,6 +337,22 @@ pub fn play(
     sent_upto: &AtomicU64,
     stop: &AtomicBool,
 ) -> std::io::Result<(NetOut, Vec<LineStats>)> {
+    play_looped(packets, pace, lines, out, sent_upto, stop, 1)
+}
+
+/// Like [`play`], `passes` times over (0: until `stop`). Each pass after the first continues
+/// the sequence numbers (pass k adds k times the session's message count) and the clock, so a
+/// feed handler sees one long session; end-of-session packets go out only after the last pass.
+/// The ITCH content repeats, order references included.
+pub fn play_looped(
+    packets: &[ReplayPacket],
+    pace: Pace,
+    lines: LinesConfig,
+    out: NetOut,
+    sent_upto: &AtomicU64,
+    stop: &AtomicBool,
+    passes: u64,
+) -> std::io::Result<(NetOut, Vec<LineStats>)> {
     let mut lines = lines;
     if pace == Pace::Top {
         // No clock at top speed: B goes right after A, packet by packet.
@@ -339,26 +362,51 @@ pub fn play(
     }
     let mut w = LinesWriter::new(out, lines)?;
     let t0 = packets.first().map_or(0, |p| p.ts_ns);
+    let t_end = packets.last().map_or(0, |p| p.ts_ns);
+    let span_msgs: u64 = packets.iter().map(|p| p.messages as u64).sum();
     let mut msgs_before = 0u64;
-    for p in packets {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    let mut scratch = Vec::new();
+    let mut pass = 0u64;
+    'passes: while passes == 0 || pass < passes {
+        let last_pass = passes != 0 && pass + 1 == passes;
+        for p in packets {
+            if stop.load(Ordering::Relaxed) {
+                break 'passes;
+            }
+            let eos = p.messages == 0 && p.payload.get(18..20) == Some(&[0xff, 0xff][..]);
+            if eos && !last_pass {
+                continue;
+            }
+            let ts = match pace {
+                Pace::Speed(_) => pass * (t_end - t0 + 1_000_000) + p.ts_ns - t0.min(p.ts_ns),
+                Pace::Rate(r) => msgs_before * 1_000_000_000 / r.max(1),
+                Pace::Top => msgs_before,
+            };
+            msgs_before += p.messages as u64;
+            let shift = pass * span_msgs;
+            let payload: &[u8] = if shift == 0 {
+                &p.payload
+            } else {
+                scratch.clear();
+                scratch.extend_from_slice(&p.payload);
+                if scratch.len() >= 18 {
+                    let seq =
+                        u64::from_be_bytes(scratch[10..18].try_into().expect("8 bytes")) + shift;
+                    scratch[10..18].copy_from_slice(&seq.to_be_bytes());
+                }
+                &scratch
+            };
+            w.send(OutPacket {
+                ts_ns: ts,
+                seq: p.seq + shift,
+                messages: p.messages,
+                payload,
+            })?;
+            if p.messages > 0 {
+                sent_upto.fetch_max(p.seq + shift + p.messages as u64, Ordering::Release);
+            }
         }
-        let ts = match pace {
-            Pace::Speed(_) => p.ts_ns - t0.min(p.ts_ns),
-            Pace::Rate(r) => msgs_before * 1_000_000_000 / r.max(1),
-            Pace::Top => msgs_before,
-        };
-        msgs_before += p.messages as u64;
-        w.send(OutPacket {
-            ts_ns: ts,
-            seq: p.seq,
-            messages: p.messages,
-            payload: &p.payload,
-        })?;
-        if p.messages > 0 {
-            sent_upto.fetch_max(p.seq + p.messages as u64, Ordering::Release);
-        }
+        pass += 1;
     }
     w.finish()
 }
