@@ -294,7 +294,7 @@ pub fn run_all(o: &FeedBench) -> Result<(), String> {
     );
     let packets = session(o.latency_messages, o.latency_rate)?;
     let r = run(&packets, Pace::Rate(o.latency_rate), true, true, "lat")?;
-    let h = r.agent.latency.clone().ok_or("no latency histogram")?;
+    let h = r.agent.latency().cloned().ok_or("no latency histogram")?;
     let x = [
         ("msgs", h.len().to_string()),
         ("rate", o.latency_rate.to_string()),

@@ -31,26 +31,31 @@ struct ChannelState {
     send_errors: u64,
 }
 
-/// Publishes what an arbiter delivers.
+/// Where the receive thread's records and requests go; shared by every channel.
+struct Outputs {
+    ring: RingWriter,
+    journal: Option<JournalWriter>,
+    requests: Vec<Request>,
+    io_error: Option<std::io::Error>,
+    oversize: u64,
+    latency: Option<hdrhistogram::Histogram<u64>>,
+}
+
+/// Publishes what one channel's arbiter delivers.
 struct Publisher<'a> {
     channel: u16,
-    ring: &'a mut RingWriter,
-    journal: Option<&'a mut JournalWriter>,
-    requests: &'a mut Vec<Request>,
-    io_error: &'a mut Option<std::io::Error>,
-    oversize: &'a mut u64,
-    latency: Option<&'a mut hdrhistogram::Histogram<u64>>,
+    out: &'a mut Outputs,
 }
 
 impl Publisher<'_> {
     #[inline]
     fn put_words(&mut self, words: &[u64; SLOT_WORDS]) {
-        let p = self.ring.publish_words(words);
-        if let Some(j) = self.journal.as_deref_mut()
+        let p = self.out.ring.publish_words(words);
+        if let Some(j) = self.out.journal.as_mut()
             && let Err(e) = j.append_words(p, words)
-            && self.io_error.is_none()
+            && self.out.io_error.is_none()
         {
-            *self.io_error = Some(e);
+            self.out.io_error = Some(e);
         }
     }
 
@@ -70,14 +75,14 @@ impl ArbSink for Publisher<'_> {
         match Record::message_words(self.channel, seq, exch_ts(msg), recv_ns, msg) {
             Some(w) => {
                 self.put_words(&w);
-                if let Some(h) = self.latency.as_deref_mut() {
+                if let Some(h) = self.out.latency.as_mut() {
                     h.saturating_record(realtime_ns().saturating_sub(recv_ns));
                 }
             }
             None => {
                 // Longer than any ITCH 5.0 message: published as a one-message gap so the
                 // sequence stays whole and downstream knows something is missing.
-                *self.oversize += 1;
+                self.out.oversize += 1;
                 self.put(&Record::gap(self.channel, seq, 1, recv_ns));
             }
         }
@@ -86,7 +91,7 @@ impl ArbSink for Publisher<'_> {
         self.put(&Record::gap(self.channel, first, count, realtime_ns()));
     }
     fn request(&mut self, req: Request) {
-        self.requests.push(req);
+        self.out.requests.push(req);
     }
     fn end_of_session(&mut self, next_seq: u64) {
         self.put(&Record::end_of_session(
@@ -101,20 +106,14 @@ impl ArbSink for Publisher<'_> {
 pub struct Agent {
     cfg: Config,
     channels: Vec<ChannelState>,
-    ring: RingWriter,
-    journal: Option<JournalWriter>,
+    out: Outputs,
     counters: CountersWriter,
     batch: RecvBatch,
-    requests: Vec<Request>,
-    io_error: Option<std::io::Error>,
-    oversize: u64,
     last_counters_ns: u64,
     last_poll_ns: u64,
     last_journal_ns: u64,
     ring_journal_end: u64,
     fds: Vec<RawFd>,
-    /// Wire-to-ring latency of every message, ns (when `measure_latency` is set).
-    pub latency: Option<hdrhistogram::Histogram<u64>>,
     /// Warnings from start-up (clamped socket buffers and the like), for the log.
     pub warnings: Vec<String>,
 }
@@ -125,7 +124,7 @@ impl core::fmt::Debug for Agent {
             f,
             "Agent({} channels, ring {})",
             self.channels.len(),
-            self.ring.path().display()
+            self.out.ring.path().display()
         )
     }
 }
@@ -202,27 +201,35 @@ impl Agent {
             });
         }
         let cfg_latency = cfg.measure_latency;
-        Ok(Agent {
-            batch: RecvBatch::new(cfg.batch),
-            requests: Vec::with_capacity(256),
-            cfg,
-            channels,
+        let out = Outputs {
             ring,
             journal,
-            counters,
+            requests: Vec::with_capacity(256),
             io_error: None,
             oversize: 0,
+            latency: cfg_latency.then(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                    .expect("valid bounds")
+            }),
+        };
+        Ok(Agent {
+            batch: RecvBatch::new(cfg.batch),
+            cfg,
+            channels,
+            out,
+            counters,
             last_counters_ns: 0,
             last_poll_ns: 0,
             last_journal_ns: 0,
             ring_journal_end: 0,
             fds,
-            latency: cfg_latency.then(|| {
-                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
-                    .expect("valid bounds")
-            }),
             warnings,
         })
+    }
+
+    /// Wire-to-ring latency of every message published, ns (with `measure_latency`).
+    pub fn latency(&self) -> Option<&hdrhistogram::Histogram<u64>> {
+        self.out.latency.as_ref()
     }
 
     /// Channel counters: (name, arbiter counters, socket drops per line).
@@ -235,7 +242,7 @@ impl Agent {
 
     /// The ring's file.
     pub fn ring_path(&self) -> &std::path::Path {
-        self.ring.path()
+        self.out.ring.path()
     }
 
     /// One duty cycle: reads every socket once, runs the timers, flushes the journal; returns
@@ -269,12 +276,7 @@ impl Agent {
                     }
                     let mut publisher = Publisher {
                         channel: ch.id,
-                        ring: &mut self.ring,
-                        journal: self.journal.as_mut(),
-                        requests: &mut self.requests,
-                        io_error: &mut self.io_error,
-                        oversize: &mut self.oversize,
-                        latency: self.latency.as_mut(),
+                        out: &mut self.out,
                     };
                     ch.arb.on_packet(recv_ns, line, d.payload, &mut publisher);
                 }
@@ -290,27 +292,22 @@ impl Agent {
         for ch in &mut self.channels {
             let mut publisher = Publisher {
                 channel: ch.id,
-                ring: &mut self.ring,
-                journal: self.journal.as_mut(),
-                requests: &mut self.requests,
-                io_error: &mut self.io_error,
-                oversize: &mut self.oversize,
-                latency: self.latency.as_mut(),
+                out: &mut self.out,
             };
             if work == 0 {
                 ch.arb.poll(now, &mut publisher);
             } else {
                 ch.arb.poll_busy(now, &mut publisher);
             }
-            if !self.requests.is_empty() {
+            if !self.out.requests.is_empty() {
                 if let (Some(sock), Some(to)) = (&ch.socks[2], ch.rerequest) {
-                    for r in self.requests.drain(..) {
+                    for r in self.out.requests.drain(..) {
                         if sock.send_to(&r.to_bytes(), to).is_err() {
                             ch.send_errors += 1;
                         }
                     }
                 }
-                self.requests.clear();
+                self.out.requests.clear();
             }
         }
         self.finish_cycle(now, work)
@@ -320,12 +317,12 @@ impl Agent {
         // The journal is written in blocks (at least 512 records, or what is pending after a
         // millisecond), so its write(2) stays off most duty cycles; readers that need it wait
         // at most that long.
-        if let Some(j) = &mut self.journal {
+        if let Some(j) = &mut self.out.journal {
             let pending = j.written() - self.ring_journal_end;
             if pending >= 512 || (pending > 0 && now >= self.last_journal_ns + 1_000_000) {
                 match j.flush() {
                     Ok(n) => {
-                        self.ring.set_journal_end(n);
+                        self.out.ring.set_journal_end(n);
                         self.ring_journal_end = n;
                         self.last_journal_ns = now;
                     }
@@ -333,7 +330,7 @@ impl Agent {
                 }
             }
         }
-        if let Some(e) = self.io_error.take() {
+        if let Some(e) = self.out.io_error.take() {
             return Err(format!("journal write failed: {e}"));
         }
         if now >= self.last_counters_ns + 1_000_000 {
@@ -344,7 +341,7 @@ impl Agent {
     }
 
     fn store_counters(&mut self, now: u64) {
-        let journal_end = self.journal.as_ref().map_or(0, |j| j.written());
+        let journal_end = self.out.journal.as_ref().map_or(0, |j| j.written());
         for (i, ch) in self.channels.iter_mut().enumerate() {
             let c = ch.arb.counters();
             let mut v = ChannelValues {
@@ -359,7 +356,7 @@ impl Agent {
                     c.gaps,
                     ch.arb.held() as u64,
                     ch.arb.outstanding(),
-                    self.ring.head(),
+                    self.out.ring.head(),
                     journal_end,
                 ],
                 lines: [[0; 13]; 3],
@@ -408,11 +405,11 @@ impl Agent {
                 }
             }
         }
-        if let Some(j) = &mut self.journal {
+        if let Some(j) = &mut self.out.journal {
             let n = j
                 .flush()
                 .map_err(|e| format!("journal write failed: {e}"))?;
-            self.ring.set_journal_end(n);
+            self.out.ring.set_journal_end(n);
         }
         self.store_counters(realtime_ns());
         Ok(())

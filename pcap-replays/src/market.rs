@@ -568,28 +568,18 @@ impl Market {
         let s = &self.syms[o.locate as usize - 1];
         let tick = s.tick_e4;
         let delta = self.rng.below(5) as u32 * tick;
-        let px = if o.side == b'B' {
-            let mut p = if self.rng.chance(0.5) {
-                o.px_e4 + delta
-            } else {
-                o.px_e4.saturating_sub(delta)
-            }
-            .max(tick);
-            if let Some(a) = s.best_ask() {
-                p = p.min(a.saturating_sub(tick));
-            }
-            p
+        // the new price: a few ticks from the old one, kept on its side of the book
+        let moved = if self.rng.chance(0.5) {
+            o.px_e4 + delta
         } else {
-            let mut p = if self.rng.chance(0.5) {
-                o.px_e4 + delta
-            } else {
-                o.px_e4.saturating_sub(delta)
-            }
-            .max(tick);
-            if let Some(b) = s.best_bid() {
-                p = p.max(b + tick);
-            }
-            p
+            o.px_e4.saturating_sub(delta)
+        }
+        .max(tick);
+        let px = if o.side == b'B' {
+            s.best_ask()
+                .map_or(moved, |a| moved.min(a.saturating_sub(tick)))
+        } else {
+            s.best_bid().map_or(moved, |b| moved.max(b + tick))
         };
         if px < tick {
             // a bid with no room below the offer: keep the old price
