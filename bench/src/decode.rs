@@ -22,14 +22,15 @@ pub struct DecodeBench {
     pub passes: u32,
 }
 
-const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Folds one message's field sum into the checksum. Fields are summed first (independent adds
-/// the CPU can overlap), then mixed once per message, so the checksum costs a few cycles per
-/// message rather than a multiply per field.
+/// the CPU can overlap), then folded in with a rotate and an add: the checksum is a chain
+/// through every message, so its step must be short (a multiply here would cost both decoders
+/// 3 cycles a message on the critical path). Order-sensitive, so both decoders must read the
+/// same values in the same order to agree.
 #[inline(always)]
 fn mix(h: &mut u64, fields_sum: u64) {
-    *h = (*h ^ fields_sum).wrapping_mul(K).rotate_left(23);
+    *h = h.rotate_left(1).wrapping_add(fields_sum);
 }
 
 /// Sums a message's fields, then mixes the sum into the checksum.
