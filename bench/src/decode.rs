@@ -22,7 +22,6 @@ pub struct DecodeBench {
     pub passes: u32,
 }
 
-
 /// Folds one message's field sum into the checksum. Fields are summed first (independent adds
 /// the CPU can overlap), then folded in with a rotate and an add: the checksum is a chain
 /// through every message, so its step must be short (a multiply here would cost both decoders

@@ -1,0 +1,576 @@
+//! Order-by-order books for every instrument of one feed, and each instrument's latest price
+//! state (best bid and offer, depth, last trade, volume, trading state).
+//!
+//! Semantics (TotalView-ITCH 5.0, see `../shared/design/itch.md`):
+//! - `A`/`F` add an order; `E` executes part or all of it at its own price; `C` executes at the
+//!   execution price; `X` cancels part of it; `D` deletes what is left; `U` deletes the original
+//!   reference and adds the new one with the same side and instrument (at the back of its level).
+//!   An order at 0 shares is gone. The order's stored locate wins over the message's.
+//! - Last and volume: the most recent of `E`, `C` with printable `Y`, `P`, and `Q` with more than
+//!   0 shares; volume is the sum of their shares. A `C` with printable `N` changes the book but
+//!   not last or volume (those shares print later in the cross).
+//! - `P` and `Q` never change the book. `B` (broken trade) is counted; last and volume are not
+//!   rewound (Nasdaq's recommendation, as LOBSTER does).
+//! - `H` sets the trading state; the book keeps changing during halts (order maintenance goes on).
+//! - `R` names the instrument and its round lot; `J` (LULD collars) and `I` (imbalance) are kept.
+//!
+//! Invariants, checked by [`Books::validate`]: levels are sorted, each level's size and order
+//! count equal the sum over its orders, no level is empty, and in continuous trading no book is
+//! crossed.
+
+use feed_handler::itch::{self, Handler, Stock};
+use std::collections::{BTreeMap, HashMap};
+
+/// One resting order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    /// Instrument.
+    pub locate: u16,
+    /// b'B' or b'S'.
+    pub side: u8,
+    /// Limit price, Price(4).
+    pub px_e4: u32,
+    /// Shares still displayed.
+    pub shares: u32,
+    /// Arrival rank within the book (larger = later): the order's place in its level's queue.
+    pub priority: u64,
+}
+
+/// One aggregated price level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Level {
+    /// Total shares.
+    pub shares: u64,
+    /// Orders.
+    pub orders: u32,
+}
+
+/// Price levels of one side, best first: `(px_e4, level)`.
+pub type Depth = Vec<(u32, Level)>;
+
+/// A trade print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Last {
+    /// Price(4).
+    pub px_e4: u32,
+    /// Shares.
+    pub qty: u64,
+}
+
+/// One instrument.
+#[derive(Debug, Clone, Default)]
+pub struct Instrument {
+    /// Symbol from the Stock Directory (blank until its `R` arrives).
+    pub symbol: Option<Stock>,
+    /// Round lot.
+    pub round_lot: u32,
+    /// Bids by price (best = highest).
+    pub bids: BTreeMap<u32, Level>,
+    /// Offers by price (best = lowest).
+    pub asks: BTreeMap<u32, Level>,
+    /// Trading state byte (`H`, `P`, `Q`, `T`; 0 before any `H`).
+    pub state: u8,
+    /// Last trade.
+    pub last: Option<Last>,
+    /// Shares traded (printable).
+    pub volume: u64,
+    /// LULD auction collar (reference, upper, lower), Price(4).
+    pub luld: Option<(u32, u32, u32)>,
+    /// True when the state cannot be trusted (data was lost).
+    pub stale: bool,
+    /// Exchange timestamp of the last message applied, ns since midnight.
+    pub exch_ts_ns: u64,
+    /// Changes applied.
+    pub updates: u64,
+}
+
+impl Instrument {
+    /// Best bid `(px, level)`.
+    pub fn best_bid(&self) -> Option<(u32, Level)> {
+        self.bids.iter().next_back().map(|(p, l)| (*p, *l))
+    }
+    /// Best offer `(px, level)`.
+    pub fn best_ask(&self) -> Option<(u32, Level)> {
+        self.asks.iter().next().map(|(p, l)| (*p, *l))
+    }
+    /// The best `n` levels of each side: bids high to low, offers low to high.
+    pub fn depth(&self, n: usize) -> (Depth, Depth) {
+        (
+            self.bids
+                .iter()
+                .rev()
+                .take(n)
+                .map(|(p, l)| (*p, *l))
+                .collect(),
+            self.asks.iter().take(n).map(|(p, l)| (*p, *l)).collect(),
+        )
+    }
+    fn side(&mut self, side: u8) -> &mut BTreeMap<u32, Level> {
+        if side == b'B' {
+            &mut self.bids
+        } else {
+            &mut self.asks
+        }
+    }
+}
+
+/// What the books met that they could not apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BookCounters {
+    /// Messages applied.
+    pub messages: u64,
+    /// Executions, cancels, deletes or replaces of an order reference not on the book.
+    pub unknown_refs: u64,
+    /// Adds of a reference already on the book (the old one is replaced).
+    pub duplicate_refs: u64,
+    /// Messages for a locate above the table's size.
+    pub bad_locates: u64,
+    /// Broken trades.
+    pub broken_trades: u64,
+    /// Messages that could not be read.
+    pub bad_messages: u64,
+}
+
+/// Every instrument's book, indexed by stock locate.
+#[derive(Debug, Clone)]
+pub struct Books {
+    instruments: Vec<Instrument>,
+    orders: HashMap<u64, Order>,
+    next_priority: u64,
+    /// Counters.
+    pub counters: BookCounters,
+    /// Locates touched since the last [`Books::take_changed`].
+    changed: Vec<u16>,
+    changed_flag: Vec<bool>,
+}
+
+/// The highest locate a book accepts.
+pub const MAX_LOCATE: usize = 65_535;
+
+impl Default for Books {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Books {
+    /// Empty books.
+    pub fn new() -> Self {
+        Books {
+            instruments: vec![Instrument::default(); 1],
+            orders: HashMap::new(),
+            next_priority: 0,
+            counters: BookCounters::default(),
+            changed: Vec::new(),
+            changed_flag: vec![false; 1],
+        }
+    }
+
+    /// The instrument of `locate`, if any message has named it.
+    pub fn get(&self, locate: u16) -> Option<&Instrument> {
+        self.instruments.get(locate as usize)
+    }
+
+    /// `(locate, instrument)` for every locate seen.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Instrument)> {
+        self.instruments
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, x)| (i as u16, x))
+    }
+
+    /// Orders on the books.
+    pub fn live_orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// One order.
+    pub fn order(&self, order_ref: u64) -> Option<&Order> {
+        self.orders.get(&order_ref)
+    }
+
+    fn inst(&mut self, locate: u16) -> &mut Instrument {
+        let i = locate as usize;
+        if i >= self.instruments.len() {
+            self.instruments.resize_with(i + 1, Instrument::default);
+            self.changed_flag.resize(i + 1, false);
+        }
+        if !self.changed_flag[i] {
+            self.changed_flag[i] = true;
+            self.changed.push(locate);
+        }
+        let x = &mut self.instruments[i];
+        x.updates += 1;
+        x
+    }
+
+    /// The locates changed since the last call, in the order they first changed.
+    pub fn take_changed(&mut self, out: &mut Vec<u16>) {
+        for &l in &self.changed {
+            self.changed_flag[l as usize] = false;
+        }
+        out.append(&mut self.changed);
+    }
+
+    /// Applies one ITCH message (its bytes). A message that cannot be read is counted.
+    pub fn apply(&mut self, msg: &[u8]) {
+        itch::dispatch(msg, self);
+    }
+
+    /// Marks every instrument stale (data was lost) or fresh again (rebuilt).
+    pub fn set_all_stale(&mut self, stale: bool) {
+        for l in 1..self.instruments.len() {
+            let x = self.inst(l as u16);
+            x.stale = stale;
+        }
+    }
+
+    /// Forgets everything (before a rebuild from the start of the session).
+    pub fn clear(&mut self) {
+        let counters = self.counters;
+        *self = Books::new();
+        self.counters = counters;
+    }
+
+    fn add(&mut self, locate: u16, order_ref: u64, side: u8, shares: u32, px_e4: u32, ts: u64) {
+        if shares == 0 {
+            return;
+        }
+        if let Some(old) = self.orders.get(&order_ref).copied() {
+            self.counters.duplicate_refs += 1;
+            self.remove_shares(order_ref, old, old.shares);
+        }
+        self.next_priority += 1;
+        self.orders.insert(
+            order_ref,
+            Order {
+                locate,
+                side,
+                px_e4,
+                shares,
+                priority: self.next_priority,
+            },
+        );
+        let x = self.inst(locate);
+        x.exch_ts_ns = ts;
+        let l = x.side(side).entry(px_e4).or_default();
+        l.shares += shares as u64;
+        l.orders += 1;
+    }
+
+    /// Takes `n` shares off an order; removes it at 0.
+    fn remove_shares(&mut self, order_ref: u64, o: Order, n: u32) {
+        let n = n.min(o.shares);
+        let gone = n == o.shares;
+        if gone {
+            self.orders.remove(&order_ref);
+        } else if let Some(e) = self.orders.get_mut(&order_ref) {
+            e.shares -= n;
+        }
+        let x = self.inst(o.locate);
+        let book = x.side(o.side);
+        if let Some(l) = book.get_mut(&o.px_e4) {
+            l.shares -= n as u64;
+            if gone {
+                l.orders -= 1;
+            }
+            if l.orders == 0 {
+                book.remove(&o.px_e4);
+            }
+        }
+    }
+
+    fn reduce(&mut self, order_ref: u64, n: u32, ts: u64) -> Option<Order> {
+        let Some(o) = self.orders.get(&order_ref).copied() else {
+            self.counters.unknown_refs += 1;
+            return None;
+        };
+        self.remove_shares(order_ref, o, n);
+        self.inst(o.locate).exch_ts_ns = ts;
+        Some(o)
+    }
+
+    fn print(&mut self, locate: u16, px_e4: u32, qty: u64, ts: u64) {
+        let x = self.inst(locate);
+        x.last = Some(Last { px_e4, qty });
+        x.volume += qty;
+        x.exch_ts_ns = ts;
+    }
+
+    /// Checks the invariants; `Err` says which broke.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut sums: HashMap<(u16, u8, u32), (u64, u32)> = HashMap::new();
+        for o in self.orders.values() {
+            if o.shares == 0 {
+                return Err("an order with 0 shares is on the book".into());
+            }
+            let e = sums.entry((o.locate, o.side, o.px_e4)).or_default();
+            e.0 += o.shares as u64;
+            e.1 += 1;
+        }
+        let mut levels = 0;
+        for (loc, x) in self.iter() {
+            for (side, book) in [(b'B', &x.bids), (b'S', &x.asks)] {
+                for (px, l) in book {
+                    levels += 1;
+                    if l.orders == 0 || l.shares == 0 {
+                        return Err(format!(
+                            "locate {loc}: empty level {px} on side {}",
+                            side as char
+                        ));
+                    }
+                    if sums.get(&(loc, side, *px)) != Some(&(l.shares, l.orders)) {
+                        return Err(format!(
+                            "locate {loc}: level {px} side {} is {l:?}, its orders say {:?}",
+                            side as char,
+                            sums.get(&(loc, side, *px))
+                        ));
+                    }
+                }
+            }
+            if x.state == b'T'
+                && let (Some((b, _)), Some((a, _))) = (x.best_bid(), x.best_ask())
+                && b >= a
+            {
+                return Err(format!(
+                    "locate {loc}: crossed book in continuous trading: bid {b} >= ask {a}"
+                ));
+            }
+        }
+        if levels != sums.len() {
+            return Err(format!(
+                "{} levels but orders sit at {} prices",
+                levels,
+                sums.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Books {
+    fn on_stock_directory(&mut self, m: &itch::StockDirectory) {
+        self.counters.messages += 1;
+        let x = self.inst(m.header.stock_locate.get());
+        x.symbol = Some(m.stock);
+        x.round_lot = m.round_lot_size.get();
+        x.exch_ts_ns = m.header.timestamp_ns.get();
+    }
+    fn on_stock_trading_action(&mut self, m: &itch::StockTradingAction) {
+        self.counters.messages += 1;
+        let x = self.inst(m.header.stock_locate.get());
+        x.state = m.trading_state;
+        x.exch_ts_ns = m.header.timestamp_ns.get();
+        if x.symbol.is_none() {
+            x.symbol = Some(m.stock);
+        }
+    }
+    fn on_luld_auction_collar(&mut self, m: &itch::LuldAuctionCollar) {
+        self.counters.messages += 1;
+        let x = self.inst(m.header.stock_locate.get());
+        x.luld = Some((
+            m.auction_collar_reference_price_e4.get(),
+            m.upper_auction_collar_price_e4.get(),
+            m.lower_auction_collar_price_e4.get(),
+        ));
+    }
+    fn on_add_order(&mut self, m: &itch::AddOrder) {
+        self.counters.messages += 1;
+        self.add(
+            m.header.stock_locate.get(),
+            m.order_ref.get(),
+            m.side,
+            m.shares.get(),
+            m.price_e4.get(),
+            m.header.timestamp_ns.get(),
+        );
+    }
+    fn on_add_order_mpid(&mut self, m: &itch::AddOrderMpid) {
+        self.counters.messages += 1;
+        self.add(
+            m.header.stock_locate.get(),
+            m.order_ref.get(),
+            m.side,
+            m.shares.get(),
+            m.price_e4.get(),
+            m.header.timestamp_ns.get(),
+        );
+    }
+    fn on_order_executed(&mut self, m: &itch::OrderExecuted) {
+        self.counters.messages += 1;
+        let n = m.executed_shares.get();
+        let ts = m.header.timestamp_ns.get();
+        if let Some(o) = self.reduce(m.order_ref.get(), n, ts) {
+            self.print(o.locate, o.px_e4, n as u64, ts);
+        }
+    }
+    fn on_order_executed_with_price(&mut self, m: &itch::OrderExecutedWithPrice) {
+        self.counters.messages += 1;
+        let n = m.executed_shares.get();
+        let ts = m.header.timestamp_ns.get();
+        if let Some(o) = self.reduce(m.order_ref.get(), n, ts)
+            && m.printable == b'Y'
+        {
+            self.print(o.locate, m.execution_price_e4.get(), n as u64, ts);
+        }
+    }
+    fn on_order_cancel(&mut self, m: &itch::OrderCancel) {
+        self.counters.messages += 1;
+        self.reduce(
+            m.order_ref.get(),
+            m.cancelled_shares.get(),
+            m.header.timestamp_ns.get(),
+        );
+    }
+    fn on_order_delete(&mut self, m: &itch::OrderDelete) {
+        self.counters.messages += 1;
+        self.reduce(m.order_ref.get(), u32::MAX, m.header.timestamp_ns.get());
+    }
+    fn on_order_replace(&mut self, m: &itch::OrderReplace) {
+        self.counters.messages += 1;
+        let ts = m.header.timestamp_ns.get();
+        if let Some(o) = self.reduce(m.original_order_ref.get(), u32::MAX, ts) {
+            self.add(
+                o.locate,
+                m.new_order_ref.get(),
+                o.side,
+                m.shares.get(),
+                m.price_e4.get(),
+                ts,
+            );
+        }
+    }
+    fn on_trade(&mut self, m: &itch::Trade) {
+        self.counters.messages += 1;
+        self.print(
+            m.header.stock_locate.get(),
+            m.price_e4.get(),
+            m.shares.get() as u64,
+            m.header.timestamp_ns.get(),
+        );
+    }
+    fn on_cross_trade(&mut self, m: &itch::CrossTrade) {
+        self.counters.messages += 1;
+        if m.shares.get() > 0 {
+            self.print(
+                m.header.stock_locate.get(),
+                m.cross_price_e4.get(),
+                m.shares.get(),
+                m.header.timestamp_ns.get(),
+            );
+        }
+    }
+    fn on_broken_trade(&mut self, _m: &itch::BrokenTrade) {
+        self.counters.messages += 1;
+        self.counters.broken_trades += 1;
+    }
+    fn on_error(&mut self, _e: itch::ItchError) {
+        self.counters.bad_messages += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use feed_handler::itch::*;
+    use zerocopy::IntoBytes;
+
+    fn add(b: &mut Books, r: u64, side: u8, sh: u32, px: u32) {
+        let m = AddOrder {
+            header: Header::new(b'A', 1, 0, 1),
+            order_ref: r.into(),
+            side,
+            shares: sh.into(),
+            stock: Stock::new("T").unwrap(),
+            price_e4: px.into(),
+        };
+        b.apply(m.as_bytes());
+    }
+
+    #[test]
+    fn adds_executions_and_replaces_keep_levels_right() {
+        let mut b = Books::new();
+        add(&mut b, 1, b'B', 100, 10_000);
+        add(&mut b, 2, b'B', 200, 10_000);
+        add(&mut b, 3, b'S', 300, 10_100);
+        let x = b.get(1).unwrap();
+        assert_eq!(
+            x.best_bid(),
+            Some((
+                10_000,
+                Level {
+                    shares: 300,
+                    orders: 2
+                }
+            ))
+        );
+        let e = OrderExecuted {
+            header: Header::new(b'E', 1, 0, 2),
+            order_ref: 1.into(),
+            executed_shares: 100.into(),
+            match_number: 1.into(),
+        };
+        b.apply(e.as_bytes());
+        let x = b.get(1).unwrap();
+        assert_eq!(
+            x.best_bid(),
+            Some((
+                10_000,
+                Level {
+                    shares: 200,
+                    orders: 1
+                }
+            ))
+        );
+        assert_eq!(
+            (x.last, x.volume),
+            (
+                Some(Last {
+                    px_e4: 10_000,
+                    qty: 100
+                }),
+                100
+            )
+        );
+        let u = OrderReplace {
+            header: Header::new(b'U', 9, 0, 3),
+            original_order_ref: 3.into(),
+            new_order_ref: 4.into(),
+            shares: 50.into(),
+            price_e4: 10_200.into(),
+        };
+        b.apply(u.as_bytes());
+        let x = b.get(1).unwrap();
+        assert_eq!(
+            x.best_ask(),
+            Some((
+                10_200,
+                Level {
+                    shares: 50,
+                    orders: 1
+                }
+            ))
+        );
+        assert_eq!(b.order(4).unwrap().locate, 1, "the original's locate wins");
+        let c = OrderExecutedWithPrice {
+            header: Header::new(b'C', 1, 0, 4),
+            order_ref: 4.into(),
+            executed_shares: 50.into(),
+            match_number: 2.into(),
+            printable: b'N',
+            execution_price_e4: 10_150.into(),
+        };
+        b.apply(c.as_bytes());
+        let x = b.get(1).unwrap();
+        assert!(x.asks.is_empty());
+        assert_eq!(x.volume, 100, "non-printable executions do not print");
+        let d = OrderDelete {
+            header: Header::new(b'D', 1, 0, 5),
+            order_ref: 77.into(),
+        };
+        b.apply(d.as_bytes());
+        assert_eq!(b.counters.unknown_refs, 1);
+        b.validate().unwrap();
+    }
+}
