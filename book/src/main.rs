@@ -29,10 +29,78 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a feed-handler ring (from the start of its session, through the journal), keep
+    /// the books, and publish every instrument's latest quote to a shared-memory quote table.
+    /// Stops on Ctrl-C / SIGTERM.
+    Run {
+        /// Feed ring name or path.
+        #[arg(long, default_value = "itch")]
+        ring: String,
+        /// Quote table name or path (default: <ring>.quotes).
+        #[arg(long)]
+        quotes: Option<String>,
+        /// Instruments the table holds.
+        #[arg(long, default_value_t = 16384)]
+        slots: usize,
+    },
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn run(ring: &str, quotes: Option<String>, slots: usize) -> Result<(), String> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let ring_path = feed_handler::ring::ring_path(ring);
+    let quotes = quotes
+        .map(|q| feed_handler::ring::ring_path(&q))
+        .unwrap_or_else(|| {
+            let mut p = ring_path.as_os_str().to_owned();
+            p.push(".quotes");
+            PathBuf::from(p)
+        });
+    let mut c = book::conflate::Conflator::new(&ring_path, &quotes, slots)?;
+    eprintln!(
+        "book: following {} into the quote table {}",
+        ring_path.display(),
+        quotes.display()
+    );
+    let mut was = false;
+    while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        if c.do_work()? == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        if c.caught_up() && !was {
+            was = true;
+            eprintln!("book: caught up after {} records", c.records);
+        }
+    }
+    eprintln!(
+        "book: {} records applied, {} quotes published, {} gaps",
+        c.records, c.published, c.gaps
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
+        Cmd::Run {
+            ring,
+            quotes,
+            slots,
+        } => match run(&ring, quotes, slots) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("book run: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Replay { file, json } => {
             let mut books = Books::new();
             match book::replay::replay_file(&file, &mut books) {

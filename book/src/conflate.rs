@@ -1,0 +1,192 @@
+//! The conflation thread: follows the feed ring (reading the journal first when it starts, or
+//! when it falls behind), applies every message to the books, and publishes each changed
+//! instrument's latest quote to the quote table once per batch.
+//!
+//! Staleness: while it rebuilds from the journal after a start, what it publishes is marked
+//! stale, and everything is published fresh once it has caught up with the ring. A gap record
+//! (messages lost for good on a channel) marks every instrument of that channel stale at once,
+//! and they stay stale (a rebuild from a full re-request of the session is not built yet).
+
+use crate::books::Books;
+use crate::quotes::{Quote, QuoteWriter};
+use feed_handler::journal::{Start, Subscriber};
+use feed_handler::ring::Kind;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Records handled per duty cycle before quotes are published.
+pub const BATCH: usize = 4096;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Meta {
+    seq: u64,
+    recv_ns: u64,
+}
+
+/// The conflation agent.
+#[derive(Debug)]
+pub struct Conflator {
+    sub: Subscriber,
+    quotes: QuoteWriter,
+    books: HashMap<u16, Books>,
+    meta: HashMap<(u16, u16), Meta>,
+    slot_of: HashMap<(u16, [u8; 8]), usize>,
+    next_slot: usize,
+    catch_up_to: u64,
+    caught_up: bool,
+    gap_channels: Vec<u16>,
+    changed: Vec<u16>,
+    /// Records applied.
+    pub records: u64,
+    /// Quotes published.
+    pub published: u64,
+    /// Gap records seen.
+    pub gaps: u64,
+}
+
+impl Conflator {
+    /// Attaches to the feed ring at `ring` and creates the quote table at `quotes`.
+    pub fn new(ring: &Path, quotes: &Path, slots: usize) -> Result<Self, String> {
+        let sub = Subscriber::attach(ring, Start::Beginning).map_err(|e| e.to_string())?;
+        let catch_up_to = sub.ring().head();
+        let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
+            .map_err(|e| format!("{}: {e}", quotes.display()))?;
+        Ok(Conflator {
+            sub,
+            quotes,
+            books: HashMap::new(),
+            meta: HashMap::new(),
+            slot_of: HashMap::new(),
+            next_slot: 0,
+            catch_up_to,
+            caught_up: catch_up_to == 0,
+            gap_channels: Vec::new(),
+            changed: Vec::new(),
+            records: 0,
+            published: 0,
+            gaps: 0,
+        })
+    }
+
+    /// The books of a channel.
+    pub fn books(&self, channel: u16) -> Option<&Books> {
+        self.books.get(&channel)
+    }
+
+    /// One duty cycle: applies up to [`BATCH`] records, publishes what changed; returns how
+    /// many records it applied.
+    pub fn do_work(&mut self) -> Result<usize, String> {
+        let mut n = 0;
+        let mut touched: Vec<u16> = Vec::new();
+        while n < BATCH {
+            let Some(r) = self.sub.next_record().map_err(|e| e.to_string())? else {
+                break;
+            };
+            n += 1;
+            self.records += 1;
+            let books = self.books.entry(r.channel).or_default();
+            match r.kind {
+                Kind::Message => {
+                    books.apply(r.data());
+                    let locate = r
+                        .data()
+                        .get(1..3)
+                        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                    self.meta.insert(
+                        (r.channel, locate),
+                        Meta {
+                            seq: r.seq,
+                            recv_ns: r.recv_ns,
+                        },
+                    );
+                }
+                Kind::Gap => {
+                    self.gaps += 1;
+                    books.set_all_stale(true);
+                    if !self.gap_channels.contains(&r.channel) {
+                        self.gap_channels.push(r.channel);
+                    }
+                }
+                Kind::EndOfSession => {}
+            }
+            if !touched.contains(&r.channel) {
+                touched.push(r.channel);
+            }
+        }
+        let was_caught_up = self.caught_up;
+        if !self.caught_up && self.sub.position() >= self.catch_up_to {
+            self.caught_up = true;
+        }
+        for ch in touched {
+            self.publish_changed(ch, false);
+        }
+        if self.caught_up && !was_caught_up {
+            // rebuilt: publish every instrument with its real staleness
+            let chans: Vec<u16> = self.books.keys().copied().collect();
+            for ch in chans {
+                self.publish_changed(ch, true);
+            }
+        }
+        Ok(n)
+    }
+
+    fn publish_changed(&mut self, channel: u16, all: bool) {
+        let Some(books) = self.books.get_mut(&channel) else {
+            return;
+        };
+        self.changed.clear();
+        books.take_changed(&mut self.changed);
+        if all {
+            self.changed = books.iter().map(|(l, _)| l).collect();
+        }
+        for &locate in &self.changed {
+            let Some(x) = books.get(locate) else { continue };
+            let Some(sym) = x.symbol else { continue };
+            let slot = match self.slot_of.get(&(channel, sym.0)) {
+                Some(&s) => s,
+                None => {
+                    if self.next_slot >= self.quotes.slots() {
+                        continue; // table full: counted by the caller through `published`
+                    }
+                    self.slot_of.insert((channel, sym.0), self.next_slot);
+                    self.next_slot += 1;
+                    self.next_slot - 1
+                }
+            };
+            let meta = self
+                .meta
+                .get(&(channel, locate))
+                .copied()
+                .unwrap_or_default();
+            let q = Quote {
+                symbol: sym.0,
+                bid: x.best_bid().map(|(p, l)| (p, l.shares)),
+                ask: x.best_ask().map(|(p, l)| (p, l.shares)),
+                last: x.last.map(|l| (l.px_e4, l.qty)),
+                volume: x.volume,
+                state: x.state,
+                stale: x.stale || !self.caught_up,
+                anomaly: false,
+                exch_ts_ns: x.exch_ts_ns,
+                recv_ns: meta.recv_ns,
+                feed_seq: meta.seq,
+                updates: x.updates,
+                channel,
+                locate,
+            };
+            self.quotes.publish(slot, &q);
+            self.published += 1;
+        }
+    }
+
+    /// Whether it has caught up with the ring since it started.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    /// The quote table's slot of a symbol on a channel.
+    pub fn slot(&self, channel: u16, symbol: &str) -> Option<usize> {
+        let s = feed_handler::itch::Stock::new(symbol)?;
+        self.slot_of.get(&(channel, s.0)).copied()
+    }
+}

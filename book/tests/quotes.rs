@@ -1,0 +1,216 @@
+//! The quote table end to end and across processes.
+
+use book::books::Books;
+use book::conflate::Conflator;
+use book::quotes::{Quote, QuoteReader, QuoteWriter};
+use feed_handler::agent::Agent;
+use feed_handler::config::Config;
+use pcap_replays::lines::{LineFaults, LinesConfig, default_lines};
+use pcap_replays::market::{Market, MarketConfig};
+use pcap_replays::packetize::PacketizerConfig;
+use pcap_replays::replay::{self, NetOut, Pace, ServerConfig, ServerStats};
+use pcap_replays::session::{Progress, to_binaryfile};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Generated session → replayer (drops on both lines, server on) → feed agent → ring →
+/// conflation → quote table: every symbol's quote equals books built straight from the
+/// session's messages, and none is stale.
+#[test]
+fn replay_to_quote_table_matches_the_session() {
+    let dir = std::env::temp_dir().join(format!("book-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let cfg = format!(
+        "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n[[channel]]\nname = \"t\"\nsession = \"GEN0000001\"\nstart_seq = 1\n\
+         line_a = {{ group = \"239.203.0.1\", port = 35000 }}\nline_b = {{ group = \"239.203.0.2\", port = 35001 }}\nrerequest = \"127.0.0.1:35500\"\n",
+        ring.display()
+    );
+    let mut agent = Agent::new(Config::parse(&cfg).unwrap()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let h = std::thread::spawn(move || agent.run(&s2).unwrap());
+
+    let mut m = Market::new(MarketConfig {
+        seed: 21,
+        symbols: 100,
+        messages: 30_000,
+        ..Default::default()
+    });
+    let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
+    let file = dir.join("s.itch");
+    std::fs::write(&file, &bytes).unwrap();
+    let mut expected = Books::new();
+    for r in feed_handler::capture::binaryfile::Records::new(&bytes) {
+        expected.apply(r.unwrap());
+    }
+    let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
+    let store = Arc::new(store);
+    let (sent, sstop, stats) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(ServerStats::default()),
+    );
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 35_500);
+    let sock = std::net::UdpSocket::bind(addr).unwrap();
+    let scfg = ServerConfig {
+        addr,
+        off_file: None,
+        delay: Duration::ZERO,
+        max_payload: replay::REPLY_PAYLOAD,
+    };
+    let server_stop = sstop.clone();
+    let (a, b, c, d) = (store.clone(), sent.clone(), sstop.clone(), stats.clone());
+    let srv = std::thread::spawn(move || replay::serve_rerequests(sock, scfg, a, b, c, d));
+    let mut lines = default_lines();
+    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 0, 1), 35_000);
+    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 0, 2), 35_001);
+    lines[0].faults = LineFaults::parse("drop=0.05").unwrap();
+    lines[1].faults = LineFaults::parse("drop=0.05").unwrap();
+    let socks = (0..2)
+        .map(|_| {
+            feed_handler::sock::multicast_sender(
+                Ipv4Addr::LOCALHOST,
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            )
+            .unwrap()
+        })
+        .collect();
+
+    // the conflation thread starts while the replay runs
+    let quotes = dir.join("quotes");
+    let mut conf = Conflator::new(&ring, &quotes, 1024).unwrap();
+    let lc = LinesConfig {
+        lines,
+        gaps: vec![],
+        seed: 3,
+        epoch_offset_ns: 0,
+    };
+    let player = std::thread::spawn(move || {
+        replay::play(
+            &packets,
+            Pace::Rate(300_000),
+            lc,
+            NetOut::new(socks, 1.0),
+            &sent,
+            &sstop,
+        )
+        .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while conf.records < 30_001 {
+        assert!(
+            Instant::now() < deadline,
+            "the session did not arrive: {} records",
+            conf.records
+        );
+        if conf.do_work().unwrap() == 0 {
+            std::thread::yield_now();
+        }
+    }
+    player.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    server_stop.store(true, Ordering::Relaxed);
+    srv.join().unwrap();
+
+    let r = QuoteReader::attach(&quotes).unwrap();
+    let mut seen = 0;
+    for (locate, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let slot = conf
+            .slot(0, &sym.to_string())
+            .expect("every symbol has a slot");
+        let q = r.read(slot).unwrap();
+        assert_eq!(q.locate, locate);
+        assert_eq!(q.bid, x.best_bid().map(|(p, l)| (p, l.shares)), "{sym} bid");
+        assert_eq!(q.ask, x.best_ask().map(|(p, l)| (p, l.shares)), "{sym} ask");
+        assert_eq!(q.last, x.last.map(|l| (l.px_e4, l.qty)), "{sym} last");
+        assert_eq!(
+            (q.volume, q.state, q.stale),
+            (x.volume, x.state, false),
+            "{sym}"
+        );
+        assert!(q.feed_seq > 0 && q.recv_ns > 0);
+        seen += 1;
+    }
+    assert_eq!(seen, 100);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn checksum(q: &Quote) -> u64 {
+    // every field but `updates` folds into `updates`
+    [
+        q.bid.map_or(0, |b| b.0 as u64 ^ b.1),
+        q.ask.map_or(0, |a| a.0 as u64 ^ a.1),
+        q.volume,
+        q.exch_ts_ns,
+        q.recv_ns,
+        q.feed_seq,
+    ]
+    .iter()
+    .fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        (h ^ v).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A writer publishes checksummed quotes as fast as it can; a reader in another process reads
+/// them concurrently and never sees a torn one.
+#[test]
+fn readers_in_other_processes_never_see_a_torn_quote() {
+    let path = std::env::temp_dir().join(format!(
+        "book-torn-{}",
+        std::env::var("TORN_ID").unwrap_or_else(|_| std::process::id().to_string())
+    ));
+    if std::env::var("TORN_ROLE").as_deref() == Ok("reader") {
+        let r = QuoteReader::attach(&path).unwrap();
+        let mut checked = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while checked < 2_000_000 && Instant::now() < deadline {
+            for i in 0..r.slots() {
+                if let Some(q) = r.read(i) {
+                    assert_eq!(q.updates, checksum(&q), "torn quote in slot {i}");
+                    checked += 1;
+                }
+            }
+        }
+        println!("checked {checked}");
+        return;
+    }
+    let mut w = QuoteWriter::create(&path, 8, 64).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "readers_in_other_processes_never_see_a_torn_quote",
+            "--nocapture",
+        ])
+        .env("TORN_ROLE", "reader")
+        .env("TORN_ID", std::process::id().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = 0u64;
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        i += 1;
+        let mut q = Quote {
+            symbol: *b"TEST    ",
+            bid: Some((i as u32, i * 3)),
+            ask: Some((i as u32 + 1, i * 5)),
+            volume: i * 7,
+            exch_ts_ns: i * 11,
+            recv_ns: i * 13,
+            feed_seq: i,
+            ..Default::default()
+        };
+        q.updates = checksum(&q);
+        w.publish((i % 8) as usize, &q);
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("checked"), "{text}");
+    let _ = std::fs::remove_file(&path);
+}
