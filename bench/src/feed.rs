@@ -17,12 +17,12 @@ use hdrhistogram::Histogram;
 use pcap_replays::lines::{LinesConfig, default_lines};
 use pcap_replays::market::{Market, MarketConfig};
 use pcap_replays::packetize::PacketizerConfig;
-use pcap_replays::replay::{self, NetOut, Pace, ReplayPacket, ServerConfig, ServerStats};
+use pcap_replays::replay::{self, Exchange, Pace, ReplayPacket, ServerStats};
 use pcap_replays::session::{Progress, to_binaryfile};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Options.
@@ -121,20 +121,12 @@ fn run(
     });
     // the re-request server (recovers kernel drops, if any)
     let total: u64 = packets.iter().map(|p| p.messages as u64).sum();
-    let store = Arc::new(rebuild_store(packets));
-    let sent = Arc::new(AtomicU64::new(0));
-    let sstop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(ServerStats::default());
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 34_500);
-    let sock = std::net::UdpSocket::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
-    let scfg = ServerConfig {
-        addr,
-        off_file: None,
-        delay: Duration::ZERO,
-        max_payload: replay::REPLY_PAYLOAD,
-    };
-    let (a, b, c, d) = (store.clone(), sent.clone(), sstop.clone(), stats.clone());
-    let srv = std::thread::spawn(move || replay::serve_rerequests(sock, scfg, a, b, c, d));
+    let exchange = Exchange::start(
+        replay::MessageStore::from_packets(packets),
+        Some(Exchange::server_at(addr)),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
     let mut lines = default_lines();
     lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 202, 0, 1), 34_000);
     lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 202, 0, 2), 34_001);
@@ -162,16 +154,10 @@ fn run(
                 feed_handler::sock::pin_current_thread(0);
             }
             let t = Instant::now();
-            replay::play(
-                packets,
-                pace,
-                lines,
-                NetOut::new(socks, replay::speed_of(pace)),
-                &sent,
-                &sstop,
-            )
-            .map(|_| t.elapsed().as_secs_f64())
-            .map_err(|e| e.to_string())
+            exchange
+                .play_on(socks, packets, pace, lines, 1, &AtomicBool::new(false))
+                .map(|_| t.elapsed().as_secs_f64())
+                .map_err(|e| e.to_string())
         })
         .join()
         .map_err(|_| "replayer panicked".to_string())?
@@ -184,10 +170,8 @@ fn run(
     }
     let done_secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    sstop.store(true, Ordering::Relaxed);
     let agent = h.join().map_err(|_| "agent panicked")??;
-    let _ = srv.join();
-    let server = Arc::try_unwrap(stats).unwrap_or_default();
+    let server = Arc::try_unwrap(exchange.stop()).unwrap_or_default();
     Ok(Run {
         ring,
         agent,
@@ -195,10 +179,6 @@ fn run(
         secs,
         done_secs,
     })
-}
-
-fn rebuild_store(packets: &[ReplayPacket]) -> replay::MessageStore {
-    replay::MessageStore::from_packets(packets)
 }
 
 fn cleanup(ring: &Path) {

@@ -8,11 +8,11 @@ use feed_handler::config::Config;
 use pcap_replays::lines::{LineFaults, LinesConfig, default_lines};
 use pcap_replays::market::{Market, MarketConfig};
 use pcap_replays::packetize::PacketizerConfig;
-use pcap_replays::replay::{self, NetOut, Pace, ServerConfig, ServerStats};
+use pcap_replays::replay::{self, Exchange, Pace};
 use pcap_replays::session::{Progress, to_binaryfile};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Generated session → replayer (drops on both lines, server on) → feed agent → ring →
@@ -47,37 +47,19 @@ fn replay_to_quote_table_matches_the_session() {
         expected.apply(r.unwrap());
     }
     let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
-    let store = Arc::new(store);
-    let (sent, sstop, stats) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(ServerStats::default()),
-    );
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 35_500);
-    let sock = std::net::UdpSocket::bind(addr).unwrap();
-    let scfg = ServerConfig {
-        addr,
-        off_file: None,
-        delay: Duration::ZERO,
-        max_payload: replay::REPLY_PAYLOAD,
-    };
-    let server_stop = sstop.clone();
-    let (a, b, c, d) = (store.clone(), sent.clone(), sstop.clone(), stats.clone());
-    let srv = std::thread::spawn(move || replay::serve_rerequests(sock, scfg, a, b, c, d));
+    let exchange = Exchange::start(
+        store,
+        Some(Exchange::server_at(SocketAddrV4::new(
+            Ipv4Addr::LOCALHOST,
+            35_500,
+        ))),
+    )
+    .unwrap();
     let mut lines = default_lines();
     lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 0, 1), 35_000);
     lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 0, 2), 35_001);
     lines[0].faults = LineFaults::parse("drop=0.05").unwrap();
     lines[1].faults = LineFaults::parse("drop=0.05").unwrap();
-    let socks = (0..2)
-        .map(|_| {
-            feed_handler::sock::multicast_sender(
-                Ipv4Addr::LOCALHOST,
-                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-            )
-            .unwrap()
-        })
-        .collect();
 
     // the conflation thread starts while the replay runs
     let quotes = dir.join("quotes");
@@ -88,16 +70,10 @@ fn replay_to_quote_table_matches_the_session() {
         seed: 3,
         epoch_offset_ns: 0,
     };
+    let exchange = Arc::new(exchange);
+    let ex = exchange.clone();
     let player = std::thread::spawn(move || {
-        replay::play(
-            &packets,
-            Pace::Rate(300_000),
-            lc,
-            NetOut::new(socks, 1.0),
-            &sent,
-            &sstop,
-        )
-        .unwrap();
+        ex.play(&packets, Pace::Rate(300_000), lc).unwrap();
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     while conf.records < 30_001 {
@@ -113,8 +89,7 @@ fn replay_to_quote_table_matches_the_session() {
     player.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     h.join().unwrap();
-    server_stop.store(true, Ordering::Relaxed);
-    srv.join().unwrap();
+    drop(exchange);
 
     let r = QuoteReader::attach(&quotes).unwrap();
     let mut seen = 0;

@@ -10,12 +10,12 @@ use feed_handler::ring::{Kind, Record};
 use pcap_replays::lines::{LineFaults, LinesConfig, default_lines};
 use pcap_replays::market::{Market, MarketConfig};
 use pcap_replays::packetize::PacketizerConfig;
-use pcap_replays::replay::{self, NetOut, Pace, ReplayPacket, ServerConfig, ServerStats};
+use pcap_replays::replay::{self, Exchange, Pace, ReplayPacket, ServerStats};
 use pcap_replays::session::{Progress, to_binaryfile};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Everything one test needs, on its own groups, ports and files.
@@ -103,47 +103,12 @@ impl Rig {
         lines: LinesConfig,
         server: bool,
     ) -> Arc<ServerStats> {
-        let store = Arc::new(store);
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let stats = Arc::new(ServerStats::default());
-        let srv = server.then(|| {
-            let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 33_000 + self.idx as u16);
-            let sock = std::net::UdpSocket::bind(addr).unwrap();
-            let cfg = ServerConfig {
-                addr,
-                off_file: None,
-                delay: Duration::ZERO,
-                max_payload: replay::REPLY_PAYLOAD,
-            };
-            let (a, b, c, d) = (store.clone(), sent.clone(), stop.clone(), stats.clone());
-            std::thread::spawn(move || replay::serve_rerequests(sock, cfg, a, b, c, d))
-        });
-        let socks = (0..2)
-            .map(|_| {
-                feed_handler::sock::multicast_sender(
-                    Ipv4Addr::LOCALHOST,
-                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                )
-                .unwrap()
-            })
-            .collect();
-        replay::play(
-            packets,
-            Pace::Rate(200_000),
-            lines,
-            NetOut::new(socks, 1.0),
-            &sent,
-            &stop,
-        )
-        .unwrap();
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 33_000 + self.idx as u16);
+        let exchange = Exchange::start(store, server.then(|| Exchange::server_at(addr))).unwrap();
+        exchange.play(packets, Pace::Rate(200_000), lines).unwrap();
         // Serve re-requests until the feed handler has finished the session.
         self.wait_for_eos();
-        stop.store(true, Ordering::Relaxed);
-        if let Some(h) = srv {
-            h.join().unwrap();
-        }
-        stats
+        exchange.stop()
     }
 
     fn wait_for_eos(&self) {

@@ -357,9 +357,8 @@ fn convert(a: ConvertArgs) -> Result<(), String> {
 }
 
 fn play(a: PlayArgs) -> Result<(), String> {
-    use pcap_replays::replay::{self, NetOut, Pace, ServerConfig, ServerStats};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use pcap_replays::replay::{self, Pace, ServerConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
     let pace = if a.top {
         Pace::Top
     } else if let Some(r) = a.rate {
@@ -375,7 +374,6 @@ fn play(a: PlayArgs) -> Result<(), String> {
     let t = std::time::Instant::now();
     let (packets, mut store) = replay::load(&a.input, a.lines.packetizer()?)?;
     store.looped = a.passes != 1;
-    let store = Arc::new(store);
     let msgs = store.len();
     eprintln!(
         "pcap-replay: {} packets, {msgs} messages loaded in {:.1} s",
@@ -403,35 +401,22 @@ fn play(a: PlayArgs) -> Result<(), String> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent_upto = Arc::new(AtomicU64::new(0));
-    let stats = Arc::new(ServerStats::default());
-    let server = if a.no_rerequest {
-        None
-    } else {
-        let sock = std::net::UdpSocket::bind(a.rerequest_addr).map_err(|e| {
-            format!(
-                "--rerequest-addr {}: {e} (is another replayer running?)",
-                a.rerequest_addr
-            )
-        })?;
-        let cfg = ServerConfig {
-            addr: a.rerequest_addr,
-            off_file: a.rerequest_off_file.clone(),
-            delay: std::time::Duration::from_millis(a.rerequest_delay_ms),
-            max_payload: replay::REPLY_PAYLOAD,
-        };
-        let (st, su, sp, ss) = (
-            stop.clone(),
-            sent_upto.clone(),
-            store.clone(),
-            stats.clone(),
-        );
+    let server = (!a.no_rerequest).then(|| ServerConfig {
+        addr: a.rerequest_addr,
+        off_file: a.rerequest_off_file.clone(),
+        delay: std::time::Duration::from_millis(a.rerequest_delay_ms),
+        max_payload: replay::REPLY_PAYLOAD,
+    });
+    let serving = server.is_some();
+    let exchange = replay::Exchange::start(store, server).map_err(|e| {
+        format!(
+            "--rerequest-addr {}: {e} (is another replayer running?)",
+            a.rerequest_addr
+        )
+    })?;
+    if serving {
         eprintln!("pcap-replay: re-request server on {}", a.rerequest_addr);
-        Some(std::thread::spawn(move || {
-            replay::serve_rerequests(sock, cfg, sp, su, st, ss)
-        }))
-    };
+    }
     for l in &lines.lines {
         eprintln!(
             "pcap-replay: line {} to {} (faults {:?})",
@@ -439,16 +424,16 @@ fn play(a: PlayArgs) -> Result<(), String> {
         );
     }
     let started = std::time::Instant::now();
-    let (out, line_stats) = replay::play_looped(
-        &packets,
-        pace,
-        lines.clone(),
-        NetOut::new(socks, replay::speed_of(pace)),
-        &sent_upto,
-        &stop,
-        a.passes,
-    )
-    .map_err(|e| format!("send: {e}"))?;
+    let (out, line_stats) = exchange
+        .play_on(
+            socks,
+            &packets,
+            pace,
+            lines.clone(),
+            a.passes,
+            &AtomicBool::new(false),
+        )
+        .map_err(|e| format!("send: {e}"))?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "pcap-replay: sent {} messages in {:.3} s ({:.0} msg/s), {} frames, {} send errors",
@@ -464,10 +449,9 @@ fn play(a: PlayArgs) -> Result<(), String> {
             spec.name, l.written, l.dropped, l.gap_dropped, l.duplicated, l.reordered
         );
     }
-    if let Some(h) = server {
+    if serving {
         std::thread::sleep(std::time::Duration::from_millis(a.linger_ms));
-        stop.store(true, Ordering::Relaxed);
-        let _ = h.join();
+        let stats = exchange.stop();
         eprintln!(
             "pcap-replay: re-request server: {} requests, {} ignored, {} messages sent",
             stats.requests.load(Ordering::Relaxed),

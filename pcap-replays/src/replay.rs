@@ -271,6 +271,125 @@ pub fn serve_rerequests(
     }
 }
 
+/// The exchange side in one process: the re-request server on its own thread, serving what
+/// [`Exchange::play`] has sent.
+#[derive(Debug)]
+pub struct Exchange {
+    store: Arc<MessageStore>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ServerStats>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Exchange {
+    /// Starts the re-request server on `server.addr` (no server with `None`).
+    pub fn start(store: MessageStore, server: Option<ServerConfig>) -> std::io::Result<Self> {
+        let store = Arc::new(store);
+        let (sent, stop, stats) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(ServerStats::default()),
+        );
+        let server = match server {
+            Some(cfg) => {
+                let sock = UdpSocket::bind(cfg.addr)?;
+                let (a, b, c, d) = (store.clone(), sent.clone(), stop.clone(), stats.clone());
+                Some(std::thread::spawn(move || {
+                    serve_rerequests(sock, cfg, a, b, c, d)
+                }))
+            }
+            None => None,
+        };
+        Ok(Exchange {
+            store,
+            sent,
+            stop,
+            stats,
+            server,
+        })
+    }
+
+    /// A server configuration at `addr` with no delay and Nasdaq-sized replies.
+    pub fn server_at(addr: SocketAddrV4) -> ServerConfig {
+        ServerConfig {
+            addr,
+            off_file: None,
+            delay: Duration::ZERO,
+            max_payload: REPLY_PAYLOAD,
+        }
+    }
+
+    /// Plays `passes` passes of `packets` (see [`play_looped`]) on the sockets given, one per
+    /// line; `stop` ends it early.
+    pub fn play_on(
+        &self,
+        socks: Vec<UdpSocket>,
+        packets: &[ReplayPacket],
+        pace: Pace,
+        lines: LinesConfig,
+        passes: u64,
+        stop: &AtomicBool,
+    ) -> std::io::Result<(NetOut, Vec<LineStats>)> {
+        play_looped(
+            packets,
+            pace,
+            lines,
+            NetOut::new(socks, speed_of(pace)),
+            &self.sent,
+            stop,
+            passes,
+        )
+    }
+
+    /// Plays `packets` once on loopback multicast (127.0.0.1).
+    pub fn play(
+        &self,
+        packets: &[ReplayPacket],
+        pace: Pace,
+        lines: LinesConfig,
+    ) -> std::io::Result<(NetOut, Vec<LineStats>)> {
+        let socks = (0..lines.lines.len())
+            .map(|_| {
+                feed_handler::sock::multicast_sender(
+                    std::net::Ipv4Addr::LOCALHOST,
+                    SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+                )
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        self.play_on(socks, packets, pace, lines, 1, &AtomicBool::new(false))
+    }
+
+    /// The message store.
+    pub fn store(&self) -> &MessageStore {
+        &self.store
+    }
+
+    /// What the server did so far.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Stops the server and returns its figures.
+    pub fn stop(mut self) -> Arc<ServerStats> {
+        self.halt();
+        self.stats.clone()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.server.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
 /// Sends frames on UDP sockets, one per line, paced to wall time.
 #[derive(Debug)]
 pub struct NetOut {
