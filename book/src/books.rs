@@ -18,6 +18,7 @@
 //! count equal the sum over its orders, no level is empty, and in continuous trading no book is
 //! crossed.
 
+use crate::bars::{History, HistoryConfig};
 use feed_handler::itch::{self, Handler, Stock};
 use std::collections::{BTreeMap, HashMap};
 
@@ -82,6 +83,15 @@ pub struct Instrument {
     pub exch_ts_ns: u64,
     /// Changes applied.
     pub updates: u64,
+    /// Bars and the anomaly test (made at the first trade).
+    pub history: Option<Box<History>>,
+}
+
+impl Instrument {
+    /// Whether the last trade was more than 3 standard deviations from the rolling mean.
+    pub fn anomaly(&self) -> bool {
+        self.history.as_ref().is_some_and(|h| h.anomaly)
+    }
 }
 
 impl Instrument {
@@ -129,6 +139,8 @@ pub struct BookCounters {
     pub broken_trades: u64,
     /// Messages that could not be read.
     pub bad_messages: u64,
+    /// Trades flagged as anomalies.
+    pub anomalies: u64,
 }
 
 /// Every instrument's book, indexed by stock locate.
@@ -142,6 +154,7 @@ pub struct Books {
     /// Locates touched since the last [`Books::take_changed`].
     changed: Vec<u16>,
     changed_flag: Vec<bool>,
+    history: HistoryConfig,
 }
 
 /// The highest locate a book accepts.
@@ -163,6 +176,15 @@ impl Books {
             counters: BookCounters::default(),
             changed: Vec::new(),
             changed_flag: vec![false; 1],
+            history: HistoryConfig::default(),
+        }
+    }
+
+    /// Empty books with these bar and anomaly settings.
+    pub fn with_history(history: HistoryConfig) -> Self {
+        Books {
+            history,
+            ..Books::new()
         }
     }
 
@@ -228,8 +250,8 @@ impl Books {
 
     /// Forgets everything (before a rebuild from the start of the session).
     pub fn clear(&mut self) {
-        let counters = self.counters;
-        *self = Books::new();
+        let (counters, history) = (self.counters, self.history);
+        *self = Books::with_history(history);
         self.counters = counters;
     }
 
@@ -292,10 +314,17 @@ impl Books {
     }
 
     fn print(&mut self, locate: u16, px_e4: u32, qty: u64, ts: u64) {
+        let cfg = self.history;
         let x = self.inst(locate);
         x.last = Some(Last { px_e4, qty });
         x.volume += qty;
         x.exch_ts_ns = ts;
+        let h = x
+            .history
+            .get_or_insert_with(|| Box::new(History::new(&cfg)));
+        if h.on_trade(ts, px_e4, qty) {
+            self.counters.anomalies += 1;
+        }
     }
 
     /// Checks the invariants; `Err` says which broke.

@@ -166,7 +166,7 @@ impl Conflator {
                 volume: x.volume,
                 state: x.state,
                 stale: x.stale || !self.caught_up,
-                anomaly: false,
+                anomaly: x.anomaly(),
                 exch_ts_ns: x.exch_ts_ns,
                 recv_ns: meta.recv_ns,
                 feed_seq: meta.seq,

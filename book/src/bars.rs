@@ -1,0 +1,283 @@
+//! History and anomalies from trades: 1-second and 1-minute OHLCV bars per instrument (bounded:
+//! the newest bars are kept, the oldest dropped), and the anomaly test: a trade more than three
+//! standard deviations from the rolling mean of the last minutes' closing prices.
+//!
+//! Everything is integer: prices are Price(4), the rolling sums are exact (`u128`), and the test
+//! `(n·px − Σ)² > 9·(n·Σx² − Σ²)` is the 3-sigma test multiplied out, with no division and no
+//! floating point. Bars are keyed by exchange time (ns since midnight).
+
+use std::collections::VecDeque;
+
+/// One bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bar {
+    /// Start of the bar, ns since midnight (a multiple of the interval).
+    pub start_ns: u64,
+    /// First trade price, Price(4).
+    pub open: u32,
+    /// Highest.
+    pub high: u32,
+    /// Lowest.
+    pub low: u32,
+    /// Last.
+    pub close: u32,
+    /// Shares.
+    pub volume: u64,
+    /// Trades.
+    pub trades: u32,
+}
+
+/// Bars of one interval, at most `cap` of them.
+#[derive(Debug, Clone)]
+pub struct Series {
+    interval_ns: u64,
+    cap: usize,
+    bars: VecDeque<Bar>,
+}
+
+impl Series {
+    /// Bars of `interval_ns`, keeping the newest `cap`.
+    pub fn new(interval_ns: u64, cap: usize) -> Self {
+        Series {
+            interval_ns: interval_ns.max(1),
+            cap: cap.max(1),
+            bars: VecDeque::new(),
+        }
+    }
+
+    /// Adds a trade. Returns the bar it closed, if it started a new one. A trade older than the
+    /// newest bar (out of order) is folded into the newest bar.
+    pub fn on_trade(&mut self, ts_ns: u64, px: u32, qty: u64) -> Option<Bar> {
+        let start = ts_ns - ts_ns % self.interval_ns;
+        match self.bars.back_mut() {
+            Some(b) if b.start_ns >= start => {
+                b.high = b.high.max(px);
+                b.low = b.low.min(px);
+                b.close = px;
+                b.volume += qty;
+                b.trades += 1;
+                None
+            }
+            last => {
+                let closed = last.map(|b| *b);
+                if self.bars.len() == self.cap {
+                    self.bars.pop_front();
+                }
+                self.bars.push_back(Bar {
+                    start_ns: start,
+                    open: px,
+                    high: px,
+                    low: px,
+                    close: px,
+                    volume: qty,
+                    trades: 1,
+                });
+                closed
+            }
+        }
+    }
+
+    /// The bars, oldest first.
+    pub fn bars(&self) -> impl DoubleEndedIterator<Item = &Bar> + ExactSizeIterator {
+        self.bars.iter()
+    }
+
+    /// The newest `n` bars, oldest first.
+    pub fn last(&self, n: usize) -> Vec<Bar> {
+        self.bars
+            .iter()
+            .skip(self.bars.len().saturating_sub(n))
+            .copied()
+            .collect()
+    }
+}
+
+/// Rolling statistics of the closing prices of the last `window` completed bars.
+#[derive(Debug, Clone)]
+pub struct Rolling {
+    window: usize,
+    min_sample: usize,
+    closes: VecDeque<u32>,
+    sum: u128,
+    sum_sq: u128,
+}
+
+impl Rolling {
+    /// Over `window` closes, judging only with at least `min_sample` of them.
+    pub fn new(window: usize, min_sample: usize) -> Self {
+        Rolling {
+            window: window.max(1),
+            min_sample: min_sample.max(2),
+            closes: VecDeque::new(),
+            sum: 0,
+            sum_sq: 0,
+        }
+    }
+
+    /// Adds a completed bar's close.
+    pub fn push(&mut self, close: u32) {
+        if self.closes.len() == self.window
+            && let Some(old) = self.closes.pop_front()
+        {
+            self.sum -= old as u128;
+            self.sum_sq -= (old as u128) * (old as u128);
+        }
+        self.closes.push_back(close);
+        self.sum += close as u128;
+        self.sum_sq += (close as u128) * (close as u128);
+    }
+
+    /// True when `px` is more than 3 standard deviations from the mean (and the sample is big
+    /// enough to say).
+    pub fn is_anomaly(&self, px: u32) -> bool {
+        let n = self.closes.len() as i128;
+        if (n as usize) < self.min_sample {
+            return false;
+        }
+        let (sum, sum_sq) = (self.sum as i128, self.sum_sq as i128);
+        let dev = n * px as i128 - sum; // n·(px − mean)
+        let var_n2 = n * sum_sq - sum * sum; // n²·variance
+        // (px − mean)² > 9·variance, times n²; a flat history (variance 0) flags any move
+        dev.checked_mul(dev).is_none_or(|d2| d2 > 9 * var_n2)
+    }
+
+    /// Closes held.
+    pub fn len(&self) -> usize {
+        self.closes.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.closes.is_empty()
+    }
+}
+
+/// Bar and anomaly settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryConfig {
+    /// 1-second bars kept per instrument (default 900: the last 15 minutes).
+    pub second_bars: usize,
+    /// 1-minute bars kept per instrument (default 1440: a whole day).
+    pub minute_bars: usize,
+    /// Anomaly window in 1-minute bars (default 60: an hour).
+    pub anomaly_window: usize,
+    /// Closes needed before the anomaly test says anything (default 20).
+    pub anomaly_min_sample: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            second_bars: 900,
+            minute_bars: 1440,
+            anomaly_window: 60,
+            anomaly_min_sample: 20,
+        }
+    }
+}
+
+/// One instrument's bars and anomaly state.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// 1-second bars.
+    pub seconds: Series,
+    /// 1-minute bars.
+    pub minutes: Series,
+    rolling: Rolling,
+    /// Whether the last trade was an anomaly.
+    pub anomaly: bool,
+}
+
+impl History {
+    /// Empty history.
+    pub fn new(c: &HistoryConfig) -> Self {
+        History {
+            seconds: Series::new(1_000_000_000, c.second_bars),
+            minutes: Series::new(60_000_000_000, c.minute_bars),
+            rolling: Rolling::new(c.anomaly_window, c.anomaly_min_sample),
+            anomaly: false,
+        }
+    }
+
+    /// Adds a trade; returns whether it was an anomaly.
+    pub fn on_trade(&mut self, ts_ns: u64, px: u32, qty: u64) -> bool {
+        self.anomaly = self.rolling.is_anomaly(px);
+        self.seconds.on_trade(ts_ns, px, qty);
+        if let Some(closed) = self.minutes.on_trade(ts_ns, px, qty) {
+            self.rolling.push(closed.close);
+        }
+        self.anomaly
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn bars_aggregate_and_stay_bounded() {
+        let mut s = Series::new(S, 3);
+        assert_eq!(s.on_trade(10 * S + 1, 100, 5), None);
+        s.on_trade(10 * S + 2, 120, 1);
+        s.on_trade(10 * S + 3, 90, 1);
+        let closed = s.on_trade(11 * S, 110, 2).unwrap();
+        assert_eq!(
+            closed,
+            Bar {
+                start_ns: 10 * S,
+                open: 100,
+                high: 120,
+                low: 90,
+                close: 90,
+                volume: 7,
+                trades: 3
+            }
+        );
+        s.on_trade(12 * S, 1, 1);
+        s.on_trade(13 * S, 2, 1);
+        assert_eq!(s.bars().len(), 3, "bounded");
+        assert_eq!(s.bars().next().unwrap().start_ns, 11 * S, "oldest dropped");
+        s.on_trade(12 * S, 3, 1); // late trade folds into the newest bar
+        assert_eq!(s.last(1)[0].volume, 2);
+    }
+
+    #[test]
+    fn three_sigma_in_integers() {
+        let mut r = Rolling::new(60, 20);
+        for i in 0..30 {
+            r.push(1_000_000 + (i % 5) * 100); // mean 1,000,200, sd ~141
+        }
+        assert!(!r.is_anomaly(1_000_200));
+        assert!(!r.is_anomaly(1_000_600)); // ~2.8 sd
+        assert!(r.is_anomaly(1_000_700)); // ~3.5 sd
+        assert!(r.is_anomaly(999_500));
+        let small = Rolling::new(60, 20);
+        assert!(!small.is_anomaly(1), "too few samples to judge");
+        let mut flat = Rolling::new(5, 2);
+        for _ in 0..5 {
+            flat.push(500);
+        }
+        assert!(!flat.is_anomaly(500));
+        assert!(flat.is_anomaly(501), "any move off a flat history");
+        // the window slides: old closes leave the sums
+        for _ in 0..5 {
+            flat.push(700);
+        }
+        assert!(!flat.is_anomaly(700));
+        assert_eq!(flat.len(), 5);
+    }
+
+    #[test]
+    fn history_flags_a_jump_after_a_calm_hour() {
+        let mut h = History::new(&HistoryConfig::default());
+        let m = 60 * S;
+        for i in 0..40u64 {
+            assert!(!h.on_trade(i * m, 1_000_000 + (i % 3) as u32 * 100, 100));
+        }
+        assert!(h.on_trade(40 * m + 1, 1_500_000, 100));
+        assert!(h.anomaly);
+        assert!(!h.on_trade(40 * m + 2, 1_000_100, 100));
+        assert_eq!(h.minutes.bars().len(), 41);
+    }
+}
