@@ -4,6 +4,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod book;
 pub mod decode;
 pub mod feed;
 pub mod fields;

@@ -12,7 +12,10 @@ const USAGE: &str = "usage: bench NAME [options]
   feed     replay -> feed handler -> ring on loopback multicast: top-speed throughput,
            wire-to-ring latency at a fixed rate, ring hop to another process:
            [--messages N] (10,000,000) [--offered-rate N] (3,000,000; 0 = top speed) [--rate N] (200,000)
-           [--latency-messages N] (2,000,000)";
+           [--latency-messages N] (2,000,000)
+  book     decode + order books over a generated BinaryFILE in memory, beside the itch-book
+           Python package: [--messages N] (20,000,000) [--symbols N] (8,000)
+           [--initial-orders N] (150 per symbol: 1.2M live orders at the start)";
 
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
@@ -46,6 +49,15 @@ fn main() -> ExitCode {
             };
             eprintln!("machine: {}", bench::machine());
             bench::feed::run_all(&o)
+        })(),
+        Some("book") => (|| {
+            let o = bench::book::BookBench {
+                messages: flag(&args, "--messages", 20_000_000)?,
+                symbols: flag(&args, "--symbols", 8000)? as usize,
+                initial_orders: flag(&args, "--initial-orders", 150)? as u32,
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::book::run(&o)
         })(),
         Some("ring-hop-reader") if args.len() == 4 => {
             let n = args[2].parse().unwrap_or(0);

@@ -1,0 +1,169 @@
+//! Book benchmark: decode plus order books over a generated BinaryFILE held in memory (thousands
+//! of symbols, over a million live orders at peak), beside the `itch-book` Python package (C++
+//! core) timing only its `Session.feed` with no output tables, on the same file in the same run.
+
+use crate::report;
+use book::books::Books;
+use feed_handler::capture::binaryfile::Records;
+use hdrhistogram::Histogram;
+use pcap_replays::market::{Market, MarketConfig};
+use pcap_replays::session::{Progress, to_binaryfile};
+use std::time::Instant;
+
+/// Options.
+#[derive(Debug, Clone)]
+pub struct BookBench {
+    /// Messages.
+    pub messages: u64,
+    /// Symbols.
+    pub symbols: usize,
+    /// Resting orders per symbol before the flow (sets the peak of live orders).
+    pub initial_orders: u32,
+}
+
+fn vm_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+const ITCH_BOOK: &str = r#"
+import sys, time, numpy as np
+from itch_book import Session
+data = np.fromfile(sys.argv[1], dtype=np.uint8)
+s = Session(tables=[], depth=0, symbols=[])
+t = time.perf_counter()
+s.feed(data)
+dt = time.perf_counter() - t
+print(f"{dt:.6f}")
+"#;
+
+/// Runs the benchmark.
+pub fn run(o: &BookBench) -> Result<(), String> {
+    let cfg = MarketConfig {
+        seed: 31,
+        symbols: o.symbols,
+        messages: o.messages,
+        initial_orders: o.initial_orders,
+        ..Default::default()
+    };
+    let mut m = Market::new(cfg);
+    let (bytes, sum) = to_binaryfile(
+        &mut m,
+        Vec::with_capacity(o.messages as usize * 32),
+        &mut Progress::new("generate", true),
+    )?;
+    eprintln!(
+        "book bench: {} messages, {} symbols, peak {} live orders",
+        sum.messages,
+        o.symbols,
+        m.peak_live_orders()
+    );
+    drop(m);
+    let n = sum.messages;
+    let x = [
+        ("msgs", n.to_string()),
+        ("peak_orders", "see stderr".to_string()),
+    ];
+
+    // Throughput: decode + books, every message.
+    let rss0 = vm_kb("VmRSS:");
+    let mut books = Books::new();
+    let t = Instant::now();
+    for r in Records::new(&bytes) {
+        let Ok(msg) = r else { break };
+        books.apply(msg);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rss_book_mb = (vm_kb("VmHWM:").saturating_sub(rss0)) as f64 / 1024.0;
+    books
+        .validate()
+        .map_err(|e| format!("books invalid after the run: {e}"))?;
+    report("book_ns_per_msg", secs * 1e9 / n as f64, "ns", &x);
+    report("book_msgs_per_s", n as f64 / secs, "msg/s", &x);
+    report("book_peak_rss_mb", rss_book_mb, "MB", &x);
+    let live_end = books.live_orders();
+    drop(books);
+
+    // Apply latency per type, one message in 8 timed, in a second pass.
+    let mut books = Books::new();
+    let mut h: Vec<Histogram<u64>> = (0..256)
+        .map(|_| Histogram::new_with_bounds(1, 100_000_000, 3).expect("bounds"))
+        .collect();
+    for (i, r) in Records::new(&bytes).enumerate() {
+        let Ok(msg) = r else { break };
+        if i % 8 == 0 {
+            let t = Instant::now();
+            books.apply(msg);
+            h[msg[0] as usize].saturating_record(t.elapsed().as_nanos() as u64);
+        } else {
+            books.apply(msg);
+        }
+    }
+    for t in [b'A', b'D', b'U', b'E', b'X', b'C'] {
+        let hh = &h[t as usize];
+        if hh.is_empty() {
+            continue;
+        }
+        let y = [
+            ("type", (t as char).to_string()),
+            ("samples", hh.len().to_string()),
+        ];
+        report(
+            &format!("book_apply_{}_p50_ns", t as char),
+            hh.value_at_quantile(0.5) as f64,
+            "ns",
+            &y,
+        );
+        report(
+            &format!("book_apply_{}_p99_ns", t as char),
+            hh.value_at_quantile(0.99) as f64,
+            "ns",
+            &y,
+        );
+        report(
+            &format!("book_apply_{}_p9999_ns", t as char),
+            hh.value_at_quantile(0.9999) as f64,
+            "ns",
+            &y,
+        );
+    }
+    drop(books);
+
+    // itch-book on the same bytes.
+    let path = std::env::temp_dir().join(format!("bench-book-{}.itch", std::process::id()));
+    std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+    drop(bytes);
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(ITCH_BOOK)
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    match out {
+        Ok(o) if o.status.success() => {
+            let s: f64 = String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .map_err(|_| "itch-book printed no time")?;
+            report("itchbook_ns_per_msg", s * 1e9 / n as f64, "ns", &x);
+            report("itchbook_msgs_per_s", n as f64 / s, "msg/s", &x);
+            report("book_speedup_vs_itchbook", s / secs, "x", &x);
+        }
+        Ok(o) => eprintln!(
+            "book bench: itch-book did not run (pip install itch-book): {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => eprintln!("book bench: python3: {e}"),
+    }
+    eprintln!("book bench: {live_end} live orders at the end");
+    Ok(())
+}
