@@ -4,11 +4,13 @@
 //!
 //! Staleness: while it rebuilds from the journal after a start, what it publishes is marked
 //! stale, and everything is published fresh once it has caught up with the ring. A gap record
-//! (messages lost for good on a channel) marks every instrument of that channel stale at once,
-//! and they stay stale (a rebuild from a full re-request of the session is not built yet).
+//! (messages lost for good on a channel) marks every instrument of that channel stale at once;
+//! with a re-request server configured ([`Conflator::with_rebuild`]) the channel is rebuilt
+//! from a full re-request of the session and published fresh again, otherwise it stays stale.
 
 use crate::books::Books;
 use crate::quotes::{Quote, QuoteWriter};
+use crate::rebuild::{Rebuild, RebuildConfig};
 use feed_handler::journal::{Start, Subscriber};
 use feed_handler::ring::Kind;
 use std::collections::HashMap;
@@ -36,6 +38,13 @@ pub struct Conflator {
     caught_up: bool,
     gap_channels: Vec<u16>,
     changed: Vec<u16>,
+    next_seq: HashMap<u16, u64>,
+    rebuild_cfg: Option<RebuildConfig>,
+    rebuild: Option<(u16, Rebuild)>,
+    /// Rebuilds completed.
+    pub rebuilds: u64,
+    /// End-of-session records seen.
+    pub end_of_session: u64,
     /// Records applied.
     pub records: u64,
     /// Quotes published.
@@ -62,10 +71,27 @@ impl Conflator {
             caught_up: catch_up_to == 0,
             gap_channels: Vec::new(),
             changed: Vec::new(),
+            next_seq: HashMap::new(),
+            rebuild_cfg: None,
+            rebuild: None,
+            rebuilds: 0,
+            end_of_session: 0,
             records: 0,
             published: 0,
             gaps: 0,
         })
+    }
+
+    /// After an unrecovered gap, rebuild the channel from a full re-request of its session
+    /// (see [`crate::rebuild`]); without this, a gap leaves the channel stale.
+    pub fn with_rebuild(mut self, cfg: RebuildConfig) -> Self {
+        self.rebuild_cfg = Some(cfg);
+        self
+    }
+
+    /// Whether a rebuild is in progress.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuild.is_some()
     }
 
     /// The books of a channel.
@@ -88,6 +114,7 @@ impl Conflator {
             match r.kind {
                 Kind::Message => {
                     books.apply(r.data());
+                    self.next_seq.insert(r.channel, r.seq + 1);
                     let locate = r
                         .data()
                         .get(1..3)
@@ -106,13 +133,22 @@ impl Conflator {
                     if !self.gap_channels.contains(&r.channel) {
                         self.gap_channels.push(r.channel);
                     }
+                    let until = r.seq + r.gap_count;
+                    self.next_seq.insert(r.channel, until);
+                    if let Some(cfg) = self.rebuild_cfg {
+                        // (re)start: a new gap makes an earlier rebuild's target stale too
+                        let rb = Rebuild::start(cfg, until, self.sub.position())
+                            .map_err(|e| format!("rebuild: {e}"))?;
+                        self.rebuild = Some((r.channel, rb));
+                    }
                 }
-                Kind::EndOfSession => {}
+                Kind::EndOfSession => self.end_of_session += 1,
             }
             if !touched.contains(&r.channel) {
                 touched.push(r.channel);
             }
         }
+        self.step_rebuild()?;
         let was_caught_up = self.caught_up;
         if !self.caught_up && self.sub.position() >= self.catch_up_to {
             self.caught_up = true;
@@ -128,6 +164,39 @@ impl Conflator {
             }
         }
         Ok(n)
+    }
+
+    /// Advances a rebuild; when the re-requested part is complete, applies what the ring
+    /// carried since the gap, swaps the fresh books in and publishes them all.
+    fn step_rebuild(&mut self) -> Result<(), String> {
+        let Some((channel, rb)) = &mut self.rebuild else {
+            return Ok(());
+        };
+        if !rb.poll()? {
+            return Ok(());
+        }
+        let channel = *channel;
+        let mut since = Subscriber::attach(self.sub.ring().path(), Start::At(rb.from_position))
+            .map_err(|e| e.to_string())?;
+        while since.position() < self.sub.position() {
+            let Some(r) = since.next_record().map_err(|e| e.to_string())? else {
+                break;
+            };
+            if r.channel == channel && r.kind == Kind::Message {
+                rb.books.apply(r.data());
+            }
+        }
+        if since.position() < self.sub.position() {
+            return Ok(()); // the journal is behind: try again next cycle
+        }
+        let Some((_, rb)) = self.rebuild.take() else {
+            return Ok(());
+        };
+        self.books.insert(channel, rb.books);
+        self.gap_channels.retain(|&c| c != channel);
+        self.rebuilds += 1;
+        self.publish_changed(channel, true);
+        Ok(())
     }
 
     fn publish_changed(&mut self, channel: u16, all: bool) {

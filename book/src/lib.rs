@@ -17,4 +17,5 @@ pub mod bars;
 pub mod books;
 pub mod conflate;
 pub mod quotes;
+pub mod rebuild;
 pub mod replay;

@@ -42,6 +42,14 @@ enum Cmd {
         /// Instruments the table holds.
         #[arg(long, default_value_t = 16384)]
         slots: usize,
+        /// After an unrecovered gap, rebuild from a full re-request of the session to this
+        /// MoldUDP64 re-request server (needs --session); without it a gap leaves the channel
+        /// stale.
+        #[arg(long, requires = "session")]
+        rerequest: Option<std::net::SocketAddrV4>,
+        /// The feed's MoldUDP64 session, for --rerequest.
+        #[arg(long)]
+        session: Option<String>,
     },
 }
 
@@ -51,7 +59,13 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn run(ring: &str, quotes: Option<String>, slots: usize) -> Result<(), String> {
+fn run(
+    ring: &str,
+    quotes: Option<String>,
+    slots: usize,
+    rerequest: Option<std::net::SocketAddrV4>,
+    session: Option<String>,
+) -> Result<(), String> {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -66,6 +80,15 @@ fn run(ring: &str, quotes: Option<String>, slots: usize) -> Result<(), String> {
             PathBuf::from(p)
         });
     let mut c = book::conflate::Conflator::new(&ring_path, &quotes, slots)?;
+    if let (Some(server), Some(session)) = (rerequest, session) {
+        let session = feed_handler::moldudp64::Session::new(&session)
+            .ok_or_else(|| format!("--session {session:?}: at most 10 characters"))?;
+        c = c.with_rebuild(book::rebuild::RebuildConfig {
+            server,
+            session,
+            request_timeout_ns: 100_000_000,
+        });
+    }
     eprintln!(
         "book: following {} into the quote table {}",
         ring_path.display(),
@@ -94,7 +117,9 @@ fn main() -> ExitCode {
             ring,
             quotes,
             slots,
-        } => match run(&ring, quotes, slots) {
+            rerequest,
+            session,
+        } => match run(&ring, quotes, slots, rerequest, session) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("book run: {e}");

@@ -189,3 +189,113 @@ fn readers_in_other_processes_never_see_a_torn_quote() {
     assert!(text.contains("checked"), "{text}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A range lost on both lines while the re-request server is down: the feed handler publishes a
+/// gap, every quote turns stale at once; when the server answers again the conflation thread
+/// rebuilds the session from sequence 1, stale clears, and every quote equals a clean replay's.
+#[test]
+fn an_unrecovered_gap_marks_stale_then_a_full_rerequest_rebuilds() {
+    let dir = std::env::temp_dir().join(format!("book-rebuild-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let off = dir.join("server-off");
+    std::fs::write(&off, b"").unwrap();
+    let cfg = format!(
+        "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n[[channel]]\nname = \"t\"\nsession = \"GEN0000001\"\nstart_seq = 1\n\
+         request_timeout_ms = 20\nline_a = {{ group = \"239.203.1.1\", port = 35100 }}\nline_b = {{ group = \"239.203.1.2\", port = 35101 }}\nrerequest = \"127.0.0.1:35600\"\n",
+        ring.display()
+    );
+    let mut agent = Agent::new(Config::parse(&cfg).unwrap()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let h = std::thread::spawn(move || agent.run(&s2).unwrap());
+
+    let mut m = Market::new(MarketConfig {
+        seed: 22,
+        symbols: 80,
+        messages: 20_000,
+        ..Default::default()
+    });
+    let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
+    let file = dir.join("s.itch");
+    std::fs::write(&file, &bytes).unwrap();
+    let mut expected = Books::new();
+    for r in feed_handler::capture::binaryfile::Records::new(&bytes) {
+        expected.apply(r.unwrap());
+    }
+    let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 35_600);
+    let mut server = Exchange::server_at(addr);
+    server.off_file = Some(off.clone());
+    let exchange = Arc::new(Exchange::start(store, Some(server)).unwrap());
+    let mut lines = default_lines();
+    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 1, 1), 35_100);
+    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 1, 2), 35_101);
+    let lc = LinesConfig {
+        lines,
+        gaps: vec![(10_000, 40)],
+        seed: 4,
+        epoch_offset_ns: 0,
+    };
+    let quotes = dir.join("quotes");
+    let rebuild = book::rebuild::RebuildConfig {
+        server: addr,
+        session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
+        request_timeout_ns: 20_000_000,
+    };
+    let mut conf = Conflator::new(&ring, &quotes, 1024)
+        .unwrap()
+        .with_rebuild(rebuild);
+    let ex = exchange.clone();
+    let player = std::thread::spawn(move || {
+        ex.play(&packets, Pace::Rate(300_000), lc).unwrap();
+    });
+    let r = QuoteReader::attach(&quotes).unwrap();
+    let mut saw_stale = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(conf.end_of_session > 0 && conf.rebuilds > 0 && !conf.rebuilding()) {
+        assert!(
+            Instant::now() < deadline,
+            "no rebuild: gaps {} rebuilds {} records {}",
+            conf.gaps,
+            conf.rebuilds,
+            conf.records
+        );
+        if conf.do_work().unwrap() == 0 {
+            std::thread::yield_now();
+        }
+        if conf.gaps > 0 && !saw_stale {
+            // every published quote is stale at once, and stays so while the server is down
+            let slots: Vec<usize> = (0..80).filter_map(|i| r.read(i).map(|_| i)).collect();
+            assert!(!slots.is_empty());
+            assert!(
+                slots.iter().all(|&i| r.read(i).unwrap().stale),
+                "a quote shown fresh after the gap"
+            );
+            saw_stale = true;
+            assert_eq!(conf.rebuilds, 0);
+            std::fs::remove_file(&off).unwrap(); // the server comes back
+        }
+    }
+    assert!(saw_stale);
+    player.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    drop(exchange);
+    let mut seen = 0;
+    for (_, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
+        assert!(!q.stale, "{sym} still stale after the rebuild");
+        assert_eq!(q.bid, x.best_bid().map(|(p, l)| (p, l.shares)), "{sym} bid");
+        assert_eq!(q.ask, x.best_ask().map(|(p, l)| (p, l.shares)), "{sym} ask");
+        assert_eq!(
+            (q.last, q.volume),
+            (x.last.map(|l| (l.px_e4, l.qty)), x.volume),
+            "{sym}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 80);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -282,8 +282,10 @@ impl Arbiter {
             } else {
                 self.eos_at = Some(self.eos_at.map_or(first, |e| e.max(first)));
             }
-            if !self.started && self.cfg.start_seq.is_none() {
-                self.start(first);
+            if !self.started {
+                // A late joiner starts at what the heartbeat announces; a configured start
+                // (say 1) makes everything before the announced sequence a hole to fill.
+                self.start(self.cfg.start_seq.unwrap_or(first));
             }
             self.known_end = self.known_end.max(first);
             self.after_change(now_ns, sink);
@@ -826,6 +828,23 @@ mod tests {
         );
         assert_eq!(seqs(&r), vec![1, 2, 3, 4, 5]);
         assert_eq!(r.eos, Some(6));
+    }
+
+    #[test]
+    fn a_heartbeat_before_any_data_opens_the_hole_from_the_configured_start() {
+        let mut a = Arbiter::new(ArbConfig {
+            line_wait_ns: 0,
+            ..cfg()
+        });
+        let mut r = Rec::default();
+        a.on_packet(0, Line::A, &control_packet(session(), 101, 0), &mut r);
+        a.poll(1, &mut r);
+        let asked: Vec<(u64, u16)> = r.reqs.iter().map(|q| (q.sequence, q.count)).collect();
+        assert_eq!(
+            asked,
+            vec![(1, 48), (49, 48), (97, 4)],
+            "1..=100 in requests of at most 48"
+        );
     }
 
     #[test]
