@@ -19,8 +19,9 @@
 //! crossed.
 
 use crate::bars::{History, HistoryConfig};
+use crate::ladder::Ladder;
 use feed_handler::itch::{self, Handler, Stock};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Hashes order references (day-unique, nearly dense integers) with one multiply: std's
 /// SipHash guards against hash flooding, which an exchange feed does not need, at several
@@ -85,16 +86,16 @@ pub struct Last {
 }
 
 /// One instrument.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Instrument {
     /// Symbol from the Stock Directory (blank until its `R` arrives).
     pub symbol: Option<Stock>,
     /// Round lot.
     pub round_lot: u32,
-    /// Bids by price (best = highest).
-    pub bids: BTreeMap<u32, Level>,
-    /// Offers by price (best = lowest).
-    pub asks: BTreeMap<u32, Level>,
+    /// Bids (best = highest).
+    pub bids: Ladder,
+    /// Offers (best = lowest).
+    pub asks: Ladder,
     /// Trading state byte (`H`, `P`, `Q`, `T`; 0 before any `H`).
     pub state: u8,
     /// Last trade.
@@ -113,6 +114,25 @@ pub struct Instrument {
     pub history: Option<Box<History>>,
 }
 
+impl Default for Instrument {
+    fn default() -> Self {
+        Instrument {
+            symbol: None,
+            round_lot: 0,
+            bids: Ladder::bids(),
+            asks: Ladder::asks(),
+            state: 0,
+            last: None,
+            volume: 0,
+            luld: None,
+            stale: false,
+            exch_ts_ns: 0,
+            updates: 0,
+            history: None,
+        }
+    }
+}
+
 impl Instrument {
     /// Whether the last trade was more than 3 standard deviations from the rolling mean.
     pub fn anomaly(&self) -> bool {
@@ -123,25 +143,20 @@ impl Instrument {
 impl Instrument {
     /// Best bid `(px, level)`.
     pub fn best_bid(&self) -> Option<(u32, Level)> {
-        self.bids.iter().next_back().map(|(p, l)| (*p, *l))
+        self.bids.best()
     }
     /// Best offer `(px, level)`.
     pub fn best_ask(&self) -> Option<(u32, Level)> {
-        self.asks.iter().next().map(|(p, l)| (*p, *l))
+        self.asks.best()
     }
     /// The best `n` levels of each side: bids high to low, offers low to high.
     pub fn depth(&self, n: usize) -> (Depth, Depth) {
         (
-            self.bids
-                .iter()
-                .rev()
-                .take(n)
-                .map(|(p, l)| (*p, *l))
-                .collect(),
-            self.asks.iter().take(n).map(|(p, l)| (*p, *l)).collect(),
+            self.bids.best_first().take(n).collect(),
+            self.asks.best_first().take(n).collect(),
         )
     }
-    fn side(&mut self, side: u8) -> &mut BTreeMap<u32, Level> {
+    fn side(&mut self, side: u8) -> &mut Ladder {
         if side == b'B' {
             &mut self.bids
         } else {
@@ -197,7 +212,7 @@ impl Books {
     pub fn new() -> Self {
         Books {
             instruments: vec![Instrument::default(); 1],
-            orders: OrderMap::default(),
+            orders: OrderMap::with_capacity_and_hasher(1 << 16, Default::default()),
             next_priority: 0,
             counters: BookCounters::default(),
             changed: Vec::new(),
@@ -285,9 +300,9 @@ impl Books {
         if shares == 0 {
             return;
         }
-        if let Some(old) = self.orders.get(&order_ref).copied() {
+        if self.orders.contains_key(&order_ref) {
             self.counters.duplicate_refs += 1;
-            self.remove_shares(order_ref, old, old.shares);
+            self.reduce(order_ref, u32::MAX, ts);
         }
         self.next_priority += 1;
         self.orders.insert(
@@ -302,40 +317,35 @@ impl Books {
         );
         let x = self.inst(locate);
         x.exch_ts_ns = ts;
-        let l = x.side(side).entry(px_e4).or_default();
-        l.shares += shares as u64;
-        l.orders += 1;
+        x.side(side).add(px_e4, shares as u64);
     }
 
     /// Takes `n` shares off an order; removes it at 0.
-    fn remove_shares(&mut self, order_ref: u64, o: Order, n: u32) {
-        let n = n.min(o.shares);
-        let gone = n == o.shares;
-        if gone {
-            self.orders.remove(&order_ref);
-        } else if let Some(e) = self.orders.get_mut(&order_ref) {
-            e.shares -= n;
-        }
-        let x = self.inst(o.locate);
-        let book = x.side(o.side);
-        if let Some(l) = book.get_mut(&o.px_e4) {
-            l.shares -= n as u64;
-            if gone {
-                l.orders -= 1;
-            }
-            if l.orders == 0 {
-                book.remove(&o.px_e4);
-            }
-        }
-    }
-
+    /// Takes `n` shares off an order (all of them: it is gone) with one lookup of the order
+    /// table, then off its level. Returns the order as it was, or `None` if it is not on the
+    /// book (counted).
     fn reduce(&mut self, order_ref: u64, n: u32, ts: u64) -> Option<Order> {
-        let Some(o) = self.orders.get(&order_ref).copied() else {
-            self.counters.unknown_refs += 1;
-            return None;
+        use std::collections::hash_map::Entry;
+        let (o, taken, gone) = match self.orders.entry(order_ref) {
+            Entry::Occupied(mut e) => {
+                let o = *e.get();
+                let taken = n.min(o.shares);
+                if taken == o.shares {
+                    e.remove();
+                    (o, taken, true)
+                } else {
+                    e.get_mut().shares -= taken;
+                    (o, taken, false)
+                }
+            }
+            Entry::Vacant(_) => {
+                self.counters.unknown_refs += 1;
+                return None;
+            }
         };
-        self.remove_shares(order_ref, o, n);
-        self.inst(o.locate).exch_ts_ns = ts;
+        let x = self.inst(o.locate);
+        x.exch_ts_ns = ts;
+        x.side(o.side).take(o.px_e4, taken as u64, gone);
         Some(o)
     }
 
@@ -367,7 +377,7 @@ impl Books {
         let mut levels = 0;
         for (loc, x) in self.iter() {
             for (side, book) in [(b'B', &x.bids), (b'S', &x.asks)] {
-                for (px, l) in book {
+                for (px, l) in book.best_first() {
                     levels += 1;
                     if l.orders == 0 || l.shares == 0 {
                         return Err(format!(
@@ -375,11 +385,11 @@ impl Books {
                             side as char
                         ));
                     }
-                    if sums.get(&(loc, side, *px)) != Some(&(l.shares, l.orders)) {
+                    if sums.get(&(loc, side, px)) != Some(&(l.shares, l.orders)) {
                         return Err(format!(
                             "locate {loc}: level {px} side {} is {l:?}, its orders say {:?}",
                             side as char,
-                            sums.get(&(loc, side, *px))
+                            sums.get(&(loc, side, px))
                         ));
                     }
                 }

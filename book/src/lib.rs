@@ -16,6 +16,7 @@
 pub mod bars;
 pub mod books;
 pub mod conflate;
+pub mod ladder;
 pub mod quotes;
 pub mod rebuild;
 pub mod replay;

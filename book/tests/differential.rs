@@ -117,8 +117,8 @@ fn compare(books: &Books, r: &Reference, at: u64) {
     let mut ours = BTreeMap::new();
     for (loc, x) in books.iter() {
         for (side, book) in [(b'B', &x.bids), (b'S', &x.asks)] {
-            for (px, l) in book {
-                ours.insert((loc, side, *px), (l.shares, l.orders));
+            for (px, l) in book.best_first() {
+                ours.insert((loc, side, px), (l.shares, l.orders));
             }
         }
         assert_eq!(
