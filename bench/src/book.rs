@@ -165,5 +165,91 @@ pub fn run(o: &BookBench) -> Result<(), String> {
         Err(e) => eprintln!("book bench: python3: {e}"),
     }
     eprintln!("book bench: {live_end} live orders at the end");
+    quote_hop()
+}
+
+/// Quote table hop: the writer publishes 200,000 quotes (one every ~5 µs) stamped with their
+/// publish time; a reader process follows the change feed and records publish to seen.
+pub fn quote_hop() -> Result<(), String> {
+    use book::quotes::{Quote, QuoteWriter};
+    use feed_handler::sock::{pin_current_thread, realtime_ns};
+    let path = std::path::PathBuf::from(format!("/dev/shm/bench-quotes-{}", std::process::id()));
+    let n: u64 = 200_000;
+    let mut w = QuoteWriter::create(&path, 1024, 1 << 16).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(exe)
+        .args([
+            "quote-hop-reader",
+            &path.display().to_string(),
+            &n.to_string(),
+        ])
+        .stdout(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            pin_current_thread(0);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            for i in 0..n {
+                let t = Instant::now();
+                let q = Quote {
+                    symbol: *b"HOP     ",
+                    volume: i,
+                    recv_ns: realtime_ns(),
+                    feed_seq: i + 1,
+                    ..Default::default()
+                };
+                w.publish((i % 1024) as usize, &q);
+                while t.elapsed() < std::time::Duration::from_micros(5) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+    });
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&path);
+    if !out.status.success() {
+        return Err("quote hop reader failed".into());
+    }
+    Ok(())
+}
+
+/// The reader process of the quote hop.
+pub fn quote_hop_reader(path: &str, n: u64) -> Result<(), String> {
+    use book::quotes::{Change, QuoteReader};
+    use feed_handler::sock::{pin_current_thread, realtime_ns};
+    pin_current_thread(1);
+    let mut r = QuoteReader::attach(std::path::Path::new(path))?;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("bounds");
+    let (mut seen, mut rescans) = (0u64, 0u64);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while seen < n && Instant::now() < deadline {
+        match r.next_change() {
+            Change::Slot(i) => {
+                if let Some(q) = r.read(i) {
+                    h.saturating_record(realtime_ns().saturating_sub(q.recv_ns));
+                }
+                seen += 1;
+            }
+            Change::Rescan => rescans += 1,
+            Change::Empty => std::hint::spin_loop(),
+        }
+    }
+    let x = [
+        ("quotes", seen.to_string()),
+        ("rescans", rescans.to_string()),
+    ];
+    report(
+        "quote_hop_p50_ns",
+        h.value_at_quantile(0.5) as f64,
+        "ns",
+        &x,
+    );
+    report(
+        "quote_hop_p99_ns",
+        h.value_at_quantile(0.99) as f64,
+        "ns",
+        &x,
+    );
     Ok(())
 }

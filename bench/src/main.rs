@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             eprintln!("machine: {}", bench::machine());
             bench::book::run(&o)
         })(),
+        Some("quote-hop-reader") if args.len() == 3 => {
+            bench::book::quote_hop_reader(&args[1], args[2].parse().unwrap_or(0))
+        }
         Some("ring-hop-reader") if args.len() == 4 => {
             let n = args[2].parse().unwrap_or(0);
             bench::feed::ring_hop_reader(&args[1], n, &args[3])
