@@ -198,15 +198,31 @@ impl History {
         }
     }
 
-    /// Adds a trade; returns whether it was an anomaly.
-    pub fn on_trade(&mut self, ts_ns: u64, px: u32, qty: u64) -> bool {
+    /// Adds a trade; says whether it was an anomaly and which bars it closed.
+    pub fn on_trade(&mut self, ts_ns: u64, px: u32, qty: u64) -> TradeOutcome {
         self.anomaly = self.rolling.is_anomaly(px);
-        self.seconds.on_trade(ts_ns, px, qty);
-        if let Some(closed) = self.minutes.on_trade(ts_ns, px, qty) {
+        let closed_second = self.seconds.on_trade(ts_ns, px, qty);
+        let closed_minute = self.minutes.on_trade(ts_ns, px, qty);
+        if let Some(closed) = closed_minute {
             self.rolling.push(closed.close);
         }
-        self.anomaly
+        TradeOutcome {
+            anomaly: self.anomaly,
+            closed_second,
+            closed_minute,
+        }
     }
+}
+
+/// What one trade did to a [`History`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeOutcome {
+    /// The trade is more than 3 standard deviations from the rolling mean.
+    pub anomaly: bool,
+    /// The 1-second bar the trade closed (it started a new one).
+    pub closed_second: Option<Bar>,
+    /// The 1-minute bar the trade closed.
+    pub closed_minute: Option<Bar>,
 }
 
 #[cfg(test)]
@@ -273,11 +289,17 @@ mod tests {
         let mut h = History::new(&HistoryConfig::default());
         let m = 60 * S;
         for i in 0..40u64 {
-            assert!(!h.on_trade(i * m, 1_000_000 + (i % 3) as u32 * 100, 100));
+            let t = h.on_trade(i * m, 1_000_000 + (i % 3) as u32 * 100, 100);
+            assert!(!t.anomaly);
+            assert_eq!(
+                t.closed_minute.is_some(),
+                i > 0,
+                "each new minute closes the last"
+            );
         }
-        assert!(h.on_trade(40 * m + 1, 1_500_000, 100));
+        assert!(h.on_trade(40 * m + 1, 1_500_000, 100).anomaly);
         assert!(h.anomaly);
-        assert!(!h.on_trade(40 * m + 2, 1_000_100, 100));
+        assert!(!h.on_trade(40 * m + 2, 1_000_100, 100).anomaly);
         assert_eq!(h.minutes.bars().len(), 41);
     }
 }

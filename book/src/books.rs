@@ -196,6 +196,19 @@ pub struct Books {
     changed: Vec<u16>,
     changed_flag: Vec<bool>,
     history: HistoryConfig,
+    collect_bars: bool,
+    closed_bars: Vec<ClosedBar>,
+}
+
+/// A bar that a trade closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedBar {
+    /// Instrument.
+    pub locate: u16,
+    /// 1 or 60 seconds.
+    pub interval_s: u8,
+    /// The bar.
+    pub bar: crate::bars::Bar,
 }
 
 /// The highest locate a book accepts.
@@ -218,6 +231,8 @@ impl Books {
             changed: Vec::new(),
             changed_flag: vec![false; 1],
             history: HistoryConfig::default(),
+            collect_bars: false,
+            closed_bars: Vec::new(),
         }
     }
 
@@ -291,9 +306,10 @@ impl Books {
 
     /// Forgets everything (before a rebuild from the start of the session).
     pub fn clear(&mut self) {
-        let (counters, history) = (self.counters, self.history);
+        let (counters, history, collect) = (self.counters, self.history, self.collect_bars);
         *self = Books::with_history(history);
         self.counters = counters;
+        self.collect_bars = collect;
     }
 
     fn add(&mut self, locate: u16, order_ref: u64, side: u8, shares: u32, px_e4: u32, ts: u64) {
@@ -358,9 +374,32 @@ impl Books {
         let h = x
             .history
             .get_or_insert_with(|| Box::new(History::new(&cfg)));
-        if h.on_trade(ts, px_e4, qty) {
+        let t = h.on_trade(ts, px_e4, qty);
+        if t.anomaly {
             self.counters.anomalies += 1;
         }
+        if self.collect_bars {
+            for (interval_s, bar) in [(1u8, t.closed_second), (60, t.closed_minute)] {
+                if let Some(bar) = bar {
+                    self.closed_bars.push(ClosedBar {
+                        locate,
+                        interval_s,
+                        bar,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Keep the bars each trade closes for [`Books::take_closed_bars`] (off by default: the
+    /// caller must drain them).
+    pub fn collect_closed_bars(&mut self, on: bool) {
+        self.collect_bars = on;
+    }
+
+    /// The bars closed since the last call, in the order they closed.
+    pub fn take_closed_bars(&mut self, out: &mut Vec<ClosedBar>) {
+        out.append(&mut self.closed_bars);
     }
 
     /// Checks the invariants; `Err` says which broke.

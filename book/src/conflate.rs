@@ -8,7 +8,8 @@
 //! with a re-request server configured ([`Conflator::with_rebuild`]) the channel is rebuilt
 //! from a full re-request of the session and published fresh again, otherwise it stays stale.
 
-use crate::books::Books;
+use crate::barlog::{BarLogWriter, BarRecord};
+use crate::books::{Books, ClosedBar};
 use crate::quotes::{Quote, QuoteWriter};
 use crate::rebuild::{Rebuild, RebuildConfig};
 use feed_handler::journal::{Start, Subscriber};
@@ -38,6 +39,8 @@ pub struct Conflator {
     caught_up: bool,
     gap_channels: Vec<u16>,
     changed: Vec<u16>,
+    bar_log: BarLogWriter,
+    closed: Vec<ClosedBar>,
     next_seq: HashMap<u16, u64>,
     rebuild_cfg: Option<RebuildConfig>,
     rebuild: Option<(u16, Rebuild)>,
@@ -45,6 +48,8 @@ pub struct Conflator {
     pub rebuilds: u64,
     /// End-of-session records seen.
     pub end_of_session: u64,
+    /// Bar log writes that failed.
+    pub bar_log_errors: u64,
     /// Records applied.
     pub records: u64,
     /// Quotes published.
@@ -60,8 +65,14 @@ impl Conflator {
         let catch_up_to = sub.ring().head();
         let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
             .map_err(|e| format!("{}: {e}", quotes.display()))?;
+        let mut bars_path = quotes.path().as_os_str().to_owned();
+        bars_path.push(".bars");
+        let bar_log = BarLogWriter::create(std::path::Path::new(&bars_path))
+            .map_err(|e| format!("bar log: {e}"))?;
         Ok(Conflator {
             sub,
+            bar_log,
+            closed: Vec::new(),
             quotes,
             books: HashMap::new(),
             meta: HashMap::new(),
@@ -76,6 +87,7 @@ impl Conflator {
             rebuild: None,
             rebuilds: 0,
             end_of_session: 0,
+            bar_log_errors: 0,
             records: 0,
             published: 0,
             gaps: 0,
@@ -110,7 +122,11 @@ impl Conflator {
             };
             n += 1;
             self.records += 1;
-            let books = self.books.entry(r.channel).or_default();
+            let books = self.books.entry(r.channel).or_insert_with(|| {
+                let mut b = Books::new();
+                b.collect_closed_bars(true);
+                b
+            });
             match r.kind {
                 Kind::Message => {
                     books.apply(r.data());
@@ -203,6 +219,25 @@ impl Conflator {
         let Some(books) = self.books.get_mut(&channel) else {
             return;
         };
+        self.closed.clear();
+        books.take_closed_bars(&mut self.closed);
+        for c in &self.closed {
+            if let Some(sym) = books.get(c.locate).and_then(|x| x.symbol) {
+                // a failed write of history must not stop prices: counted, not fatal
+                let rec = BarRecord {
+                    symbol: sym.0,
+                    channel,
+                    interval_s: c.interval_s,
+                    bar: c.bar,
+                };
+                if self.bar_log.append(rec).is_err() {
+                    self.bar_log_errors += 1;
+                }
+            }
+        }
+        if !self.closed.is_empty() && self.bar_log.flush().is_err() {
+            self.bar_log_errors += 1;
+        }
         self.changed.clear();
         books.take_changed(&mut self.changed);
         if all {

@@ -13,6 +13,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod barlog;
 pub mod bars;
 pub mod books;
 pub mod conflate;

@@ -79,7 +79,12 @@ impl Rebuild {
             sock,
             batch: RecvBatch::new(32),
             cfg,
-            books: Books::new(),
+            books: {
+                // the rebuilt day's bars replace the stale ones in the log as they close again
+                let mut b = Books::new();
+                b.collect_closed_bars(true);
+                b
+            },
             until_seq,
             from_position,
             requests: Vec::new(),

@@ -33,10 +33,12 @@ fn replay_to_quote_table_matches_the_session() {
     let s2 = stop.clone();
     let h = std::thread::spawn(move || agent.run(&s2).unwrap());
 
+    // 10,000 msg/s of exchange time: 3 seconds of trading, so 1-second bars close
     let mut m = Market::new(MarketConfig {
         seed: 21,
         symbols: 100,
         messages: 30_000,
+        rate_per_s: 10_000,
         ..Default::default()
     });
     let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
@@ -112,6 +114,26 @@ fn replay_to_quote_table_matches_the_session() {
         seen += 1;
     }
     assert_eq!(seen, 100);
+    // every closed 1-second bar is in the bar log, as the books computed it
+    let mut log_path = quotes.as_os_str().to_owned();
+    log_path.push(".bars");
+    let logged = book::barlog::read_all(std::path::Path::new(&log_path)).unwrap();
+    let mut closed = 0;
+    for (_, x) in expected.iter() {
+        let (Some(sym), Some(h)) = (x.symbol, x.history.as_ref()) else {
+            continue;
+        };
+        let want: Vec<_> = h.seconds.bars().copied().collect();
+        let want = &want[..want.len() - 1]; // the newest bar is still open
+        let got: Vec<_> = logged
+            .iter()
+            .filter(|r| r.symbol == sym.0 && r.interval_s == 1)
+            .map(|r| r.bar)
+            .collect();
+        assert_eq!(got, want, "{sym} 1-second bars");
+        closed += want.len();
+    }
+    assert!(closed > 50, "{closed} closed bars");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
