@@ -15,7 +15,7 @@ const USAGE: &str = "usage: bench NAME [options]
            [--latency-messages N] (2,000,000)
   book     decode + order books over a generated BinaryFILE in memory, beside the itch-book
            Python package: [--messages N] (20,000,000) [--symbols N] (8,000)
-           [--initial-orders N] (150 per symbol: 1.2M live orders at the start)";
+           [--initial-orders N] (200 per symbol: 1.6M live orders at the start)";
 
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             let o = bench::book::BookBench {
                 messages: flag(&args, "--messages", 20_000_000)?,
                 symbols: flag(&args, "--symbols", 8000)? as usize,
-                initial_orders: flag(&args, "--initial-orders", 150)? as u32,
+                initial_orders: flag(&args, "--initial-orders", 200)? as u32,
             };
             eprintln!("machine: {}", bench::machine());
             bench::book::run(&o)

@@ -12,6 +12,7 @@
 //! - `P` and `Q` never change the book. `B` (broken trade) is counted; last and volume are not
 //!   rewound (Nasdaq's recommendation, as LOBSTER does).
 //! - `H` sets the trading state; the book keeps changing during halts (order maintenance goes on).
+//!   `h` (operational halt on one market) is kept beside it.
 //! - `R` names the instrument and its round lot; `J` (LULD collars) and `I` (imbalance) are kept.
 //!
 //! Invariants, checked by [`Books::validate`]: levels are sorted, each level's size and order
@@ -76,6 +77,21 @@ pub struct Level {
 /// Price levels of one side, best first: `(px_e4, level)`.
 pub type Depth = Vec<(u32, Level)>;
 
+/// The latest Net Order Imbalance Indicator of an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imbalance {
+    /// Paired shares.
+    pub paired: u64,
+    /// Imbalance shares.
+    pub imbalance: u64,
+    /// B, S, N, O or P.
+    pub direction: u8,
+    /// Current reference price, Price(4).
+    pub ref_px_e4: u32,
+    /// O, C, H or A.
+    pub cross_type: u8,
+}
+
 /// A trade print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Last {
@@ -104,6 +120,10 @@ pub struct Instrument {
     pub volume: u64,
     /// LULD auction collar (reference, upper, lower), Price(4).
     pub luld: Option<(u32, u32, u32)>,
+    /// An operational halt (`h`) is in force on some market (Q Nasdaq, B BX, X PSX).
+    pub operational_halt: Option<u8>,
+    /// The latest imbalance (`I`).
+    pub imbalance: Option<Imbalance>,
     /// True when the state cannot be trusted (data was lost).
     pub stale: bool,
     /// Exchange timestamp of the last message applied, ns since midnight.
@@ -125,6 +145,8 @@ impl Default for Instrument {
             last: None,
             volume: 0,
             luld: None,
+            operational_halt: None,
+            imbalance: None,
             stale: false,
             exch_ts_ns: 0,
             updates: 0,
@@ -469,6 +491,24 @@ impl Handler for Books {
         if x.symbol.is_none() {
             x.symbol = Some(m.stock);
         }
+    }
+    fn on_operational_halt(&mut self, m: &itch::OperationalHalt) {
+        self.counters.messages += 1;
+        let x = self.inst(m.header.stock_locate.get());
+        x.operational_halt = (m.operational_halt_action == b'H').then_some(m.market_code);
+        x.exch_ts_ns = m.header.timestamp_ns.get();
+    }
+    fn on_noii(&mut self, m: &itch::Noii) {
+        self.counters.messages += 1;
+        let x = self.inst(m.header.stock_locate.get());
+        x.imbalance = Some(Imbalance {
+            paired: m.paired_shares.get(),
+            imbalance: m.imbalance_shares.get(),
+            direction: m.imbalance_direction,
+            ref_px_e4: m.current_reference_price_e4.get(),
+            cross_type: m.cross_type,
+        });
+        x.exch_ts_ns = m.header.timestamp_ns.get();
     }
     fn on_luld_auction_collar(&mut self, m: &itch::LuldAuctionCollar) {
         self.counters.messages += 1;

@@ -41,6 +41,8 @@ pub struct Conflator {
     changed: Vec<u16>,
     bar_log: BarLogWriter,
     closed: Vec<ClosedBar>,
+    history: crate::bars::HistoryConfig,
+    overruns_seen: u64,
     next_seq: HashMap<u16, u64>,
     rebuild_cfg: Option<RebuildConfig>,
     rebuild: Option<(u16, Rebuild)>,
@@ -73,6 +75,8 @@ impl Conflator {
             sub,
             bar_log,
             closed: Vec::new(),
+            history: crate::bars::HistoryConfig::default(),
+            overruns_seen: 0,
             quotes,
             books: HashMap::new(),
             meta: HashMap::new(),
@@ -101,6 +105,12 @@ impl Conflator {
         self
     }
 
+    /// Bar and anomaly settings for the books this thread keeps.
+    pub fn with_history(mut self, cfg: crate::bars::HistoryConfig) -> Self {
+        self.history = cfg;
+        self
+    }
+
     /// Whether a rebuild is in progress.
     pub fn rebuilding(&self) -> bool {
         self.rebuild.is_some()
@@ -122,8 +132,9 @@ impl Conflator {
             };
             n += 1;
             self.records += 1;
+            let history = self.history;
             let books = self.books.entry(r.channel).or_insert_with(|| {
-                let mut b = Books::new();
+                let mut b = Books::with_history(history);
                 b.collect_closed_bars(true);
                 b
             });
@@ -165,6 +176,17 @@ impl Conflator {
             }
         }
         self.step_rebuild()?;
+        // Lapped by the ring: what is published is behind until the journal has caught the
+        // reader up again; say so (stale) instead of showing old prices as current.
+        if self.sub.overruns > self.overruns_seen {
+            self.overruns_seen = self.sub.overruns;
+            self.caught_up = false;
+            self.catch_up_to = self.sub.ring().head();
+            let chans: Vec<u16> = self.books.keys().copied().collect();
+            for ch in chans {
+                self.publish_changed(ch, true);
+            }
+        }
         let was_caught_up = self.caught_up;
         if !self.caught_up && self.sub.position() >= self.catch_up_to {
             self.caught_up = true;

@@ -50,6 +50,12 @@ enum Cmd {
         /// The feed's MoldUDP64 session, for --rerequest.
         #[arg(long)]
         session: Option<String>,
+        /// Anomaly window, in 1-minute bars.
+        #[arg(long, default_value_t = 60)]
+        anomaly_window: usize,
+        /// Closes needed before the anomaly test says anything.
+        #[arg(long, default_value_t = 20)]
+        anomaly_min_sample: usize,
     },
 }
 
@@ -65,6 +71,7 @@ fn run(
     slots: usize,
     rerequest: Option<std::net::SocketAddrV4>,
     session: Option<String>,
+    history: book::bars::HistoryConfig,
 ) -> Result<(), String> {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -79,7 +86,7 @@ fn run(
             p.push(".quotes");
             PathBuf::from(p)
         });
-    let mut c = book::conflate::Conflator::new(&ring_path, &quotes, slots)?;
+    let mut c = book::conflate::Conflator::new(&ring_path, &quotes, slots)?.with_history(history);
     if let (Some(server), Some(session)) = (rerequest, session) {
         let session = feed_handler::moldudp64::Session::new(&session)
             .ok_or_else(|| format!("--session {session:?}: at most 10 characters"))?;
@@ -119,13 +126,22 @@ fn main() -> ExitCode {
             slots,
             rerequest,
             session,
-        } => match run(&ring, quotes, slots, rerequest, session) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("book run: {e}");
-                ExitCode::FAILURE
+            anomaly_window,
+            anomaly_min_sample,
+        } => {
+            let history = book::bars::HistoryConfig {
+                anomaly_window,
+                anomaly_min_sample,
+                ..Default::default()
+            };
+            match run(&ring, quotes, slots, rerequest, session, history) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("book run: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Cmd::Replay { file, json } => {
             let mut books = Books::new();
             match book::replay::replay_file(&file, &mut books) {

@@ -321,3 +321,74 @@ fn an_unrecovered_gap_marks_stale_then_a_full_rerequest_rebuilds() {
     assert_eq!(seen, 80);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A conflation thread lapped by the ring publishes its quotes stale at once, catches up from
+/// the journal, and publishes them fresh (and right) again.
+#[test]
+fn a_lapped_conflation_thread_says_stale_until_the_journal_catches_it_up() {
+    use feed_handler::journal::{JournalWriter, journal_path};
+    use feed_handler::ring::{Record, RingWriter};
+    let dir = std::env::temp_dir().join(format!("book-lapped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let mut w = RingWriter::create(&ring, 1024).unwrap();
+    let mut j = JournalWriter::create(&journal_path(&ring), w.generation()).unwrap();
+    let mut m = Market::new(MarketConfig {
+        seed: 23,
+        symbols: 50,
+        messages: 30_000,
+        ..Default::default()
+    });
+    let mut expected = Books::new();
+    let mut seq = 0u64;
+    let mut publish = |w: &mut RingWriter, j: &mut JournalWriter, msg: &[u8]| {
+        seq += 1;
+        let rec = Record::message(0, seq, 0, seq, msg).unwrap();
+        let p = w.publish(&rec);
+        j.append(p, &rec).unwrap();
+        let n = j.flush().unwrap();
+        w.set_journal_end(n);
+    };
+    let quotes = dir.join("quotes");
+    let mut conf = Conflator::new(&ring, &quotes, 256).unwrap();
+    let r = QuoteReader::attach(&quotes).unwrap();
+    // 5,000 messages read as they come
+    for _ in 0..5_000 {
+        let msg = m.next_message().unwrap().to_vec();
+        expected.apply(&msg);
+        publish(&mut w, &mut j, &msg);
+        conf.do_work().unwrap();
+    }
+    assert!(conf.caught_up());
+    assert!((0..50).filter_map(|i| r.read(i)).all(|q| !q.stale));
+    // then 10,000 while it does not read: the 1,024-slot ring laps it
+    for _ in 0..10_000 {
+        let msg = m.next_message().unwrap().to_vec();
+        expected.apply(&msg);
+        publish(&mut w, &mut j, &msg);
+    }
+    conf.do_work().unwrap();
+    let published: Vec<_> = (0..50).filter_map(|i| r.read(i)).collect();
+    assert!(!published.is_empty());
+    assert!(
+        published.iter().all(|q| q.stale),
+        "lapped: every quote stale at once"
+    );
+    while conf.do_work().unwrap() > 0 {}
+    assert!(conf.caught_up());
+    for (_, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
+        assert!(!q.stale, "{sym} fresh again");
+        assert_eq!(
+            (q.bid, q.ask, q.volume),
+            (
+                x.best_bid().map(|(p, l)| (p, l.shares)),
+                x.best_ask().map(|(p, l)| (p, l.shares)),
+                x.volume
+            ),
+            "{sym}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -208,8 +208,10 @@ pub struct Subscriber {
     journal: Option<JournalReader>,
     journal_file: PathBuf,
     pos: u64,
-    /// Times the ring lapped this reader.
+    /// Times the ring lapped this reader (it was reading the ring and had to go back to the
+    /// journal; catching up from the journal after attaching is not counted).
     pub overruns: u64,
+    on_ring: bool,
     /// Records read from the journal.
     pub from_journal: u64,
 }
@@ -229,6 +231,7 @@ impl Subscriber {
             journal_file: journal_path(ring_path),
             pos,
             overruns: 0,
+            on_ring: false,
             from_journal: 0,
         })
     }
@@ -249,19 +252,29 @@ impl Subscriber {
         if self.pos + self.ring.info().capacity.saturating_sub(margin) < self.ring.head()
             || self.pos < self.ring.oldest()
         {
+            self.left_ring();
             return self.read_journal();
         }
         self.ring.seek(self.pos);
         match self.ring.read() {
             Read::Record(r) => {
                 self.pos += 1;
+                self.on_ring = true;
                 Ok(Some(r))
             }
             Read::Empty => Ok(None),
             Read::Overrun { .. } => {
-                self.overruns += 1;
+                self.left_ring();
                 self.read_journal()
             }
+        }
+    }
+
+    /// A reader that was following the ring and now must read the journal has been lapped.
+    fn left_ring(&mut self) {
+        if self.on_ring {
+            self.on_ring = false;
+            self.overruns += 1;
         }
     }
 
