@@ -58,18 +58,14 @@ pub fn run(o: &BookBench) -> Result<(), String> {
         Vec::with_capacity(o.messages as usize * 32),
         &mut Progress::new("generate", true),
     )?;
+    let peak = m.peak_live_orders();
     eprintln!(
-        "book bench: {} messages, {} symbols, peak {} live orders",
-        sum.messages,
-        o.symbols,
-        m.peak_live_orders()
+        "book bench: {} messages, {} symbols, peak {peak} live orders",
+        sum.messages, o.symbols
     );
     drop(m);
     let n = sum.messages;
-    let x = [
-        ("msgs", n.to_string()),
-        ("peak_orders", "see stderr".to_string()),
-    ];
+    let x = [("msgs", n.to_string()), ("peak_orders", peak.to_string())];
 
     // Throughput: decode + books, every message.
     let rss0 = vm_kb("VmRSS:");
