@@ -15,32 +15,42 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Generated session → replayer (drops on both lines, server on) → feed agent → ring →
-/// conflation → quote table: every symbol's quote equals books built straight from the
-/// session's messages, and none is stale.
-#[test]
-fn replay_to_quote_table_matches_the_session() {
-    let dir = std::env::temp_dir().join(format!("book-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ring = dir.join("ring");
+/// A feed agent on its own thread for test `idx` (groups 239.203.idx.1/.2, ports 35000 +
+/// 100 idx, re-request server 127.0.0.1:35500 + 100 idx), with `extra` channel settings.
+fn start_feed(
+    ring: &std::path::Path,
+    idx: u16,
+    extra: &str,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let cfg = format!(
-        "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n[[channel]]\nname = \"t\"\nsession = \"GEN0000001\"\nstart_seq = 1\n\
-         line_a = {{ group = \"239.203.0.1\", port = 35000 }}\nline_b = {{ group = \"239.203.0.2\", port = 35001 }}\nrerequest = \"127.0.0.1:35500\"\n",
-        ring.display()
+        "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n[[channel]]\nname = \"t\"\nsession = \"GEN0000001\"\nstart_seq = 1\n{extra}\n\
+         line_a = {{ group = \"239.203.{idx}.1\", port = {} }}\nline_b = {{ group = \"239.203.{idx}.2\", port = {} }}\nrerequest = \"127.0.0.1:{}\"\n",
+        ring.display(),
+        35_000 + 100 * idx,
+        35_001 + 100 * idx,
+        35_500 + 100 * idx,
     );
     let mut agent = Agent::new(Config::parse(&cfg).unwrap()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    let h = std::thread::spawn(move || agent.run(&s2).unwrap());
+    (stop, std::thread::spawn(move || agent.run(&s2).unwrap()))
+}
 
-    // 10,000 msg/s of exchange time: 3 seconds of trading, so 1-second bars close
-    let mut m = Market::new(MarketConfig {
-        seed: 21,
-        symbols: 100,
-        messages: 30_000,
-        rate_per_s: 10_000,
-        ..Default::default()
-    });
+/// The lines of test `idx`'s feed.
+fn test_lines(idx: u16) -> Vec<pcap_replays::lines::LineSpec> {
+    let mut lines = default_lines();
+    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, idx as u8, 1), 35_000 + 100 * idx);
+    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, idx as u8, 2), 35_001 + 100 * idx);
+    lines
+}
+
+/// A generated session written as a BinaryFILE in `dir`, loaded for replay, and the books it
+/// must end with.
+fn session(
+    dir: &std::path::Path,
+    cfg: MarketConfig,
+) -> (Vec<replay::ReplayPacket>, replay::MessageStore, Books) {
+    let mut m = Market::new(cfg);
     let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
     let file = dir.join("s.itch");
     std::fs::write(&file, &bytes).unwrap();
@@ -49,6 +59,29 @@ fn replay_to_quote_table_matches_the_session() {
         expected.apply(r.unwrap());
     }
     let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
+    (packets, store, expected)
+}
+
+/// Generated session → replayer (drops on both lines, server on) → feed agent → ring →
+/// conflation → quote table: every symbol's quote equals books built straight from the
+/// session's messages, and none is stale.
+#[test]
+fn replay_to_quote_table_matches_the_session() {
+    let dir = std::env::temp_dir().join(format!("book-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let (stop, h) = start_feed(&ring, 0, "");
+    // 10,000 msg/s of exchange time: 3 seconds of trading, so 1-second bars close
+    let (packets, store, expected) = session(
+        &dir,
+        MarketConfig {
+            seed: 21,
+            symbols: 100,
+            messages: 30_000,
+            rate_per_s: 10_000,
+            ..Default::default()
+        },
+    );
     let exchange = Exchange::start(
         store,
         Some(Exchange::server_at(SocketAddrV4::new(
@@ -57,9 +90,7 @@ fn replay_to_quote_table_matches_the_session() {
         ))),
     )
     .unwrap();
-    let mut lines = default_lines();
-    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 0, 1), 35_000);
-    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 0, 2), 35_001);
+    let mut lines = test_lines(0);
     lines[0].faults = LineFaults::parse("drop=0.05").unwrap();
     lines[1].faults = LineFaults::parse("drop=0.05").unwrap();
 
@@ -222,37 +253,21 @@ fn an_unrecovered_gap_marks_stale_then_a_full_rerequest_rebuilds() {
     let ring = dir.join("ring");
     let off = dir.join("server-off");
     std::fs::write(&off, b"").unwrap();
-    let cfg = format!(
-        "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n[[channel]]\nname = \"t\"\nsession = \"GEN0000001\"\nstart_seq = 1\n\
-         request_timeout_ms = 20\nline_a = {{ group = \"239.203.1.1\", port = 35100 }}\nline_b = {{ group = \"239.203.1.2\", port = 35101 }}\nrerequest = \"127.0.0.1:35600\"\n",
-        ring.display()
+    let (stop, h) = start_feed(&ring, 1, "request_timeout_ms = 20");
+    let (packets, store, expected) = session(
+        &dir,
+        MarketConfig {
+            seed: 22,
+            symbols: 80,
+            messages: 20_000,
+            ..Default::default()
+        },
     );
-    let mut agent = Agent::new(Config::parse(&cfg).unwrap()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let h = std::thread::spawn(move || agent.run(&s2).unwrap());
-
-    let mut m = Market::new(MarketConfig {
-        seed: 22,
-        symbols: 80,
-        messages: 20_000,
-        ..Default::default()
-    });
-    let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
-    let file = dir.join("s.itch");
-    std::fs::write(&file, &bytes).unwrap();
-    let mut expected = Books::new();
-    for r in feed_handler::capture::binaryfile::Records::new(&bytes) {
-        expected.apply(r.unwrap());
-    }
-    let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
     let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 35_600);
     let mut server = Exchange::server_at(addr);
     server.off_file = Some(off.clone());
     let exchange = Arc::new(Exchange::start(store, Some(server)).unwrap());
-    let mut lines = default_lines();
-    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 1, 1), 35_100);
-    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, 1, 2), 35_101);
+    let lines = test_lines(1);
     let lc = LinesConfig {
         lines,
         gaps: vec![(10_000, 40)],
