@@ -57,6 +57,82 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         anomaly_min_sample: usize,
     },
+    /// Print the quote table a running `book run` publishes.
+    Quotes {
+        /// Feed ring name or path (the table is <ring>.quotes).
+        #[arg(long, default_value = "itch")]
+        ring: String,
+        /// Quote table name or path (overrides --ring).
+        #[arg(long)]
+        quotes: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn quotes_path(ring: &str, quotes: Option<String>) -> PathBuf {
+    quotes
+        .map(|q| feed_handler::ring::ring_path(&q))
+        .unwrap_or_else(|| {
+            let mut p = feed_handler::ring::ring_path(ring).into_os_string();
+            p.push(".quotes");
+            PathBuf::from(p)
+        })
+}
+
+fn print_quotes(path: &std::path::Path, json: bool) -> Result<(), String> {
+    use std::io::Write;
+    let r = book::quotes::QuoteReader::attach(path)?;
+    let mut stdout = std::io::stdout().lock();
+    // A reader that closes the pipe early (`| head`) ends the listing quietly.
+    let mut emit = |line: String| -> bool { writeln!(stdout, "{line}").is_ok() };
+    let px = |v: Option<(u32, u64)>| {
+        v.map_or("-".to_string(), |(p, q)| {
+            format!("{}.{:04} x {q}", p / 10_000, p % 10_000)
+        })
+    };
+    let mut out = serde_json::Map::new();
+    if !json
+        && !emit(format!(
+            "{:<8} {:>22} {:>22} {:>22} {:>10} state stale anomaly",
+            "symbol", "bid", "ask", "last", "volume"
+        ))
+    {
+        return Ok(());
+    }
+    for i in 0..r.slots() {
+        let Some(q) = r.read(i) else { break };
+        if json {
+            out.insert(
+                q.symbol_str(),
+                serde_json::json!({
+                    "bid_px": q.bid.map(|b| b.0), "bid_qty": q.bid.map(|b| b.1),
+                    "ask_px": q.ask.map(|a| a.0), "ask_qty": q.ask.map(|a| a.1),
+                    "last_px": q.last.map(|l| l.0), "last_qty": q.last.map(|l| l.1),
+                    "volume": q.volume, "state": if q.state == 0 { serde_json::Value::Null } else { (q.state as char).to_string().into() },
+                    "stale": q.stale, "anomaly": q.anomaly, "exch_ts_ns": q.exch_ts_ns, "recv_ns": q.recv_ns,
+                    "feed_seq": q.feed_seq, "updates": q.updates,
+                }),
+            );
+        } else if !emit(format!(
+            "{:<8} {:>22} {:>22} {:>22} {:>10} {:>5} {:>5} {}",
+            q.symbol_str(),
+            px(q.bid),
+            px(q.ask),
+            px(q.last),
+            q.volume,
+            if q.state == 0 { '-' } else { q.state as char },
+            q.stale,
+            q.anomaly
+        )) {
+            return Ok(());
+        }
+    }
+    if json {
+        emit(serde_json::Value::Object(out).to_string());
+    }
+    Ok(())
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -120,6 +196,14 @@ fn run(
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
+        Cmd::Quotes { ring, quotes, json } => match print_quotes(&quotes_path(&ring, quotes), json)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("book quotes: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Run {
             ring,
             quotes,
