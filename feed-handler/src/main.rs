@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use feed_handler::report::{DecodeOptions, decode_file};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -192,9 +193,10 @@ fn main() -> ExitCode {
             match decode_file(&file, &opts) {
                 Ok(rep) => {
                     if json {
-                        println!("{}", rep.to_json());
+                        // a reader that closes the pipe early (`| head`) is not an error
+                        let _ = writeln!(std::io::stdout().lock(), "{}", rep.to_json());
                     } else {
-                        print!("{}", rep.to_text());
+                        let _ = write!(std::io::stdout().lock(), "{}", rep.to_text());
                     }
                     ExitCode::SUCCESS
                 }
