@@ -111,7 +111,6 @@ pub struct Agent {
     batch: RecvBatch,
     last_counters_ns: u64,
     last_poll_ns: u64,
-    last_journal_ns: u64,
     ring_journal_end: u64,
     fds: Vec<RawFd>,
     /// Warnings from start-up (clamped socket buffers and the like), for the log.
@@ -220,7 +219,6 @@ impl Agent {
             counters,
             last_counters_ns: 0,
             last_poll_ns: 0,
-            last_journal_ns: 0,
             ring_journal_end: 0,
             fds,
             warnings,
@@ -314,20 +312,15 @@ impl Agent {
     }
 
     fn finish_cycle(&mut self, now: u64, work: usize) -> Result<usize, String> {
-        // The journal is written in blocks (at least 512 records, or what is pending after a
-        // millisecond), so its write(2) stays off most duty cycles; readers that need it wait
-        // at most that long.
+        // Journal appends are copies into a mapping of the file: what was appended this cycle
+        // is readable now, so the journal end is published every cycle.
         if let Some(j) = &mut self.out.journal {
-            let pending = j.written() - self.ring_journal_end;
-            if pending >= 512 || (pending > 0 && now >= self.last_journal_ns + 1_000_000) {
-                match j.flush() {
-                    Ok(n) => {
-                        self.out.ring.set_journal_end(n);
-                        self.ring_journal_end = n;
-                        self.last_journal_ns = now;
-                    }
-                    Err(e) => return Err(format!("journal write failed: {e}")),
-                }
+            let n = j
+                .flush()
+                .map_err(|e| format!("journal write failed: {e}"))?;
+            if n != self.ring_journal_end {
+                self.out.ring.set_journal_end(n);
+                self.ring_journal_end = n;
             }
         }
         if let Some(e) = self.out.io_error.take() {

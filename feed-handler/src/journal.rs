@@ -4,29 +4,29 @@
 //!
 //! ```text
 //!  file <ring>.journal
-//!  offset 0   64-byte header: magic "ITCHJRN1" | version u32 | record size u32 (128) |
-//!             ring generation u64 | zero padding
-//!  offset 64  record at position p: 128 bytes = the ring slot's 16 words, little-endian,
-//!             word 0 = p (instead of the stamp)
+//!  offset 0    128-byte header: magic "ITCHJRN1" | version u32 (2) | record size u32 (128) |
+//!              ring generation u64 | zero padding
+//!  offset 128  record at position p (at 128 + 128 p): the ring slot's 16 words, little-endian,
+//!              word 0 = p (instead of the stamp)
 //! ```
-//! The writer appends in batches and, after each `write`, publishes in the ring header how many
-//! records the file holds (`journal_end`); readers never read past it, so they never see a
-//! half-written record. A session's journal grows with the session (128 bytes a message); it
-//! is replaced when the ring is created again.
+//! The writer copies each record into a shared mapping of the file and publishes in the ring
+//! header how many records the file holds (`journal_end`); readers never read past it, so they
+//! never see a half-written record. The file grows 64 MiB at a time (its size is a whole number
+//! of chunks; only `journal_end` says how much is records). A session's journal grows with the
+//! session (128 bytes a message); it is replaced when the ring is created again.
 
 use crate::ring::layout::{Record, SLOT_SIZE, SLOT_WORDS};
 use crate::ring::{Read, RingError, RingReader};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// "ITCHJRN1".
 pub const MAGIC: [u8; 8] = *b"ITCHJRN1";
 /// Journal format version.
-pub const VERSION: u32 = 1;
-/// Bytes before the first record.
-pub const HEADER: u64 = 64;
+pub const VERSION: u32 = 2;
+/// Bytes before the first record (one slot, so records never straddle a mapped chunk).
+pub const HEADER: u64 = 128;
 
 /// The journal file of a ring file.
 pub fn journal_path(ring: &Path) -> PathBuf {
@@ -35,12 +35,20 @@ pub fn journal_path(ring: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Appends records.
+/// Bytes the file grows by, and is mapped in, at a time.
+pub const CHUNK: u64 = 64 << 20;
+
+/// Appends records by copying them into a shared mapping of the file (no system call per
+/// record or per batch): the records are in the page cache, visible to readers in other
+/// processes, as soon as the copy is done. The file grows and is mapped a chunk (64 MiB) at a
+/// time; chunks up to `preallocate` bytes are mapped and faulted in at start, so appends there
+/// never stall on page allocation (on a virtual machine, memory touched for the first time is
+/// slow).
 #[derive(Debug)]
 pub struct JournalWriter {
-    out: BufWriter<File>,
+    file: File,
+    chunks: Vec<memmap2::MmapMut>,
     written: u64,
-    flushed: u64,
 }
 
 impl JournalWriter {
@@ -49,41 +57,47 @@ impl JournalWriter {
         Self::create_preallocated(path, generation, 0)
     }
 
-    /// Like [`JournalWriter::create`], and allocates `bytes` of file space up front (the file's
-    /// size stays that of what is written), so that appends during the session copy into
-    /// existing pages instead of allocating them: the allocation can stall the writer for
-    /// milliseconds, notably on tmpfs in a virtual machine.
+    /// Like [`JournalWriter::create`], with `bytes` of journal mapped and faulted in up front.
     pub fn create_preallocated(path: &Path, generation: u64, bytes: u64) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
-        let f = OpenOptions::new().write(true).create_new(true).open(path)?;
-        if bytes > 0 {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain syscall on a file descriptor we own.
-            let r = unsafe {
-                libc::fallocate(
-                    f.as_raw_fd(),
-                    libc::FALLOC_FL_KEEP_SIZE,
-                    0,
-                    bytes as libc::off_t,
-                )
-            };
-            if r != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        let mut out = BufWriter::with_capacity(256 * 1024, f);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         let mut h = [0u8; HEADER as usize];
         h[..8].copy_from_slice(&MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
         h[12..16].copy_from_slice(&(SLOT_SIZE as u32).to_le_bytes());
         h[16..24].copy_from_slice(&generation.to_le_bytes());
-        out.write_all(&h)?;
-        out.flush()?;
-        Ok(JournalWriter {
-            out,
+        file.write_all_at(&h, 0)?;
+        let mut w = JournalWriter {
+            file,
+            chunks: Vec::new(),
             written: 0,
-            flushed: 0,
-        })
+        };
+        let want = (HEADER + bytes).div_ceil(CHUNK).max(1);
+        for _ in 0..want {
+            w.grow(bytes > 0)?;
+        }
+        Ok(w)
+    }
+
+    /// Maps one more chunk (the file is extended to hold it).
+    fn grow(&mut self, populate: bool) -> std::io::Result<()> {
+        let start = self.chunks.len() as u64 * CHUNK;
+        self.file.set_len(start + CHUNK)?;
+        let mut o = memmap2::MmapOptions::new();
+        o.offset(start).len(CHUNK as usize);
+        if populate {
+            o.populate();
+        }
+        // SAFETY: a shared mapping of a file this writer created and alone writes; readers in
+        // other processes read it with pread, only below the journal end the ring publishes
+        // after these copies.
+        let m = unsafe { o.map_mut(&self.file) }?;
+        self.chunks.push(m);
+        Ok(())
     }
 
     /// Appends the record at `position` (positions must come in order, from 0).
@@ -99,27 +113,29 @@ impl JournalWriter {
         words: &[u64; SLOT_WORDS],
     ) -> std::io::Result<()> {
         debug_assert_eq!(position, self.written);
-        let mut w = *words;
-        w[0] = position;
-        let mut b = [0u8; SLOT_SIZE];
-        for (i, x) in w.iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        // HEADER is a whole slot, so a record never straddles two chunks.
+        let off = HEADER + position * SLOT_SIZE as u64;
+        let chunk = (off / CHUNK) as usize;
+        while chunk >= self.chunks.len() {
+            self.grow(false)?;
         }
-        self.out.write_all(&b)?;
+        let at = (off % CHUNK) as usize;
+        let dst = &mut self.chunks[chunk][at..at + SLOT_SIZE];
+        dst[..8].copy_from_slice(&position.to_le_bytes());
+        for (i, x) in words.iter().enumerate().skip(1) {
+            dst[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        }
         self.written += 1;
         Ok(())
     }
 
-    /// Writes what is buffered to the file; returns how many records the file now holds.
+    /// Records the file holds (every append is in the page cache at once; readers may read up
+    /// to here once the ring publishes it as `journal_end`).
     pub fn flush(&mut self) -> std::io::Result<u64> {
-        if self.flushed != self.written {
-            self.out.flush()?;
-            self.flushed = self.written;
-        }
-        Ok(self.flushed)
+        Ok(self.written)
     }
 
-    /// Records appended (flushed or not).
+    /// Records appended.
     pub fn written(&self) -> u64 {
         self.written
     }
