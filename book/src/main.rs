@@ -135,12 +135,6 @@ fn print_quotes(path: &std::path::Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 fn run(
     ring: &str,
     quotes: Option<String>,
@@ -149,11 +143,7 @@ fn run(
     session: Option<String>,
     history: book::bars::HistoryConfig,
 ) -> Result<(), String> {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    let stop = feed_handler::agent::stop_on_signals();
     let ring_path = feed_handler::ring::ring_path(ring);
     let quotes = quotes
         .map(|q| feed_handler::ring::ring_path(&q))
@@ -178,7 +168,7 @@ fn run(
         quotes.display()
     );
     let mut was = false;
-    while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if c.do_work()? == 0 {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }

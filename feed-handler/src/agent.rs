@@ -64,15 +64,16 @@ impl Publisher<'_> {
     }
 }
 
-fn exch_ts(msg: &[u8]) -> u64 {
-    msg.get(5..11)
-        .map_or(0, |b| b.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
-}
-
 impl ArbSink for Publisher<'_> {
     #[inline]
     fn message(&mut self, seq: u64, msg: &[u8], recv_ns: u64, _line: Line) {
-        match Record::message_words(self.channel, seq, exch_ts(msg), recv_ns, msg) {
+        match Record::message_words(
+            self.channel,
+            seq,
+            crate::itch::timestamp_of(msg).unwrap_or(0),
+            recv_ns,
+            msg,
+        ) {
             Some(w) => {
                 self.put_words(&w);
                 if let Some(h) = self.out.latency.as_mut() {
@@ -415,14 +416,21 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-/// `feed-handler run`: starts the agent on its own (pinned) thread and runs until SIGINT or
-/// SIGTERM. Prints where the ring, the journal and the counters are.
-pub fn run(cfg: Config) -> Result<(), String> {
+/// Makes SIGINT and SIGTERM set the returned flag instead of killing the process, so a
+/// command can stop its threads and clean up (every long-running command uses this).
+pub fn stop_on_signals() -> &'static AtomicBool {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    &STOP
+}
+
+/// `feed-handler run`: starts the agent on its own (pinned) thread and runs until SIGINT or
+/// SIGTERM. Prints where the ring, the journal and the counters are.
+pub fn run(cfg: Config) -> Result<(), String> {
+    let signalled = stop_on_signals();
     let core = cfg.core;
     let mut agent = Agent::new(cfg)?;
     for w in &agent.warnings {
@@ -464,7 +472,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             agent.run(&stop2).map(|_| agent)
         })
         .map_err(|e| e.to_string())?;
-    while !STOP.load(Ordering::Relaxed) && !t.is_finished() {
+    while !signalled.load(Ordering::Relaxed) && !t.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);

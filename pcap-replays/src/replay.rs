@@ -118,11 +118,8 @@ pub fn load(
                 .map_err(|e| format!("{}: {e}", path.display()))?
             {
                 store.push(seq, msg);
-                let ts = msg
-                    .get(5..11)
-                    .map_or(last_ts, |b| {
-                        b.iter().fold(0u64, |a, &x| (a << 8) | x as u64)
-                    })
+                let ts = feed_handler::itch::timestamp_of(msg)
+                    .unwrap_or(last_ts)
                     .max(last_ts);
                 last_ts = ts;
                 packer.push(ts, msg, &mut push)?;

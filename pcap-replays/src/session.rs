@@ -110,12 +110,6 @@ impl Progress {
     }
 }
 
-/// ITCH timestamp of a message (bytes 5..11), or `None` if it is too short to have one.
-fn timestamp_ns(msg: &[u8]) -> Option<u64> {
-    let b = msg.get(5..11)?;
-    Some(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-}
-
 /// Packs every message of `src` into MoldUDP64 packets on the configured lines, written as a pcap.
 pub fn to_pcap<W: Write>(
     src: &mut dyn MessageSource,
@@ -137,7 +131,9 @@ pub fn to_pcap<W: Write>(
     let mut last_ts = 0u64;
     while let Some(msg) = src.next_msg()? {
         // A message too short to carry a timestamp keeps the previous one; time never goes back.
-        let ts = timestamp_ns(msg).unwrap_or(last_ts).max(last_ts);
+        let ts = feed_handler::itch::timestamp_of(msg)
+            .unwrap_or(last_ts)
+            .max(last_ts);
         last_ts = ts;
         sum.messages += 1;
         sum.message_bytes += msg.len() as u64;

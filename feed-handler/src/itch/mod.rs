@@ -166,6 +166,14 @@ pub fn expected_len(msg_type: u8) -> Option<usize> {
     }
 }
 
+/// The exchange timestamp (ns since midnight) of a message's bytes, whatever its type, or
+/// `None` if it is too short to have a header.
+#[inline]
+pub fn timestamp_of(msg: &[u8]) -> Option<u64> {
+    let b: [u8; 6] = msg.get(5..11)?.try_into().ok()?;
+    Some(U48(b).get())
+}
+
 /// Appends the bytes of `msg` to `out`.
 #[inline]
 pub fn encode<M: ItchMessage>(msg: &M, out: &mut Vec<u8>) {
@@ -419,6 +427,8 @@ mod tests {
             order_ref: 9.into(),
         };
         assert!(c.parse(d.as_bytes()).is_some());
+        assert_eq!(timestamp_of(d.as_bytes()), Some(5));
+        assert_eq!(timestamp_of(&d.as_bytes()[..10]), None);
         assert!(c.parse(b"Zxx").is_none());
         assert!(c.parse(b"Dxx").is_none());
         assert_eq!(c.total(), 1);
