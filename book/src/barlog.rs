@@ -120,6 +120,11 @@ pub fn read_all(path: &Path) -> Result<Vec<BarRecord>, String> {
         .collect())
 }
 
+/// Decodes one record of [`RECORD`] bytes (as found after the header).
+pub fn record_from_bytes(b: &[u8]) -> BarRecord {
+    BarRecord::from_bytes(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

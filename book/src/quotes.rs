@@ -285,6 +285,16 @@ impl QuoteReader {
         self.slots
     }
 
+    /// The process that created the table.
+    pub fn writer_pid(&self) -> u32 {
+        u32::from_le_bytes(self.map[32..36].try_into().expect("4"))
+    }
+
+    /// When the table was created (ns since the epoch): a new writer makes a new generation.
+    pub fn generation(&self) -> u64 {
+        u64::from_le_bytes(self.map[24..32].try_into().expect("8"))
+    }
+
     /// Slot `i`, never torn (retries while the writer is in it); `None` if never written.
     pub fn read(&self, i: usize) -> Option<Quote> {
         if i >= self.slots {

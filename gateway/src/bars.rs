@@ -1,0 +1,100 @@
+//! Bars for charts: the bar log `book run` writes beside its quote table (`<quotes>.bars`),
+//! read incrementally (only what was appended since the last request) into the latest bars of
+//! each symbol and interval, bounded per series. A new log (book restarted) is read from the
+//! start.
+
+use book::barlog::{self, BarRecord};
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+/// Bars kept per symbol and interval.
+pub const KEEP: usize = 600;
+
+/// The latest bars of every symbol.
+#[derive(Debug)]
+pub struct BarIndex {
+    path: PathBuf,
+    ino: u64,
+    offset: u64,
+    series: HashMap<([u8; 8], u8), VecDeque<BarRecord>>,
+}
+
+impl BarIndex {
+    /// An index of the log at `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> Self {
+        BarIndex {
+            path,
+            ino: 0,
+            offset: 0,
+            series: HashMap::new(),
+        }
+    }
+
+    fn refresh(&mut self) -> Result<(), String> {
+        let mut f = std::fs::File::open(&self.path).map_err(|e| {
+            format!(
+                "no bar log at {} ({e}); bars come from `book run`",
+                self.path.display()
+            )
+        })?;
+        let meta = f.metadata().map_err(|e| e.to_string())?;
+        if meta.ino() != self.ino || meta.len() < self.offset {
+            self.ino = meta.ino();
+            self.offset = 0;
+            self.series.clear();
+        }
+        if self.offset == 0 {
+            let mut h = vec![0u8; barlog::HEADER];
+            f.read_exact(&mut h).map_err(|e| e.to_string())?;
+            if h[..8] != barlog::MAGIC {
+                return Err(format!("{}: not a bar log", self.path.display()));
+            }
+            self.offset = barlog::HEADER as u64;
+        }
+        let whole = (meta.len() - self.offset) / barlog::RECORD as u64 * barlog::RECORD as u64;
+        f.seek(SeekFrom::Start(self.offset))
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; whole.min(64 << 20) as usize];
+        f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        self.offset += buf.len() as u64;
+        for r in buf
+            .chunks_exact(barlog::RECORD)
+            .map(barlog::record_from_bytes)
+        {
+            let s = self.series.entry((r.symbol, r.interval_s)).or_default();
+            // a bar may be logged again when it is revised: replace the one with its start
+            match s.back_mut() {
+                Some(b) if b.bar.start_ns == r.bar.start_ns => *b = r,
+                _ => {
+                    if s.len() == KEEP {
+                        s.pop_front();
+                    }
+                    s.push_back(r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `limit` bars of `symbol` at `interval_s` (1 or 60), oldest first.
+    pub fn bars(
+        &mut self,
+        symbol: [u8; 8],
+        interval_s: u8,
+        limit: usize,
+    ) -> Result<Vec<BarRecord>, String> {
+        self.refresh()?;
+        Ok(self
+            .series
+            .get(&(symbol, interval_s))
+            .map(|s| {
+                s.iter()
+                    .skip(s.len().saturating_sub(limit))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,332 @@
+//! HTTP/1.1 for everything that is not a WebSocket: the request line and headers (parsed with
+//! `httparse` from bytes peeked off the socket, so a WebSocket upgrade is left whole for
+//! tungstenite's handshake), the query string, and the plain endpoints: REST quotes, the
+//! symbol directory, bars, `/metrics`, `/healthz` and the web page. Every response closes its
+//! connection.
+
+use crate::bars::BarIndex;
+use crate::encode;
+use crate::market::{self, Market};
+use crate::metrics::Metrics;
+use crate::source::Health;
+use std::io::Write;
+use std::sync::Mutex;
+
+/// Largest request head accepted.
+pub const MAX_HEAD: usize = 8192;
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// `GET`, ...
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    /// The query string (after `?`), raw.
+    pub query: String,
+    /// `Upgrade: websocket` was asked for.
+    pub upgrade: bool,
+    /// Bytes of the head (request line, headers, blank line).
+    pub len: usize,
+}
+
+/// Parses a request head; `Ok(None)` while incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= MAX_HEAD {
+                Err("request head too large")
+            } else {
+                Ok(None)
+            }
+        }
+        Ok(httparse::Status::Complete(len)) => {
+            let target = req.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let upgrade = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("upgrade")
+                    && String::from_utf8_lossy(h.value)
+                        .to_ascii_lowercase()
+                        .contains("websocket")
+            });
+            Ok(Some(Head {
+                method: req.method.unwrap_or("").to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                upgrade,
+                len,
+            }))
+        }
+        Err(httparse::Error::TooManyHeaders) => Err("too many headers"),
+        Err(_) => Err("malformed request"),
+    }
+}
+
+fn unhex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Percent-decodes a query component (`+` is a space).
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (unhex(b[i + 1]), unhex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `key` in a query string.
+pub fn param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| decode(v))
+}
+
+/// A comma-separated list parameter (empty items dropped).
+pub fn list_param(query: &str, key: &str) -> Vec<String> {
+    param(query, key)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A whole response that closes the connection.
+pub fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(body.len() + 200);
+    let _ = write!(
+        r,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    r.extend_from_slice(body);
+    r
+}
+
+/// A JSON error response: `{"error":"..."}`.
+pub fn error(status: &str, message: &str) -> Vec<u8> {
+    let mut b = b"{\"error\":".to_vec();
+    encode::json_str(&mut b, message);
+    b.push(b'}');
+    response(status, "application/json", &b)
+}
+
+/// The head that starts an SSE stream.
+pub const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: keep-alive\r\n\r\n";
+
+/// The web page.
+pub const INDEX_HTML: &str = include_str!("../web/index.html");
+
+/// What a plain endpoint needs.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The worker's quotes.
+    pub market: &'a Market,
+    /// Counters.
+    pub metrics: &'a Metrics,
+    /// The source's health.
+    pub health: Health,
+    /// Bars.
+    pub bars: &'a Mutex<BarIndex>,
+    /// Symbols per request at most.
+    pub max_symbols: usize,
+}
+
+/// Answers a plain GET.
+pub fn answer(head: &Head, ctx: &Ctx) -> Vec<u8> {
+    if head.method != "GET" && head.method != "HEAD" {
+        return error("405 Method Not Allowed", "only GET is served");
+    }
+    match head.path.as_str() {
+        "/" | "/index.html" => {
+            response("200 OK", "text/html; charset=utf-8", INDEX_HTML.as_bytes())
+        }
+        "/v1/quotes" => quotes(head, ctx),
+        "/v1/symbols" => symbols(ctx),
+        "/v1/bars" => bars(head, ctx),
+        "/metrics" => response(
+            "200 OK",
+            "text/plain; version=0.0.4",
+            ctx.metrics.render().as_bytes(),
+        ),
+        "/healthz" => healthz(ctx),
+        "/v1/ws" => error(
+            "426 Upgrade Required",
+            "this endpoint is a WebSocket: send Upgrade: websocket",
+        ),
+        _ => error("404 Not Found", "no such endpoint; see docs/protocol.md"),
+    }
+}
+
+fn quotes(head: &Head, ctx: &Ctx) -> Vec<u8> {
+    let names = list_param(&head.query, "symbols");
+    if names.is_empty() {
+        return error("400 Bad Request", "symbols=AAPL,MSFT is required");
+    }
+    if names.len() > ctx.max_symbols {
+        return error(
+            "400 Bad Request",
+            &format!("at most {} symbols", ctx.max_symbols),
+        );
+    }
+    let mut b = b"{\"quotes\":[".to_vec();
+    let mut unknown = Vec::new();
+    let mut n = 0;
+    for s in &names {
+        match ctx.market.lookup(s) {
+            Some(id) if ctx.market.syms[id as usize].version > 0 => {
+                if n > 0 {
+                    b.push(b',');
+                }
+                encode::quote(&mut b, &ctx.market.syms[id as usize].quote, encode::ALL);
+                n += 1;
+            }
+            _ => unknown.push(s.as_str()),
+        }
+    }
+    b.extend_from_slice(b"],\"unknown\":[");
+    for (i, u) in unknown.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        encode::json_str(&mut b, u);
+    }
+    b.extend_from_slice(b"]}");
+    response("200 OK", "application/json", &b)
+}
+
+fn symbols(ctx: &Ctx) -> Vec<u8> {
+    let mut b = b"{\"symbols\":[".to_vec();
+    for (i, s) in ctx.market.syms.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        let _ = write!(
+            b,
+            "{{\"s\":\"{}\",\"locate\":{},\"channel\":{},\"state\":\"{}\"}}",
+            encode::symbol(&s.quote),
+            s.quote.locate,
+            s.quote.channel,
+            encode::state_name(s.quote.state)
+        );
+    }
+    b.extend_from_slice(b"]}");
+    response("200 OK", "application/json", &b)
+}
+
+fn bars(head: &Head, ctx: &Ctx) -> Vec<u8> {
+    let Some(sym) = param(&head.query, "symbol").and_then(|s| market::key(&s)) else {
+        return error("400 Bad Request", "symbol=AAPL is required");
+    };
+    let interval = match param(&head.query, "interval").as_deref() {
+        None | Some("1m") => 60,
+        Some("1s") => 1,
+        Some(_) => return error("400 Bad Request", "interval is 1s or 1m"),
+    };
+    let limit = match param(&head.query, "limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(l)) if (1..=crate::bars::KEEP).contains(&l) => l,
+        Some(_) => {
+            return error(
+                "400 Bad Request",
+                &format!("limit is 1 to {}", crate::bars::KEEP),
+            );
+        }
+    };
+    let got = match ctx.bars.lock() {
+        Ok(mut ix) => ix.bars(sym, interval, limit),
+        Err(_) => Err("bar index unavailable".to_string()),
+    };
+    let bars = match got {
+        Ok(b) => b,
+        Err(e) => return error("503 Service Unavailable", &e),
+    };
+    let mut b = Vec::new();
+    let _ = write!(
+        b,
+        "{{\"symbol\":\"{}\",\"interval\":\"{}\",\"bars\":[",
+        String::from_utf8_lossy(&sym).trim_end(),
+        if interval == 1 { "1s" } else { "1m" }
+    );
+    for (i, r) in bars.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        let _ = write!(b, "{{\"t\":{},\"o\":", r.bar.start_ns);
+        encode::price(&mut b, r.bar.open as u64);
+        b.extend_from_slice(b",\"h\":");
+        encode::price(&mut b, r.bar.high as u64);
+        b.extend_from_slice(b",\"l\":");
+        encode::price(&mut b, r.bar.low as u64);
+        b.extend_from_slice(b",\"c\":");
+        encode::price(&mut b, r.bar.close as u64);
+        let _ = write!(b, ",\"v\":{},\"n\":{}}}", r.bar.volume, r.bar.trades);
+    }
+    b.extend_from_slice(b"]}");
+    response("200 OK", "application/json", &b)
+}
+
+fn healthz(ctx: &Ctx) -> Vec<u8> {
+    let total = ctx.market.syms.len();
+    let stale = ctx.market.syms.iter().filter(|s| s.quote.stale).count();
+    match &ctx.health {
+        Health::Down(why) => error("503 Service Unavailable", &format!("feed down: {why}")),
+        Health::Live if total == 0 => error("503 Service Unavailable", "no quotes yet"),
+        Health::Live if stale > 0 => error(
+            "503 Service Unavailable",
+            &format!("{stale} of {total} symbols stale (gap or recovery in progress)"),
+        ),
+        Health::Live => {
+            let body = format!("{{\"status\":\"live\",\"symbols\":{total},\"stale\":0}}");
+            response("200 OK", "application/json", body.as_bytes())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_queries_and_limits() {
+        let h = parse_head(b"GET /v1/quotes?symbols=AAPL%2CMSFT,X HTTP/1.1\r\nHost: a\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.path, "/v1/quotes");
+        assert_eq!(list_param(&h.query, "symbols"), ["AAPL", "MSFT", "X"]);
+        assert!(!h.upgrade);
+        assert_eq!(h.len, 58);
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost"), Ok(None));
+        assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_err());
+        let big = vec![b'a'; MAX_HEAD];
+        assert!(parse_head(&big).is_err());
+        let u = parse_head(b"GET /v1/ws HTTP/1.1\r\nUpgrade: WebSocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(u.upgrade);
+        assert_eq!(decode("a+b%41%4"), "a bA%4");
+        assert_eq!(param("a=1&b", "b").as_deref(), Some(""));
+    }
+}

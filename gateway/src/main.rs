@@ -1,0 +1,191 @@
+//! `gateway`: the command line.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use clap::{Parser, Subcommand};
+use gateway::server::{Server, ServerCfg};
+use gateway::session::Limits;
+use gateway::source::{QuoteSource, ShmSource};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Latest prices to many clients over WebSocket, SSE and HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve the quote table of a running `book run` (or `gateway synth`) until Ctrl-C or
+    /// SIGTERM. Several gateway processes may serve the same port (SO_REUSEPORT).
+    Run(RunArgs),
+    /// Write a synthetic market into a quote table (for benchmarks and trials) until Ctrl-C.
+    Synth {
+        /// Quote table name (under /dev/shm) or path.
+        #[arg(long, default_value = "synth.quotes")]
+        quotes: String,
+        /// Instruments.
+        #[arg(long, default_value_t = 5000)]
+        symbols: usize,
+        /// Quote updates per second over all instruments.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Feed ring name or path: the quote table is <ring>.quotes.
+    #[arg(long, default_value = "itch")]
+    ring: String,
+    /// Quote table name or path (overrides --ring).
+    #[arg(long)]
+    quotes: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Connections this process holds at most (each is an open file).
+    #[arg(long, default_value_t = 19_000)]
+    max_connections: usize,
+    /// Symbols per connection (subscriptions, and portfolio holdings).
+    #[arg(long, default_value_t = 500)]
+    max_symbols: usize,
+    /// Outbound buffer per connection, KiB: a client that has this much unsent is conflated.
+    #[arg(long, default_value_t = 64)]
+    out_buffer_kib: usize,
+    /// A client whose outbound buffer does not drain for this long is closed with 1013, ms.
+    #[arg(long, default_value_t = 10_000)]
+    stall_timeout_ms: u64,
+    /// Largest inbound message handled (bigger: an error), bytes.
+    #[arg(long, default_value_t = 128 * 1024)]
+    max_message_bytes: usize,
+    /// Largest inbound frame or message at all (bigger: close 1009), bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    max_frame_bytes: usize,
+    /// Inbound messages per second per connection (burst: twice this).
+    #[arg(long, default_value_t = 20)]
+    msgs_per_s: u64,
+    /// Errors within 10 s after which a connection is closed with 1008.
+    #[arg(long, default_value_t = 20)]
+    max_errors: u32,
+    /// Heartbeat after this long without other messages, ms.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Request head / WebSocket handshake timeout, ms.
+    #[arg(long, default_value_t = 5000)]
+    handshake_timeout_ms: u64,
+    /// Close a WebSocket after this long with nothing received (pings are sent before), s.
+    #[arg(long, default_value_t = 90)]
+    idle_timeout_s: u64,
+    /// Poll tick (how often the quote table is read when no socket is ready), µs.
+    #[arg(long, default_value_t = 1000)]
+    tick_us: u64,
+    /// SO_SNDBUF of client sockets, bytes (kernel default if unset).
+    #[arg(long)]
+    sndbuf: Option<usize>,
+}
+
+fn path_of(ring: &str, quotes: Option<String>) -> PathBuf {
+    quotes
+        .map(|q| feed_handler::ring::ring_path(&q))
+        .unwrap_or_else(|| {
+            let mut p = feed_handler::ring::ring_path(ring).into_os_string();
+            p.push(".quotes");
+            PathBuf::from(p)
+        })
+}
+
+fn run(a: RunArgs) -> Result<(), String> {
+    let stop = feed_handler::agent::stop_on_signals();
+    let quotes = path_of(&a.ring, a.quotes);
+    let mut cfg = ServerCfg {
+        listen: a.listen,
+        max_connections: a.max_connections,
+        stall_timeout_ns: a.stall_timeout_ms * 1_000_000,
+        handshake_timeout_ns: a.handshake_timeout_ms * 1_000_000,
+        idle_timeout_ns: a.idle_timeout_s * 1_000_000_000,
+        ping_interval_ns: (a.idle_timeout_s * 1_000_000_000 / 3).max(1_000_000_000),
+        tick_ns: a.tick_us.max(100) * 1000,
+        max_frame_bytes: a.max_frame_bytes,
+        sndbuf_bytes: a.sndbuf,
+        quotes: quotes.clone(),
+        ..ServerCfg::default()
+    };
+    if let Some(w) = a.workers {
+        cfg.workers = w;
+    }
+    let limits = Limits {
+        max_symbols: a.max_symbols,
+        max_message_bytes: a.max_message_bytes.min(a.max_frame_bytes),
+        msgs_per_s: a.msgs_per_s,
+        msgs_burst: a.msgs_per_s * 2,
+        max_errors: a.max_errors,
+        heartbeat_ns: a.heartbeat_ms * 1_000_000,
+        out_budget: a.out_buffer_kib * 1024,
+        ..Limits::default()
+    };
+    if !quotes.exists() {
+        eprintln!(
+            "gateway: warning: no quote table at {} yet (start `book run --ring {}`); serving \
+             and waiting for it, /healthz says 503 until then",
+            quotes.display(),
+            a.ring
+        );
+    }
+    let q = quotes.clone();
+    let server = Server::start(cfg, limits, stop, &|| {
+        Box::new(ShmSource::new(q.clone())) as Box<dyn QuoteSource>
+    })?;
+    let addr = server.listen_addr();
+    eprintln!(
+        "gateway: serving {} on http://{addr}/ ({} workers)",
+        quotes.display(),
+        server.shared.cfg.workers
+    );
+    eprintln!("gateway: WebSocket ws://{addr}/v1/ws, counters http://{addr}/metrics");
+    server.join()?;
+    eprintln!("gateway: stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Synth {
+            quotes,
+            symbols,
+            rate,
+            seed,
+        } => {
+            let stop = feed_handler::agent::stop_on_signals();
+            let p = feed_handler::ring::ring_path(&quotes);
+            eprintln!(
+                "gateway synth: {symbols} symbols, {rate} updates/s into {}",
+                p.display()
+            );
+            gateway::synth::run(&p, symbols, rate, seed, stop)
+                .map_err(|e| format!("{}: {e}", p.display()))
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

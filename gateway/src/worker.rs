@@ -1,0 +1,920 @@
+//! A worker thread: its own mio `Poll`, its own listening socket on the shared port
+//! (SO_REUSEPORT), its own quote source and market view, and every connection it accepted.
+//! Each tick (1 ms by default) it reads the source, flushes throttle-0 sessions whose symbols
+//! changed, and wakes the connections the timer wheel says are due. A connection is written once
+//! per flush: the session's messages go into the WebSocket's (or SSE stream's) buffer and out in
+//! one write; while that buffer has not drained the session is not flushed (it is conflated).
+
+use crate::http::{self, Head};
+use crate::market::Market;
+use crate::server::Shared;
+use crate::session::{Outbox, Session, Verdict};
+use crate::source::{Health, QuoteSource};
+use crate::wheel::Wheel;
+use feed_handler::sock::realtime_ns;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tungstenite::handshake::MidHandshake;
+use tungstenite::handshake::server::{NoCallback, ServerHandshake};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{HandshakeError, Message, WebSocket};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+
+type Mid = MidHandshake<ServerHandshake<TcpStream, NoCallback>>;
+
+enum State {
+    /// Waiting for a whole request head (peeked, not consumed).
+    Request(TcpStream),
+    /// tungstenite's handshake, interrupted by WouldBlock.
+    Handshake(Box<Mid>),
+    /// A WebSocket session.
+    Ws(Box<WebSocket<TcpStream>>),
+    /// An SSE stream and the bytes not yet written.
+    Sse(TcpStream, Vec<u8>),
+    /// A plain response being written; the connection closes after it.
+    Respond(TcpStream, Vec<u8>),
+    /// Being torn down.
+    Gone,
+}
+
+struct Conn {
+    state: State,
+    session: Option<Session>,
+    gn: u32,
+    since_ns: u64,
+    last_in_ns: u64,
+    last_ping_ns: u64,
+    blocked_since: Option<u64>,
+    closing_until: Option<u64>,
+    due_ms: u64,
+    queued: bool,
+    /// The WebSocket reader failed (protocol error): only drain and discard inbound bytes.
+    no_read: bool,
+}
+
+/// The worker.
+pub struct Worker {
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: TcpListener,
+    source: Box<dyn QuoteSource>,
+    market: Market,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    gens: Vec<u32>,
+    wheel: Wheel,
+    outbox: Outbox,
+    due: Vec<(u64, u64)>,
+    changed: Vec<u32>,
+    immediate: Vec<u64>,
+    peek: Vec<u8>,
+    health: Health,
+    live_counted: bool,
+    next_limit_log_ns: u64,
+    next_gauges_ns: u64,
+    index: usize,
+}
+
+fn key(i: usize, gn: u32) -> u64 {
+    (gn as u64) << 32 | i as u64
+}
+
+fn ws_config(shared: &Shared) -> WebSocketConfig {
+    // write() never writes on its own (one flush writes everything a flush queued); the hard cap
+    // leaves room over the session's budget for one more message and control frames
+    let queued = shared.limits.out_budget + 2 * shared.limits.message_chunk;
+    WebSocketConfig::default()
+        .read_buffer_size(shared.cfg.read_buffer_bytes)
+        .write_buffer_size(queued)
+        .max_write_buffer_size(queued + 64 * 1024)
+        .max_message_size(Some(shared.cfg.max_frame_bytes))
+        .max_frame_size(Some(shared.cfg.max_frame_bytes))
+}
+
+impl Worker {
+    /// A worker on `listener` reading `source`.
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        listener: std::net::TcpListener,
+        source: Box<dyn QuoteSource>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = realtime_ns();
+        Ok(Worker {
+            market: Market::new(shared.cfg.max_table_symbols),
+            shared,
+            poll,
+            listener,
+            source,
+            conns: Vec::new(),
+            free: Vec::new(),
+            gens: Vec::new(),
+            wheel: Wheel::new(now),
+            outbox: Outbox::default(),
+            due: Vec::new(),
+            changed: Vec::new(),
+            immediate: Vec::new(),
+            peek: vec![0; http::MAX_HEAD],
+            health: Health::Down("starting".into()),
+            live_counted: false,
+            next_limit_log_ns: 0,
+            next_gauges_ns: 0,
+            index,
+        })
+    }
+
+    /// Runs until the server's stop flag is set, then closes every connection with 1001.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let tick = std::time::Duration::from_nanos(self.shared.cfg.tick_ns);
+        while !self.shared.stop.load(Relaxed) {
+            if let Err(e) = self.poll.poll(&mut events, Some(tick)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("gateway: worker {}: poll: {e}", self.index);
+                    break;
+                }
+            }
+            let now = realtime_ns();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(now),
+                    Token(i) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(i, now);
+                        }
+                        if ev.is_writable() {
+                            self.on_writable(i, now);
+                        }
+                    }
+                }
+            }
+            self.tick(now);
+        }
+        let now = realtime_ns();
+        for i in 0..self.conns.len() {
+            self.close_ws(i, now, 1001, "server shutting down");
+            self.drop_conn(i);
+        }
+    }
+
+    fn tick(&mut self, now: u64) {
+        let m = &mut self.market;
+        let n = self.source.poll(now, 200_000, &mut |q| {
+            m.apply(q);
+        });
+        if n > 0 && self.index == 0 {
+            self.shared
+                .metrics
+                .source_quotes_total
+                .fetch_add(n as u64, Relaxed);
+        }
+        let h = self.source.health();
+        if h != self.health || !self.live_counted {
+            if self.index == 0 {
+                self.shared
+                    .metrics
+                    .source_live
+                    .store((h == Health::Live) as i64, Relaxed);
+                if let Ok(mut g) = self.shared.health.lock() {
+                    *g = h.clone();
+                }
+            }
+            self.health = h;
+            self.live_counted = true;
+        }
+        let mut changed = std::mem::take(&mut self.changed);
+        self.market.take_changed(&mut changed);
+        for &s in &changed {
+            for &k in &self.market.syms[s as usize].immediate {
+                let i = k as u32 as usize;
+                if let Some(Some(c)) = self.conns.get_mut(i)
+                    && !c.queued
+                {
+                    c.queued = true;
+                    self.immediate.push(k);
+                }
+            }
+        }
+        if self.index == 0 && !changed.is_empty() {
+            let m = &self.shared.metrics;
+            m.symbols.store(self.market.syms.len() as i64, Relaxed);
+        }
+        self.changed = changed;
+        let imm = std::mem::take(&mut self.immediate);
+        for &k in &imm {
+            let i = k as u32 as usize;
+            if let Some(Some(c)) = self.conns.get_mut(i) {
+                c.queued = false;
+                if c.gn == (k >> 32) as u32 {
+                    self.service(i, now, true);
+                }
+            }
+        }
+        self.immediate = imm;
+        self.immediate.clear();
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for &(k, ms) in &due {
+            let i = k as u32 as usize;
+            if let Some(Some(c)) = self.conns.get(i)
+                && c.gn == (k >> 32) as u32
+                && c.due_ms == ms
+            {
+                self.service(i, now, false);
+            }
+        }
+        self.due = due;
+        if self.index == 0 && now >= self.next_gauges_ns {
+            self.next_gauges_ns = now + 1_000_000_000;
+            let stale = self.market.syms.iter().filter(|s| s.quote.stale).count();
+            self.shared
+                .metrics
+                .stale_symbols
+                .store(stale as i64, Relaxed);
+        }
+    }
+
+    fn accept(&mut self, now: u64) {
+        loop {
+            let (stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: say so, rate-limited, and try again next event
+                    if now >= self.next_limit_log_ns {
+                        self.next_limit_log_ns = now + 10_000_000_000;
+                        eprintln!("gateway: accept: {e}");
+                    }
+                    return;
+                }
+            };
+            let m = &self.shared.metrics;
+            let open = self.shared.open.fetch_add(1, Relaxed) + 1;
+            if open > self.shared.cfg.max_connections {
+                self.shared.open.fetch_sub(1, Relaxed);
+                m.rejected_total.fetch_add(1, Relaxed);
+                if now >= self.next_limit_log_ns {
+                    self.next_limit_log_ns = now + 10_000_000_000;
+                    eprintln!(
+                        "gateway: connection limit {} reached; refusing new connections (--max-connections; each connection is one of this process's open files)",
+                        self.shared.cfg.max_connections
+                    );
+                }
+                let mut s = stream;
+                let _ = s.write_all(&http::error(
+                    "503 Service Unavailable",
+                    "connection limit reached; try another gateway",
+                ));
+                continue;
+            }
+            m.accepted_total.fetch_add(1, Relaxed);
+            m.connections.fetch_add(1, Relaxed);
+            let _ = stream.set_nodelay(true);
+            if let Some(b) = self.shared.cfg.sndbuf_bytes {
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(b);
+            }
+            let i = match self.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.conns.push(None);
+                    self.gens.push(0);
+                    self.conns.len() - 1
+                }
+            };
+            self.gens[i] = self.gens[i].wrapping_add(1);
+            let mut stream = stream;
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                eprintln!("gateway: register: {e}");
+                self.conns[i] = None;
+                self.free.push(i);
+                self.shared.open.fetch_sub(1, Relaxed);
+                m.connections.fetch_sub(1, Relaxed);
+                continue;
+            }
+            self.conns[i] = Some(Conn {
+                state: State::Request(stream),
+                session: None,
+                gn: self.gens[i],
+                since_ns: now,
+                last_in_ns: now,
+                last_ping_ns: now,
+                blocked_since: None,
+                closing_until: None,
+                due_ms: 0,
+                queued: false,
+                no_read: false,
+            });
+            self.schedule(i, now + self.shared.cfg.handshake_timeout_ns);
+        }
+    }
+
+    fn schedule(&mut self, i: usize, due_ns: u64) {
+        let k = key(i, self.gens[i]);
+        let ms = self.wheel.schedule(k, due_ns);
+        if let Some(Some(c)) = self.conns.get_mut(i) {
+            c.due_ms = ms;
+        }
+    }
+
+    fn drop_conn(&mut self, i: usize) {
+        let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        let m = &self.shared.metrics;
+        if let Some(s) = c.session.as_mut() {
+            m.subscriptions.fetch_sub(s.subscriptions() as i64, Relaxed);
+            s.detach(&mut self.market);
+            match c.state {
+                State::Sse(..) => m.sse_connections.fetch_sub(1, Relaxed),
+                _ => m.websocket_connections.fetch_sub(1, Relaxed),
+            };
+        }
+        let reg = self.poll.registry();
+        match &mut c.state {
+            State::Request(s) | State::Sse(s, _) | State::Respond(s, _) => {
+                let _ = reg.deregister(s);
+            }
+            State::Ws(ws) => {
+                let _ = reg.deregister(ws.get_mut());
+            }
+            State::Handshake(mid) => {
+                let _ = reg.deregister(mid.get_mut().get_mut());
+            }
+            State::Gone => {}
+        }
+        self.free.push(i);
+        self.shared.open.fetch_sub(1, Relaxed);
+        m.connections.fetch_sub(1, Relaxed);
+    }
+
+    fn on_readable(&mut self, i: usize, now: u64) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        c.last_in_ns = now;
+        match std::mem::replace(&mut c.state, State::Gone) {
+            State::Request(s) => self.on_request(i, s, now),
+            State::Handshake(mid) => self.on_handshake(i, mid.handshake(), now),
+            State::Ws(mut ws) => {
+                if c.no_read {
+                    // after a protocol error: discard what comes until the peer closes
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match ws.get_mut().read(&mut buf) {
+                            Ok(0) => return self.drop_conn(i),
+                            Ok(_) => continue,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(_) => return self.drop_conn(i),
+                        }
+                    }
+                    c.state = State::Ws(ws);
+                    return;
+                }
+                c.state = State::Ws(ws);
+                self.read_ws(i, now);
+            }
+            State::Sse(mut s, out) => {
+                // SSE clients send nothing; read to notice the close
+                let mut buf = [0u8; 512];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => return self.drop_conn(i),
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return self.drop_conn(i),
+                    }
+                }
+                c.state = State::Sse(s, out);
+            }
+            st @ State::Respond(..) => c.state = st,
+            State::Gone => {}
+        }
+    }
+
+    fn on_request(&mut self, i: usize, mut s: TcpStream, now: u64) {
+        let n = match s.peek(&mut self.peek) {
+            Ok(0) => return self.drop_conn(i),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.set_state(i, State::Request(s));
+                return;
+            }
+            Err(_) => return self.drop_conn(i),
+        };
+        let head = match http::parse_head(&self.peek[..n]) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                self.set_state(i, State::Request(s));
+                return;
+            }
+            Err(e) => {
+                let r = http::error("400 Bad Request", e);
+                return self.respond(i, s, r, now);
+            }
+        };
+        if head.path == "/v1/ws" && head.upgrade {
+            let hs = tungstenite::accept_with_config(s, Some(ws_config(&self.shared)));
+            return self.on_handshake(i, hs, now);
+        }
+        // consume the head (a GET has no body)
+        let mut rest = head.len;
+        let mut sink = [0u8; 1024];
+        while rest > 0 {
+            match s.read(&mut sink[..rest.min(1024)]) {
+                Ok(0) | Err(_) => return self.drop_conn(i),
+                Ok(k) => rest -= k,
+            }
+        }
+        if head.path == "/v1/sse" && head.method == "GET" {
+            return self.start_sse(i, s, &head, now);
+        }
+        self.shared
+            .metrics
+            .http_requests_total
+            .fetch_add(1, Relaxed);
+        let ctx = http::Ctx {
+            market: &self.market,
+            metrics: &self.shared.metrics,
+            health: self.health.clone(),
+            bars: &self.shared.bars,
+            max_symbols: self.shared.limits.max_symbols,
+        };
+        let r = http::answer(&head, &ctx);
+        let r = if head.method == "HEAD" {
+            let end = r
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(r.len(), |p| p + 4);
+            r[..end].to_vec()
+        } else {
+            r
+        };
+        self.respond(i, s, r, now);
+    }
+
+    fn set_state(&mut self, i: usize, st: State) {
+        if let Some(Some(c)) = self.conns.get_mut(i) {
+            c.state = st;
+        }
+    }
+
+    fn respond(&mut self, i: usize, s: TcpStream, r: Vec<u8>, now: u64) {
+        self.set_state(i, State::Respond(s, r));
+        if let Some(Some(c)) = self.conns.get_mut(i) {
+            c.closing_until = Some(now + self.shared.cfg.close_linger_ns);
+        }
+        self.on_writable(i, now);
+    }
+
+    fn new_session(&mut self, i: usize, now: u64) -> Session {
+        let k = key(i, self.gens[i]);
+        // spread flush instants over the window: a phase from the key
+        let phase = (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20) % 60_000_000_000;
+        Session::new(k, now, phase, &self.shared.limits)
+    }
+
+    fn start_sse(&mut self, i: usize, s: TcpStream, head: &Head, now: u64) {
+        let names = http::list_param(&head.query, "symbols");
+        let throttle = http::param(&head.query, "throttle_ms").map(|t| t.parse::<u64>());
+        let throttle = match throttle {
+            None => None,
+            Some(Ok(t)) if t <= self.shared.limits.max_throttle_ms => Some(t),
+            Some(_) => {
+                let r = http::error(
+                    "400 Bad Request",
+                    "throttle_ms must be an integer of milliseconds",
+                );
+                return self.respond(i, s, r, now);
+            }
+        };
+        if names.len() > self.shared.limits.max_symbols {
+            let r = http::error(
+                "400 Bad Request",
+                &format!("at most {} symbols", self.shared.limits.max_symbols),
+            );
+            return self.respond(i, s, r, now);
+        }
+        let mut session = self.new_session(i, now);
+        self.outbox.clear();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let lim = self.shared.limits.clone();
+        let _ = session.subscribe(
+            now,
+            &refs,
+            throttle,
+            None,
+            &mut self.market,
+            &lim,
+            &mut self.outbox,
+        );
+        let m = &self.shared.metrics;
+        m.sse_connections.fetch_add(1, Relaxed);
+        m.subscriptions
+            .fetch_add(session.subscriptions() as i64, Relaxed);
+        let mut out = http::SSE_HEAD.to_vec();
+        let first = session.seq() + 1 - self.outbox.messages().count() as u64;
+        sse_frames(&mut out, &self.outbox, first);
+        self.count_sent(&self.outbox);
+        if let Some(Some(c)) = self.conns.get_mut(i) {
+            c.session = Some(session);
+            c.state = State::Sse(s, out);
+        }
+        self.on_writable(i, now);
+        self.reschedule(i, now);
+    }
+
+    fn count_sent(&self, out: &Outbox) {
+        let m = &self.shared.metrics;
+        let n = out.messages().count() as u64;
+        if n > 0 {
+            m.messages_sent_total.fetch_add(n, Relaxed);
+            m.bytes_sent_total.fetch_add(out.len() as u64, Relaxed);
+        }
+    }
+
+    fn on_handshake(
+        &mut self,
+        i: usize,
+        r: Result<WebSocket<TcpStream>, HandshakeError<ServerHandshake<TcpStream, NoCallback>>>,
+        now: u64,
+    ) {
+        match r {
+            Ok(ws) => {
+                let session = self.new_session(i, now);
+                self.shared
+                    .metrics
+                    .websocket_connections
+                    .fetch_add(1, Relaxed);
+                if let Some(Some(c)) = self.conns.get_mut(i) {
+                    c.state = State::Ws(Box::new(ws));
+                    c.session = Some(session);
+                    c.since_ns = now;
+                }
+                self.reschedule(i, now);
+                self.read_ws(i, now);
+            }
+            Err(HandshakeError::Interrupted(mid)) => {
+                self.set_state(i, State::Handshake(Box::new(mid)))
+            }
+            Err(HandshakeError::Failure(_)) => self.drop_conn(i),
+        }
+    }
+
+    fn read_ws(&mut self, i: usize, now: u64) {
+        let lim = self.shared.limits.clone();
+        let mut verdict = Verdict::Ok;
+        self.outbox.clear();
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let State::Ws(ws) = &mut c.state else { return };
+        let Some(session) = c.session.as_mut() else {
+            return;
+        };
+        let subs_before = session.subscriptions() as i64;
+        let mut gone = false;
+        let mut close: Option<(u16, &'static str)> = None;
+        loop {
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    verdict =
+                        session.on_text(now, t.as_str(), &mut self.market, &lim, &mut self.outbox);
+                }
+                Ok(Message::Binary(_)) => {
+                    verdict = session.on_binary(now, &lim, &mut self.outbox);
+                }
+                Ok(_) => {} // ping (answered by tungstenite), pong, close (answered too)
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::Capacity(_)) => {
+                    close = Some((1009, "frame or message over the size limit"));
+                    break;
+                }
+                Err(tungstenite::Error::Utf8(_)) => {
+                    close = Some((1007, "text frame is not valid UTF-8"));
+                    break;
+                }
+                Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )) => {
+                    gone = true;
+                    break;
+                }
+                Err(tungstenite::Error::Protocol(_)) => {
+                    close = Some((1002, "WebSocket protocol error"));
+                    break;
+                }
+                Err(tungstenite::Error::WriteBufferFull(_)) => break,
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+            if verdict != Verdict::Ok {
+                break;
+            }
+        }
+        let subs_after = session.subscriptions() as i64;
+        let m = &self.shared.metrics;
+        m.subscriptions.fetch_add(subs_after - subs_before, Relaxed);
+        let errors = self
+            .outbox
+            .messages()
+            .filter(|b| b.starts_with(b"{\"type\":\"error\""))
+            .count();
+        m.errors_sent_total.fetch_add(errors as u64, Relaxed);
+        if gone {
+            return self.drop_conn(i);
+        }
+        if !self.outbox.is_empty() {
+            self.send_outbox(i, now);
+        } else if let Some(Some(c)) = self.conns.get_mut(i)
+            && let State::Ws(ws) = &mut c.state
+        {
+            // pongs and close replies tungstenite queued
+            let _ = ws.flush();
+        }
+        if let Verdict::Close(code, reason) = verdict {
+            self.shared
+                .metrics
+                .policy_closed_total
+                .fetch_add(1, Relaxed);
+            self.close_ws(i, now, code, reason);
+        } else if let Some((code, reason)) = close {
+            // tungstenite's reader cannot go on after its error: close, then only drain
+            self.shared
+                .metrics
+                .protocol_closed_total
+                .fetch_add(1, Relaxed);
+            if let Some(Some(c)) = self.conns.get_mut(i) {
+                c.no_read = true;
+            }
+            self.close_ws(i, now, code, reason);
+        }
+        self.reschedule(i, now);
+    }
+
+    /// Sends the outbox on connection `i` (one write) and notes whether it drained.
+    fn send_outbox(&mut self, i: usize, now: u64) {
+        self.count_sent(&self.outbox);
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let t0 = std::time::Instant::now();
+        let drained = match &mut c.state {
+            State::Ws(ws) => {
+                let mut ok = true;
+                for msg in self.outbox.messages() {
+                    let text = String::from_utf8_lossy(msg).into_owned();
+                    match ws.write(Message::text(text)) {
+                        Ok(()) => {}
+                        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        }
+                        Err(_) => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                match ws.flush() {
+                    Ok(()) => ok,
+                    Err(_) => false,
+                }
+            }
+            State::Sse(s, out) => {
+                let first = c.session.as_ref().map_or(0, |x| x.seq()) + 1
+                    - self.outbox.messages().count() as u64;
+                sse_frames(out, &self.outbox, first);
+                write_some(s, out)
+            }
+            _ => true,
+        };
+        let m = &self.shared.metrics;
+        m.flushes_total.fetch_add(1, Relaxed);
+        m.flush_ns_total
+            .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+        if drained {
+            c.blocked_since = None;
+        } else if c.blocked_since.is_none() {
+            c.blocked_since = Some(now);
+        }
+    }
+
+    fn on_writable(&mut self, i: usize, now: u64) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let drained = match &mut c.state {
+            State::Ws(ws) => ws.flush().is_ok(),
+            State::Sse(s, out) => write_some(s, out),
+            State::Respond(s, out) => {
+                if write_some(s, out) {
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    return self.drop_conn(i);
+                }
+                false
+            }
+            State::Handshake(_) => return self.on_readable(i, now),
+            _ => true,
+        };
+        if drained && c.blocked_since.take().is_some() {
+            // it drained: flush what it missed right away
+            self.reschedule(i, now);
+        }
+        if drained
+            && let Some(Some(c)) = self.conns.get_mut(i)
+            && c.closing_until.is_some()
+            && c.no_read
+            && let State::Ws(ws) = &mut c.state
+        {
+            // the close frame is out: FIN, and drain the peer until it closes too
+            let _ = ws.get_mut().shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    fn close_ws(&mut self, i: usize, now: u64, code: u16, reason: &'static str) {
+        let linger = self.shared.cfg.close_linger_ns;
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.closing_until.is_some() {
+            return;
+        }
+        c.closing_until = Some(now + linger);
+        match &mut c.state {
+            State::Ws(ws) => {
+                let _ = ws.close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                }));
+                if ws.flush().is_ok() && c.no_read {
+                    let _ = ws.get_mut().shutdown(std::net::Shutdown::Write);
+                }
+            }
+            State::Sse(s, _) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            _ => {}
+        }
+        self.schedule(i, now + linger);
+    }
+
+    fn reschedule(&mut self, i: usize, now: u64) {
+        let cfg = &self.shared.cfg;
+        let Some(Some(c)) = self.conns.get(i) else {
+            return;
+        };
+        let mut due = match (&c.session, c.blocked_since) {
+            (_, Some(b)) => b + self.shared.cfg.stall_timeout_ns,
+            (Some(s), None) => s.due_ns(&self.shared.limits),
+            (None, None) => c.since_ns + cfg.handshake_timeout_ns,
+        };
+        if let State::Ws(_) = c.state {
+            due = due
+                .min(c.last_in_ns.max(c.last_ping_ns) + cfg.ping_interval_ns)
+                .min(c.last_in_ns + cfg.idle_timeout_ns);
+        }
+        if let Some(u) = c.closing_until {
+            due = due.min(u);
+        }
+        self.schedule(i, due.max(now));
+    }
+
+    /// Wakes connection `i`: timeouts, then a flush if its buffer is empty.
+    fn service(&mut self, i: usize, now: u64, immediate: bool) {
+        let cfg = self.shared.cfg.clone();
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        if let Some(u) = c.closing_until {
+            if now >= u {
+                return self.drop_conn(i);
+            }
+            if let State::Ws(ws) = &mut c.state
+                && !c.no_read
+            {
+                // keep reading for the peer's close; tungstenite ends it
+                match ws.read() {
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return self.drop_conn(i),
+                    Ok(_) => {}
+                }
+            }
+            return self.reschedule(i, now);
+        }
+        match &c.state {
+            State::Request(_) | State::Handshake(_) => {
+                if now >= c.since_ns + cfg.handshake_timeout_ns {
+                    self.shared
+                        .metrics
+                        .handshake_timeouts_total
+                        .fetch_add(1, Relaxed);
+                    return self.drop_conn(i);
+                }
+                return self.reschedule(i, now);
+            }
+            State::Respond(..) | State::Gone => return self.reschedule(i, now),
+            _ => {}
+        }
+        if let Some(b) = c.blocked_since {
+            if now >= b + cfg.stall_timeout_ns {
+                self.shared
+                    .metrics
+                    .slow_client_closed_total
+                    .fetch_add(1, Relaxed);
+                return self.close_ws(
+                    i,
+                    now,
+                    1013,
+                    "slow consumer: outbound buffer full past the stall limit",
+                );
+            }
+            if immediate {
+                self.shared
+                    .metrics
+                    .slow_client_events_total
+                    .fetch_add(1, Relaxed);
+            }
+            return self.reschedule(i, now);
+        }
+        if let State::Ws(ws) = &mut c.state {
+            if now >= c.last_in_ns + cfg.idle_timeout_ns {
+                self.shared.metrics.idle_closed_total.fetch_add(1, Relaxed);
+                return self.close_ws(
+                    i,
+                    now,
+                    1001,
+                    "idle timeout: nothing received (not even a pong)",
+                );
+            }
+            if now >= c.last_in_ns.max(c.last_ping_ns) + cfg.ping_interval_ns {
+                c.last_ping_ns = now;
+                let _ = ws.write(Message::Ping(Default::default()));
+                let _ = ws.flush();
+            }
+        }
+        let Some(s) = c.session.as_mut() else {
+            return self.reschedule(i, now);
+        };
+        if immediate || now >= s.due_ns(&self.shared.limits) {
+            self.outbox.clear();
+            let f = s.flush(now, &mut self.market, &self.shared.limits, &mut self.outbox);
+            if !self.outbox.is_empty() {
+                let m = &self.shared.metrics;
+                if f.quotes > 0 {
+                    m.quotes_sent_total.fetch_add(f.quotes, Relaxed);
+                    if f.max_rx_ns > 0 {
+                        m.age_from_receive
+                            .observe_ns(now.saturating_sub(f.max_rx_ns));
+                    }
+                    if f.max_x_ts_ns > 0 {
+                        let day = 86_400_000_000_000i64;
+                        let local = (now as i64 + cfg.exchange_utc_offset_ns).rem_euclid(day);
+                        let age = (local - f.max_x_ts_ns as i64).rem_euclid(day);
+                        m.age_from_exchange.observe_ns(age as u64);
+                    }
+                }
+                self.send_outbox(i, now);
+            }
+        }
+        self.reschedule(i, now);
+    }
+}
+
+/// Appends the outbox's messages as SSE events, `id:` being each message's `seq`.
+fn sse_frames(out: &mut Vec<u8>, ob: &Outbox, first_seq: u64) {
+    for (k, m) in ob.messages().enumerate() {
+        let _ = write!(out, "id: {}\ndata: ", first_seq + k as u64);
+        out.extend_from_slice(m);
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+/// Writes as much of `out` as the socket takes; true when it is all out.
+fn write_some(s: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    let mut done = 0;
+    while done < out.len() {
+        match s.write(&out[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    out.drain(..done);
+    out.is_empty()
+}
