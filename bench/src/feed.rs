@@ -187,7 +187,7 @@ fn cleanup(ring: &Path) {
     let _ = std::fs::remove_file(feed_handler::counters::counters_path(ring));
 }
 
-fn save(h: &Histogram<u64>, results: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn save(h: &Histogram<u64>, results: &Path, name: &str) -> Option<PathBuf> {
     use hdrhistogram::serialization::{Serializer, V2Serializer};
     std::fs::create_dir_all(results).ok()?;
     let path = results.join(format!("{name}.hdr"));

@@ -6,8 +6,10 @@
 
 pub mod book;
 pub mod decode;
+pub mod fanout;
 pub mod feed;
 pub mod fields;
+pub mod load;
 
 /// Prints one figure in the form runs can be compared by.
 pub fn report(name: &str, value: f64, unit: &str, extra: &[(&str, String)]) {

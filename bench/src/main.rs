@@ -15,7 +15,22 @@ const USAGE: &str = "usage: bench NAME [options]
            [--latency-messages N] (2,000,000)
   book     decode + order books over a generated BinaryFILE in memory, beside the itch-book
            Python package: [--messages N] (20,000,000) [--symbols N] (8,000)
-           [--initial-orders N] (200 per symbol: 1.6M live orders at the start)";
+           [--initial-orders N] (200 per symbol: 1.6M live orders at the start)
+  fanout   gateway fan-out over a synthetic market (gateway synth): capacity (two gateway
+           processes, clients in several processes), RSS per idle connection, and deliveries
+           per CPU-second beside tokio-tungstenite and Node ws baselines (bench/baselines):
+           [--conns N] (38,000) [--gateways N] (2) [--clients N] (2) [--symbols N] (5,000)
+           [--rate N] (20,000) [--per-conn N] (50) [--throttle N] (1000 ms) [--duration N] (30 s)
+           [--eff-conns N] (2,000) [--idle-conns N] (19,000) [--only capacity|memory|efficiency]
+  fanout-client  the load client one process of the fanout benchmark runs:
+           --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
+           [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]";
+
+fn text_flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
 
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
@@ -58,6 +73,51 @@ fn main() -> ExitCode {
             };
             eprintln!("machine: {}", bench::machine());
             bench::book::run(&o)
+        })(),
+        Some("fanout") => (|| {
+            let o = bench::fanout::FanoutBench {
+                conns: flag(&args, "--conns", 38_000)? as usize,
+                gateways: flag(&args, "--gateways", 2)?.max(1) as usize,
+                clients: flag(&args, "--clients", 2)?.max(1) as usize,
+                symbols: flag(&args, "--symbols", 5000)? as usize,
+                rate: flag(&args, "--rate", 20_000)?,
+                per_conn: flag(&args, "--per-conn", 50)? as usize,
+                throttle_ms: flag(&args, "--throttle", 1000)?,
+                duration_s: flag(&args, "--duration", 30)?,
+                eff_conns: flag(&args, "--eff-conns", 2000)? as usize,
+                idle_conns: flag(&args, "--idle-conns", 19_000)? as usize,
+                only: text_flag(&args, "--only")
+                    .map(|s| s.split(',').map(String::from).collect())
+                    .unwrap_or_default(),
+                results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::fanout::run(&o)
+        })(),
+        Some("fanout-client") => (|| {
+            let connect = text_flag(&args, "--connect")
+                .ok_or("--connect ADDR is required")?
+                .parse()
+                .map_err(|e| format!("--connect: {e}"))?;
+            let sources = text_flag(&args, "--sources")
+                .unwrap_or_else(|| "127.0.0.1".into())
+                .split(',')
+                .map(|s| s.parse().map_err(|e| format!("--sources {s}: {e}")))
+                .collect::<Result<Vec<_>, String>>()?;
+            let o = bench::load::LoadOpts {
+                connect,
+                conns: flag(&args, "--conns", 100)? as usize,
+                sources,
+                universe: flag(&args, "--universe", 5000)? as usize,
+                per_conn: flag(&args, "--per-conn", 50)? as usize,
+                throttle_ms: flag(&args, "--throttle", 1000)?,
+                duration_s: flag(&args, "--duration-s", 10)?,
+                connect_timeout_s: flag(&args, "--connect-timeout-s", 180)?,
+                hdr: text_flag(&args, "--hdr").map(std::path::PathBuf::from),
+                in_flight: flag(&args, "--in-flight", 256)? as usize,
+                ready_file: text_flag(&args, "--ready-file").map(std::path::PathBuf::from),
+            };
+            bench::load::main(&o)
         })(),
         Some("quote-hop-reader") if args.len() == 3 => {
             bench::book::quote_hop_reader(&args[1], args[2].parse().unwrap_or(0))

@@ -31,6 +31,8 @@ pub struct Sym {
 pub struct Market {
     /// Symbols in the order first seen.
     pub syms: Vec<Sym>,
+    /// `syms[i].version`, packed: what a flush scans for every subscription.
+    pub versions: Vec<u64>,
     index: HashMap<[u8; 8], SymId>,
     /// Symbols changed since the last [`Market::take_changed`].
     changed: Vec<SymId>,
@@ -85,6 +87,7 @@ impl Market {
                     immediate: Vec::new(),
                     in_changed: false,
                 });
+                self.versions.push(0);
                 id
             }
         };
@@ -99,6 +102,7 @@ impl Market {
             return None;
         }
         s.version += 1;
+        self.versions[id as usize] = s.version;
         for f in 0..FIELDS {
             if m & 1 << f != 0 {
                 s.field_ver[f] = s.version;

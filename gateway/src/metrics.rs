@@ -17,6 +17,86 @@ pub struct Histogram {
     sum_us: AtomicU64,
 }
 
+/// A worker's own histogram, added into the shared one once per tick (no shared cache line
+/// written per observation).
+#[derive(Debug, Default, Clone)]
+pub struct LocalHistogram {
+    counts: [u64; BUCKETS_US.len() + 1],
+    sum_us: u64,
+    n: u64,
+}
+
+impl LocalHistogram {
+    /// Records one duration.
+    pub fn observe_ns(&mut self, ns: u64) {
+        let us = ns / 1000;
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        self.counts[i] += 1;
+        self.sum_us += us;
+        self.n += 1;
+    }
+
+    /// Adds into `h` and clears.
+    pub fn publish(&mut self, h: &Histogram) {
+        if self.n == 0 {
+            return;
+        }
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            if *c > 0 {
+                h.counts[i].fetch_add(*c, Relaxed);
+                *c = 0;
+            }
+        }
+        h.sum_us.fetch_add(self.sum_us, Relaxed);
+        self.sum_us = 0;
+        self.n = 0;
+    }
+}
+
+/// A worker's own counters for what happens per flush, published once per tick.
+#[derive(Debug, Default, Clone)]
+pub struct Local {
+    /// See [`Metrics::messages_sent_total`].
+    pub messages: u64,
+    /// See [`Metrics::bytes_sent_total`].
+    pub bytes: u64,
+    /// See [`Metrics::flushes_total`].
+    pub flushes: u64,
+    /// See [`Metrics::flush_ns_total`].
+    pub flush_ns: u64,
+    /// See [`Metrics::quotes_sent_total`].
+    pub quotes: u64,
+    /// See [`Metrics::conflated_updates_total`].
+    pub conflated: u64,
+    /// See [`Metrics::slow_client_events_total`].
+    pub slow: u64,
+    /// Age from the receive timestamp.
+    pub age_rx: LocalHistogram,
+    /// Age from the exchange timestamp.
+    pub age_x: LocalHistogram,
+}
+
+impl Local {
+    /// Adds everything into `m` and clears.
+    pub fn publish(&mut self, m: &Metrics) {
+        let add = |a: &AtomicU64, v: &mut u64| {
+            if *v > 0 {
+                a.fetch_add(*v, Relaxed);
+                *v = 0;
+            }
+        };
+        add(&m.messages_sent_total, &mut self.messages);
+        add(&m.bytes_sent_total, &mut self.bytes);
+        add(&m.flushes_total, &mut self.flushes);
+        add(&m.flush_ns_total, &mut self.flush_ns);
+        add(&m.quotes_sent_total, &mut self.quotes);
+        add(&m.conflated_updates_total, &mut self.conflated);
+        add(&m.slow_client_events_total, &mut self.slow);
+        self.age_rx.publish(&m.age_from_receive);
+        self.age_x.publish(&m.age_from_exchange);
+    }
+}
+
 impl Histogram {
     /// Records one duration.
     pub fn observe_ns(&self, ns: u64) {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::io::Write;
 
 /// Limits and intervals of a session; the defaults are the documented ones.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Symbols per connection (subscriptions and portfolio holdings each).
     pub max_symbols: usize,
@@ -115,6 +115,8 @@ pub struct Flushed {
     pub max_x_ts_ns: u64,
     /// Left out for lack of room: flush again once the buffer drains.
     pub more: bool,
+    /// Changes replaced by a later one of the same symbol before being sent.
+    pub conflated: u64,
 }
 
 #[derive(Debug)]
@@ -676,10 +678,10 @@ impl Session {
             let mut open: Option<usize> = None;
             for k in 0..self.subs.len() {
                 let (s, sent) = self.subs[k];
-                let sym = &mkt.syms[s as usize];
-                if sym.version <= sent {
+                if mkt.versions[s as usize] <= sent {
                     continue;
                 }
+                let sym = &mkt.syms[s as usize];
                 if out.len() >= lim.out_budget {
                     f.more = true;
                     self.pending = true;
@@ -701,6 +703,9 @@ impl Session {
                     self.begin(out, "update");
                     let _ = write!(out.buf, ",\"ts\":{now_ns},\"quotes\":[");
                 }
+                if sent > 0 {
+                    f.conflated += v - sent - 1;
+                }
                 out.buf.extend_from_slice(mkt.fragment(s, sent));
                 self.subs[k].1 = v;
                 f.quotes += 1;
@@ -712,9 +717,7 @@ impl Session {
                 self.end(out, now_ns);
             }
             if let Some(p) = &self.portfolio
-                && p.holdings
-                    .iter()
-                    .any(|h| mkt.syms[h.0 as usize].version > h.2)
+                && p.holdings.iter().any(|h| mkt.versions[h.0 as usize] > h.2)
             {
                 self.send_portfolio(now_ns, mkt, out, None);
             }

@@ -78,6 +78,7 @@ pub struct Worker {
     live_counted: bool,
     next_limit_log_ns: u64,
     next_gauges_ns: u64,
+    local: crate::metrics::Local,
     index: usize,
 }
 
@@ -130,6 +131,7 @@ impl Worker {
             live_counted: false,
             next_limit_log_ns: 0,
             next_gauges_ns: 0,
+            local: Default::default(),
             index,
         })
     }
@@ -137,9 +139,12 @@ impl Worker {
     /// Runs until the server's stop flag is set, then closes every connection with 1001.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let tick = std::time::Duration::from_nanos(self.shared.cfg.tick_ns);
+        let tick_ns = self.shared.cfg.tick_ns;
+        let mut next_tick = realtime_ns();
         while !self.shared.stop.load(Relaxed) {
-            if let Err(e) = self.poll.poll(&mut events, Some(tick)) {
+            let wait = next_tick.saturating_sub(realtime_ns()).min(tick_ns);
+            let wait = std::time::Duration::from_nanos(wait);
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("gateway: worker {}: poll: {e}", self.index);
                     break;
@@ -159,7 +164,12 @@ impl Worker {
                     }
                 }
             }
-            self.tick(now);
+            // the source is read and flushes happen once per tick, however many socket events
+            // come in between: a busy loop does not turn into one write per change
+            if now >= next_tick {
+                next_tick = now + tick_ns;
+                self.tick(now);
+            }
         }
         let now = realtime_ns();
         for i in 0..self.conns.len() {
@@ -235,6 +245,7 @@ impl Worker {
             }
         }
         self.due = due;
+        self.local.publish(&self.shared.metrics);
         if self.index == 0 && now >= self.next_gauges_ns {
             self.next_gauges_ns = now + 1_000_000_000;
             let stale = self.market.syms.iter().filter(|s| s.quote.stale).count();
@@ -512,7 +523,7 @@ impl Worker {
         let mut session = self.new_session(i, now);
         self.outbox.clear();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let lim = self.shared.limits.clone();
+        let lim = self.shared.limits;
         let _ = session.subscribe(
             now,
             &refs,
@@ -529,7 +540,7 @@ impl Worker {
         let mut out = http::SSE_HEAD.to_vec();
         let first = session.seq() + 1 - self.outbox.messages().count() as u64;
         sse_frames(&mut out, &self.outbox, first);
-        self.count_sent(&self.outbox);
+        Self::count_sent(&mut self.local, &self.outbox);
         if let Some(Some(c)) = self.conns.get_mut(i) {
             c.session = Some(session);
             c.state = State::Sse(s, out);
@@ -538,13 +549,9 @@ impl Worker {
         self.reschedule(i, now);
     }
 
-    fn count_sent(&self, out: &Outbox) {
-        let m = &self.shared.metrics;
-        let n = out.messages().count() as u64;
-        if n > 0 {
-            m.messages_sent_total.fetch_add(n, Relaxed);
-            m.bytes_sent_total.fetch_add(out.len() as u64, Relaxed);
-        }
+    fn count_sent(local: &mut crate::metrics::Local, out: &Outbox) {
+        local.messages += out.messages().count() as u64;
+        local.bytes += out.len() as u64;
     }
 
     fn on_handshake(
@@ -576,7 +583,7 @@ impl Worker {
     }
 
     fn read_ws(&mut self, i: usize, now: u64) {
-        let lim = self.shared.limits.clone();
+        let lim = self.shared.limits;
         let mut verdict = Verdict::Ok;
         self.outbox.clear();
         let Some(Some(c)) = self.conns.get_mut(i) else {
@@ -670,7 +677,7 @@ impl Worker {
 
     /// Sends the outbox on connection `i` (one write) and notes whether it drained.
     fn send_outbox(&mut self, i: usize, now: u64) {
-        self.count_sent(&self.outbox);
+        Self::count_sent(&mut self.local, &self.outbox);
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
         };
@@ -679,7 +686,10 @@ impl Worker {
             State::Ws(ws) => {
                 let mut ok = true;
                 for msg in self.outbox.messages() {
-                    let text = String::from_utf8_lossy(msg).into_owned();
+                    // our JSON is UTF-8 by construction; checked anyway, never sent if not
+                    let Ok(text) = String::from_utf8(msg.to_vec()) else {
+                        continue;
+                    };
                     match ws.write(Message::text(text)) {
                         Ok(()) => {}
                         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -796,7 +806,7 @@ impl Worker {
 
     /// Wakes connection `i`: timeouts, then a flush if its buffer is empty.
     fn service(&mut self, i: usize, now: u64, immediate: bool) {
-        let cfg = self.shared.cfg.clone();
+        let cfg = Timeouts::of(&self.shared.cfg);
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
         };
@@ -892,6 +902,28 @@ impl Worker {
             }
         }
         self.reschedule(i, now);
+    }
+}
+
+/// The settings a wake-up needs, copied out of the shared config.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    handshake_timeout_ns: u64,
+    stall_timeout_ns: u64,
+    idle_timeout_ns: u64,
+    ping_interval_ns: u64,
+    exchange_utc_offset_ns: i64,
+}
+
+impl Timeouts {
+    fn of(c: &crate::server::ServerCfg) -> Self {
+        Timeouts {
+            handshake_timeout_ns: c.handshake_timeout_ns,
+            stall_timeout_ns: c.stall_timeout_ns,
+            idle_timeout_ns: c.idle_timeout_ns,
+            ping_interval_ns: c.ping_interval_ns,
+            exchange_utc_offset_ns: c.exchange_utc_offset_ns,
+        }
     }
 }
 

@@ -1,0 +1,421 @@
+//! The fan-out load client (`bench fanout-client`): one process holding many WebSocket
+//! connections (at most ~19,900 here: one file each), bound to several 127.x source addresses,
+//! each subscribing to K symbols of the synthetic market with a chosen throttle. It measures
+//! each update's age at receipt against the freshest quote's feed receive stamp (`rx`, ns since
+//! the epoch; the synthetic source stamps its publish time there) into an HDR histogram, checks
+//! that every connection's `seq` has no holes, answers pings, reconnects what closes, and
+//! prints one JSON line of counts (the histogram goes to a `.hdr` file).
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Options.
+#[derive(Debug, Clone)]
+pub struct LoadOpts {
+    /// Gateway address.
+    pub connect: SocketAddr,
+    /// Connections.
+    pub conns: usize,
+    /// Source addresses, used in turn.
+    pub sources: Vec<IpAddr>,
+    /// Symbols in the market (named as the synthetic source names them).
+    pub universe: usize,
+    /// Symbols per connection.
+    pub per_conn: usize,
+    /// Conflation window asked for.
+    pub throttle_ms: u64,
+    /// Seconds measured once every connection is up.
+    pub duration_s: u64,
+    /// Seconds allowed to connect.
+    pub connect_timeout_s: u64,
+    /// Where the age histogram goes.
+    pub hdr: Option<std::path::PathBuf>,
+    /// Connections in the middle of connecting at once.
+    pub in_flight: usize,
+    /// Created when the measuring window starts (for an orchestrator to sample the server).
+    pub ready_file: Option<std::path::PathBuf>,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum St {
+    Connecting,
+    Handshake,
+    Open,
+    Dead,
+}
+
+struct C {
+    s: TcpStream,
+    st: St,
+    buf: Vec<u8>,
+    seq: u64,
+    sent_sub: bool,
+    wbuf: Vec<u8>,
+    idx: usize,
+}
+
+/// What a run counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    /// Connections open at the end.
+    pub held: u64,
+    /// Connections that completed the handshake at least once.
+    pub established: u64,
+    /// Connect or handshake failures.
+    pub errors: u64,
+    /// Connections the server closed or reset.
+    pub closed: u64,
+    /// Reconnections made.
+    pub reconnects: u64,
+    /// Messages received (all types) in the window.
+    pub messages: u64,
+    /// Update messages in the window.
+    pub updates: u64,
+    /// Quote objects in update messages in the window.
+    pub quotes: u64,
+    /// Sequence holes seen.
+    pub holes: u64,
+}
+
+fn find(h: &[u8], n: &[u8], from: usize) -> Option<usize> {
+    if h.len() < n.len() {
+        return None;
+    }
+    (from..=h.len() - n.len()).find(|&i| h[i] == n[0] && &h[i..i + n.len()] == n)
+}
+
+fn num_at(h: &[u8], at: usize) -> u64 {
+    h[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |a, b| a * 10 + (b - b'0') as u64)
+}
+
+/// A masked client frame.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let n = payload.len();
+    if n < 126 {
+        f.push(0x80 | n as u8);
+    } else if n < 65536 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    let key = [0x12, 0x34, 0x56, 0x78];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+fn connect(o: &LoadOpts, k: usize) -> io::Result<TcpStream> {
+    let src = o.sources[k % o.sources.len()];
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    // choose the port at connect time, per destination (IP_BIND_ADDRESS_NO_PORT = 24)
+    let one: libc::c_int = 1;
+    // SAFETY: a valid fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::IPPROTO_IP,
+            24,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    match s.connect(&o.connect.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
+/// Runs the client; returns its counts and the age histogram (µs).
+pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut events = Events::with_capacity(4096);
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut n = Counts::default();
+    let mut conns: Vec<Option<C>> = (0..o.conns).map(|_| None).collect();
+    let mut next = 0usize;
+    let mut connecting = 0usize;
+    let start = Instant::now();
+    let mut window: Option<Instant> = None;
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        o.connect
+    );
+    let subscribe = |idx: usize| -> Vec<u8> {
+        let syms: Vec<String> = (0..o.per_conn)
+            .map(|j| {
+                format!(
+                    "\"{}\"",
+                    gateway::synth::symbol_name((idx * 7919 + j * 101) % o.universe.max(1))
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"op":"subscribe","symbols":[{}],"throttle_ms":{}}}"#,
+            syms.join(","),
+            o.throttle_ms
+        );
+        frame(1, text.as_bytes())
+    };
+    let mut open = 0usize;
+    let mut rbuf = vec![0u8; 65536];
+    let mut dead: Vec<usize> = Vec::new();
+    loop {
+        // keep connections being made, a bounded number at a time
+        while connecting < o.in_flight {
+            let k = match dead.pop() {
+                Some(k) => {
+                    n.reconnects += 1;
+                    k
+                }
+                None if next < o.conns => {
+                    next += 1;
+                    next - 1
+                }
+                None => break,
+            };
+            match connect(o, k) {
+                Ok(mut s) => {
+                    poll.registry()
+                        .register(&mut s, Token(k), Interest::READABLE | Interest::WRITABLE)
+                        .map_err(|e| e.to_string())?;
+                    conns[k] = Some(C {
+                        s,
+                        st: St::Connecting,
+                        buf: Vec::new(),
+                        seq: 0,
+                        sent_sub: false,
+                        wbuf: Vec::new(),
+                        idx: k,
+                    });
+                    connecting += 1;
+                }
+                Err(e) => {
+                    n.errors += 1;
+                    if n.errors < 5 {
+                        eprintln!("fanout-client: connect: {e}");
+                    }
+                    dead.push(k);
+                    break;
+                }
+            }
+        }
+        if window.is_none() && (open == o.conns || start.elapsed().as_secs() >= o.connect_timeout_s)
+        {
+            eprintln!(
+                "fanout-client: {open} of {} connected in {:.1} s; measuring {} s",
+                o.conns,
+                start.elapsed().as_secs_f64(),
+                o.duration_s
+            );
+            window = Some(Instant::now());
+            if let Some(p) = &o.ready_file {
+                let _ = std::fs::write(p, b"ready\n");
+            }
+            n.messages = 0;
+            n.updates = 0;
+            n.quotes = 0;
+            hist.reset();
+        }
+        if let Some(w) = window
+            && w.elapsed() >= Duration::from_secs(o.duration_s)
+        {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(5)))
+            .map_err(|e| e.to_string())?;
+        let measuring = window.is_some();
+        for ev in events.iter() {
+            let k = ev.token().0;
+            let Some(c) = conns[k].as_mut() else { continue };
+            let mut fail = false;
+            if c.st == St::Connecting && (ev.is_writable() || ev.is_error()) {
+                if ev.is_error() || c.s.peer_addr().is_err() {
+                    fail = true;
+                } else {
+                    c.st = St::Handshake;
+                    c.wbuf.extend_from_slice(request.as_bytes());
+                }
+            }
+            if !fail && !c.wbuf.is_empty() {
+                match c.s.write(&c.wbuf) {
+                    Ok(w) => {
+                        c.wbuf.drain(..w);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => fail = true,
+                }
+            }
+            if !fail && (ev.is_readable() || ev.is_read_closed()) {
+                loop {
+                    match c.s.read(&mut rbuf) {
+                        Ok(0) => {
+                            fail = true;
+                            break;
+                        }
+                        Ok(r) => c.buf.extend_from_slice(&rbuf[..r]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            fail = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if c.st == St::Handshake
+                && let Some(end) = find(&c.buf, b"\r\n\r\n", 0)
+            {
+                if !c.buf.starts_with(b"HTTP/1.1 101") {
+                    fail = true;
+                } else {
+                    c.buf.drain(..end + 4);
+                    c.st = St::Open;
+                    connecting -= 1;
+                    open += 1;
+                    n.established += 1;
+                    if !c.sent_sub && o.per_conn > 0 {
+                        c.sent_sub = true;
+                        let f = subscribe(c.idx);
+                        c.wbuf.extend_from_slice(&f);
+                        if let Ok(w) = c.s.write(&c.wbuf) {
+                            c.wbuf.drain(..w);
+                        }
+                    }
+                }
+            }
+            if c.st == St::Open {
+                // frames
+                let mut at = 0;
+                let now_ns = feed_handler::sock::realtime_ns();
+                while c.buf.len() - at >= 2 {
+                    let b = &c.buf[at..];
+                    let (len, hl) = match b[1] & 0x7f {
+                        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                        127 if b.len() >= 10 => (
+                            u64::from_be_bytes(b[2..10].try_into().expect("8")) as usize,
+                            10,
+                        ),
+                        126 | 127 => break,
+                        l => (l as usize, 2),
+                    };
+                    if b.len() < hl + len {
+                        break;
+                    }
+                    let op = b[0] & 0x0f;
+                    let p = &b[hl..hl + len];
+                    match op {
+                        1 => {
+                            if let Some(i) = find(p, b"\"seq\":", 0) {
+                                let s = num_at(p, i + 6);
+                                if s != c.seq + 1 {
+                                    n.holes += 1;
+                                }
+                                c.seq = s;
+                            }
+                            if measuring {
+                                n.messages += 1;
+                                if p.starts_with(b"{\"type\":\"update\"") {
+                                    n.updates += 1;
+                                    let mut max_rx = 0;
+                                    let mut from = 0;
+                                    while let Some(i) = find(p, b"\"rx\":", from) {
+                                        max_rx = max_rx.max(num_at(p, i + 5));
+                                        n.quotes += 1;
+                                        from = i + 5;
+                                    }
+                                    if max_rx > 0 {
+                                        let age_us = now_ns.saturating_sub(max_rx) / 1000;
+                                        let _ = hist.record(age_us.max(1));
+                                    }
+                                }
+                            }
+                        }
+                        8 => fail = true,
+                        9 => {
+                            let f = frame(10, p);
+                            c.wbuf.extend_from_slice(&f);
+                            if let Ok(w) = c.s.write(&c.wbuf) {
+                                c.wbuf.drain(..w);
+                            }
+                        }
+                        _ => {}
+                    }
+                    at += hl + len;
+                }
+                c.buf.drain(..at);
+            }
+            if fail {
+                match c.st {
+                    St::Open => {
+                        open -= 1;
+                        n.closed += 1;
+                    }
+                    St::Connecting | St::Handshake => {
+                        connecting -= 1;
+                        n.errors += 1;
+                    }
+                    St::Dead => {}
+                }
+                c.st = St::Dead;
+                let _ = poll.registry().deregister(&mut c.s);
+                conns[k] = None;
+                dead.push(k);
+            }
+        }
+    }
+    n.held = open as u64;
+    Ok((n, hist))
+}
+
+/// Writes a histogram as a `.hdr` file (V2 serialization).
+pub fn save_hdr(h: &Histogram<u64>, path: &std::path::Path) -> Result<(), String> {
+    use hdrhistogram::serialization::{Serializer, V2Serializer};
+    let mut f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    V2Serializer::new()
+        .serialize(h, &mut f)
+        .map_err(|e| format!("{}: {e:?}", path.display()))?;
+    Ok(())
+}
+
+/// Reads a `.hdr` file.
+pub fn load_hdr(path: &std::path::Path) -> Result<Histogram<u64>, String> {
+    use hdrhistogram::serialization::Deserializer;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Deserializer::new()
+        .deserialize(&mut f)
+        .map_err(|e| format!("{}: {e:?}", path.display()))
+}
+
+/// `bench fanout-client`: runs and prints the counts as one JSON line.
+pub fn main(o: &LoadOpts) -> Result<(), String> {
+    let (n, h) = run(o)?;
+    if let Some(p) = &o.hdr {
+        save_hdr(&h, p)?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "held": n.held, "established": n.established, "errors": n.errors,
+            "closed": n.closed, "reconnects": n.reconnects, "messages": n.messages,
+            "updates": n.updates, "quotes": n.quotes, "holes": n.holes,
+            "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99),
+        })
+    );
+    Ok(())
+}
