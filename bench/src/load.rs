@@ -38,6 +38,28 @@ pub struct LoadOpts {
     pub in_flight: usize,
     /// Created when the measuring window starts (for an orchestrator to sample the server).
     pub ready_file: Option<std::path::PathBuf>,
+    /// Take the symbols from this `/v1/symbols` URL instead of the synthetic names.
+    pub symbols_from: Option<String>,
+}
+
+/// The symbols a gateway's `/v1/symbols` lists (`http://HOST:PORT/v1/symbols`).
+pub fn fetch_symbols(url: &str) -> Result<Vec<String>, String> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| format!("{host}: {e}"))?;
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    let body = r.split_once("\r\n\r\n").map_or("", |x| x.1);
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{url}: {e}"))?;
+    Ok(v["symbols"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["s"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
@@ -157,14 +179,18 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         o.connect
     );
+    let names: Vec<String> = match &o.symbols_from {
+        Some(u) => fetch_symbols(u)?,
+        None => (0..o.universe.max(1))
+            .map(gateway::synth::symbol_name)
+            .collect(),
+    };
+    if names.is_empty() {
+        return Err("no symbols to subscribe to".into());
+    }
     let subscribe = |idx: usize| -> Vec<u8> {
-        let syms: Vec<String> = (0..o.per_conn)
-            .map(|j| {
-                format!(
-                    "\"{}\"",
-                    gateway::synth::symbol_name((idx * 7919 + j * 101) % o.universe.max(1))
-                )
-            })
+        let syms: Vec<String> = (0..o.per_conn.min(names.len()))
+            .map(|j| format!("\"{}\"", names[(idx * 7919 + j * 101) % names.len()]))
             .collect();
         let text = format!(
             r#"{{"op":"subscribe","symbols":[{}],"throttle_ms":{}}}"#,
@@ -269,7 +295,13 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
                             fail = true;
                             break;
                         }
-                        Ok(r) => c.buf.extend_from_slice(&rbuf[..r]),
+                        Ok(r) => {
+                            c.buf.extend_from_slice(&rbuf[..r]);
+                            // a short read drained the socket: the next data is a new edge
+                            if r < rbuf.len() {
+                                break;
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(_) => {
                             fail = true;

@@ -22,9 +22,14 @@ const USAGE: &str = "usage: bench NAME [options]
            [--conns N] (38,000) [--gateways N] (2) [--clients N] (2) [--symbols N] (5,000)
            [--rate N] (20,000) [--per-conn N] (50) [--throttle N] (1000 ms) [--duration N] (30 s)
            [--eff-conns N] (2,000) [--idle-conns N] (19,000) [--only capacity|memory|efficiency]
+  e2e      replayer -> feed-handler -> book -> gateway -> load client, each a process, with the
+           age at each stage boundary; markdown summary and plot in bench/results/:
+           [--rate N] (10,000 ITCH msg/s: ~10 quote changes/s per symbol) [--symbols N] (1,000) [--conns N] (10,000)
+           [--per-conn N] (20) [--throttle MS] (100) [--duration S] (30)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
-           [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]";
+           [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
+           [--symbols-from http://HOST:PORT/v1/symbols]";
 
 fn text_flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -94,6 +99,19 @@ fn main() -> ExitCode {
             eprintln!("machine: {}", bench::machine());
             bench::fanout::run(&o)
         })(),
+        Some("e2e") => (|| {
+            let o = bench::e2e::E2eBench {
+                rate: flag(&args, "--rate", 10_000)?,
+                symbols: flag(&args, "--symbols", 1000)? as usize,
+                conns: flag(&args, "--conns", 10_000)? as usize,
+                per_conn: flag(&args, "--per-conn", 20)? as usize,
+                throttle_ms: flag(&args, "--throttle", 100)?,
+                duration_s: flag(&args, "--duration", 30)?,
+                results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::e2e::run(&o)
+        })(),
         Some("fanout-client") => (|| {
             let connect = text_flag(&args, "--connect")
                 .ok_or("--connect ADDR is required")?
@@ -116,6 +134,7 @@ fn main() -> ExitCode {
                 hdr: text_flag(&args, "--hdr").map(std::path::PathBuf::from),
                 in_flight: flag(&args, "--in-flight", 256)? as usize,
                 ready_file: text_flag(&args, "--ready-file").map(std::path::PathBuf::from),
+                symbols_from: text_flag(&args, "--symbols-from"),
             };
             bench::load::main(&o)
         })(),
