@@ -499,8 +499,11 @@ fn write_summary(
     let _ = writeln!(
         md,
         "\nStage figures are differences of the cumulative ages (percentiles do not add exactly). \
-         The ring and quote-table readers poll every 1 ms (their ages are up to 1 ms late). Most of the age at the client is \
-         the conflation window: a quote waits for its connection's next flush.\n\n\
+         The ring and quote-table readers poll every 1 ms (their ages are up to 1 ms late). The \
+         window itself hardly shows: each update carries its freshest quote, taken when the \
+         frame is written. The rest of the age at the client is delivery: socket queues and \
+         the load clients' own reading on this 2-core machine, which all of the pipeline \
+         shares.\n\n\
          ![percentiles](e2e-percentiles.svg)\n\nHistograms: `e2e_client_age_us.hdr`, \
          `e2e_ring_age_us.hdr`, `e2e_quote_age_us.hdr` (µs; not committed)."
     );

@@ -57,6 +57,22 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         anomaly_min_sample: usize,
     },
+    /// A summary of the quote table (symbols, stale, halted, anomalies, update rate, freshness),
+    /// once or as a live view.
+    Stat {
+        /// Feed ring name or path (the table is <ring>.quotes).
+        #[arg(long, default_value = "itch")]
+        ring: String,
+        /// Quote table name or path (overrides --ring).
+        #[arg(long)]
+        quotes: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// A live view: print again every this many seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
     /// Print the quote table a running `book run` publishes.
     Quotes {
         /// Feed ring name or path (the table is <ring>.quotes).
@@ -184,8 +200,79 @@ fn run(
     Ok(())
 }
 
+/// What `book stat` prints.
+fn table_stat(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let r = book::quotes::QuoteReader::attach(path).map_err(|e| {
+        format!("{e} (is `book run` running? it creates the table)")
+    })?;
+    let (mut n, mut stale, mut halted, mut anomaly, mut updates, mut newest) = (0u64, 0, 0, 0, 0u64, 0u64);
+    for i in 0..r.slots() {
+        let Some(q) = r.read(i) else { continue };
+        n += 1;
+        stale += q.stale as u64;
+        halted += (q.state == b'H' || q.state == b'P') as u64;
+        anomaly += q.anomaly as u64;
+        updates += q.updates;
+        newest = newest.max(q.recv_ns);
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(r.writer_pid() as libc::pid_t, 0) } == 0;
+    let now = feed_handler::sock::realtime_ns();
+    Ok(serde_json::json!({
+        "table": path.display().to_string(), "writer_pid": r.writer_pid(), "writer_alive": alive,
+        "symbols": n, "stale": stale, "halted_or_paused": halted, "anomalies": anomaly,
+        "updates": updates,
+        "newest_age_ms": if newest > 0 { (now.saturating_sub(newest) / 1_000_000) as i64 } else { -1 },
+    }))
+}
+
+fn print_stat(v: &serde_json::Value, prev: Option<(u64, std::time::Instant)>, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    let rate = prev.map(|(u, t)| {
+        (v["updates"].as_u64().unwrap_or(0).saturating_sub(u)) as f64 / t.elapsed().as_secs_f64()
+    });
+    println!("quote table {}  (writer pid {}, {})", v["table"].as_str().unwrap_or(""),
+        v["writer_pid"], if v["writer_alive"] == true { "alive" } else { "GONE: quotes are stale" });
+    println!("  symbols {:>8}   stale {:>6}   halted/paused {:>5}   anomalies {:>5}",
+        v["symbols"], v["stale"], v["halted_or_paused"], v["anomalies"]);
+    println!("  updates {:>8}   {}   newest quote received {} ms ago",
+        v["updates"], rate.map_or("".to_string(), |r| format!("{r:.0} updates/s")), v["newest_age_ms"]);
+}
+
 fn main() -> ExitCode {
     match Cli::parse().cmd {
+        Cmd::Stat { ring, quotes, json, watch } => {
+            let path = quotes_path(&ring, quotes);
+            let stop = feed_handler::agent::stop_on_signals();
+            let mut prev: Option<(u64, std::time::Instant)> = None;
+            loop {
+                match table_stat(&path) {
+                    Ok(v) => {
+                        if watch.is_some() && !json {
+                            print!("\x1b[2J\x1b[H");
+                        }
+                        print_stat(&v, prev, json);
+                        prev = Some((v["updates"].as_u64().unwrap_or(0), std::time::Instant::now()));
+                    }
+                    Err(e) => {
+                        eprintln!("book stat: {e}");
+                        if watch.is_none() {
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                let Some(secs) = watch else { return ExitCode::SUCCESS };
+                for _ in 0..secs.max(1) * 10 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return ExitCode::SUCCESS;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
         Cmd::Quotes { ring, quotes, json } => match print_quotes(&quotes_path(&ring, quotes), json)
         {
             Ok(()) => ExitCode::SUCCESS,

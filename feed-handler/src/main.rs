@@ -48,6 +48,12 @@ enum Cmd {
         /// One JSON object.
         #[arg(long)]
         json: bool,
+        /// A live view: print again every this many seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+        /// Prometheus text exposition (for node_exporter's textfile collector).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
     },
     /// Print the records of a ring, one JSON object a line (from the journal for the past).
     Tail {
@@ -66,13 +72,36 @@ enum Cmd {
     },
 }
 
-fn stat(ring: &str, json: bool) -> Result<(), String> {
+fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
     use feed_handler::counters::{
         CHANNEL_COUNTERS, CountersReader, LINE_COUNTERS, LINES, counters_path,
     };
     let path = counters_path(&feed_handler::ring::ring_path(ring));
     let r = CountersReader::open(&path)?;
     let chans = r.read();
+    if prometheus {
+        let age = feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) as f64 / 1e9;
+        println!("# HELP feed_counters_age_seconds Since the feed handler last wrote its counters.");
+        println!("# TYPE feed_counters_age_seconds gauge\nfeed_counters_age_seconds {age:.3}");
+        for (i, (n, help)) in CHANNEL_COUNTERS.iter().enumerate() {
+            println!("# HELP feed_{n} {help}\n# TYPE feed_{n} gauge");
+            for c in &chans {
+                println!("feed_{n}{{channel=\"{}\"}} {}", c.name, c.channel[i]);
+            }
+        }
+        for (i, (n, help)) in LINE_COUNTERS.iter().enumerate() {
+            println!("# HELP feed_line_{n} {help}\n# TYPE feed_line_{n} gauge");
+            for c in &chans {
+                for (l, ln) in LINES.iter().enumerate() {
+                    println!(
+                        "feed_line_{n}{{channel=\"{}\",line=\"{ln}\"}} {}",
+                        c.name, c.lines[l][i]
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
     if json {
         let v: Vec<serde_json::Value> = chans
             .iter()
@@ -179,7 +208,30 @@ fn main() -> ExitCode {
             feed_handler::config::Config::load(&config).and_then(feed_handler::agent::run),
             "run",
         ),
-        Cmd::Stat { ring, json } => done(stat(&ring, json), "stat"),
+        Cmd::Stat {
+            ring,
+            json,
+            watch,
+            prometheus,
+        } => match watch {
+            None => done(stat(&ring, json, prometheus), "stat"),
+            Some(secs) => {
+                let stop = feed_handler::agent::stop_on_signals();
+                loop {
+                    // clear the screen, then the counters
+                    print!("\x1b[2J\x1b[H");
+                    if let Err(e) = stat(&ring, json, prometheus) {
+                        eprintln!("feed-handler stat: {e}");
+                    }
+                    for _ in 0..secs.max(1) * 10 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return ExitCode::SUCCESS;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            }
+        },
         Cmd::Tail {
             ring,
             from_start,

@@ -26,6 +26,16 @@ enum Cmd {
     /// Serve the quote table of a running `book run` (or `gateway synth`) until Ctrl-C or
     /// SIGTERM. Several gateway processes may serve the same port (SO_REUSEPORT).
     Run(RunArgs),
+    /// A running gateway's counters from its /metrics: connections, subscriptions, messages,
+    /// bytes and quotes per second, slow clients, closes, latency; once or as a live view.
+    Stat {
+        /// The gateway's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// A live view: print again every this many seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
     /// Write a synthetic market into a quote table (for benchmarks and trials) until Ctrl-C.
     Synth {
         /// Quote table name (under /dev/shm) or path.
@@ -161,10 +171,111 @@ fn run(a: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn scrape(addr: SocketAddr) -> Result<std::collections::HashMap<String, f64>, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+        .map_err(|e| format!("{addr}: {e} (is `gateway run --listen {addr}` running?)"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    Ok(r.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The bucket bound (ms) under which `q` of a histogram's observations fall.
+fn quantile_ms(m: &std::collections::HashMap<String, f64>, name: &str, q: f64) -> Option<f64> {
+    let mut b: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(name)?.strip_prefix("_bucket{le=\"")?.strip_suffix("\"}")?;
+            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, *v))
+        })
+        .collect();
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let total = b.last()?.1;
+    (total > 0.0).then(|| b.iter().find(|x| x.1 >= total * q).map_or(f64::NAN, |x| x.0 * 1000.0))
+}
+
+fn stat(addr: SocketAddr, watch: Option<u64>) -> Result<(), String> {
+    let stop = feed_handler::agent::stop_on_signals();
+    let mut prev: Option<(std::collections::HashMap<String, f64>, std::time::Instant)> = None;
+    loop {
+        let m = scrape(addr)?;
+        let g = |k: &str| m.get(&format!("gateway_{k}")).copied().unwrap_or(0.0);
+        let rate = |k: &str| {
+            prev.as_ref().map_or(String::from("-"), |(p, t)| {
+                let d = g(k) - p.get(&format!("gateway_{k}")).copied().unwrap_or(0.0);
+                format!("{:.0}/s", d / t.elapsed().as_secs_f64())
+            })
+        };
+        if watch.is_some() {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!(
+            "gateway {addr}: source {}, {} symbols ({} stale)",
+            if g("source_live") > 0.0 { "live" } else { "DOWN" },
+            g("symbols"),
+            g("stale_symbols")
+        );
+        println!(
+            "  connections {} (websocket {}, sse {}), subscriptions {}, accepted {}, refused {}",
+            g("connections"),
+            g("websocket_connections"),
+            g("sse_connections"),
+            g("subscriptions"),
+            g("accepted_total"),
+            g("rejected_total")
+        );
+        println!(
+            "  sent: messages {} ({}), quotes {} ({}), bytes {} ({}), writes {} ({})",
+            g("messages_sent_total"),
+            rate("messages_sent_total"),
+            g("quotes_sent_total"),
+            rate("quotes_sent_total"),
+            g("bytes_sent_total"),
+            rate("bytes_sent_total"),
+            g("flushes_total"),
+            rate("flushes_total")
+        );
+        println!(
+            "  slow clients: conflated {} times, closed 1013 {}; closed 1008 {}, protocol {}, idle {}, handshake timeouts {}",
+            g("slow_client_events_total"),
+            g("slow_client_closed_total"),
+            g("policy_closed_total"),
+            g("protocol_closed_total"),
+            g("idle_closed_total"),
+            g("handshake_timeouts_total")
+        );
+        let q = |n: &str, p: f64| quantile_ms(&m, n, p).map_or("-".into(), |v| format!("{v} ms"));
+        println!(
+            "  age at write from feed receive: p50 <= {}, p99 <= {}; from exchange: p99 <= {}",
+            q("gateway_age_from_receive_seconds", 0.5),
+            q("gateway_age_from_receive_seconds", 0.99),
+            q("gateway_age_from_exchange_seconds", 0.99)
+        );
+        let Some(secs) = watch else { return Ok(()) };
+        prev = Some((m, std::time::Instant::now()));
+        for _ in 0..secs.max(1) * 10 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(a) => run(a),
+        Cmd::Stat { addr, watch } => stat(addr, watch),
         Cmd::Synth {
             quotes,
             symbols,
