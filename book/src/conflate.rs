@@ -63,7 +63,13 @@ pub struct Conflator {
 impl Conflator {
     /// Attaches to the feed ring at `ring` and creates the quote table at `quotes`.
     pub fn new(ring: &Path, quotes: &Path, slots: usize) -> Result<Self, String> {
-        let sub = Subscriber::attach(ring, Start::Beginning).map_err(|e| e.to_string())?;
+        let sub = Subscriber::attach(ring, Start::Beginning).map_err(|e| {
+            format!(
+                "{e} (start `feed-handler run` first: its config's `ring` names the ring, \
+                 here {})",
+                ring.display()
+            )
+        })?;
         let catch_up_to = sub.ring().head();
         let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
             .map_err(|e| format!("{}: {e}", quotes.display()))?;

@@ -202,10 +202,10 @@ fn run(
 
 /// What `book stat` prints.
 fn table_stat(path: &std::path::Path) -> Result<serde_json::Value, String> {
-    let r = book::quotes::QuoteReader::attach(path).map_err(|e| {
-        format!("{e} (is `book run` running? it creates the table)")
-    })?;
-    let (mut n, mut stale, mut halted, mut anomaly, mut updates, mut newest) = (0u64, 0, 0, 0, 0u64, 0u64);
+    let r = book::quotes::QuoteReader::attach(path)
+        .map_err(|e| format!("{e} (is `book run` running? it creates the table)"))?;
+    let (mut n, mut stale, mut halted, mut anomaly, mut updates, mut newest) =
+        (0u64, 0, 0, 0, 0u64, 0u64);
     for i in 0..r.slots() {
         let Some(q) = r.read(i) else { continue };
         n += 1;
@@ -234,17 +234,36 @@ fn print_stat(v: &serde_json::Value, prev: Option<(u64, std::time::Instant)>, js
     let rate = prev.map(|(u, t)| {
         (v["updates"].as_u64().unwrap_or(0).saturating_sub(u)) as f64 / t.elapsed().as_secs_f64()
     });
-    println!("quote table {}  (writer pid {}, {})", v["table"].as_str().unwrap_or(""),
-        v["writer_pid"], if v["writer_alive"] == true { "alive" } else { "GONE: quotes are stale" });
-    println!("  symbols {:>8}   stale {:>6}   halted/paused {:>5}   anomalies {:>5}",
-        v["symbols"], v["stale"], v["halted_or_paused"], v["anomalies"]);
-    println!("  updates {:>8}   {}   newest quote received {} ms ago",
-        v["updates"], rate.map_or("".to_string(), |r| format!("{r:.0} updates/s")), v["newest_age_ms"]);
+    println!(
+        "quote table {}  (writer pid {}, {})",
+        v["table"].as_str().unwrap_or(""),
+        v["writer_pid"],
+        if v["writer_alive"] == true {
+            "alive"
+        } else {
+            "GONE: quotes are stale"
+        }
+    );
+    println!(
+        "  symbols {:>8}   stale {:>6}   halted/paused {:>5}   anomalies {:>5}",
+        v["symbols"], v["stale"], v["halted_or_paused"], v["anomalies"]
+    );
+    println!(
+        "  updates {:>8}   {}   newest quote received {} ms ago",
+        v["updates"],
+        rate.map_or("".to_string(), |r| format!("{r:.0} updates/s")),
+        v["newest_age_ms"]
+    );
 }
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
-        Cmd::Stat { ring, quotes, json, watch } => {
+        Cmd::Stat {
+            ring,
+            quotes,
+            json,
+            watch,
+        } => {
             let path = quotes_path(&ring, quotes);
             let stop = feed_handler::agent::stop_on_signals();
             let mut prev: Option<(u64, std::time::Instant)> = None;
@@ -255,7 +274,10 @@ fn main() -> ExitCode {
                             print!("\x1b[2J\x1b[H");
                         }
                         print_stat(&v, prev, json);
-                        prev = Some((v["updates"].as_u64().unwrap_or(0), std::time::Instant::now()));
+                        prev = Some((
+                            v["updates"].as_u64().unwrap_or(0),
+                            std::time::Instant::now(),
+                        ));
                     }
                     Err(e) => {
                         eprintln!("book stat: {e}");
@@ -264,7 +286,9 @@ fn main() -> ExitCode {
                         }
                     }
                 }
-                let Some(secs) = watch else { return ExitCode::SUCCESS };
+                let Some(secs) = watch else {
+                    return ExitCode::SUCCESS;
+                };
                 for _ in 0..secs.max(1) * 10 {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         return ExitCode::SUCCESS;

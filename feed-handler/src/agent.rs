@@ -159,8 +159,20 @@ impl Agent {
         for (i, ch) in cfg.channel.iter().enumerate() {
             let open = |l| {
                 sock::multicast_receiver(l, cfg.rcvbuf_bytes).map_err(|e| {
+                    let hint = match e.raw_os_error() {
+                        Some(libc::ENODEV) | Some(libc::EADDRNOTAVAIL) => format!(
+                            " (interface {} must be an address of this host whose interface \
+                             carries multicast; on loopback use 127.0.0.1, see \
+                             docs/deployment.md)",
+                            l.interface
+                        ),
+                        Some(libc::ENOBUFS) => {
+                            " (too many memberships: net.ipv4.igmp_max_memberships)".into()
+                        }
+                        _ => String::new(),
+                    };
                     format!(
-                        "channel {}: cannot join {}:{}: {e}",
+                        "channel {}: cannot join {}:{}: {e}{hint}",
                         ch.name, l.group, l.port
                     )
                 })
@@ -432,7 +444,21 @@ pub fn stop_on_signals() -> &'static AtomicBool {
 pub fn run(cfg: Config) -> Result<(), String> {
     let signalled = stop_on_signals();
     let core = cfg.core;
-    let mut agent = Agent::new(cfg)?;
+    // files this start creates are removed again if it fails (a bad interface, say)
+    let rp = crate::ring::ring_path(&cfg.ring);
+    let files = [rp.clone(), journal_path(&rp), counters_path(&rp)];
+    let existed: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+    let mut agent = match Agent::new(cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            for (f, was) in files.iter().zip(existed) {
+                if !was {
+                    let _ = std::fs::remove_file(f);
+                }
+            }
+            return Err(e);
+        }
+    };
     for w in &agent.warnings {
         eprintln!("feed-handler: warning: {w}");
     }

@@ -81,7 +81,9 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
     let chans = r.read();
     if prometheus {
         let age = feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) as f64 / 1e9;
-        println!("# HELP feed_counters_age_seconds Since the feed handler last wrote its counters.");
+        println!(
+            "# HELP feed_counters_age_seconds Since the feed handler last wrote its counters."
+        );
         println!("# TYPE feed_counters_age_seconds gauge\nfeed_counters_age_seconds {age:.3}");
         for (i, (n, help)) in CHANNEL_COUNTERS.iter().enumerate() {
             println!("# HELP feed_{n} {help}\n# TYPE feed_{n} gauge");

@@ -194,13 +194,27 @@ fn quantile_ms(m: &std::collections::HashMap<String, f64>, name: &str, q: f64) -
     let mut b: Vec<(f64, f64)> = m
         .iter()
         .filter_map(|(k, v)| {
-            let le = k.strip_prefix(name)?.strip_prefix("_bucket{le=\"")?.strip_suffix("\"}")?;
-            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, *v))
+            let le = k
+                .strip_prefix(name)?
+                .strip_prefix("_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                *v,
+            ))
         })
         .collect();
     b.sort_by(|x, y| x.0.total_cmp(&y.0));
     let total = b.last()?.1;
-    (total > 0.0).then(|| b.iter().find(|x| x.1 >= total * q).map_or(f64::NAN, |x| x.0 * 1000.0))
+    (total > 0.0).then(|| {
+        b.iter()
+            .find(|x| x.1 >= total * q)
+            .map_or(f64::NAN, |x| x.0 * 1000.0)
+    })
 }
 
 fn stat(addr: SocketAddr, watch: Option<u64>) -> Result<(), String> {
@@ -220,7 +234,11 @@ fn stat(addr: SocketAddr, watch: Option<u64>) -> Result<(), String> {
         }
         println!(
             "gateway {addr}: source {}, {} symbols ({} stale)",
-            if g("source_live") > 0.0 { "live" } else { "DOWN" },
+            if g("source_live") > 0.0 {
+                "live"
+            } else {
+                "DOWN"
+            },
             g("symbols"),
             g("stale_symbols")
         );
