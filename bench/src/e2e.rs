@@ -39,6 +39,8 @@ pub struct E2eBench {
     pub throttle_ms: u64,
     /// Seconds measured.
     pub duration_s: u64,
+    /// Gateway worker threads.
+    pub workers: usize,
     /// Where results go.
     pub results: PathBuf,
 }

@@ -25,7 +25,7 @@ const USAGE: &str = "usage: bench NAME [options]
   e2e      replayer -> feed-handler -> book -> gateway -> load client, each a process, with the
            age at each stage boundary; markdown summary and plot in bench/results/:
            [--rate N] (10,000 ITCH msg/s: ~10 quote changes/s per symbol) [--symbols N] (1,000) [--conns N] (10,000)
-           [--per-conn N] (20) [--throttle MS] (100) [--duration S] (30)
+           [--per-conn N] (20) [--throttle MS] (100) [--duration S] (30) [--workers N] (1)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
                 per_conn: flag(&args, "--per-conn", 20)? as usize,
                 throttle_ms: flag(&args, "--throttle", 100)?,
                 duration_s: flag(&args, "--duration", 30)?,
+                workers: flag(&args, "--workers", 1)?.max(1) as usize,
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());
