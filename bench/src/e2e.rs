@@ -335,7 +335,14 @@ pub fn run(o: &E2eBench) -> Result<(), String> {
             .map_err(|e| format!("{e:?}"))?;
     }
     drop(procs);
-    for s in ["", ".journal", ".counters", ".quotes", ".quotes.bars"] {
+    for s in [
+        "",
+        ".journal",
+        ".counters",
+        ".quotes",
+        ".quotes.bars",
+        ".quotes.venues",
+    ] {
         let _ = std::fs::remove_file(shm(s));
     }
     let _ = std::fs::remove_dir_all(&work);

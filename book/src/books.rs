@@ -118,6 +118,11 @@ pub struct Instrument {
     pub last: Option<Last>,
     /// Shares traded (printable).
     pub volume: u64,
+    /// Σ price × shares of those trades (Price(4) × shares): volume-weighted average price is
+    /// `notional_e4 / volume`.
+    pub notional_e4: u128,
+    /// Exchange timestamp of the last trade (ns since midnight; 0 before any).
+    pub last_trade_ns: u64,
     /// LULD auction collar (reference, upper, lower), Price(4).
     pub luld: Option<(u32, u32, u32)>,
     /// An operational halt (`h`) is in force on some market (Q Nasdaq, B BX, X PSX).
@@ -144,6 +149,8 @@ impl Default for Instrument {
             state: 0,
             last: None,
             volume: 0,
+            notional_e4: 0,
+            last_trade_ns: 0,
             luld: None,
             operational_halt: None,
             imbalance: None,
@@ -392,6 +399,8 @@ impl Books {
         let x = self.inst(locate);
         x.last = Some(Last { px_e4, qty });
         x.volume += qty;
+        x.notional_e4 += px_e4 as u128 * qty as u128;
+        x.last_trade_ns = ts;
         x.exch_ts_ns = ts;
         let h = x
             .history

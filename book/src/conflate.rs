@@ -2,6 +2,11 @@
 //! when it falls behind), applies every message to the books, and publishes each changed
 //! instrument's latest quote to the quote table once per batch.
 //!
+//! Two tables: `<quotes>` holds one consolidated quote per symbol over every venue (channel)
+//! quoting it (best prices from trusted venues only, last, volume, VWAP; see
+//! [`crate::consolidate`]), and `<quotes>.venues` one quote per venue and symbol. With one
+//! venue the two carry the same prices.
+//!
 //! Staleness: while it rebuilds from the journal after a start, what it publishes is marked
 //! stale, and everything is published fresh once it has caught up with the ring. A gap record
 //! (messages lost for good on a channel) marks every instrument of that channel stale at once;
@@ -10,6 +15,7 @@
 
 use crate::barlog::{BarLogWriter, BarRecord};
 use crate::books::{Books, ClosedBar};
+use crate::consolidate::{VenueQuote, consolidate};
 use crate::quotes::{Quote, QuoteWriter};
 use crate::rebuild::{Rebuild, RebuildConfig};
 use feed_handler::journal::{Start, Subscriber};
@@ -31,6 +37,9 @@ struct Meta {
 pub struct Conflator {
     sub: Subscriber,
     quotes: QuoteWriter,
+    venue_table: QuoteWriter,
+    /// Per symbol: its consolidated slot, updates published, and each venue's view.
+    symbols: HashMap<[u8; 8], (usize, u64, Vec<VenueQuote>)>,
     books: HashMap<u16, Books>,
     meta: HashMap<(u16, u16), Meta>,
     slot_of: HashMap<(u16, [u8; 8]), usize>,
@@ -71,6 +80,11 @@ impl Conflator {
             )
         })?;
         let catch_up_to = sub.ring().head();
+        let mut venues_path = quotes.as_os_str().to_owned();
+        venues_path.push(".venues");
+        let venue_table =
+            QuoteWriter::create(Path::new(&venues_path), slots, (slots as u64 * 4).max(1024))
+                .map_err(|e| format!("{}: {e}", Path::new(&venues_path).display()))?;
         let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
             .map_err(|e| format!("{}: {e}", quotes.display()))?;
         let mut bars_path = quotes.path().as_os_str().to_owned();
@@ -84,6 +98,8 @@ impl Conflator {
             history: crate::bars::HistoryConfig::default(),
             overruns_seen: 0,
             quotes,
+            venue_table,
+            symbols: HashMap::new(),
             books: HashMap::new(),
             meta: HashMap::new(),
             slot_of: HashMap::new(),
@@ -277,7 +293,7 @@ impl Conflator {
             let slot = match self.slot_of.get(&(channel, sym.0)) {
                 Some(&s) => s,
                 None => {
-                    if self.next_slot >= self.quotes.slots() {
+                    if self.next_slot >= self.venue_table.slots() {
                         continue; // table full: counted by the caller through `published`
                     }
                     self.slot_of.insert((channel, sym.0), self.next_slot);
@@ -290,6 +306,8 @@ impl Conflator {
                 .get(&(channel, locate))
                 .copied()
                 .unwrap_or_default();
+            let stale = x.stale || !self.caught_up;
+            let venue = channel.min(255) as u8;
             let q = Quote {
                 symbol: sym.0,
                 bid: x.best_bid().map(|(p, l)| (p, l.shares)),
@@ -297,7 +315,7 @@ impl Conflator {
                 last: x.last.map(|l| (l.px_e4, l.qty)),
                 volume: x.volume,
                 state: x.state,
-                stale: x.stale || !self.caught_up,
+                stale,
                 anomaly: x.anomaly(),
                 exch_ts_ns: x.exch_ts_ns,
                 recv_ns: meta.recv_ns,
@@ -305,8 +323,56 @@ impl Conflator {
                 updates: x.updates,
                 channel,
                 locate,
+                vwap_e4: (x.volume > 0)
+                    .then(|| ((x.notional_e4 + x.volume as u128 / 2) / x.volume as u128) as u32),
+                bid_venue: venue,
+                ask_venue: venue,
+                untrusted: if stale && channel < 8 {
+                    1 << channel
+                } else {
+                    0
+                },
             };
-            self.quotes.publish(slot, &q);
+            self.venue_table.publish(slot, &q);
+            // the symbol over every venue
+            let n = self.symbols.len();
+            let entry = self.symbols.entry(sym.0).or_insert((n, 0, Vec::new()));
+            let view = VenueQuote {
+                channel,
+                bid: q.bid,
+                ask: q.ask,
+                last: q.last,
+                last_trade_ns: x.last_trade_ns,
+                volume: x.volume,
+                notional_e4: x.notional_e4,
+                state: x.state,
+                stale,
+            };
+            match entry.2.iter_mut().find(|v| v.channel == channel) {
+                Some(v) => *v = view,
+                None => entry.2.push(view),
+            }
+            entry.1 += 1;
+            let (cslot, updates) = (entry.0, entry.1);
+            if cslot >= self.quotes.slots() {
+                continue;
+            }
+            let c = consolidate(&entry.2, |_| false);
+            let cq = Quote {
+                bid: c.bid.map(|(p, s, _)| (p, s)),
+                ask: c.ask.map(|(p, s, _)| (p, s)),
+                last: c.last.map(|(p, s, _)| (p, s)),
+                volume: c.volume,
+                state: c.state,
+                stale: c.stale || !self.caught_up,
+                updates,
+                vwap_e4: c.vwap_e4,
+                bid_venue: c.bid.map_or(0, |b| b.2.min(255) as u8),
+                ask_venue: c.ask.map_or(0, |a| a.2.min(255) as u8),
+                untrusted: c.untrusted as u8,
+                ..q
+            };
+            self.quotes.publish(cslot, &cq);
             self.published += 1;
         }
     }
@@ -320,5 +386,11 @@ impl Conflator {
     pub fn slot(&self, channel: u16, symbol: &str) -> Option<usize> {
         let s = feed_handler::itch::Stock::new(symbol)?;
         self.slot_of.get(&(channel, s.0)).copied()
+    }
+
+    /// The slot of `symbol` in the consolidated table.
+    pub fn consolidated_slot(&self, symbol: &str) -> Option<usize> {
+        let s = feed_handler::itch::Stock::new(symbol)?;
+        self.symbols.get(&s.0).map(|e| e.0)
     }
 }

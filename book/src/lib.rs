@@ -6,9 +6,10 @@
 //!   the books.
 //! - [`quotes`]: the shared-memory quote table (a seqlock slot per instrument) and change feed.
 //! - [`conflate`]: the conflation thread: feed ring (and journal) → books → quote table.
-//!
-//! Still to come (the book issue): rebuilds after an unrecovered gap (full re-request from
-//! sequence 1), bars, anomaly flags.
+//! - [`consolidate`]: one symbol's quotes on several venues into one (best prices from trusted
+//!   venues only, last, volume, VWAP).
+//! - [`bars`], [`barlog`]: 1-second and 1-minute bars and the log the gateway charts from;
+//!   [`rebuild`]: a channel rebuilt from a full re-request after an unrecovered gap.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod barlog;
 pub mod bars;
 pub mod books;
 pub mod conflate;
+pub mod consolidate;
 pub mod ladder;
 pub mod quotes;
 pub mod rebuild;

@@ -17,8 +17,13 @@
 //!   9 flags: state byte (0-7) | has_bid (8) | has_ask (9) | has_last (10) | stale (11) |
 //!            anomaly (12)
 //!  10 exchange timestamp (ns since midnight)   11 receive timestamp (ns since the epoch)
-//!  12 feed sequence   13 update counter   14 channel (0-15) | locate (16-31)   15 reserved
+//!  12 feed sequence   13 update counter   14 channel (0-15) | locate (16-31)
+//!  15 vwap_e4 (0-31) | has_vwap (32) | bid venue (40-47) | ask venue (48-55) |
+//!     untrusted venues, a bit per channel 0-7 (56-63)
 //! ```
+//! The consolidated table (`<ring>.quotes`) has one slot per symbol over every venue (see
+//! [`crate::consolidate`]); the per-venue table (`<ring>.quotes.venues`) one per venue and
+//! symbol, where the venue fields name its own channel.
 //! Keyed by symbol, not by locate (locates differ per venue and per day): a later issue adds
 //! per-venue tables and a consolidated one in the same layout.
 //!
@@ -34,8 +39,9 @@ use std::path::{Path, PathBuf};
 
 /// "ITCHQTB1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ITCHQTB1");
-/// Layout version.
-pub const VERSION: u32 = 1;
+/// Layout version (2: word 15 carries VWAP, the venues of the best prices and the untrusted
+/// venues).
+pub const VERSION: u32 = 2;
 /// Bytes before the slots.
 pub const HEADER: usize = 256;
 /// Bytes per slot.
@@ -73,6 +79,14 @@ pub struct Quote {
     pub channel: u16,
     /// Stock locate on that channel.
     pub locate: u16,
+    /// Volume-weighted average price of the session, Price(4).
+    pub vwap_e4: Option<u32>,
+    /// Channel (venue) of the best bid.
+    pub bid_venue: u8,
+    /// Channel (venue) of the best offer.
+    pub ask_venue: u8,
+    /// Venues left out of the best prices (bit per channel 0-7).
+    pub untrusted: u8,
 }
 
 impl Quote {
@@ -94,6 +108,11 @@ impl Quote {
         w[12] = self.feed_seq;
         w[13] = self.updates;
         w[14] = self.channel as u64 | (self.locate as u64) << 16;
+        w[15] = self.vwap_e4.unwrap_or(0) as u64
+            | (self.vwap_e4.is_some() as u64) << 32
+            | (self.bid_venue as u64) << 40
+            | (self.ask_venue as u64) << 48
+            | (self.untrusted as u64) << 56;
         w
     }
 
@@ -115,6 +134,10 @@ impl Quote {
             updates: w[13],
             channel: w[14] as u16,
             locate: (w[14] >> 16) as u16,
+            vwap_e4: (w[15] >> 32 & 1 == 1).then_some(w[15] as u32),
+            bid_venue: (w[15] >> 40) as u8,
+            ask_venue: (w[15] >> 48) as u8,
+            untrusted: (w[15] >> 56) as u8,
         }
     }
 
@@ -368,6 +391,10 @@ mod tests {
             updates: 4,
             channel: 5,
             locate: 6,
+            vwap_e4: Some(1_891_250),
+            bid_venue: 1,
+            ask_venue: 2,
+            untrusted: 0b100,
         };
         w.publish(3, &q);
         assert_eq!(r.read(3), Some(q));

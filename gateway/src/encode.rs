@@ -33,10 +33,14 @@ pub enum Field {
     XTs,
     /// Feed receive timestamp (ns since the epoch).
     Rx,
+    /// Volume-weighted average price of the session, over every venue.
+    Vwap,
+    /// Venues (feed channels) of the best bid and offer, and venues left out of them.
+    Venues,
 }
 
 /// Number of fields.
-pub const FIELDS: usize = 12;
+pub const FIELDS: usize = 14;
 /// Every field.
 pub const ALL: u16 = (1 << FIELDS) - 1;
 
@@ -56,6 +60,11 @@ pub fn changed(a: &Quote, b: &Quote) -> u16 {
     set(Field::Anomaly, a.anomaly != b.anomaly);
     set(Field::XTs, a.exch_ts_ns != b.exch_ts_ns);
     set(Field::Rx, a.recv_ns != b.recv_ns);
+    set(Field::Vwap, a.vwap_e4 != b.vwap_e4);
+    set(
+        Field::Venues,
+        (a.bid_venue, a.ask_venue, a.untrusted) != (b.bid_venue, b.ask_venue, b.untrusted),
+    );
     m
 }
 
@@ -146,6 +155,31 @@ pub fn quote(out: &mut Vec<u8>, q: &Quote, mask: u16) {
     if has(Field::Rx) {
         let _ = write!(out, ",\"rx\":{}", q.recv_ns);
     }
+    if has(Field::Vwap) {
+        out.extend_from_slice(b",\"vwap\":");
+        match q.vwap_e4 {
+            Some(v) => price(out, v as u64),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    if has(Field::Venues) {
+        let _ = write!(
+            out,
+            ",\"bid_venue\":{},\"ask_venue\":{},\"untrusted\":[",
+            q.bid_venue, q.ask_venue
+        );
+        let mut first = true;
+        for c in 0..8 {
+            if q.untrusted & 1 << c != 0 {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                let _ = write!(out, "{c}");
+            }
+        }
+        out.push(b']');
+    }
     out.push(b'}');
 }
 
@@ -193,7 +227,7 @@ mod tests {
         let s = String::from_utf8(b).unwrap();
         assert_eq!(
             s,
-            r#"{"s":"AAPL","bid":"189.1200","bid_sz":300,"ask":"189.1300","ask_sz":500,"last":"189.1250","last_sz":100,"vol":1234500,"state":"trading","stale":false,"anomaly":false,"x_ts":34200001234567,"rx":7}"#
+            r#"{"s":"AAPL","bid":"189.1200","bid_sz":300,"ask":"189.1300","ask_sz":500,"last":"189.1250","last_sz":100,"vol":1234500,"state":"trading","stale":false,"anomaly":false,"x_ts":34200001234567,"rx":7,"vwap":null,"bid_venue":0,"ask_venue":0,"untrusted":[]}"#
         );
         serde_json::from_str::<serde_json::Value>(&s).unwrap();
     }

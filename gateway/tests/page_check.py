@@ -95,8 +95,8 @@ async def main():
                 10, "a halted symbol shows as halted")
             assert halted.startswith("HALTED "), halted
             print(f"halted shown: {halted}", flush=True)
-            age = await cdp.js("document.getElementById('age').textContent")
-            assert age.endswith("ms"), age
+            # the update age is shown (refreshed every 250 ms)
+            await cdp.until("document.getElementById('age').textContent.endsWith('ms')", 5, "the update age")
             # a holding gives a portfolio value
             await cdp.js("document.getElementById('hsym').value='AAAB';document.getElementById('hqty').value='10';"
                          "document.getElementById('holding').requestSubmit()")

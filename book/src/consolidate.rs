@@ -1,0 +1,235 @@
+//! Consolidation across venues, sans I/O: one symbol's quotes on several venues (Nasdaq, BX,
+//! PSX: one feed channel each, with its own locates) into one quote.
+//!
+//! The rules, in the order a reader checks them:
+//! - A venue is *trusted* when its quote is not stale and the caller does not distrust its
+//!   channel (an unhealthy or silent line). Only trusted venues give best prices.
+//! - Best bid: the highest trusted bid; on equal prices the venue with the most shares, then the
+//!   lowest channel. Its size is that venue's size. Best offer likewise with the lowest offer.
+//! - Last trade: the venue whose last trade is the most recent by exchange timestamp (ties: the
+//!   lowest channel), trusted or not: a trade printed is history, not a standing price.
+//! - Volume and VWAP: over every venue (trusted or not), volume is the sum of printable shares
+//!   and VWAP is Σ price × shares / Σ shares, rounded half up to Price(4).
+//! - Stale: only when no trusted venue remains. `untrusted` names the venues left out.
+//! - Trading state: the state of the first trusted venue that has one, else of any venue.
+
+/// One venue's view of one symbol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VenueQuote {
+    /// Feed channel (the venue).
+    pub channel: u16,
+    /// Best bid (Price(4), shares).
+    pub bid: Option<(u32, u64)>,
+    /// Best offer.
+    pub ask: Option<(u32, u64)>,
+    /// Last trade (Price(4), shares).
+    pub last: Option<(u32, u64)>,
+    /// Exchange timestamp of the last trade, ns since midnight.
+    pub last_trade_ns: u64,
+    /// Printable shares traded.
+    pub volume: u64,
+    /// Σ price × shares of those trades.
+    pub notional_e4: u128,
+    /// Trading state byte (0 unknown).
+    pub state: u8,
+    /// Cannot be trusted (data lost on this venue).
+    pub stale: bool,
+}
+
+/// The consolidated quote of one symbol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consolidated {
+    /// Best bid: (Price(4), shares, channel).
+    pub bid: Option<(u32, u64, u16)>,
+    /// Best offer: (Price(4), shares, channel).
+    pub ask: Option<(u32, u64, u16)>,
+    /// Last trade: (Price(4), shares, channel).
+    pub last: Option<(u32, u64, u16)>,
+    /// Printable shares over every venue.
+    pub volume: u64,
+    /// Volume-weighted average price, Price(4) (none before any trade).
+    pub vwap_e4: Option<u32>,
+    /// Trading state.
+    pub state: u8,
+    /// No trusted venue remains.
+    pub stale: bool,
+    /// Channels left out of the best prices (bit `c` for channel `c` < 64).
+    pub untrusted: u64,
+}
+
+/// Consolidates `venues` (one entry per channel quoting the symbol); `distrust(channel)` says
+/// which channels the caller knows to be unhealthy.
+pub fn consolidate(venues: &[VenueQuote], distrust: impl Fn(u16) -> bool) -> Consolidated {
+    let mut c = Consolidated::default();
+    let mut any_trusted = false;
+    let mut notional: u128 = 0;
+    for v in venues {
+        let trusted = !v.stale && !distrust(v.channel);
+        if !trusted {
+            c.untrusted |= 1u64.checked_shl(v.channel as u32).unwrap_or(0);
+        } else {
+            any_trusted = true;
+            if let Some((p, q)) = v.bid {
+                let better = match c.bid {
+                    None => true,
+                    Some((bp, bq, bc)) => {
+                        p > bp || p == bp && (q > bq || q == bq && v.channel < bc)
+                    }
+                };
+                if better {
+                    c.bid = Some((p, q, v.channel));
+                }
+            }
+            if let Some((p, q)) = v.ask {
+                let better = match c.ask {
+                    None => true,
+                    Some((ap, aq, ac)) => {
+                        p < ap || p == ap && (q > aq || q == aq && v.channel < ac)
+                    }
+                };
+                if better {
+                    c.ask = Some((p, q, v.channel));
+                }
+            }
+            if c.state == 0 {
+                c.state = v.state;
+            }
+        }
+        if let Some((p, q)) = v.last {
+            let newer = match c.last {
+                None => true,
+                Some((_, _, lc)) => {
+                    let cur = venues
+                        .iter()
+                        .find(|x| x.channel == lc)
+                        .map_or(0, |x| x.last_trade_ns);
+                    v.last_trade_ns > cur || v.last_trade_ns == cur && v.channel < lc
+                }
+            };
+            if newer {
+                c.last = Some((p, q, v.channel));
+            }
+        }
+        c.volume += v.volume;
+        notional += v.notional_e4;
+    }
+    if c.state == 0 {
+        c.state = venues
+            .iter()
+            .map(|v| v.state)
+            .find(|&s| s != 0)
+            .unwrap_or(0);
+    }
+    if c.volume > 0 {
+        let v = c.volume as u128;
+        c.vwap_e4 = Some(((notional + v / 2) / v) as u32);
+    }
+    c.stale = !any_trusted;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v(channel: u16, bid: u32, ask: u32) -> VenueQuote {
+        VenueQuote {
+            channel,
+            bid: Some((bid, 100 * (channel as u64 + 1))),
+            ask: Some((ask, 100)),
+            state: b'T',
+            ..VenueQuote::default()
+        }
+    }
+
+    #[test]
+    fn best_prices_come_from_trusted_venues_only() {
+        let venues = [v(0, 100, 110), v(1, 102, 109), v(2, 103, 108)];
+        let c = consolidate(&venues, |_| false);
+        assert_eq!(c.bid, Some((103, 300, 2)));
+        assert_eq!(c.ask, Some((108, 100, 2)));
+        assert!(!c.stale);
+        // venue 2 stale, venue 1 distrusted: only venue 0 gives prices, and the quote says so
+        let mut s = venues;
+        s[2].stale = true;
+        let c = consolidate(&s, |ch| ch == 1);
+        assert_eq!((c.bid, c.ask), (Some((100, 100, 0)), Some((110, 100, 0))));
+        assert_eq!(c.untrusted, 0b110);
+        assert!(!c.stale);
+        let c = consolidate(&s, |_| true);
+        assert!(c.stale, "no trusted venue left");
+        assert_eq!((c.bid, c.ask), (None, None));
+    }
+
+    #[test]
+    fn last_is_the_latest_trade_and_vwap_covers_every_venue() {
+        let mut a = v(0, 100, 110);
+        a.last = Some((105, 10));
+        a.last_trade_ns = 50;
+        a.volume = 30;
+        a.notional_e4 = 105 * 10 + 104 * 20;
+        let mut b = v(1, 100, 110);
+        b.last = Some((107, 5));
+        b.last_trade_ns = 60;
+        b.volume = 5;
+        b.notional_e4 = 107 * 5;
+        b.stale = true;
+        let c = consolidate(&[a, b], |_| false);
+        assert_eq!(
+            c.last,
+            Some((107, 5, 1)),
+            "a stale venue's trade still happened"
+        );
+        assert_eq!(c.volume, 35);
+        // (1050 + 2080 + 535) / 35 = 104.71 -> 105
+        assert_eq!(c.vwap_e4, Some(105));
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_plain_reference(
+            raw in proptest::collection::vec(
+                (1u32..50, 1u64..5, 1u32..50, 1u64..5, any::<bool>(), 0u64..100, 1u32..60, 1u64..9),
+                1..4,
+            ),
+            distrusted in 0u64..8,
+        ) {
+            let venues: Vec<VenueQuote> = raw.iter().enumerate().map(|(i, r)| VenueQuote {
+                channel: i as u16,
+                bid: Some((r.0, r.1)),
+                ask: Some((r.0 + r.2, r.3)),
+                last: Some((r.6, r.7)),
+                last_trade_ns: r.5,
+                volume: r.7 * 3,
+                notional_e4: r.6 as u128 * r.7 as u128 * 3,
+                state: b'T',
+                stale: r.4,
+            }).collect();
+            let dis = |ch: u16| distrusted & (1 << ch) != 0;
+            let c = consolidate(&venues, dis);
+            let trusted: Vec<&VenueQuote> =
+                venues.iter().filter(|v| !v.stale && !dis(v.channel)).collect();
+            let best_bid = trusted.iter().map(|v| v.bid.unwrap().0).max();
+            let best_ask = trusted.iter().map(|v| v.ask.unwrap().0).min();
+            prop_assert_eq!(c.bid.map(|b| b.0), best_bid);
+            prop_assert_eq!(c.ask.map(|a| a.0), best_ask);
+            if let Some((p, q, ch)) = c.bid {
+                let src = venues.iter().find(|v| v.channel == ch).unwrap();
+                prop_assert_eq!(src.bid, Some((p, q)));
+                prop_assert!(trusted.iter().any(|v| v.channel == ch));
+            }
+            prop_assert_eq!(c.stale, trusted.is_empty());
+            let vol: u64 = venues.iter().map(|v| v.volume).sum();
+            let notional: u128 = venues.iter().map(|v| v.notional_e4).sum();
+            prop_assert_eq!(c.volume, vol);
+            // VWAP within half a tick of the exact ratio
+            let vw = c.vwap_e4.unwrap() as u128;
+            prop_assert!(vw * 2 * vol as u128 + vol as u128 >= notional * 2);
+            prop_assert!(vw * 2 * (vol as u128) <= notional * 2 + vol as u128);
+            let latest = venues.iter().map(|v| v.last_trade_ns).max().unwrap();
+            let (_, _, lc) = c.last.unwrap();
+            prop_assert_eq!(venues[lc as usize].last_trade_ns, latest);
+        }
+    }
+}

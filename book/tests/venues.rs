@@ -1,0 +1,237 @@
+//! Several venues at once: three generated sessions (one per venue, as Nasdaq, BX and PSX
+//! publish three TotalView-ITCH feeds) replayed together on loopback multicast into one feed
+//! handler with three channels, then the conflation thread. Every symbol's consolidated quote
+//! equals a plain reference computed here from the three sessions' own books: best bid and
+//! offer over the venues with the venue of each, latest last trade, summed volume, and VWAP.
+
+use book::books::Books;
+use book::conflate::Conflator;
+use book::quotes::QuoteReader;
+use feed_handler::agent::Agent;
+use feed_handler::config::Config;
+use pcap_replays::lines::{LinesConfig, default_lines};
+use pcap_replays::market::{Market, MarketConfig};
+use pcap_replays::packetize::PacketizerConfig;
+use pcap_replays::replay::{self, Exchange, Pace};
+use pcap_replays::session::{Progress, to_binaryfile};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const VENUES: u16 = 3;
+
+// test k's venue v: groups 239.204.(4k+v).1/.2, ports 36000 + 100k + 10v (+1), re-request
+// server 36500 + 100k + v
+fn group(k: u16, v: u16, line: u8) -> Ipv4Addr {
+    Ipv4Addr::new(239, 204, (4 * k + v) as u8, line)
+}
+fn port(k: u16, v: u16, line: u16) -> u16 {
+    36_000 + 100 * k + 10 * v + line
+}
+fn server(k: u16, v: u16) -> u16 {
+    36_500 + 100 * k + v
+}
+
+/// Replays the three venues into a feed handler and a conflation thread until every record
+/// arrived; with `gap_on`, that venue loses a range on both lines and its re-request server is
+/// down. Returns the conflation thread, each venue's own books, the table and the directory.
+fn run(tag: &str, k: u16, gap_on: Option<u16>) -> (Conflator, Vec<Books>, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("book-venues-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let off = dir.join("server-off");
+    std::fs::write(&off, b"").unwrap();
+    let mut cfg = format!(
+        "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n",
+        ring.display()
+    );
+    for v in 0..VENUES {
+        cfg += &format!(
+            "[[channel]]\nname = \"venue{v}\"\nsession = \"GEN0000001\"\nstart_seq = 1\n\
+             request_timeout_ms = 20\n\
+             line_a = {{ group = \"{}\", port = {} }}\nline_b = {{ group = \"{}\", port = {} }}\n\
+             rerequest = \"127.0.0.1:{}\"\n",
+            group(k, v, 1),
+            port(k, v, 0),
+            group(k, v, 2),
+            port(k, v, 1),
+            server(k, v)
+        );
+    }
+    let mut agent = Agent::new(Config::parse(&cfg).unwrap()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let feed = std::thread::spawn(move || agent.run(&s2).unwrap());
+
+    // three sessions of the same symbols with their own order flow (seeds), 8,000 messages each
+    let mut expected: Vec<Books> = Vec::new();
+    let mut players = Vec::new();
+    let mut exchanges = Vec::new();
+    for v in 0..VENUES {
+        let mut m = Market::new(MarketConfig {
+            seed: 100 + v as u64,
+            symbols: 40,
+            messages: 8_000,
+            rate_per_s: 10_000,
+            ..Default::default()
+        });
+        let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
+        let file = dir.join(format!("v{v}.itch"));
+        std::fs::write(&file, &bytes).unwrap();
+        let mut books = Books::new();
+        for r in feed_handler::capture::binaryfile::Records::new(&bytes) {
+            books.apply(r.unwrap());
+        }
+        expected.push(books);
+        let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
+        let mut srv = Exchange::server_at(SocketAddrV4::new(Ipv4Addr::LOCALHOST, server(k, v)));
+        if gap_on == Some(v) {
+            srv.off_file = Some(off.clone());
+        }
+        let ex = Arc::new(Exchange::start(store, Some(srv)).unwrap());
+        let mut lines = default_lines();
+        lines[0].dst = SocketAddrV4::new(group(k, v, 1), port(k, v, 0));
+        lines[1].dst = SocketAddrV4::new(group(k, v, 2), port(k, v, 1));
+        let lc = LinesConfig {
+            lines,
+            gaps: if gap_on == Some(v) {
+                vec![(4_000, 30)]
+            } else {
+                vec![]
+            },
+            seed: 7 + v as u64,
+            epoch_offset_ns: 0,
+        };
+        let e2 = ex.clone();
+        players.push(std::thread::spawn(move || {
+            e2.play(&packets, Pace::Rate(100_000), lc).unwrap();
+        }));
+        exchanges.push(ex);
+    }
+    let quotes = dir.join("quotes");
+    let mut conf = Conflator::new(&ring, &quotes, 1024).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // every message arrives, or for the gapped venue its gap record in place of the range
+    let want = 3 * 8_001 - gap_on.map_or(0, |_| 30 - 1);
+    while conf.records < want || gap_on.is_some() && conf.gaps == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sessions did not arrive: {} records, {} gaps",
+            conf.records,
+            conf.gaps
+        );
+        if conf.do_work().unwrap() == 0 {
+            std::thread::yield_now();
+        }
+    }
+    for p in players {
+        p.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    feed.join().unwrap();
+    drop(exchanges);
+    (conf, expected, quotes, dir)
+}
+
+#[test]
+fn three_venues_consolidate_to_the_reference() {
+    let (conf, expected, quotes, dir) = run("all", 0, None);
+    let r = QuoteReader::attach(&quotes).unwrap();
+    let mut checked = 0;
+    for (_, x0) in expected[0].iter() {
+        let Some(sym) = x0.symbol else { continue };
+        let name = sym.to_string();
+        // the plain reference: each venue's own instrument of this symbol
+        let per: Vec<(u16, &book::books::Instrument)> = (0..VENUES)
+            .filter_map(|v| {
+                expected[v as usize]
+                    .iter()
+                    .find(|(_, x)| x.symbol == Some(sym))
+                    .map(|(_, x)| (v, x))
+            })
+            .collect();
+        let best = |side: fn(&book::books::Instrument) -> Option<(u32, u64)>, higher: bool| {
+            per.iter()
+                .filter_map(|(v, x)| side(x).map(|(p, q)| (p, q, *v)))
+                .reduce(|a, b| {
+                    let better = if higher { b.0 > a.0 } else { b.0 < a.0 };
+                    if better || b.0 == a.0 && (b.1 > a.1 || b.1 == a.1 && b.2 < a.2) {
+                        b
+                    } else {
+                        a
+                    }
+                })
+        };
+        let bid = best(|x| x.best_bid().map(|(p, l)| (p, l.shares)), true);
+        let ask = best(|x| x.best_ask().map(|(p, l)| (p, l.shares)), false);
+        let volume: u64 = per.iter().map(|(_, x)| x.volume).sum();
+        let notional: u128 = per.iter().map(|(_, x)| x.notional_e4).sum();
+        let vwap = (volume > 0).then(|| ((notional + volume as u128 / 2) / volume as u128) as u32);
+        let last = per
+            .iter()
+            .filter(|(_, x)| x.last.is_some())
+            .max_by_key(|(v, x)| (x.last_trade_ns, std::cmp::Reverse(*v)))
+            .and_then(|(_, x)| x.last.map(|l| (l.px_e4, l.qty)));
+
+        let slot = conf.consolidated_slot(&name).expect("a consolidated slot");
+        let q = r.read(slot).unwrap();
+        assert_eq!(q.bid, bid.map(|b| (b.0, b.1)), "{name} bid");
+        assert_eq!(q.ask, ask.map(|a| (a.0, a.1)), "{name} ask");
+        if let Some(b) = bid {
+            assert_eq!(q.bid_venue as u16, b.2, "{name} bid venue");
+        }
+        if let Some(a) = ask {
+            assert_eq!(q.ask_venue as u16, a.2, "{name} ask venue");
+        }
+        assert_eq!(q.volume, volume, "{name} volume");
+        assert_eq!(q.vwap_e4, vwap, "{name} vwap");
+        assert_eq!(q.last, last, "{name} last");
+        assert!(!q.stale && q.untrusted == 0, "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 40);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A venue that lost data for good is left out of every consolidated best price at once, the
+/// quotes say so, and none of them goes stale while other venues remain.
+#[test]
+fn a_gapped_venue_leaves_the_consolidated_prices() {
+    let (conf, expected, quotes, dir) = run("gap", 1, Some(2));
+    assert!(conf.gaps > 0);
+    let r = QuoteReader::attach(&quotes).unwrap();
+    let mut checked = 0;
+    for (_, x0) in expected[0].iter() {
+        let Some(sym) = x0.symbol else { continue };
+        let name = sym.to_string();
+        let q = r.read(conf.consolidated_slot(&name).unwrap()).unwrap();
+        assert!(!q.stale, "{name}: venues 0 and 1 remain");
+        assert_eq!(
+            q.untrusted, 0b100,
+            "{name}: the quote says venue 2 is left out"
+        );
+        assert!(
+            q.bid.is_none() || q.bid_venue != 2,
+            "{name}: a bid from the stale venue"
+        );
+        assert!(
+            q.ask.is_none() || q.ask_venue != 2,
+            "{name}: an offer from the stale venue"
+        );
+        // the best of venues 0 and 1 exactly
+        let bid = (0..2)
+            .filter_map(|v: usize| {
+                expected[v]
+                    .iter()
+                    .find(|(_, x)| x.symbol == Some(sym))
+                    .and_then(|(_, x)| x.best_bid().map(|(p, _)| p))
+            })
+            .max();
+        assert_eq!(q.bid.map(|b| b.0), bid, "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 40);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
