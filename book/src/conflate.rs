@@ -38,8 +38,20 @@ pub struct Conflator {
     sub: Subscriber,
     quotes: QuoteWriter,
     venue_table: QuoteWriter,
-    /// Per symbol: its consolidated slot, updates published, and each venue's view.
-    symbols: HashMap<[u8; 8], (usize, u64, Vec<VenueQuote>)>,
+    /// Per symbol: its consolidated slot, updates published, each venue's view, and the last
+    /// consolidated quote published.
+    symbols: HashMap<[u8; 8], (usize, u64, Vec<VenueQuote>, Quote)>,
+    /// The feed handler's counters (line health), opened when it exists.
+    counters: Option<feed_handler::counters::CountersReader>,
+    counters_path: std::path::PathBuf,
+    /// Per channel: packets seen on its lines A and B, and when that last changed.
+    line_packets: HashMap<u16, (u64, u64)>,
+    /// Channels whose lines are unhealthy or silent (bit per channel): left out of best prices.
+    distrusted: u64,
+    next_health_ns: u64,
+    silence_ns: u64,
+    ended: Vec<u16>,
+    pending: Vec<([u8; 8], Quote)>,
     books: HashMap<u16, Books>,
     meta: HashMap<(u16, u16), Meta>,
     slot_of: HashMap<(u16, [u8; 8]), usize>,
@@ -100,6 +112,14 @@ impl Conflator {
             quotes,
             venue_table,
             symbols: HashMap::new(),
+            counters: None,
+            counters_path: feed_handler::counters::counters_path(ring),
+            line_packets: HashMap::new(),
+            distrusted: 0,
+            next_health_ns: 0,
+            silence_ns: 3_000_000_000,
+            ended: Vec::new(),
+            pending: Vec::new(),
             books: HashMap::new(),
             meta: HashMap::new(),
             slot_of: HashMap::new(),
@@ -125,6 +145,105 @@ impl Conflator {
     pub fn with_rebuild(mut self, cfg: RebuildConfig) -> Self {
         self.rebuild_cfg = Some(cfg);
         self
+    }
+
+    /// A venue whose lines carry no packet (not even a heartbeat) for this long is left out of
+    /// the consolidated best prices until they do again (default 3 s; MoldUDP64 sends a
+    /// heartbeat every second on an idle line). A venue past its end of session is not.
+    pub fn with_silence(mut self, silence: std::time::Duration) -> Self {
+        self.silence_ns = silence.as_nanos() as u64;
+        self
+    }
+
+    /// Channels currently left out for their lines (bit per channel).
+    pub fn distrusted(&self) -> u64 {
+        self.distrusted
+    }
+
+    /// Reads the feed handler's line counters (every 100 ms): a channel with no packet on
+    /// either line for the silence limit is distrusted; every symbol it quotes is published
+    /// again when that changes. (A line whose breaker tripped for loss is not enough: the other
+    /// line and re-requests keep the data whole, and a loss that is not recovered is a gap,
+    /// which makes the venue stale anyway.)
+    fn check_lines(&mut self) {
+        use feed_handler::counters::{CountersReader, LINE_COUNTERS};
+        let now = feed_handler::sock::realtime_ns();
+        if now < self.next_health_ns {
+            return;
+        }
+        self.next_health_ns = now + 100_000_000;
+        if self.counters.is_none() {
+            self.counters = CountersReader::open(&self.counters_path).ok();
+        }
+        let Some(c) = &self.counters else { return };
+        let idx = |name: &str| LINE_COUNTERS.iter().position(|x| x.0 == name);
+        let Some(pk) = idx("packets") else {
+            return;
+        };
+        let mut distrusted = self.distrusted;
+        for (i, ch) in c.read().iter().enumerate().take(64) {
+            let packets = ch.lines[0][pk] + ch.lines[1][pk];
+            let e = self.line_packets.entry(i as u16).or_insert((packets, now));
+            if packets != e.0 {
+                *e = (packets, now);
+            }
+            let silent =
+                now.saturating_sub(e.1) > self.silence_ns && !self.ended.contains(&(i as u16));
+            if silent {
+                distrusted |= 1 << i;
+            } else {
+                distrusted &= !(1u64 << i);
+            }
+        }
+        let changed = distrusted ^ self.distrusted;
+        if changed == 0 {
+            return;
+        }
+        self.distrusted = distrusted;
+        let syms: Vec<[u8; 8]> = self
+            .symbols
+            .iter()
+            .filter(|(_, e)| {
+                e.2.iter()
+                    .any(|v| v.channel < 64 && changed & 1 << v.channel != 0)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for s in syms {
+            self.publish_consolidated(s, None);
+        }
+    }
+
+    /// Consolidates `sym` over its venues and publishes it; `base` carries the fields of the
+    /// change that caused it (the last published quote's when `None`).
+    fn publish_consolidated(&mut self, sym: [u8; 8], base: Option<Quote>) {
+        let distrusted = self.distrusted;
+        let caught_up = self.caught_up;
+        let Some(entry) = self.symbols.get_mut(&sym) else {
+            return;
+        };
+        entry.1 += 1;
+        if entry.0 >= self.quotes.slots() {
+            return;
+        }
+        let c = consolidate(&entry.2, |ch| ch < 64 && distrusted & 1 << ch != 0);
+        let q = base.unwrap_or(entry.3);
+        let cq = Quote {
+            bid: c.bid.map(|(p, s, _)| (p, s)),
+            ask: c.ask.map(|(p, s, _)| (p, s)),
+            last: c.last.map(|(p, s, _)| (p, s)),
+            volume: c.volume,
+            state: c.state,
+            stale: c.stale || !caught_up,
+            updates: entry.1,
+            vwap_e4: c.vwap_e4,
+            bid_venue: c.bid.map_or(0, |b| b.2.min(255) as u8),
+            ask_venue: c.ask.map_or(0, |a| a.2.min(255) as u8),
+            untrusted: c.untrusted as u8,
+            ..q
+        };
+        entry.3 = cq;
+        self.quotes.publish(entry.0, &cq);
     }
 
     /// Bar and anomaly settings for the books this thread keeps.
@@ -191,13 +310,19 @@ impl Conflator {
                         self.rebuild = Some((r.channel, rb));
                     }
                 }
-                Kind::EndOfSession => self.end_of_session += 1,
+                Kind::EndOfSession => {
+                    self.end_of_session += 1;
+                    if !self.ended.contains(&r.channel) {
+                        self.ended.push(r.channel);
+                    }
+                }
             }
             if !touched.contains(&r.channel) {
                 touched.push(r.channel);
             }
         }
         self.step_rebuild()?;
+        self.check_lines();
         // Lapped by the ring: what is published is behind until the journal has caught the
         // reader up again; say so (stale) instead of showing old prices as current.
         if self.sub.overruns > self.overruns_seen {
@@ -287,6 +412,8 @@ impl Conflator {
         if all {
             self.changed = books.iter().map(|(l, _)| l).collect();
         }
+        let mut consolidated = std::mem::take(&mut self.pending);
+        consolidated.clear();
         for &locate in &self.changed {
             let Some(x) = books.get(locate) else { continue };
             let Some(sym) = x.symbol else { continue };
@@ -336,7 +463,7 @@ impl Conflator {
             self.venue_table.publish(slot, &q);
             // the symbol over every venue
             let n = self.symbols.len();
-            let entry = self.symbols.entry(sym.0).or_insert((n, 0, Vec::new()));
+            let entry = self.symbols.entry(sym.0).or_insert((n, 0, Vec::new(), q));
             let view = VenueQuote {
                 channel,
                 bid: q.bid,
@@ -352,29 +479,13 @@ impl Conflator {
                 Some(v) => *v = view,
                 None => entry.2.push(view),
             }
-            entry.1 += 1;
-            let (cslot, updates) = (entry.0, entry.1);
-            if cslot >= self.quotes.slots() {
-                continue;
-            }
-            let c = consolidate(&entry.2, |_| false);
-            let cq = Quote {
-                bid: c.bid.map(|(p, s, _)| (p, s)),
-                ask: c.ask.map(|(p, s, _)| (p, s)),
-                last: c.last.map(|(p, s, _)| (p, s)),
-                volume: c.volume,
-                state: c.state,
-                stale: c.stale || !self.caught_up,
-                updates,
-                vwap_e4: c.vwap_e4,
-                bid_venue: c.bid.map_or(0, |b| b.2.min(255) as u8),
-                ask_venue: c.ask.map_or(0, |a| a.2.min(255) as u8),
-                untrusted: c.untrusted as u8,
-                ..q
-            };
-            self.quotes.publish(cslot, &cq);
+            consolidated.push((sym.0, q));
+        }
+        for &(s, q) in &consolidated {
+            self.publish_consolidated(s, Some(q));
             self.published += 1;
         }
+        self.pending = consolidated;
     }
 
     /// Whether it has caught up with the ring since it started.

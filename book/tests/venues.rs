@@ -38,6 +38,19 @@ fn server(k: u16, v: u16) -> u16 {
 /// arrived; with `gap_on`, that venue loses a range on both lines and its re-request server is
 /// down. Returns the conflation thread, each venue's own books, the table and the directory.
 fn run(tag: &str, k: u16, gap_on: Option<u16>) -> (Conflator, Vec<Books>, PathBuf, PathBuf) {
+    run_with(tag, k, gap_on, None)
+}
+
+/// [`run`], and with `pause`, that venue sends half its session, goes silent until the
+/// conflation thread has left it out of every consolidated price (checked here), then sends
+/// the rest.
+fn run_with(
+    tag: &str,
+    k: u16,
+    gap_on: Option<u16>,
+    pause: Option<u16>,
+) -> (Conflator, Vec<Books>, PathBuf, PathBuf) {
+    let resume = Arc::new(AtomicBool::new(false));
     let dir = std::env::temp_dir().join(format!("book-venues-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ring = dir.join("ring");
@@ -105,17 +118,35 @@ fn run(tag: &str, k: u16, gap_on: Option<u16>) -> (Conflator, Vec<Books>, PathBu
             epoch_offset_ns: 0,
         };
         let e2 = ex.clone();
+        let paused = pause == Some(v);
+        let go = resume.clone();
         players.push(std::thread::spawn(move || {
-            e2.play(&packets, Pace::Rate(100_000), lc).unwrap();
+            if paused {
+                let half = packets.len() / 2;
+                e2.play(&packets[..half], Pace::Rate(100_000), lc.clone())
+                    .unwrap();
+                while !go.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(Duration::from_millis(10));
+                }
+                e2.play(&packets[half..], Pace::Rate(100_000), lc).unwrap();
+            } else {
+                e2.play(&packets, Pace::Rate(100_000), lc).unwrap();
+            }
         }));
         exchanges.push(ex);
     }
     let quotes = dir.join("quotes");
-    let mut conf = Conflator::new(&ring, &quotes, 1024).unwrap();
+    let mut conf = Conflator::new(&ring, &quotes, 1024)
+        .unwrap()
+        .with_silence(Duration::from_millis(300));
+    let mut left_out_seen = false;
     let deadline = Instant::now() + Duration::from_secs(90);
     // every message arrives, or for the gapped venue its gap record in place of the range
     let want = 3 * 8_001 - gap_on.map_or(0, |_| 30 - 1);
-    while conf.records < want || gap_on.is_some() && conf.gaps == 0 {
+    while conf.records < want
+        || gap_on.is_some() && conf.gaps == 0
+        || pause.is_some() && conf.distrusted() != 0
+    {
         assert!(
             Instant::now() < deadline,
             "the sessions did not arrive: {} records, {} gaps",
@@ -123,9 +154,43 @@ fn run(tag: &str, k: u16, gap_on: Option<u16>) -> (Conflator, Vec<Books>, PathBu
             conf.gaps
         );
         if conf.do_work().unwrap() == 0 {
-            std::thread::yield_now();
+            // the line check runs every 100 ms of this loop
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(v) = pause
+            && !left_out_seen
+            && conf.distrusted() & 1 << v != 0
+        {
+            // silent: out of every consolidated best price, and the quotes say so
+            let r = QuoteReader::attach(&quotes).unwrap();
+            let mut n = 0;
+            for i in 0..1024 {
+                let Some(q) = r.read(i) else { break };
+                assert!(
+                    q.untrusted & 1 << v != 0,
+                    "{} does not say so",
+                    q.symbol_str()
+                );
+                assert!(
+                    q.bid.is_none() || q.bid_venue as u16 != v,
+                    "{}",
+                    q.symbol_str()
+                );
+                assert!(
+                    q.ask.is_none() || q.ask_venue as u16 != v,
+                    "{}",
+                    q.symbol_str()
+                );
+                assert!(!q.stale, "other venues remain");
+                n += 1;
+            }
+            assert_eq!(n, 40);
+            left_out_seen = true;
+            resume.store(true, Ordering::Relaxed);
         }
     }
+    assert_eq!(left_out_seen, pause.is_some());
+    assert_eq!(conf.distrusted(), 0, "every venue back");
     for p in players {
         p.join().unwrap();
     }
@@ -233,5 +298,30 @@ fn a_gapped_venue_leaves_the_consolidated_prices() {
         checked += 1;
     }
     assert_eq!(checked, 40);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A venue whose lines go silent leaves the consolidated prices, and comes back when they
+/// speak again: at the end every quote equals the three-venue reference.
+#[test]
+fn a_silent_venue_leaves_and_comes_back() {
+    let (conf, expected, quotes, dir) = run_with("silent", 2, None, Some(1));
+    let r = QuoteReader::attach(&quotes).unwrap();
+    for (_, x0) in expected[0].iter() {
+        let Some(sym) = x0.symbol else { continue };
+        let q = r
+            .read(conf.consolidated_slot(&sym.to_string()).unwrap())
+            .unwrap();
+        assert_eq!(q.untrusted, 0, "{sym}");
+        let bid = (0..3usize)
+            .filter_map(|v| {
+                expected[v]
+                    .iter()
+                    .find(|(_, x)| x.symbol == Some(sym))
+                    .and_then(|(_, x)| x.best_bid().map(|(p, _)| p))
+            })
+            .max();
+        assert_eq!(q.bid.map(|b| b.0), bid, "{sym}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
