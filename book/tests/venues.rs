@@ -325,3 +325,92 @@ fn a_silent_venue_leaves_and_comes_back() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The real captures of the three venues (Nasdaq, BX, PSX, 2023-08-22) decode and apply side by
+/// side, one set of books per venue: every message is understood, no book breaks its
+/// invariants, and their quotes consolidate (volume adds up over the venues).
+#[test]
+fn real_nasdaq_bx_and_psx_captures_apply_alongside() {
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/nasdaq-itch50-captures");
+    if !root.is_dir() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "captures missing in CI"
+        );
+        eprintln!("skipped: {} not found", root.display());
+        return;
+    }
+    let venues = [
+        "Nasdaq.Equities.TotalView.Itch.v5.0.20230822",
+        "Bx.Equities.TotalView.Itch.v5.0.20230822",
+        "Psx.Equities.TotalView.Itch.v5.0.20230822",
+    ];
+    let mut books: Vec<Books> = Vec::new();
+    for v in venues {
+        let mut b = Books::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(v))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let mut messages = 0;
+        for f in &files {
+            let mut cap = feed_handler::capture::open(f).unwrap();
+            while let Some(item) = cap.next_item().unwrap() {
+                let feed_handler::capture::Item::Frame(rec) = item else {
+                    continue;
+                };
+                let Some(udp) =
+                    feed_handler::capture::net::udp_in_frame(rec.linktype, rec.data).unwrap()
+                else {
+                    continue;
+                };
+                let p = feed_handler::moldudp64::Packet::parse(udp.payload).unwrap();
+                for (_, m) in p.messages() {
+                    b.apply(m);
+                    messages += 1;
+                }
+            }
+        }
+        assert!(messages >= 10, "{v}: {messages} messages");
+        assert_eq!(b.counters.bad_messages, 0, "{v}: every message understood");
+        b.validate().unwrap_or_else(|e| panic!("{v}: {e}"));
+        books.push(b);
+    }
+    // every instrument any venue touched, consolidated by locate over the venues quoting it
+    let mut locates: Vec<u16> = books
+        .iter()
+        .flat_map(|b| b.iter().map(|(l, _)| l))
+        .collect();
+    locates.sort();
+    locates.dedup();
+    let mut traded = 0;
+    for l in locates {
+        let views: Vec<book::consolidate::VenueQuote> = books
+            .iter()
+            .enumerate()
+            .filter_map(|(ch, b)| {
+                b.get(l).map(|x| book::consolidate::VenueQuote {
+                    channel: ch as u16,
+                    bid: x.best_bid().map(|(p, lv)| (p, lv.shares)),
+                    ask: x.best_ask().map(|(p, lv)| (p, lv.shares)),
+                    last: x.last.map(|t| (t.px_e4, t.qty)),
+                    last_trade_ns: x.last_trade_ns,
+                    volume: x.volume,
+                    notional_e4: x.notional_e4,
+                    state: x.state,
+                    stale: x.stale,
+                })
+            })
+            .collect();
+        let c = book::consolidate::consolidate(&views, |_| false);
+        assert_eq!(c.volume, views.iter().map(|v| v.volume).sum::<u64>());
+        if c.volume > 0 {
+            traded += 1;
+            assert!(c.vwap_e4.is_some() && c.last.is_some());
+        }
+    }
+    assert!(traded > 0, "the trade captures print");
+}
