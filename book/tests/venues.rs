@@ -78,25 +78,31 @@ fn run_with(
     let s2 = stop.clone();
     let feed = std::thread::spawn(move || agent.run(&s2).unwrap());
 
-    // three sessions of the same symbols with their own order flow (seeds), 8,000 messages each
+    // three venues of one seed: the same symbols and starting prices under each venue's own
+    // locates and order flow; BX and PSX with smaller shares of the messages
     let mut expected: Vec<Books> = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
     let mut players = Vec::new();
     let mut exchanges = Vec::new();
     for v in 0..VENUES {
         let mut m = Market::new(MarketConfig {
-            seed: 100 + v as u64,
+            seed: 100,
             symbols: 40,
-            messages: 8_000,
-            rate_per_s: 10_000,
+            messages: 20_000,
+            rate_per_s: 20_000,
+            venue: v as u8,
             ..Default::default()
         });
         let (bytes, _) = to_binaryfile(&mut m, Vec::new(), &mut Progress::new("t", false)).unwrap();
         let file = dir.join(format!("v{v}.itch"));
         std::fs::write(&file, &bytes).unwrap();
         let mut books = Books::new();
+        let mut n = 0;
         for r in feed_handler::capture::binaryfile::Records::new(&bytes) {
             books.apply(r.unwrap());
+            n += 1;
         }
+        counts.push(n);
         expected.push(books);
         let (packets, store) = replay::load(&file, PacketizerConfig::default()).unwrap();
         let mut srv = Exchange::server_at(SocketAddrV4::new(Ipv4Addr::LOCALHOST, server(k, v)));
@@ -110,7 +116,7 @@ fn run_with(
         let lc = LinesConfig {
             lines,
             gaps: if gap_on == Some(v) {
-                vec![(4_000, 30)]
+                vec![(1_500, 30)]
             } else {
                 vec![]
             },
@@ -142,7 +148,7 @@ fn run_with(
     let mut left_out_seen = false;
     let deadline = Instant::now() + Duration::from_secs(90);
     // every message arrives, or for the gapped venue its gap record in place of the range
-    let want = 3 * 8_001 - gap_on.map_or(0, |_| 30 - 1);
+    let want = counts.iter().map(|n| n + 1).sum::<u64>() - gap_on.map_or(0, |_| 30 - 1);
     while conf.records < want
         || gap_on.is_some() && conf.gaps == 0
         || pause.is_some() && conf.distrusted() != 0

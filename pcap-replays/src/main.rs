@@ -124,6 +124,11 @@ struct GenerateArgs {
     /// Only types and codes the `itchy` crate reads (no h, no O): for differential tests.
     #[arg(long)]
     itchy_compatible: bool,
+    /// The venue (0 Nasdaq, 1 BX, 2 PSX): the same symbols and starting prices as venue 0 of
+    /// the seed under its own locates and order flow, with a smaller share of --messages and
+    /// --rate (BX 30%, PSX 20%).
+    #[arg(long, default_value_t = 0)]
+    venue: u8,
     #[command(flatten)]
     lines: LineArgs,
 }
@@ -284,6 +289,7 @@ fn generate(a: GenerateArgs) -> Result<(), String> {
         rate_per_s: a.rate.max(1),
         initial_orders: a.initial_orders,
         itchy_compatible: a.itchy_compatible,
+        venue: a.venue,
         ..Default::default()
     };
     let mut market = Market::new(cfg);

@@ -35,6 +35,12 @@ pub struct MarketConfig {
     /// Only message types and codes that the `itchy` crate decodes (no `h`, no `O`, no NOII
     /// direction `P`): for differential tests.
     pub itchy_compatible: bool,
+    /// The venue publishing this session (0 Nasdaq, 1 BX, 2 PSX, ...). Every venue of a seed
+    /// lists the same symbols at the same starting prices, but under its own locates (the
+    /// directory order is shuffled per venue) and with its own order flow; venues past 0 carry a
+    /// smaller share of the messages and rate (BX 30%, PSX 20%, others 15% of `messages` and
+    /// `rate_per_s`), roughly as the three Nasdaq markets compare.
+    pub venue: u8,
 }
 
 /// 09:29:59.500, half a second before the open.
@@ -52,7 +58,18 @@ impl Default for MarketConfig {
             initial_orders: 10,
             start_ns: DEFAULT_START_NS,
             itchy_compatible: false,
+            venue: 0,
         }
+    }
+}
+
+/// The share of messages and rate a venue carries, in percent of venue 0's.
+pub fn venue_share_pct(venue: u8) -> u64 {
+    match venue {
+        0 => 100,
+        1 => 30,
+        2 => 20,
+        _ => 15,
     }
 }
 
@@ -164,10 +181,12 @@ impl Market {
     /// A market for `cfg`. Symbols are capped at 65,535 (the locate is 16 bits).
     pub fn new(mut cfg: MarketConfig) -> Self {
         cfg.symbols = cfg.symbols.clamp(1, 65_535);
-        cfg.rate_per_s = cfg.rate_per_s.max(1);
+        let share = venue_share_pct(cfg.venue);
+        cfg.messages = (cfg.messages as u128 * share as u128 / 100) as u64;
+        cfg.rate_per_s = ((cfg.rate_per_s as u128 * share as u128 / 100) as u64).max(1);
         let mut rng = Rng::new(cfg.seed);
         let names = symbol_names(&mut rng, cfg.symbols);
-        let syms: Vec<Sym> = names
+        let mut syms: Vec<Sym> = names
             .iter()
             .map(|n| {
                 // prices from $2 to ~$600, log-uniform-ish, on a one-cent tick
@@ -183,6 +202,18 @@ impl Market {
                 }
             })
             .collect();
+        if cfg.venue > 0 {
+            // the same symbols and prices under this venue's own locates, and its own flow
+            let mut shuffle = Rng::new(cfg.seed ^ (0x5645_4e55_0000_0000 | cfg.venue as u64));
+            for i in (1..syms.len()).rev() {
+                let j = shuffle.below(i as u64 + 1) as usize;
+                syms.swap(i, j);
+            }
+            rng = Rng::new(
+                cfg.seed
+                    .wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(cfg.venue as u64)),
+            );
+        }
         let mean_gap_ns = 1e9 / cfg.rate_per_s as f64;
         let mut m = Market {
             rng,
@@ -1045,5 +1076,38 @@ mod tests {
                 assert_ne!(i.imbalance_direction, b'P');
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod venue_tests {
+    use super::*;
+
+    #[test]
+    fn venues_share_symbols_and_prices_under_their_own_locates() {
+        let cfg = |venue| MarketConfig {
+            seed: 9,
+            symbols: 50,
+            messages: 10_000,
+            venue,
+            ..Default::default()
+        };
+        let (a, b) = (Market::new(cfg(0)), Market::new(cfg(1)));
+        let (mut sa, mut sb) = (a.symbols(), b.symbols());
+        assert_ne!(sa, sb, "locates differ");
+        let px = |m: &Market, s: &str| {
+            m.syms
+                .iter()
+                .find(|x| x.stock.to_string() == s)
+                .map(|x| x.ref_px_e4)
+        };
+        for s in &sa {
+            assert_eq!(px(&a, s), px(&b, s), "{s}: the same starting price");
+        }
+        sa.sort();
+        sb.sort();
+        assert_eq!(sa, sb, "the same symbols");
+        assert_eq!(b.cfg.messages, 3_000, "BX carries 30%");
+        assert_eq!(Market::new(cfg(2)).cfg.messages, 2_000);
     }
 }
