@@ -152,6 +152,8 @@ pub struct Ctx<'a> {
     pub bars: &'a Mutex<BarIndex>,
     /// Symbols per request at most.
     pub max_symbols: usize,
+    /// The per-venue quote table (`<quotes>.venues`), read on request.
+    pub venues_table: &'a std::path::Path,
 }
 
 /// Answers a plain GET.
@@ -166,6 +168,7 @@ pub fn answer(head: &Head, ctx: &Ctx) -> Vec<u8> {
         "/v1/quotes" => quotes(head, ctx),
         "/v1/symbols" => symbols(ctx),
         "/v1/bars" => bars(head, ctx),
+        "/v1/venues" => venues(head, ctx),
         "/metrics" => response(
             "200 OK",
             "text/plain; version=0.0.4",
@@ -283,6 +286,44 @@ fn bars(head: &Head, ctx: &Ctx) -> Vec<u8> {
         b.extend_from_slice(b",\"c\":");
         encode::price(&mut b, r.bar.close as u64);
         let _ = write!(b, ",\"v\":{},\"n\":{}}}", r.bar.volume, r.bar.trades);
+    }
+    b.extend_from_slice(b"]}");
+    response("200 OK", "application/json", &b)
+}
+
+/// `/v1/venues?symbol=AAPL`: the symbol's quote on each venue (feed channel) from the book's
+/// per-venue table, beside the consolidated one the other endpoints serve.
+fn venues(head: &Head, ctx: &Ctx) -> Vec<u8> {
+    let Some(sym) = param(&head.query, "symbol").and_then(|s| market::key(&s)) else {
+        return error("400 Bad Request", "symbol=AAPL is required");
+    };
+    let r = match book::quotes::QuoteReader::attach(ctx.venues_table) {
+        Ok(r) => r,
+        Err(e) => return error("503 Service Unavailable", &format!("per-venue table: {e}")),
+    };
+    let mut b = Vec::new();
+    let _ = write!(
+        b,
+        "{{\"symbol\":\"{}\",\"venues\":[",
+        String::from_utf8_lossy(&sym).trim_end()
+    );
+    let mut n = 0;
+    for i in 0..r.slots() {
+        let Some(q) = r.read(i) else { break };
+        if q.symbol != sym {
+            continue;
+        }
+        if n > 0 {
+            b.push(b',');
+        }
+        let _ = write!(
+            b,
+            "{{\"venue\":{},\"locate\":{},\"quote\":",
+            q.channel, q.locate
+        );
+        encode::quote(&mut b, &q, encode::ALL);
+        b.push(b'}');
+        n += 1;
     }
     b.extend_from_slice(b"]}");
     response("200 OK", "application/json", &b)

@@ -84,6 +84,8 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Bars for `/v1/bars`.
     pub bars: Mutex<BarIndex>,
+    /// The per-venue quote table for `/v1/venues`.
+    pub venues_table: PathBuf,
     /// The source's health as worker 0 last saw it.
     pub health: Mutex<Health>,
     /// Set to stop.
@@ -167,7 +169,10 @@ impl Server {
         }
         let mut bars = cfg.quotes.clone().into_os_string();
         bars.push(".bars");
+        let mut venues_table = cfg.quotes.clone().into_os_string();
+        venues_table.push(".venues");
         let shared = Arc::new(Shared {
+            venues_table: PathBuf::from(venues_table),
             limits,
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),

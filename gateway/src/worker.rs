@@ -464,6 +464,7 @@ impl Worker {
             health: self.health.clone(),
             bars: &self.shared.bars,
             max_symbols: self.shared.limits.max_symbols,
+            venues_table: &self.shared.venues_table,
         };
         let r = http::answer(&head, &ctx);
         let r = if head.method == "HEAD" {

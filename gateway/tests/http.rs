@@ -120,6 +120,34 @@ fn rest_directory_bars_health_and_errors() {
     }
     assert!(back);
 
+    // per-venue quotes from the book's per-venue table
+    let (st, _) = json(a, "/v1/venues?symbol=AAAA");
+    assert!(st.contains("503"), "no per-venue table yet: {st}");
+    let mut vpath = t.path.clone().into_os_string();
+    vpath.push(".venues");
+    let vpath = std::path::PathBuf::from(vpath);
+    let mut vw = book::quotes::QuoteWriter::create(&vpath, 8, 16).unwrap();
+    for ch in 0..2u16 {
+        vw.publish(
+            ch as usize,
+            &book::quotes::Quote {
+                channel: ch,
+                locate: 10 + ch,
+                bid: Some((1_000_000 + ch as u32, 100)),
+                ..t.quotes[0]
+            },
+        );
+    }
+    let (_, v) = json(a, "/v1/venues?symbol=AAAA");
+    let vs = v["venues"].as_array().unwrap();
+    assert_eq!(vs.len(), 2);
+    assert_eq!(
+        (vs[1]["venue"].as_u64(), vs[1]["locate"].as_u64()),
+        (Some(1), Some(11))
+    );
+    assert_eq!(vs[1]["quote"]["bid"], "100.0001");
+    std::fs::remove_file(&vpath).unwrap();
+
     // errors
     for (path, code) in [
         ("/nope", "404"),
