@@ -66,6 +66,9 @@ pub struct Conflator {
     overruns_seen: u64,
     next_seq: HashMap<u16, u64>,
     rebuild_cfg: Option<RebuildConfig>,
+    channel_rebuild: HashMap<u16, RebuildConfig>,
+    /// Channels waiting for a rebuild while another one runs.
+    rebuild_queue: Vec<u16>,
     rebuild: Option<(u16, Rebuild)>,
     /// Rebuilds completed.
     pub rebuilds: u64,
@@ -130,6 +133,8 @@ impl Conflator {
             changed: Vec::new(),
             next_seq: HashMap::new(),
             rebuild_cfg: None,
+            channel_rebuild: HashMap::new(),
+            rebuild_queue: Vec::new(),
             rebuild: None,
             rebuilds: 0,
             end_of_session: 0,
@@ -246,6 +251,21 @@ impl Conflator {
         self.quotes.publish(entry.0, &cq);
     }
 
+    /// Rebuild `channel` (one venue) from its own re-request server and session after an
+    /// unrecovered gap; overrides [`Conflator::with_rebuild`] for that channel. One rebuild
+    /// runs at a time; channels that gap meanwhile wait their turn (stale until then).
+    pub fn with_channel_rebuild(mut self, channel: u16, cfg: RebuildConfig) -> Self {
+        self.channel_rebuild.insert(channel, cfg);
+        self
+    }
+
+    fn rebuild_config(&self, channel: u16) -> Option<RebuildConfig> {
+        self.channel_rebuild
+            .get(&channel)
+            .copied()
+            .or(self.rebuild_cfg)
+    }
+
     /// Bar and anomaly settings for the books this thread keeps.
     pub fn with_history(mut self, cfg: crate::bars::HistoryConfig) -> Self {
         self.history = cfg;
@@ -303,11 +323,21 @@ impl Conflator {
                     }
                     let until = r.seq + r.gap_count;
                     self.next_seq.insert(r.channel, until);
-                    if let Some(cfg) = self.rebuild_cfg {
-                        // (re)start: a new gap makes an earlier rebuild's target stale too
-                        let rb = Rebuild::start(cfg, until, self.sub.position())
-                            .map_err(|e| format!("rebuild: {e}"))?;
-                        self.rebuild = Some((r.channel, rb));
+                    let channel = r.channel;
+                    if let Some(cfg) = self.rebuild_config(channel) {
+                        match &self.rebuild {
+                            Some((other, _)) if *other != channel => {
+                                if !self.rebuild_queue.contains(&channel) {
+                                    self.rebuild_queue.push(channel);
+                                }
+                            }
+                            _ => {
+                                // (re)start: a new gap makes an earlier rebuild's target stale
+                                let rb = Rebuild::start(cfg, until, self.sub.position())
+                                    .map_err(|e| format!("rebuild: {e}"))?;
+                                self.rebuild = Some((channel, rb));
+                            }
+                        }
                     }
                 }
                 Kind::EndOfSession => {
@@ -379,6 +409,16 @@ impl Conflator {
         };
         self.books.insert(channel, rb.books);
         self.gap_channels.retain(|&c| c != channel);
+        // the next channel waiting, from sequence 1 up to where its stream is now
+        if !self.rebuild_queue.is_empty() {
+            let next = self.rebuild_queue.remove(0);
+            if let Some(cfg) = self.rebuild_config(next) {
+                let until = self.next_seq.get(&next).copied().unwrap_or(1);
+                let rb = Rebuild::start(cfg, until, self.sub.position())
+                    .map_err(|e| format!("rebuild: {e}"))?;
+                self.rebuild = Some((next, rb));
+            }
+        }
         self.rebuilds += 1;
         self.publish_changed(channel, true);
         Ok(())

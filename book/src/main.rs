@@ -50,6 +50,10 @@ enum Cmd {
         /// The feed's MoldUDP64 session, for --rerequest.
         #[arg(long)]
         session: Option<String>,
+        /// The feed handler's config: every channel (venue) with a re-request server and a
+        /// session is rebuilt from its own server after an unrecovered gap.
+        #[arg(long, value_name = "FILE")]
+        feed_config: Option<PathBuf>,
         /// Anomaly window, in 1-minute bars.
         #[arg(long, default_value_t = 60)]
         anomaly_window: usize,
@@ -151,12 +155,14 @@ fn print_quotes(path: &std::path::Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     ring: &str,
     quotes: Option<String>,
     slots: usize,
     rerequest: Option<std::net::SocketAddrV4>,
     session: Option<String>,
+    feed_config: Option<PathBuf>,
     history: book::bars::HistoryConfig,
 ) -> Result<(), String> {
     let stop = feed_handler::agent::stop_on_signals();
@@ -177,6 +183,37 @@ fn run(
             session,
             request_timeout_ns: 100_000_000,
         });
+    }
+    if let Some(path) = feed_config {
+        let cfg = feed_handler::config::Config::load(&path)?;
+        for (i, ch) in cfg.channel.iter().enumerate() {
+            let id = ch.id.unwrap_or(i as u16);
+            match (ch.rerequest, ch.session.as_deref()) {
+                (Some(server), Some(s)) => {
+                    let session = feed_handler::moldudp64::Session::new(s).ok_or_else(|| {
+                        format!("{}: channel {}: session {s:?}", path.display(), ch.name)
+                    })?;
+                    c = c.with_channel_rebuild(
+                        id,
+                        book::rebuild::RebuildConfig {
+                            server,
+                            session,
+                            request_timeout_ns: 100_000_000,
+                        },
+                    );
+                    eprintln!(
+                        "book: channel {} ({id}) rebuilds from {server} after a gap",
+                        ch.name
+                    );
+                }
+                _ => eprintln!(
+                    "book: warning: channel {} has no rerequest and session in {}: a gap \
+                     leaves it stale",
+                    ch.name,
+                    path.display()
+                ),
+            }
+        }
     }
     eprintln!(
         "book: following {} into the quote table {}",
@@ -311,6 +348,7 @@ fn main() -> ExitCode {
             slots,
             rerequest,
             session,
+            feed_config,
             anomaly_window,
             anomaly_min_sample,
         } => {
@@ -319,7 +357,15 @@ fn main() -> ExitCode {
                 anomaly_min_sample,
                 ..Default::default()
             };
-            match run(&ring, quotes, slots, rerequest, session, history) {
+            match run(
+                &ring,
+                quotes,
+                slots,
+                rerequest,
+                session,
+                feed_config,
+                history,
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("book run: {e}");
