@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod feed;
 pub mod fields;
 pub mod load;
+pub mod venues;
 
 /// Prints one figure in the form runs can be compared by.
 pub fn report(name: &str, value: f64, unit: &str, extra: &[(&str, String)]) {

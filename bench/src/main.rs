@@ -26,6 +26,10 @@ const USAGE: &str = "usage: bench NAME [options]
            age at each stage boundary; markdown summary and plot in bench/results/:
            [--rate N] (10,000 ITCH msg/s: ~10 quote changes/s per symbol) [--symbols N] (1,000) [--conns N] (10,000)
            [--per-conn N] (20) [--throttle MS] (100) [--duration S] (30) [--workers N] (1)
+  venues   three venue sessions (Nasdaq, BX, PSX shares) at once on three channels into one
+           feed handler, and the cost of consolidation over books alone:
+           [--messages N] (4,000,000 for Nasdaq; BX 30%, PSX 20%) [--rate N] (3,000,000
+           combined; 0 = top speed) [--symbols N] (3,000)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
@@ -112,6 +116,15 @@ fn main() -> ExitCode {
             };
             eprintln!("machine: {}", bench::machine());
             bench::e2e::run(&o)
+        })(),
+        Some("venues") => (|| {
+            let o = bench::venues::VenuesBench {
+                messages: flag(&args, "--messages", 4_000_000)?,
+                rate: flag(&args, "--rate", 3_000_000)?,
+                symbols: flag(&args, "--symbols", 3000)? as usize,
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::venues::run(&o)
         })(),
         Some("fanout-client") => (|| {
             let connect = text_flag(&args, "--connect")

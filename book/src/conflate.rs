@@ -40,7 +40,7 @@ pub struct Conflator {
     venue_table: QuoteWriter,
     /// Per symbol: its consolidated slot, updates published, each venue's view, and the last
     /// consolidated quote published.
-    symbols: HashMap<[u8; 8], (usize, u64, Vec<VenueQuote>, Quote)>,
+    symbols: crate::consolidate::SymbolMap<(usize, u64, Vec<VenueQuote>, Quote)>,
     /// The feed handler's counters (line health), opened when it exists.
     counters: Option<feed_handler::counters::CountersReader>,
     counters_path: std::path::PathBuf,
@@ -114,7 +114,7 @@ impl Conflator {
             overruns_seen: 0,
             quotes,
             venue_table,
-            symbols: HashMap::new(),
+            symbols: Default::default(),
             counters: None,
             counters_path: feed_handler::counters::counters_path(ring),
             line_packets: HashMap::new(),

@@ -13,6 +13,28 @@
 //! - Stale: only when no trusted venue remains. `untrusted` names the venues left out.
 //! - Trading state: the state of the first trusted venue that has one, else of any venue.
 
+/// A hasher for 8-byte symbol keys (one multiply; the keys are not attacker-chosen).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SymbolHasher(u64);
+
+impl std::hash::Hasher for SymbolHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by symbol with [`SymbolHasher`].
+pub type SymbolMap<V> =
+    std::collections::HashMap<[u8; 8], V, std::hash::BuildHasherDefault<SymbolHasher>>;
+
 /// One venue's view of one symbol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VenueQuote {
@@ -61,6 +83,7 @@ pub struct Consolidated {
 /// which channels the caller knows to be unhealthy.
 pub fn consolidate(venues: &[VenueQuote], distrust: impl Fn(u16) -> bool) -> Consolidated {
     let mut c = Consolidated::default();
+    let mut last_ns = 0u64;
     let mut any_trusted = false;
     let mut notional: u128 = 0;
     for v in venues {
@@ -99,15 +122,12 @@ pub fn consolidate(venues: &[VenueQuote], distrust: impl Fn(u16) -> bool) -> Con
             let newer = match c.last {
                 None => true,
                 Some((_, _, lc)) => {
-                    let cur = venues
-                        .iter()
-                        .find(|x| x.channel == lc)
-                        .map_or(0, |x| x.last_trade_ns);
-                    v.last_trade_ns > cur || v.last_trade_ns == cur && v.channel < lc
+                    v.last_trade_ns > last_ns || v.last_trade_ns == last_ns && v.channel < lc
                 }
             };
             if newer {
                 c.last = Some((p, q, v.channel));
+                last_ns = v.last_trade_ns;
             }
         }
         c.volume += v.volume;
