@@ -147,7 +147,7 @@ pub fn run(o: &E2eBench) -> Result<(), String> {
             "--rate",
             &o.rate.to_string(),
         ])
-        .args(["--progress", "false", "-o"])
+        .args(["--delete-at-close", "--progress", "false", "-o"])
         .arg(&pcap)
         .stderr(Stdio::null())
         .status()

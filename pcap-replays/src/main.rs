@@ -129,6 +129,10 @@ struct GenerateArgs {
     /// --rate (BX 30%, PSX 20%).
     #[arg(long, default_value_t = 0)]
     venue: u8,
+    /// Delete every resting order at the end of the flow, so the session can be replayed in a
+    /// loop (`play --loop`) with each pass starting from an empty book.
+    #[arg(long)]
+    delete_at_close: bool,
     #[command(flatten)]
     lines: LineArgs,
 }
@@ -290,6 +294,7 @@ fn generate(a: GenerateArgs) -> Result<(), String> {
         initial_orders: a.initial_orders,
         itchy_compatible: a.itchy_compatible,
         venue: a.venue,
+        delete_at_close: a.delete_at_close,
         ..Default::default()
     };
     let mut market = Market::new(cfg);

@@ -41,6 +41,11 @@ pub struct MarketConfig {
     /// smaller share of the messages and rate (BX 30%, PSX 20%, others 15% of `messages` and
     /// `rate_per_s`), roughly as the three Nasdaq markets compare.
     pub venue: u8,
+    /// Delete every order still resting at the end of the flow (before the closing system
+    /// events), so the book ends empty: a session replayed in a loop then starts each pass from
+    /// an empty book instead of piling its orders on the last pass's. These deletes come on top
+    /// of `messages`.
+    pub delete_at_close: bool,
 }
 
 /// 09:29:59.500, half a second before the open.
@@ -59,6 +64,7 @@ impl Default for MarketConfig {
             start_ns: DEFAULT_START_NS,
             itchy_compatible: false,
             venue: 0,
+            delete_at_close: false,
         }
     }
 }
@@ -400,6 +406,20 @@ impl Market {
             } else {
                 self.flow_step();
             }
+        } else if self.cfg.delete_at_close
+            && self.closing == 0
+            && let Some(&r) = self.live.last()
+        {
+            self.now_ns += 1_000;
+            let o = self.remove_order(r);
+            let h = self.hdr(b'D', o.locate);
+            put(
+                &mut self.buf,
+                OrderDelete {
+                    header: h,
+                    order_ref: r.into(),
+                },
+            );
         } else if self.closing < 3 {
             self.now_ns += 1_000;
             let code = [b'M', b'E', b'C'][self.closing as usize];
@@ -1109,5 +1129,31 @@ mod venue_tests {
         assert_eq!(sa, sb, "the same symbols");
         assert_eq!(b.cfg.messages, 3_000, "BX carries 30%");
         assert_eq!(Market::new(cfg(2)).cfg.messages, 2_000);
+    }
+
+    #[test]
+    fn a_session_that_deletes_at_close_ends_with_an_empty_book() {
+        let mut m = Market::new(MarketConfig {
+            seed: 3,
+            symbols: 30,
+            messages: 5_000,
+            delete_at_close: true,
+            ..Default::default()
+        });
+        let mut deletes_at_end = 0;
+        let mut flow_done = false;
+        while let Some(msg) = m.next_message() {
+            if msg[0] == b'D' && m.flow_left == 0 {
+                flow_done = true;
+                deletes_at_end += 1;
+            }
+        }
+        assert!(flow_done && deletes_at_end > 0);
+        assert_eq!(m.live_orders(), 0);
+        assert!(
+            m.syms
+                .iter()
+                .all(|s| s.bids.is_empty() && s.asks.is_empty())
+        );
     }
 }
