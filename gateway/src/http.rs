@@ -154,6 +154,8 @@ pub struct Ctx<'a> {
     pub max_symbols: usize,
     /// The per-venue quote table (`<quotes>.venues`), read on request.
     pub venues_table: &'a std::path::Path,
+    /// The quote table (its name locates the feed handler's counters: venue names).
+    pub quotes_table: &'a std::path::Path,
 }
 
 /// Answers a plain GET.
@@ -220,8 +222,28 @@ fn quotes(head: &Head, ctx: &Ctx) -> Vec<u8> {
     response("200 OK", "application/json", &b)
 }
 
+/// Venue (feed channel) names, from the feed handler's counters file beside the ring whose
+/// quote table this is (`<ring>.quotes` → `<ring>.counters`); empty when it is not there.
+pub fn venue_names(quotes: &std::path::Path) -> Vec<String> {
+    let q = quotes.to_string_lossy();
+    let Some(ring) = q.strip_suffix(".quotes") else {
+        return Vec::new();
+    };
+    let path = feed_handler::counters::counters_path(std::path::Path::new(ring));
+    feed_handler::counters::CountersReader::open(&path)
+        .map(|r| r.read().into_iter().map(|c| c.name).collect())
+        .unwrap_or_default()
+}
+
 fn symbols(ctx: &Ctx) -> Vec<u8> {
-    let mut b = b"{\"symbols\":[".to_vec();
+    let mut b = b"{\"venues\":[".to_vec();
+    for (i, n) in venue_names(ctx.quotes_table).iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        encode::json_str(&mut b, n);
+    }
+    b.extend_from_slice(b"],\"symbols\":[");
     for (i, s) in ctx.market.syms.iter().enumerate() {
         if i > 0 {
             b.push(b',');

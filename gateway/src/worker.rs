@@ -465,6 +465,7 @@ impl Worker {
             bars: &self.shared.bars,
             max_symbols: self.shared.limits.max_symbols,
             venues_table: &self.shared.venues_table,
+            quotes_table: &self.shared.cfg.quotes,
         };
         let r = http::answer(&head, &ctx);
         let r = if head.method == "HEAD" {
