@@ -15,12 +15,13 @@
 //! `bench/results/`.
 
 use crate::load::load_hdr;
+use crate::procs::{Kill, exe, http_get as get, ms, wait_until};
 use crate::report;
 use hdrhistogram::Histogram;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -43,38 +44,6 @@ pub struct E2eBench {
     pub workers: usize,
     /// Where results go.
     pub results: PathBuf,
-}
-
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            // SAFETY: signalling a child we started.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
-}
-
-fn exe(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .expect("current exe")
-        .with_file_name(name)
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    use std::io::Write;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: b\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let code = r.get(9..12)?.parse().ok()?;
-    Some((
-        code,
-        r.split_once("\r\n\r\n")
-            .map_or(String::new(), |x| x.1.to_string()),
-    ))
 }
 
 /// The gateway's age histogram: (upper bound in seconds, cumulative count).
@@ -108,23 +77,8 @@ fn bucket_quantile(a: &[(f64, u64)], b: &[(f64, u64)], q: f64) -> f64 {
         .map_or(f64::NAN, |x| x.0 * 1000.0)
 }
 
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Result<(), String> {
-    let t0 = Instant::now();
-    while !f() {
-        if t0.elapsed() > Duration::from_secs(secs) {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
 fn new_hist() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds")
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
 }
 
 /// Runs the benchmark.
@@ -183,10 +137,7 @@ pub fn run(o: &E2eBench) -> Result<(), String> {
             .args(["--session", "GEN0000001"]),
     )?);
     wait_until("book", 20, || shm(".quotes").exists())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = crate::procs::free_port()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let gw = spawn(
         Command::new(exe("gateway"))

@@ -12,13 +12,13 @@
 //!    process, and the p99 age.
 
 use crate::load::load_hdr;
+use crate::procs::{Kill, exe, free_port, http_get as get, metric, ms, wait_until};
 use crate::report;
 use hdrhistogram::Histogram;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Options.
 #[derive(Debug, Clone)]
@@ -49,24 +49,6 @@ pub struct FanoutBench {
     pub results: PathBuf,
 }
 
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            // SAFETY: signalling a child we started.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
-fn exe(name: &str) -> PathBuf {
-    let me = std::env::current_exe().expect("current exe");
-    me.with_file_name(name)
-}
-
 /// (user, system) CPU ticks of a process.
 fn cpu_ticks(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -91,45 +73,6 @@ fn rss_kb(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    use std::io::Write;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: b\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let code = r.get(9..12)?.parse().ok()?;
-    Some((
-        code,
-        r.split_once("\r\n\r\n")
-            .map_or(String::new(), |x| x.1.to_string()),
-    ))
-}
-
-fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let (_, body) = get(addr, "/metrics")?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Result<(), String> {
-    let t0 = Instant::now();
-    while !f() {
-        if t0.elapsed() > Duration::from_secs(secs) {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(18_900, |a| a.port())
 }
 
 fn gateway(quotes: &str, port: u16, workers: usize, max_conns: usize) -> Result<Child, String> {
@@ -202,12 +145,8 @@ fn sum(runs: &[ClientRun], k: &str) -> u64 {
     runs.iter().map(|r| r.counts[k].as_u64().unwrap_or(0)).sum()
 }
 
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
 fn capacity(o: &FanoutBench, quotes: &str) -> Result<(), String> {
-    let port = free_port();
+    let port = free_port()?;
     let per_gw = 19_500.min(o.conns);
     let mut procs = Kill(Vec::new());
     for _ in 0..o.gateways {
@@ -296,7 +235,7 @@ fn capacity(o: &FanoutBench, quotes: &str) -> Result<(), String> {
 }
 
 fn memory(o: &FanoutBench, quotes: &str) -> Result<(), String> {
-    let port = free_port();
+    let port = free_port()?;
     let gw = gateway(quotes, port, 1, 19_500)?;
     let pid = gw.id();
     let _procs = Kill(vec![gw]);
@@ -387,7 +326,7 @@ fn efficiency_one(
 
 fn efficiency(o: &FanoutBench, quotes: &str) -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("baselines");
-    let port = free_port();
+    let port = free_port()?;
     // one worker: on this 2-core machine the load client shares the cores, and one loop
     // batches more per write than two (measured: 419k against 333k deliveries per CPU-s)
     let ours = efficiency_one(o, "gateway", gateway(quotes, port, 1, 19_500)?, port)?;
@@ -405,7 +344,7 @@ fn efficiency(o: &FanoutBench, quotes: &str) -> Result<(), String> {
         &tags(ours.1, ours.2),
     );
     let tokio_bin = root.join("tokio-ws/target/release/tokio-ws-baseline");
-    let port = free_port();
+    let port = free_port()?;
     match Command::new(&tokio_bin)
         .args([port.to_string(), o.symbols.to_string(), o.rate.to_string()])
         .spawn()
@@ -430,7 +369,7 @@ fn efficiency(o: &FanoutBench, quotes: &str) -> Result<(), String> {
             tokio_bin.display()
         ),
     }
-    let port = free_port();
+    let port = free_port()?;
     match Command::new("node")
         .arg(root.join("node-ws/server.js"))
         .args([port.to_string(), o.symbols.to_string(), o.rate.to_string()])

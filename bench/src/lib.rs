@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod feed;
 pub mod fields;
 pub mod load;
+pub mod procs;
 pub mod venues;
 
 /// Prints one figure in the form runs can be compared by.

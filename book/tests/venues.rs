@@ -180,29 +180,7 @@ fn run_with(
             && conf.gaps > 0
         {
             // lost for good (its server is down): out of every consolidated best price
-            let r = QuoteReader::attach(&quotes).unwrap();
-            for i in 0..1024 {
-                let Some(q) = r.read(i) else { break };
-                if q.symbol_str().is_empty() {
-                    continue;
-                }
-                assert!(
-                    q.untrusted & 1 << v != 0,
-                    "{} does not say so",
-                    q.symbol_str()
-                );
-                assert!(
-                    q.bid.is_none() || q.bid_venue as u16 != v,
-                    "{}",
-                    q.symbol_str()
-                );
-                assert!(
-                    q.ask.is_none() || q.ask_venue as u16 != v,
-                    "{}",
-                    q.symbol_str()
-                );
-                assert!(!q.stale, "other venues remain");
-            }
+            assert_left_out(&quotes, v);
             gap_seen = true;
             std::fs::remove_file(&off).unwrap(); // the server comes back: the venue rebuilds
         }
@@ -211,29 +189,7 @@ fn run_with(
             && conf.distrusted() & 1 << v != 0
         {
             // silent: out of every consolidated best price, and the quotes say so
-            let r = QuoteReader::attach(&quotes).unwrap();
-            let mut n = 0;
-            for i in 0..1024 {
-                let Some(q) = r.read(i) else { break };
-                assert!(
-                    q.untrusted & 1 << v != 0,
-                    "{} does not say so",
-                    q.symbol_str()
-                );
-                assert!(
-                    q.bid.is_none() || q.bid_venue as u16 != v,
-                    "{}",
-                    q.symbol_str()
-                );
-                assert!(
-                    q.ask.is_none() || q.ask_venue as u16 != v,
-                    "{}",
-                    q.symbol_str()
-                );
-                assert!(!q.stale, "other venues remain");
-                n += 1;
-            }
-            assert_eq!(n, 40);
+            assert_left_out(&quotes, v);
             left_out_seen = true;
             resume.store(true, Ordering::Relaxed);
         }
@@ -248,6 +204,29 @@ fn run_with(
     feed.join().unwrap();
     drop(exchanges);
     (conf, expected, quotes, dir)
+}
+
+/// Every symbol of the table (all 40) leaves venue `v` out of its best prices and says so, and
+/// none is stale while other venues remain.
+fn assert_left_out(quotes: &std::path::Path, v: u16) {
+    let r = QuoteReader::attach(quotes).unwrap();
+    let mut n = 0;
+    for i in 0..1024 {
+        let Some(q) = r.read(i) else { break };
+        let sym = q.symbol_str();
+        assert!(q.untrusted & 1 << v != 0, "{sym} does not say so");
+        assert!(
+            q.bid.is_none() || q.bid_venue as u16 != v,
+            "{sym}: a bid from venue {v}"
+        );
+        assert!(
+            q.ask.is_none() || q.ask_venue as u16 != v,
+            "{sym}: an offer from venue {v}"
+        );
+        assert!(!q.stale, "{sym}: other venues remain");
+        n += 1;
+    }
+    assert_eq!(n, 40);
 }
 
 #[test]

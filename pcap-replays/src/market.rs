@@ -411,15 +411,7 @@ impl Market {
             && let Some(&r) = self.live.last()
         {
             self.now_ns += 1_000;
-            let o = self.remove_order(r);
-            let h = self.hdr(b'D', o.locate);
-            put(
-                &mut self.buf,
-                OrderDelete {
-                    header: h,
-                    order_ref: r.into(),
-                },
-            );
+            self.delete_ref(r);
         } else if self.closing < 3 {
             self.now_ns += 1_000;
             let code = [b'M', b'E', b'C'][self.closing as usize];
@@ -602,6 +594,10 @@ impl Market {
 
     fn delete(&mut self) {
         let Some(r) = self.random_live() else { return };
+        self.delete_ref(r);
+    }
+
+    fn delete_ref(&mut self, r: u64) {
         let o = self.remove_order(r);
         let h = self.hdr(b'D', o.locate);
         put(
