@@ -301,6 +301,7 @@ fn main() -> ExitCode {
             json,
             watch,
         } => {
+            feed_handler::agent::quiet_on_closed_pipe();
             let path = quotes_path(&ring, quotes);
             let stop = feed_handler::agent::stop_on_signals();
             let mut prev: Option<(u64, std::time::Instant)> = None;

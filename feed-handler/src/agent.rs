@@ -439,6 +439,16 @@ pub fn stop_on_signals() -> &'static AtomicBool {
     &STOP
 }
 
+/// For commands that print to a pipe (`stat`, `tail`, ...): a reader that closes the pipe early
+/// (`| head`) ends the process quietly, as for any Unix filter, instead of a panic in `println!`.
+/// Not for processes with TCP clients, where a closed peer must not kill the process.
+pub fn quiet_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// `feed-handler run`: starts the agent on its own (pinned) thread and runs until SIGINT or
 /// SIGTERM. Prints where the ring, the journal and the counters are.
 pub fn run(cfg: Config) -> Result<(), String> {

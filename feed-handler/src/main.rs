@@ -198,6 +198,9 @@ fn tail(ring: &str, from_start: bool, count: Option<u64>, until_eos: bool) -> Re
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Stat { .. }) {
+        feed_handler::agent::quiet_on_closed_pipe();
+    }
     let done = |r: Result<(), String>, what: &str| match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
