@@ -164,7 +164,7 @@ metrics! {
     counter flushes_total: AtomicU64 = "Flushes that wrote to a socket (one write each).",
     counter flush_ns_total: AtomicU64 = "Time spent in flushes, ns.",
     counter conflated_updates_total: AtomicU64 = "Symbol changes replaced by a later one before they were sent.",
-    counter slow_client_events_total: AtomicU64 = "Flushes that found a client's outbound buffer full (it gets conflated).",
+    counter slow_client_events_total: AtomicU64 = "Times a write left a client's outbound buffer undrained (it is conflated until it drains).",
     counter slow_client_closed_total: AtomicU64 = "Connections closed with 1013 after stalling past the limit.",
     counter policy_closed_total: AtomicU64 = "Connections closed with 1008 for bad input past the limit.",
     counter protocol_closed_total: AtomicU64 = "Connections closed for WebSocket protocol errors (1002, 1007, 1009).",

@@ -684,6 +684,7 @@ impl Worker {
             return;
         };
         let t0 = std::time::Instant::now();
+        let mut overflow = false;
         let drained = match &mut c.state {
             State::Ws(ws) => {
                 let mut ok = true;
@@ -695,6 +696,12 @@ impl Worker {
                     match ws.write(Message::text(text)) {
                         Ok(()) => {}
                         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        }
+                        Err(tungstenite::Error::WriteBufferFull(_)) => {
+                            // numbered but not queued: the client would see a hole
+                            overflow = true;
+                            ok = false;
+                            break;
                         }
                         Err(_) => {
                             ok = false;
@@ -715,14 +722,23 @@ impl Worker {
             }
             _ => true,
         };
-        let m = &self.shared.metrics;
-        m.flushes_total.fetch_add(1, Relaxed);
-        m.flush_ns_total
-            .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+        self.local.flushes += 1;
+        self.local.flush_ns += t0.elapsed().as_nanos() as u64;
         if drained {
             c.blocked_since = None;
         } else if c.blocked_since.is_none() {
+            // a slow-client event: conflated until its buffer drains
             c.blocked_since = Some(now);
+            self.local.slow += 1;
+        }
+        if overflow {
+            // replies to a client that is not reading (a subscribe while its buffer is full):
+            // close rather than leave a hole in its seq
+            self.shared
+                .metrics
+                .slow_client_closed_total
+                .fetch_add(1, Relaxed);
+            self.close_ws(i, now, 1013, "slow consumer: outbound buffer full");
         }
     }
 
@@ -855,12 +871,6 @@ impl Worker {
                     "slow consumer: outbound buffer full past the stall limit",
                 );
             }
-            if immediate {
-                self.shared
-                    .metrics
-                    .slow_client_events_total
-                    .fetch_add(1, Relaxed);
-            }
             return self.reschedule(i, now);
         }
         if let State::Ws(ws) = &mut c.state {
@@ -886,18 +896,18 @@ impl Worker {
             self.outbox.clear();
             let f = s.flush(now, &mut self.market, &self.shared.limits, &mut self.outbox);
             if !self.outbox.is_empty() {
-                let m = &self.shared.metrics;
                 if f.quotes > 0 {
-                    m.quotes_sent_total.fetch_add(f.quotes, Relaxed);
+                    let l = &mut self.local;
+                    l.quotes += f.quotes;
+                    l.conflated += f.conflated;
                     if f.max_rx_ns > 0 {
-                        m.age_from_receive
-                            .observe_ns(now.saturating_sub(f.max_rx_ns));
+                        l.age_rx.observe_ns(now.saturating_sub(f.max_rx_ns));
                     }
                     if f.max_x_ts_ns > 0 {
                         let day = 86_400_000_000_000i64;
                         let local = (now as i64 + cfg.exchange_utc_offset_ns).rem_euclid(day);
                         let age = (local - f.max_x_ts_ns as i64).rem_euclid(day);
-                        m.age_from_exchange.observe_ns(age as u64);
+                        l.age_x.observe_ns(age as u64);
                     }
                 }
                 self.send_outbox(i, now);
