@@ -343,54 +343,42 @@ fn efficiency(o: &FanoutBench, quotes: &str) -> Result<(), String> {
         "deliveries/cpu-s",
         &tags(ours.1, ours.2),
     );
+    // the baselines: (name, command, goal ratio, what makes it)
     let tokio_bin = root.join("tokio-ws/target/release/tokio-ws-baseline");
-    let port = free_port()?;
-    match Command::new(&tokio_bin)
-        .args([port.to_string(), o.symbols.to_string(), o.rate.to_string()])
-        .spawn()
-    {
-        Ok(c) => {
-            let t = efficiency_one(o, "tokio_tungstenite", c, port)?;
-            report(
-                "tokio_tungstenite_deliveries_per_cpu_s",
-                t.0,
-                "deliveries/cpu-s",
-                &tags(t.1, t.2),
-            );
-            report(
-                "deliveries_ratio_vs_tokio_tungstenite",
-                ours.0 / t.0.max(1e-9),
-                "x",
-                &[("goal", "3".into())],
-            );
-        }
-        Err(e) => eprintln!(
-            "bench: {}: {e} (scripts/bench fanout builds it)",
-            tokio_bin.display()
+    let mut node = Command::new("node");
+    node.arg(root.join("node-ws/server.js"));
+    let baselines = [
+        (
+            "tokio_tungstenite",
+            Command::new(&tokio_bin),
+            "3",
+            "scripts/bench fanout builds it",
         ),
-    }
-    let port = free_port()?;
-    match Command::new("node")
-        .arg(root.join("node-ws/server.js"))
-        .args([port.to_string(), o.symbols.to_string(), o.rate.to_string()])
-        .spawn()
-    {
-        Ok(c) => {
-            let t = efficiency_one(o, "node_ws", c, port)?;
-            report(
-                "node_ws_deliveries_per_cpu_s",
-                t.0,
-                "deliveries/cpu-s",
-                &tags(t.1, t.2),
-            );
-            report(
-                "deliveries_ratio_vs_node_ws",
-                ours.0 / t.0.max(1e-9),
-                "x",
-                &[("goal", "5".into())],
-            );
+        ("node_ws", node, "5", "scripts/bench fanout installs nodejs"),
+    ];
+    for (name, mut cmd, goal, hint) in baselines {
+        let port = free_port()?;
+        match cmd
+            .args([port.to_string(), o.symbols.to_string(), o.rate.to_string()])
+            .spawn()
+        {
+            Ok(c) => {
+                let t = efficiency_one(o, name, c, port)?;
+                report(
+                    &format!("{name}_deliveries_per_cpu_s"),
+                    t.0,
+                    "deliveries/cpu-s",
+                    &tags(t.1, t.2),
+                );
+                report(
+                    &format!("deliveries_ratio_vs_{name}"),
+                    ours.0 / t.0.max(1e-9),
+                    "x",
+                    &[("goal", goal.into())],
+                );
+            }
+            Err(e) => eprintln!("bench: {name}: {:?}: {e} ({hint})", cmd.get_program()),
         }
-        Err(e) => eprintln!("bench: node: {e} (scripts/bench fanout installs nodejs)"),
     }
     Ok(())
 }

@@ -225,17 +225,7 @@ fn consolidation(files: &[Vec<u8>], total: u64) {
                 for &l in &changed {
                     let Some(x) = b.get(l) else { continue };
                     let Some(sym) = x.symbol else { continue };
-                    let view = VenueQuote {
-                        channel: v as u16,
-                        bid: x.best_bid().map(|(p, lv)| (p, lv.shares)),
-                        ask: x.best_ask().map(|(p, lv)| (p, lv.shares)),
-                        last: x.last.map(|t| (t.px_e4, t.qty)),
-                        last_trade_ns: x.last_trade_ns,
-                        volume: x.volume,
-                        notional_e4: x.notional_e4,
-                        state: x.state,
-                        stale: x.stale,
-                    };
+                    let view = VenueQuote::of(v as u16, x, x.stale);
                     if level == 1 {
                         published += std::hint::black_box(view).volume & 1;
                         continue;

@@ -504,17 +504,7 @@ impl Conflator {
             // the symbol over every venue
             let n = self.symbols.len();
             let entry = self.symbols.entry(sym.0).or_insert((n, 0, Vec::new(), q));
-            let view = VenueQuote {
-                channel,
-                bid: q.bid,
-                ask: q.ask,
-                last: q.last,
-                last_trade_ns: x.last_trade_ns,
-                volume: x.volume,
-                notional_e4: x.notional_e4,
-                state: x.state,
-                stale,
-            };
+            let view = VenueQuote::of(channel, x, stale);
             match entry.2.iter_mut().find(|v| v.channel == channel) {
                 Some(v) => *v = view,
                 None => entry.2.push(view),

@@ -58,6 +58,24 @@ pub struct VenueQuote {
     pub stale: bool,
 }
 
+impl VenueQuote {
+    /// The view of instrument `x` on venue `channel`; `stale` as the caller judges it (the
+    /// conflation thread adds "not caught up yet" to the instrument's own flag).
+    pub fn of(channel: u16, x: &crate::books::Instrument, stale: bool) -> Self {
+        VenueQuote {
+            channel,
+            bid: x.best_bid().map(|(p, l)| (p, l.shares)),
+            ask: x.best_ask().map(|(p, l)| (p, l.shares)),
+            last: x.last.map(|t| (t.px_e4, t.qty)),
+            last_trade_ns: x.last_trade_ns,
+            volume: x.volume,
+            notional_e4: x.notional_e4,
+            state: x.state,
+            stale,
+        }
+    }
+}
+
 /// The consolidated quote of one symbol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Consolidated {

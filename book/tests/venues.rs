@@ -397,17 +397,8 @@ fn real_nasdaq_bx_and_psx_captures_apply_alongside() {
             .iter()
             .enumerate()
             .filter_map(|(ch, b)| {
-                b.get(l).map(|x| book::consolidate::VenueQuote {
-                    channel: ch as u16,
-                    bid: x.best_bid().map(|(p, lv)| (p, lv.shares)),
-                    ask: x.best_ask().map(|(p, lv)| (p, lv.shares)),
-                    last: x.last.map(|t| (t.px_e4, t.qty)),
-                    last_trade_ns: x.last_trade_ns,
-                    volume: x.volume,
-                    notional_e4: x.notional_e4,
-                    state: x.state,
-                    stale: x.stale,
-                })
+                b.get(l)
+                    .map(|x| book::consolidate::VenueQuote::of(ch as u16, x, x.stale))
             })
             .collect();
         let c = book::consolidate::consolidate(&views, |_| false);
