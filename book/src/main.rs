@@ -327,11 +327,8 @@ fn main() -> ExitCode {
                 let Some(secs) = watch else {
                     return ExitCode::SUCCESS;
                 };
-                for _ in 0..secs.max(1) * 10 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        return ExitCode::SUCCESS;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                if !feed_handler::agent::wait_unless_stopped(secs, stop) {
+                    return ExitCode::SUCCESS;
                 }
             }
         }

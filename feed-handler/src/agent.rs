@@ -439,6 +439,18 @@ pub fn stop_on_signals() -> &'static AtomicBool {
     &STOP
 }
 
+/// For the live views (`stat --watch SECS`): waits `secs` (at least 1) in 100 ms steps; false
+/// as soon as `stop` is set (Ctrl-C), true when the time is up.
+pub fn wait_unless_stopped(secs: u64, stop: &AtomicBool) -> bool {
+    for _ in 0..secs.max(1) * 10 {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
 /// For commands that print to a pipe (`stat`, `tail`, ...): a reader that closes the pipe early
 /// (`| head`) ends the process quietly, as for any Unix filter, instead of a panic in `println!`.
 /// Not for processes with TCP clients, where a closed peer must not kill the process.

@@ -228,11 +228,8 @@ fn main() -> ExitCode {
                     if let Err(e) = stat(&ring, json, prometheus) {
                         eprintln!("feed-handler stat: {e}");
                     }
-                    for _ in 0..secs.max(1) * 10 {
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            return ExitCode::SUCCESS;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    if !feed_handler::agent::wait_unless_stopped(secs, stop) {
+                        return ExitCode::SUCCESS;
                     }
                 }
             }

@@ -280,11 +280,8 @@ fn stat(addr: SocketAddr, watch: Option<u64>) -> Result<(), String> {
         );
         let Some(secs) = watch else { return Ok(()) };
         prev = Some((m, std::time::Instant::now()));
-        for _ in 0..secs.max(1) * 10 {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        if !feed_handler::agent::wait_unless_stopped(secs, stop) {
+            return Ok(());
         }
     }
 }
