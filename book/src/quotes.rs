@@ -141,6 +141,31 @@ impl Quote {
         }
     }
 
+    /// The quote outside shared memory (e.g. as a Redis value): the slot's 16 words, little
+    /// endian, with word 0 (the slot's seqlock) holding [`VERSION`] instead.
+    pub fn to_bytes(&self) -> [u8; SLOT] {
+        let mut w = self.to_words();
+        w[0] = VERSION as u64;
+        let mut b = [0u8; SLOT];
+        for (k, v) in w.iter().enumerate() {
+            b[k * 8..k * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// The quote [`Quote::to_bytes`] wrote; `None` unless `b` is exactly that long and of this
+    /// version.
+    pub fn from_bytes(b: &[u8]) -> Option<Quote> {
+        if b.len() != SLOT {
+            return None;
+        }
+        let mut w = [0u64; WORDS];
+        for (k, v) in w.iter_mut().enumerate() {
+            *v = u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().ok()?);
+        }
+        (w[0] == VERSION as u64).then(|| Quote::from_words(&w))
+    }
+
     /// The symbol without padding.
     pub fn symbol_str(&self) -> String {
         String::from_utf8_lossy(&self.symbol).trim_end().to_string()
@@ -171,17 +196,28 @@ impl QuoteWriter {
     /// Creates (replaces) a table of `slots` instruments and a change feed of `feed_cap`
     /// entries (rounded up to a power of two).
     pub fn create(path: &Path, slots: usize, feed_cap: u64) -> std::io::Result<Self> {
-        let feed_cap = feed_cap.max(2).next_power_of_two();
-        let size = HEADER + slots * SLOT + feed_cap as usize * 8;
         let _ = std::fs::remove_file(path);
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)?;
+        Self::create_in(&f, path, slots, feed_cap)
+    }
+
+    /// Makes a table in `f`, a new empty file (e.g. a memfd, which the caller keeps open) that
+    /// readers open at `path`.
+    pub fn create_in(
+        f: &std::fs::File,
+        path: &Path,
+        slots: usize,
+        feed_cap: u64,
+    ) -> std::io::Result<Self> {
+        let feed_cap = feed_cap.max(2).next_power_of_two();
+        let size = HEADER + slots * SLOT + feed_cap as usize * 8;
         f.set_len(size as u64)?;
         // SAFETY: our new file; other processes map it read-only and read words atomically.
-        let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&f) }?;
+        let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(f) }?;
         map[8..12].copy_from_slice(&VERSION.to_le_bytes());
         map[12..16].copy_from_slice(&(slots as u32).to_le_bytes());
         map[16..20].copy_from_slice(&(feed_cap as u32).to_le_bytes());
@@ -398,6 +434,8 @@ mod tests {
         };
         w.publish(3, &q);
         assert_eq!(r.read(3), Some(q));
+        assert_eq!(Quote::from_bytes(&q.to_bytes()), Some(q));
+        assert_eq!(Quote::from_bytes(&q.to_bytes()[1..]), None);
         assert_eq!(r.read(3).unwrap().symbol_str(), "AAPL");
         assert_eq!(r.next_change(), Change::Slot(3));
         assert_eq!(r.next_change(), Change::Empty);

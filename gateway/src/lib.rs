@@ -9,6 +9,7 @@
 //! - [`market`]: a worker's view of every symbol, with encoded quotes cached per change.
 //! - [`encode`]: quote JSON (exact decimal prices) and delta masks.
 //! - [`source`]: where quotes come from (the shared-memory quote table; stale when it dies).
+//! - [`redis`]: quotes through Redis: the publisher beside book, and the replica source.
 //! - [`synth`]: a synthetic market written into a quote table, for benchmarks and tests.
 //! - [`http`]: request heads, query strings, REST endpoints, `/metrics`, `/healthz`, `/`.
 //! - [`bars`]: bars for charts, read incrementally from the book's bar log.
@@ -24,6 +25,7 @@ pub mod encode;
 pub mod http;
 pub mod market;
 pub mod metrics;
+pub mod redis;
 pub mod server;
 pub mod session;
 pub mod source;

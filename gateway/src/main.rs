@@ -3,6 +3,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use clap::{Parser, Subcommand};
+use gateway::redis::publish::PublisherCfg;
+use gateway::redis::replica::{Replica, ReplicaCfg};
 use gateway::server::{Server, ServerCfg};
 use gateway::session::Limits;
 use gateway::source::{QuoteSource, ShmSource};
@@ -36,6 +38,26 @@ enum Cmd {
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
     },
+    /// Publish every change of a quote table into Redis (a single server or a Redis Cluster),
+    /// for gateways elsewhere started with `--source redis://...`. Runs beside `book run` until
+    /// Ctrl-C or SIGTERM; survives Redis restarts (reconnects and rewrites every quote).
+    Publish {
+        /// Feed ring name or path: the quote table is <ring>.quotes.
+        #[arg(long, default_value = "itch")]
+        ring: String,
+        /// Quote table name or path (overrides --ring).
+        #[arg(long)]
+        quotes: Option<String>,
+        /// Redis: redis://HOST:PORT, or a cluster's seed list redis://HOST:PORT,HOST:PORT,...
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Key and channel prefix.
+        #[arg(long, default_value = "quotes")]
+        prefix: String,
+        /// Sleep when the quote table had no change, µs (the hop's latency floor).
+        #[arg(long, default_value_t = 50)]
+        idle_us: u64,
+    },
     /// Write a synthetic market into a quote table (for benchmarks and trials) until Ctrl-C.
     Synth {
         /// Quote table name (under /dev/shm) or path.
@@ -64,6 +86,23 @@ struct RunArgs {
     /// Quote table name or path (overrides --ring).
     #[arg(long)]
     quotes: Option<String>,
+    /// Where quotes come from: redis://HOST:PORT (or a cluster's seed list
+    /// redis://HOST:PORT,HOST:PORT,...) for a replica of what `gateway publish` writes there;
+    /// anything else is a quote table name or path (the default: the one of --ring).
+    #[arg(long)]
+    source: Option<String>,
+    /// With a Redis source: serve only these symbols (comma-separated; default every symbol).
+    #[arg(long, value_delimiter = ',')]
+    redis_symbols: Option<Vec<String>>,
+    /// With a Redis source: the key and channel prefix.
+    #[arg(long, default_value = "quotes")]
+    redis_prefix: String,
+    /// With a Redis source: symbols go stale after this long without a publisher heartbeat, ms.
+    #[arg(long, default_value_t = 2000)]
+    redis_heartbeat_timeout_ms: u64,
+    /// With a Redis source: symbols the replica holds at most.
+    #[arg(long, default_value_t = 16384)]
+    replica_slots: usize,
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -120,7 +159,24 @@ fn path_of(ring: &str, quotes: Option<String>) -> PathBuf {
 
 fn run(a: RunArgs) -> Result<(), String> {
     let stop = feed_handler::agent::stop_on_signals();
-    let quotes = path_of(&a.ring, a.quotes);
+    let source = a.source.clone();
+    let redis = source.as_deref().filter(|s| s.starts_with("redis://"));
+    let replica = match redis {
+        Some(url) => {
+            let mut rc = ReplicaCfg::new(gateway::redis::cluster::parse_url(url)?);
+            rc.prefix = a.redis_prefix.clone();
+            rc.symbols = a.redis_symbols.clone();
+            rc.slots = a.replica_slots;
+            rc.hb_timeout_ns = a.redis_heartbeat_timeout_ms * 1_000_000;
+            Some(Replica::start(rc, stop)?)
+        }
+        None => None,
+    };
+    let quotes = match (&replica, a.source.clone()) {
+        (Some(r), _) => r.path.clone(),
+        (None, Some(s)) => feed_handler::ring::ring_path(&s),
+        (None, None) => path_of(&a.ring, a.quotes),
+    };
     let mut cfg = ServerCfg {
         listen: a.listen,
         max_connections: a.max_connections,
@@ -147,7 +203,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         out_budget: a.out_buffer_kib * 1024,
         ..Limits::default()
     };
-    if !quotes.exists() {
+    if replica.is_none() && !quotes.exists() {
         eprintln!(
             "gateway: warning: no quote table at {} yet (start `book run --ring {}`); serving \
              and waiting for it, /healthz says 503 until then",
@@ -156,17 +212,24 @@ fn run(a: RunArgs) -> Result<(), String> {
         );
     }
     let q = quotes.clone();
-    let server = Server::start(cfg, limits, stop, &|| {
-        Box::new(ShmSource::new(q.clone())) as Box<dyn QuoteSource>
+    let server = Server::start(cfg, limits, stop, &|| match &replica {
+        Some(r) => Box::new(r.source()) as Box<dyn QuoteSource>,
+        None => Box::new(ShmSource::new(q.clone())) as Box<dyn QuoteSource>,
     })?;
     let addr = server.listen_addr();
+    let from = match redis {
+        Some(url) => format!("a replica of {url}"),
+        None => quotes.display().to_string(),
+    };
     eprintln!(
-        "gateway: serving {} on http://{addr}/ ({} workers)",
-        quotes.display(),
+        "gateway: serving {from} on http://{addr}/ ({} workers)",
         server.shared.cfg.workers
     );
     eprintln!("gateway: WebSocket ws://{addr}/v1/ws, counters http://{addr}/metrics");
     server.join()?;
+    if let Some(r) = replica {
+        r.join();
+    }
     eprintln!("gateway: stopped");
     Ok(())
 }
@@ -291,6 +354,28 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run(a) => run(a),
         Cmd::Stat { addr, watch } => stat(addr, watch),
+        Cmd::Publish {
+            ring,
+            quotes,
+            redis,
+            prefix,
+            idle_us,
+        } => (|| {
+            let stop = feed_handler::agent::stop_on_signals();
+            let path = path_of(&ring, quotes);
+            let cfg = PublisherCfg {
+                seeds: gateway::redis::cluster::parse_url(&redis)?,
+                prefix,
+                timeout: std::time::Duration::from_secs(2),
+            };
+            eprintln!("gateway publish: {} into {redis}", path.display());
+            gateway::redis::publish::run(
+                &path,
+                cfg,
+                std::time::Duration::from_micros(idle_us),
+                stop,
+            )
+        })(),
         Cmd::Synth {
             quotes,
             symbols,

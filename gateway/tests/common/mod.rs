@@ -87,12 +87,23 @@ pub fn test_cfg(path: &std::path::Path) -> (ServerCfg, Limits) {
 
 impl Gw {
     pub fn start(cfg: ServerCfg, limits: Limits) -> Gw {
-        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let p = cfg.quotes.clone();
-        let server = Server::start(cfg, limits, stop, &|| {
-            Box::new(ShmSource::new(p.clone())) as Box<dyn QuoteSource>
-        })
-        .unwrap();
+        Gw::start_with(
+            cfg,
+            limits,
+            Box::leak(Box::new(AtomicBool::new(false))),
+            &|| Box::new(ShmSource::new(p.clone())) as Box<dyn QuoteSource>,
+        )
+    }
+
+    /// A gateway with its own quote source, stopped by `stop` (set when it is dropped).
+    pub fn start_with(
+        cfg: ServerCfg,
+        limits: Limits,
+        stop: &'static AtomicBool,
+        source: &dyn Fn() -> Box<dyn QuoteSource>,
+    ) -> Gw {
+        let server = Server::start(cfg, limits, stop, source).unwrap();
         let addr = server.listen_addr();
         Gw {
             server: Some(server),

@@ -1,0 +1,204 @@
+//! Where a key lives: Redis addresses (`redis://HOST:PORT`, a comma-separated seed list for a
+//! cluster), key hash slots (CRC16/XMODEM of the key or of its `{hash tag}`, mod 16384) and the
+//! cluster's slot map from `CLUSTER SLOTS`. A server without cluster support is one node owning
+//! every slot.
+
+use super::resp::Reply;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// Hash slots in a Redis Cluster.
+pub const SLOTS: usize = 16384;
+
+/// CRC16/XMODEM (polynomial 0x1021, initial 0), the checksum Redis Cluster hashes keys with.
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc = 0u16;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                crc << 1 ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The hash slot of a key or a sharded channel: only the part inside the first `{...}` counts
+/// when that part is not empty.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|o| {
+        let rest = &key[o + 1..];
+        let c = rest.iter().position(|&b| b == b'}')?;
+        (c > 0).then(|| &rest[..c])
+    });
+    crc16(tagged.unwrap_or(key)) % SLOTS as u16
+}
+
+/// Parses `redis://HOST:PORT[,HOST:PORT...]` (the scheme is optional; the port defaults to 6379).
+pub fn parse_url(url: &str) -> Result<Vec<SocketAddr>, String> {
+    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    if rest.contains('@') || rest.contains('/') {
+        return Err(format!(
+            "{url}: only redis://HOST:PORT[,HOST:PORT...] is supported (no user, password or database)"
+        ));
+    }
+    let mut v = Vec::new();
+    for part in rest.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let with_port = if part
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            part.to_string()
+        } else {
+            format!("{part}:6379")
+        };
+        let a = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("{url}: {part}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: {part}: no address"))?;
+        v.push(a);
+    }
+    if v.is_empty() {
+        return Err(format!("{url}: no Redis address"));
+    }
+    Ok(v)
+}
+
+/// Which node serves each slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The masters, in the order first seen.
+    pub nodes: Vec<SocketAddr>,
+    /// Node index per slot (`u16::MAX`: no node).
+    pub owner: Vec<u16>,
+    /// A Redis Cluster (sharded pub/sub), or one plain server.
+    pub cluster: bool,
+}
+
+impl Topology {
+    /// One plain server owning everything.
+    pub fn single(addr: SocketAddr) -> Topology {
+        Topology {
+            nodes: vec![addr],
+            owner: vec![0; SLOTS],
+            cluster: false,
+        }
+    }
+
+    /// From a `CLUSTER SLOTS` reply; `seed` replaces an empty host (a node that does not know
+    /// its own address).
+    pub fn from_cluster_slots(r: &Reply<'_>, seed: SocketAddr) -> Result<Topology, String> {
+        let bad = || "a CLUSTER SLOTS reply of an unexpected shape".to_string();
+        let mut t = Topology {
+            nodes: Vec::new(),
+            owner: vec![u16::MAX; SLOTS],
+            cluster: true,
+        };
+        for range in r.items().ok_or_else(bad)? {
+            let it = range.items().ok_or_else(bad)?;
+            let (Some(Reply::Int(lo)), Some(Reply::Int(hi)), Some(master)) =
+                (it.first(), it.get(1), it.get(2))
+            else {
+                return Err(bad());
+            };
+            let m = master.items().ok_or_else(bad)?;
+            let (Some(host), Some(Reply::Int(port))) = (m.first().and_then(Reply::bytes), m.get(1))
+            else {
+                return Err(bad());
+            };
+            let host = std::str::from_utf8(host).map_err(|_| bad())?;
+            let ip = if host.is_empty() || host == "?" {
+                seed.ip()
+            } else {
+                host.parse()
+                    .map_err(|_| format!("node host {host:?} is not an IP address"))?
+            };
+            let port = u16::try_from(*port).map_err(|_| bad())?;
+            let addr = SocketAddr::new(ip, port);
+            let k = match t.nodes.iter().position(|n| *n == addr) {
+                Some(k) => k,
+                None => {
+                    t.nodes.push(addr);
+                    t.nodes.len() - 1
+                }
+            };
+            if !(0..SLOTS as i64).contains(lo) || !(0..SLOTS as i64).contains(hi) || lo > hi {
+                return Err(bad());
+            }
+            for s in *lo as usize..=*hi as usize {
+                t.owner[s] = k as u16;
+            }
+        }
+        if t.nodes.is_empty() {
+            return Err("the cluster has no slots assigned yet".into());
+        }
+        if let Some(s) = t.owner.iter().position(|&o| o == u16::MAX) {
+            return Err(format!(
+                "slot {s} has no node (the cluster is not fully covered)"
+            ));
+        }
+        Ok(t)
+    }
+
+    /// The node serving `key`.
+    pub fn node_of(&self, key: &[u8]) -> usize {
+        self.owner[key_slot(key) as usize] as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_the_redis_cluster_specification() {
+        // the specification's check value for CRC16/XMODEM, and slots redis-cli reports
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn urls_and_seed_lists() {
+        assert_eq!(
+            parse_url("redis://127.0.0.1:7000,127.0.0.1:7001").unwrap(),
+            vec![
+                "127.0.0.1:7000".parse().unwrap(),
+                "127.0.0.1:7001".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            parse_url("127.0.0.1").unwrap(),
+            vec!["127.0.0.1:6379".parse().unwrap()]
+        );
+        assert!(parse_url("redis://u:p@h:1/0").is_err());
+        assert!(parse_url("redis://").is_err());
+    }
+
+    #[test]
+    fn a_cluster_slots_reply_maps_every_slot() {
+        let wire = b"*2\r\n*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n\
+                     *4\r\n:8192\r\n:16383\r\n*2\r\n$0\r\n\r\n:7001\r\n*2\r\n$9\r\n127.0.0.1\r\n:7101\r\n";
+        let (r, _) = super::super::resp::parse(wire).unwrap().unwrap();
+        let t = Topology::from_cluster_slots(&r, "10.0.0.1:7000".parse().unwrap()).unwrap();
+        assert_eq!(
+            t.nodes,
+            vec![
+                "127.0.0.1:7000".parse().unwrap(),
+                "10.0.0.1:7001".parse().unwrap()
+            ]
+        );
+        assert_eq!(t.owner[8191], 0);
+        assert_eq!(t.owner[8192], 1);
+        let half = b"*1\r\n*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
+        let (r, _) = super::super::resp::parse(half).unwrap().unwrap();
+        let e = Topology::from_cluster_slots(&r, "10.0.0.1:7000".parse().unwrap()).unwrap_err();
+        assert!(e.contains("slot 8192"), "{e}");
+    }
+}

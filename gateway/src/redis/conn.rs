@@ -1,0 +1,172 @@
+//! One blocking connection to a Redis node: commands are queued into an output buffer and
+//! written together (a pipeline), replies are read into a bounded buffer and parsed in place.
+
+use super::resp::{self, Reply};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The receive buffer never grows past this (one reply must fit).
+const MAX_BUF: usize = resp::MAX_BULK + 64 * 1024;
+
+/// A connection.
+#[derive(Debug)]
+pub struct Conn {
+    s: TcpStream,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+    start: usize,
+    out: Vec<u8>,
+    scratch: Box<[u8; 64 * 1024]>,
+    /// Replies still owed for commands written.
+    pub owed: usize,
+}
+
+/// Why a connection failed.
+pub fn err(addr: SocketAddr, e: impl std::fmt::Display) -> String {
+    format!("redis {addr}: {e}")
+}
+
+impl Conn {
+    /// Connects within `timeout`; later reads wait at most `read_timeout` each.
+    pub fn connect(
+        addr: SocketAddr,
+        timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Conn, String> {
+        let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| err(addr, e))?;
+        s.set_nodelay(true).map_err(|e| err(addr, e))?;
+        s.set_read_timeout(Some(read_timeout))
+            .map_err(|e| err(addr, e))?;
+        s.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))
+            .map_err(|e| err(addr, e))?;
+        Ok(Conn {
+            s,
+            addr,
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+            out: Vec::with_capacity(64 * 1024),
+            scratch: Box::new([0; 64 * 1024]),
+            owed: 0,
+        })
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a command (written by the next [`Conn::flush`]).
+    pub fn queue(&mut self, args: &[&[u8]]) {
+        resp::command(&mut self.out, args);
+        self.owed += 1;
+    }
+
+    /// Queues a command whose only answers are pushed messages (SUBSCRIBE and friends count
+    /// their confirmations themselves).
+    pub fn queue_push(&mut self, args: &[&[u8]]) {
+        resp::command(&mut self.out, args);
+    }
+
+    /// Writes everything queued.
+    pub fn flush(&mut self) -> Result<(), String> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.s.write_all(&self.out).map_err(|e| err(self.addr, e));
+        self.out.clear();
+        r
+    }
+
+    /// The next reply, given to `f`: `Ok(None)` if none came within the read timeout.
+    pub fn next<R>(&mut self, f: impl FnOnce(Reply<'_>) -> R) -> Result<Option<R>, String> {
+        loop {
+            match resp::parse(&self.buf[self.start..]).map_err(|e| err(self.addr, e))? {
+                Some((r, used)) => {
+                    let out = f(r);
+                    self.start += used;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
+                    self.owed = self.owed.saturating_sub(1);
+                    return Ok(Some(out));
+                }
+                None => {
+                    if self.start > 0 {
+                        self.buf.drain(..self.start);
+                        self.start = 0;
+                    }
+                    if self.buf.len() >= MAX_BUF {
+                        return Err(err(self.addr, "a reply larger than 16 MiB"));
+                    }
+                    match self.s.read(&mut self.scratch[..]) {
+                        Ok(0) => return Err(err(self.addr, "connection closed by the server")),
+                        Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                        {
+                            return Ok(None);
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(err(self.addr, e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next reply already received, without reading the socket.
+    pub fn next_buffered<R>(
+        &mut self,
+        f: impl FnOnce(Reply<'_>) -> R,
+    ) -> Result<Option<R>, String> {
+        match resp::parse(&self.buf[self.start..]).map_err(|e| err(self.addr, e))? {
+            Some((r, used)) => {
+                let out = f(r);
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                self.owed = self.owed.saturating_sub(1);
+                Ok(Some(out))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next reply, waiting until `deadline`.
+    pub fn next_by<R>(
+        &mut self,
+        deadline: Instant,
+        mut f: impl FnMut(Reply<'_>) -> R,
+    ) -> Result<R, String> {
+        loop {
+            if let Some(r) = self.next(&mut f)? {
+                return Ok(r);
+            }
+            if Instant::now() >= deadline {
+                return Err(err(self.addr, "no reply in time"));
+            }
+        }
+    }
+
+    /// Sends one command and waits for its reply (an error reply is an `Err`).
+    pub fn call<R>(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+        f: impl FnMut(Reply<'_>) -> R,
+    ) -> Result<R, String> {
+        self.queue(args);
+        self.flush()?;
+        let deadline = Instant::now() + timeout;
+        let mut f = f;
+        self.next_by(deadline, |r| match r.error() {
+            Some(e) => Err(e),
+            None => Ok(f(r)),
+        })?
+        .map_err(|e| err(self.addr, e))
+    }
+}

@@ -1,0 +1,166 @@
+//! Quotes through Redis, for gateways far from the exchange: a publisher beside `book` writes
+//! every quote change into Redis, and a gateway with `--source redis://...` keeps a local replica
+//! of the quotes it serves. Redis is a single server or a Redis Cluster (sharded pub/sub).
+//!
+//! What is in Redis (prefix `P`, `quotes` by default; `SYM` a symbol without padding):
+//!
+//! ```text
+//!  key      P:{SYM}        the latest quote: 8 bytes publish time (ns since the epoch, LE; strictly
+//!                          increasing per publisher) + 128 bytes Quote::to_bytes (book::quotes)
+//!  channel  P:{SYM}        the same bytes on every change: PUBLISH, or SPUBLISH in a cluster
+//!                          (the hash tag puts the key and its channel on one node)
+//!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
+//!  channel  P:heartbeat    "EPOCH_NS SENT_NS" every 250 ms (broadcast); EPOCH_NS is when the
+//!                          publisher last (re)connected and began rewriting every key
+//! ```
+//!
+//! Trust: a replica shows a quote fresh only when the quote itself is not stale, its node's link
+//! is up, a heartbeat came through that link since it (re)connected and within the timeout, the
+//! value arrived through that link since it (re)connected, and it was published at or after the
+//! heartbeat's epoch (so values left in a restarted Redis by a dead publisher never show fresh).
+//!
+//! - [`resp`]: the wire protocol (fuzzed).
+//! - [`cluster`]: addresses, hash slots, the cluster's slot map.
+//! - [`conn`]: one pipelined blocking connection.
+//! - [`publish`]: the publisher.
+//! - [`replica`]: the gateway-side replica and its quote source.
+
+pub mod cluster;
+pub mod conn;
+pub mod publish;
+pub mod replica;
+pub mod resp;
+
+use book::quotes::{Quote, SLOT};
+use cluster::Topology;
+use conn::Conn;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Bytes of a value: publish time and the quote.
+pub const VALUE_LEN: usize = 8 + SLOT;
+
+/// Heartbeat interval of the publisher, ns.
+pub const HEARTBEAT_NS: u64 = 250_000_000;
+
+/// Key and channel names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+    /// The key (and channel) of a symbol.
+    pub fn quote(&self, sym: &str) -> String {
+        format!("{}:{{{sym}}}", self.prefix)
+    }
+    /// The symbol of a quote key or channel, if it is one.
+    pub fn symbol_of<'a>(&self, key: &'a [u8]) -> Option<&'a [u8]> {
+        let rest = key
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b":{")?;
+        let sym = rest.strip_suffix(b"}")?;
+        (!sym.is_empty() && sym.len() <= 8 && !sym.contains(&b'}')).then_some(sym)
+    }
+    /// The pattern matching every quote key (for SCAN).
+    pub fn pattern(&self) -> String {
+        format!("{}:{{*}}", self.prefix)
+    }
+    /// New-symbol announcements.
+    pub fn new_symbols(&self) -> String {
+        format!("{}:new", self.prefix)
+    }
+    /// Heartbeats.
+    pub fn heartbeat(&self) -> String {
+        format!("{}:heartbeat", self.prefix)
+    }
+}
+
+/// The value of a quote published at `pub_ns`.
+pub fn encode(pub_ns: u64, q: &Quote) -> [u8; VALUE_LEN] {
+    let mut v = [0u8; VALUE_LEN];
+    v[..8].copy_from_slice(&pub_ns.to_le_bytes());
+    v[8..].copy_from_slice(&q.to_bytes());
+    v
+}
+
+/// A value back: (publish time, quote); `None` if it is not one.
+pub fn decode(v: &[u8]) -> Option<(u64, Quote)> {
+    if v.len() != VALUE_LEN {
+        return None;
+    }
+    let pub_ns = u64::from_le_bytes(v[..8].try_into().ok()?);
+    Some((pub_ns, Quote::from_bytes(&v[8..])?))
+}
+
+/// A symbol's 8 padded bytes.
+pub fn padded(sym: &[u8]) -> [u8; 8] {
+    let mut s = [b' '; 8];
+    let n = sym.len().min(8);
+    s[..n].copy_from_slice(&sym[..n]);
+    s
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Finds out what the seeds are: a cluster (its masters and slot map) or one plain server.
+pub fn discover(seeds: &[SocketAddr], timeout: Duration) -> Result<Topology, String> {
+    let mut last = String::from("no seed");
+    for &seed in seeds {
+        let mut c = match Conn::connect(seed, timeout, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        c.queue(&[b"CLUSTER", b"SLOTS"]);
+        c.flush()?;
+        let deadline = std::time::Instant::now() + timeout;
+        let r = c.next_by(deadline, |r| match r.error() {
+            Some(e) if e.contains("cluster support disabled") => Ok(Topology::single(seed)),
+            Some(e) => Err(conn::err(seed, e)),
+            None => Topology::from_cluster_slots(&r, seed).map_err(|e| conn::err(seed, e)),
+        });
+        match r {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(e)) | Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_names_parse_back() {
+        let q = Quote {
+            symbol: *b"AAPL    ",
+            bid: Some((1_891_200, 300)),
+            stale: true,
+            ..Quote::default()
+        };
+        let v = encode(42, &q);
+        assert_eq!(decode(&v), Some((42, q)));
+        assert_eq!(decode(&v[..VALUE_LEN - 1]), None);
+        let k = Keys::new("quotes");
+        assert_eq!(k.quote("AAPL"), "quotes:{AAPL}");
+        assert_eq!(k.symbol_of(b"quotes:{AAPL}"), Some(&b"AAPL"[..]));
+        assert_eq!(k.symbol_of(b"quotes:new"), None);
+        assert_eq!(k.symbol_of(b"other:{AAPL}"), None);
+        assert_eq!(padded(b"AB"), *b"AB      ");
+    }
+}

@@ -1,0 +1,371 @@
+//! The publisher: every quote change from the quote table into Redis, conflated per batch and
+//! pipelined (one write per node per batch): `SET P:{SYM}` and `PUBLISH`/`SPUBLISH P:{SYM}` with
+//! the same bytes, plus a heartbeat every 250 ms. When Redis fails (a refused connection, a
+//! closed one, an error reply, MOVED during a resharding) the publisher drops every connection,
+//! keeps reading the quote table (its latest state stays current), and retries with a backoff up
+//! to a second; once connected again it rewrites every symbol's latest quote before its first
+//! heartbeat, so replicas trust nothing older than that.
+
+use super::cluster::Topology;
+use super::conn::Conn;
+use super::{HEARTBEAT_NS, Keys, discover, encode, now_ns};
+use book::quotes::Quote;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct PublisherCfg {
+    /// Seed addresses (one server, or any nodes of a cluster).
+    pub seeds: Vec<SocketAddr>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Connect and reply timeout.
+    pub timeout: Duration,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default)]
+pub struct PubStats {
+    /// Quote changes written.
+    pub published: u64,
+    /// Changes merged into a later one of the same symbol before they were written.
+    pub conflated: u64,
+    /// Batches (pipelines) written.
+    pub batches: u64,
+    /// Successful (re)connections.
+    pub connects: u64,
+    /// Failures that dropped the connections.
+    pub failures: u64,
+    /// Full rewrites after a connection.
+    pub republished: u64,
+}
+
+struct Link {
+    topo: Topology,
+    conns: Vec<Conn>,
+}
+
+/// The publisher (sans threads: the caller offers quotes and calls [`Publisher::flush`]).
+pub struct Publisher {
+    cfg: PublisherCfg,
+    keys: Keys,
+    link: Option<Link>,
+    latest: Vec<Quote>,
+    names: Vec<String>,
+    key_names: Vec<String>,
+    index: HashMap<[u8; 8], usize>,
+    dirty: Vec<bool>,
+    pending: Vec<usize>,
+    announced: Vec<bool>,
+    last_pub_ns: u64,
+    epoch_ns: u64,
+    next_hb_ns: u64,
+    next_try: Instant,
+    backoff: Duration,
+    /// Why the last connection failed (None while connected).
+    pub down: Option<String>,
+    /// Counters.
+    pub stats: PubStats,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Publisher({:?})", self.cfg.seeds)
+    }
+}
+
+impl Publisher {
+    /// A publisher; it connects on the first [`Publisher::flush`].
+    pub fn new(cfg: PublisherCfg) -> Publisher {
+        Publisher {
+            keys: Keys::new(&cfg.prefix),
+            cfg,
+            link: None,
+            latest: Vec::new(),
+            names: Vec::new(),
+            key_names: Vec::new(),
+            index: HashMap::new(),
+            dirty: Vec::new(),
+            pending: Vec::new(),
+            announced: Vec::new(),
+            last_pub_ns: 0,
+            epoch_ns: 0,
+            next_hb_ns: 0,
+            next_try: Instant::now(),
+            backoff: Duration::from_millis(100),
+            down: Some("not connected yet".into()),
+            stats: PubStats::default(),
+        }
+    }
+
+    /// Whether connected.
+    pub fn connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Takes a quote change (the latest per symbol wins until the next flush).
+    pub fn offer(&mut self, q: &Quote) {
+        if q.symbol == [0; 8] {
+            return;
+        }
+        let i = match self.index.get(&q.symbol) {
+            Some(&i) => i,
+            None => {
+                let i = self.latest.len();
+                self.index.insert(q.symbol, i);
+                self.latest.push(*q);
+                self.names.push(q.symbol_str());
+                self.key_names.push(self.keys.quote(&q.symbol_str()));
+                self.dirty.push(false);
+                self.announced.push(false);
+                i
+            }
+        };
+        self.latest[i] = *q;
+        if self.dirty[i] {
+            self.stats.conflated += 1;
+        } else {
+            self.dirty[i] = true;
+            self.pending.push(i);
+        }
+    }
+
+    fn next_pub_ns(&mut self) -> u64 {
+        self.last_pub_ns = now_ns().max(self.last_pub_ns + 1);
+        self.last_pub_ns
+    }
+
+    /// Writes what is pending (and the heartbeat when due), connecting first if needed.
+    /// Returns the changes written; on a failure everything stays pending for the next try.
+    pub fn flush(&mut self) -> usize {
+        if self.link.is_none() && !self.connect() {
+            return 0;
+        }
+        let mut batch = std::mem::take(&mut self.pending);
+        let r = self.send(&batch);
+        match r {
+            Ok(()) => {
+                for &i in &batch {
+                    self.dirty[i] = false;
+                }
+                let n = batch.len();
+                self.stats.published += n as u64;
+                if n > 0 {
+                    self.stats.batches += 1;
+                }
+                batch.clear();
+                self.pending = batch;
+                n
+            }
+            Err(e) => {
+                self.pending = batch;
+                self.fail(e);
+                0
+            }
+        }
+    }
+
+    fn fail(&mut self, e: String) {
+        eprintln!("gateway publish: {e}; retrying (every symbol is rewritten on reconnect)");
+        self.stats.failures += 1;
+        self.link = None;
+        self.down = Some(e);
+        self.next_try = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+    }
+
+    fn connect(&mut self) -> bool {
+        if Instant::now() < self.next_try {
+            return false;
+        }
+        let t = self.cfg.timeout;
+        let r = discover(&self.cfg.seeds, t).and_then(|topo| {
+            let conns = topo
+                .nodes
+                .iter()
+                .map(|&a| Conn::connect(a, t, t))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Link { topo, conns })
+        });
+        match r {
+            Ok(link) => {
+                self.link = Some(link);
+                // every symbol again, published after the epoch the heartbeat will announce
+                self.epoch_ns = self.next_pub_ns();
+                self.pending.clear();
+                for i in 0..self.latest.len() {
+                    self.dirty[i] = true;
+                    self.announced[i] = false;
+                    self.pending.push(i);
+                }
+                let all = std::mem::take(&mut self.pending);
+                let r = self.send(&all);
+                self.pending = all;
+                if let Err(e) = r {
+                    self.fail(e);
+                    return false;
+                }
+                for i in self.pending.drain(..) {
+                    self.dirty[i] = false;
+                }
+                self.next_hb_ns = 0;
+                if let Err(e) = self.heartbeat() {
+                    self.fail(e);
+                    return false;
+                }
+                self.stats.connects += 1;
+                self.stats.republished += 1;
+                self.backoff = Duration::from_millis(100);
+                let l = self.link.as_ref().expect("connected");
+                eprintln!(
+                    "gateway publish: connected to {} ({} node{}{}); {} symbols rewritten",
+                    l.topo.nodes[0],
+                    l.topo.nodes.len(),
+                    if l.topo.nodes.len() == 1 { "" } else { "s" },
+                    if l.topo.cluster {
+                        ", cluster: SPUBLISH"
+                    } else {
+                        ""
+                    },
+                    self.latest.len()
+                );
+                self.down = None;
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) -> Result<(), String> {
+        let now = now_ns();
+        if now < self.next_hb_ns {
+            return Ok(());
+        }
+        self.next_hb_ns = now + HEARTBEAT_NS;
+        let link = self.link.as_mut().ok_or("not connected")?;
+        let msg = format!("{} {now}", self.epoch_ns);
+        let c = &mut link.conns[0];
+        c.queue(&[b"PUBLISH", self.keys.heartbeat().as_bytes(), msg.as_bytes()]);
+        c.flush()?;
+        read_owed(c, self.cfg.timeout)
+    }
+
+    /// Heartbeat when due (call at least every 250 ms; [`Publisher::flush`] does not).
+    pub fn tick(&mut self) {
+        if self.link.is_none() {
+            self.connect();
+            return;
+        }
+        if let Err(e) = self.heartbeat() {
+            self.fail(e);
+        }
+    }
+
+    fn send(&mut self, batch: &[usize]) -> Result<(), String> {
+        let link = self.link.as_mut().ok_or("not connected")?;
+        let publish: &[u8] = if link.topo.cluster {
+            b"SPUBLISH"
+        } else {
+            b"PUBLISH"
+        };
+        let new = self.keys.new_symbols();
+        let mut last = self.last_pub_ns;
+        for &i in batch {
+            last = now_ns().max(last + 1);
+            let key = &self.key_names[i];
+            let v = encode(last, &self.latest[i]);
+            let c = &mut link.conns[link.topo.node_of(key.as_bytes())];
+            c.queue(&[b"SET", key.as_bytes(), &v]);
+            c.queue(&[publish, key.as_bytes(), &v]);
+            if !self.announced[i] {
+                c.queue(&[b"PUBLISH", new.as_bytes(), self.names[i].as_bytes()]);
+            }
+        }
+        self.last_pub_ns = last;
+        for c in link.conns.iter_mut() {
+            c.flush()?;
+        }
+        for c in link.conns.iter_mut() {
+            read_owed(c, self.cfg.timeout)?;
+        }
+        for &i in batch {
+            self.announced[i] = true;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every reply owed; the first error reply fails the batch (after all are read).
+fn read_owed(c: &mut Conn, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut first_err = None;
+    while c.owed > 0 {
+        if let Some(e) = c.next_by(deadline, |r| r.error())? {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(super::conn::err(c.addr(), e)),
+        None => Ok(()),
+    }
+}
+
+/// `gateway publish`: follows the quote table at `quotes` and publishes every change into Redis
+/// until `stop`.
+pub fn run(
+    quotes: &std::path::Path,
+    cfg: PublisherCfg,
+    idle: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
+    use crate::source::{Health, QuoteSource, ShmSource};
+    use std::sync::atomic::Ordering;
+    let mut src = ShmSource::new(quotes.to_path_buf());
+    let mut p = Publisher::new(cfg);
+    let start = Instant::now();
+    let mut last_health = None;
+    let mut next_report = Instant::now() + Duration::from_secs(10);
+    while !stop.load(Ordering::Relaxed) {
+        let now = start.elapsed().as_nanos() as u64;
+        let n = src.poll(now, 100_000, &mut |q| p.offer(q));
+        let h = src.health();
+        if last_health.as_ref() != Some(&h) {
+            match &h {
+                Health::Live => eprintln!("gateway publish: reading {}", quotes.display()),
+                Health::Down(why) => {
+                    eprintln!("gateway publish: quote table down: {why} (its quotes go out stale)")
+                }
+            }
+            last_health = Some(h);
+        }
+        p.flush();
+        p.tick();
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(10);
+            let s = &p.stats;
+            eprintln!(
+                "gateway publish: {} changes published in {} batches, {} conflated, {} failures, {}",
+                s.published,
+                s.batches,
+                s.conflated,
+                s.failures,
+                p.down.as_deref().unwrap_or("connected")
+            );
+        }
+        if n == 0 {
+            std::thread::sleep(if p.connected() {
+                idle
+            } else {
+                Duration::from_millis(10)
+            });
+        }
+    }
+    // one last write of what is pending
+    p.flush();
+    Ok(())
+}

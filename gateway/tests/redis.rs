@@ -1,0 +1,603 @@
+//! Quotes through real Redis servers (a single one, and a 3-master Redis Cluster on loopback)
+//! from a publisher beside the quote table to a gateway with a Redis source, checked through
+//! WebSocket clients against a gateway reading the quote table directly.
+mod common;
+
+use book::conflate::Conflator;
+use book::quotes::{Quote, QuoteReader};
+use common::{Gw, Raw, Table, test_cfg};
+use feed_handler::journal::{JournalWriter, journal_path};
+use feed_handler::ring::{Record, RingWriter};
+use gateway::redis::publish::{Publisher, PublisherCfg};
+use gateway::redis::replica::{Replica, ReplicaCfg};
+use gateway::source::{QuoteSource, ShmSource};
+use pcap_replays::market::{Market, MarketConfig};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether redis-server is here (CI installs it; elsewhere the tests say they were skipped).
+fn have_redis() -> bool {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is missing (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: no redis-server (apt-get install redis-server)");
+    }
+    ok
+}
+
+/// A port p with p + 10000 (the cluster bus) free too.
+fn free_ports() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 16;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 8000;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+struct RedisNode {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    cluster: bool,
+}
+
+impl RedisNode {
+    fn start(port: u16, dir: &Path, cluster: bool) -> RedisNode {
+        let mut n = RedisNode {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            cluster,
+        };
+        n.restart();
+        n
+    }
+
+    fn restart(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let mut c = Command::new("redis-server");
+        c.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if self.cluster {
+            c.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &format!("nodes-{}.conf", self.port),
+            ]);
+        }
+        self.child = Some(c.spawn().expect("redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cli(self.port, &["PING"]).trim() != "PONG" {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("gw-redis-{tag}-{}", std::process::id()))
+}
+
+/// Three masters, every slot assigned, `cluster_state:ok` on each.
+fn cluster(tag: &str) -> Vec<RedisNode> {
+    let nodes: Vec<_> = (0..3)
+        .map(|k| RedisNode::start(free_ports(), &tmp(&format!("{tag}-{k}")), true))
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in &nodes {
+        while !cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    nodes
+}
+
+/// The publisher beside the quote table, on its own thread until the returned flag is set.
+fn spawn_publisher(
+    quotes: &Path,
+    seeds: Vec<SocketAddr>,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, q) = (stop.clone(), quotes.to_path_buf());
+    let h = std::thread::spawn(move || {
+        let mut src = ShmSource::new(q);
+        let mut p = Publisher::new(PublisherCfg {
+            seeds,
+            prefix: "quotes".into(),
+            timeout: Duration::from_secs(2),
+        });
+        let t0 = Instant::now();
+        while !s.load(Ordering::Relaxed) {
+            src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
+            p.flush();
+            p.tick();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    (stop, h)
+}
+
+fn remote_gateway(seeds: Vec<SocketAddr>, hb_timeout_ms: u64) -> (Gw, Replica) {
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let mut rc = ReplicaCfg::new(seeds);
+    rc.hb_timeout_ns = hb_timeout_ms * 1_000_000;
+    let replica = Replica::start(rc, stop).unwrap();
+    let (cfg, limits) = test_cfg(&replica.path);
+    let gw = Gw::start_with(cfg, limits, stop, &|| {
+        Box::new(replica.source()) as Box<dyn QuoteSource>
+    });
+    (gw, replica)
+}
+
+/// Waits until the gateway knows `n` symbols (a client subscribing earlier is told the rest
+/// are unknown, as with a local table that does not have them yet).
+fn wait_symbols(addr: SocketAddr, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = common::http_get(addr, "/healthz").1;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["symbols"].as_u64().is_some_and(|k| k >= n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never knew {n} symbols: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A WebSocket client's picture of its symbols, merged from snapshots and updates.
+struct View {
+    c: Raw,
+    q: HashMap<String, Map<String, Value>>,
+}
+
+impl View {
+    fn subscribe(addr: SocketAddr, symbols: &[String]) -> View {
+        let mut c = Raw::connect(addr);
+        c.text(
+            &serde_json::json!({"op":"subscribe","symbols":symbols,"throttle_ms":50}).to_string(),
+        );
+        View {
+            c,
+            q: HashMap::new(),
+        }
+    }
+
+    /// Reads one message and merges its quotes; returns the symbols it touched.
+    fn read(&mut self) -> Vec<String> {
+        let m = self.c.json();
+        let mut touched = Vec::new();
+        if let Some(qs) = m["quotes"].as_array() {
+            for q in qs {
+                let s = q["s"].as_str().unwrap().to_string();
+                let e = self.q.entry(s.clone()).or_default();
+                for (k, v) in q.as_object().unwrap() {
+                    e.insert(k.clone(), v.clone());
+                }
+                touched.push(s);
+            }
+        }
+        touched
+    }
+
+    /// Reads until `done` holds, calling `each` on every symbol touched; false at the deadline.
+    fn until(
+        &mut self,
+        secs: u64,
+        mut each: impl FnMut(&str, &Map<String, Value>),
+        done: impl Fn(&HashMap<String, Map<String, Value>>) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(&self.q) {
+            if Instant::now() > deadline {
+                let mut some: Vec<_> = self.q.iter().take(2).collect();
+                some.sort_by_key(|x| x.0);
+                eprintln!("gave up with {} symbols, e.g. {some:?}", self.q.len());
+                return false;
+            }
+            for s in self.read() {
+                each(&s, &self.q[&s]);
+            }
+        }
+        true
+    }
+}
+
+const FIELDS: [&str; 9] = [
+    "bid", "bid_sz", "ask", "ask_sz", "last", "last_sz", "vol", "state", "stale",
+];
+
+fn px(p: Option<(u32, u64)>) -> (Value, Value) {
+    match p {
+        Some((px, qty)) => (
+            format!("{}.{:04}", px / 10_000, px % 10_000).into(),
+            qty.into(),
+        ),
+        None => (Value::Null, 0.into()),
+    }
+}
+
+/// What a client should show for a quote (the fields compared).
+fn expected(q: &Quote) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (name, v) in [("bid", q.bid), ("ask", q.ask), ("last", q.last)] {
+        let (p, sz) = px(v);
+        m.insert(name.into(), p);
+        m.insert(format!("{name}_sz"), sz);
+    }
+    m.insert("vol".into(), q.volume.into());
+    m.insert("stale".into(), q.stale.into());
+    m
+}
+
+fn same(view: &Map<String, Value>, want: &Map<String, Value>) -> bool {
+    want.iter().all(|(k, v)| view.get(k) == Some(v))
+}
+
+/// A generated session through a ring and the conflation thread into a quote table.
+struct Replay {
+    dir: PathBuf,
+    ring: RingWriter,
+    journal: JournalWriter,
+    conf: Conflator,
+    market: Market,
+    seq: u64,
+    quotes: PathBuf,
+}
+
+impl Replay {
+    fn new(tag: &str) -> Replay {
+        let dir = tmp(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ring_path = dir.join("ring");
+        let ring = RingWriter::create(&ring_path, 1 << 16).unwrap();
+        let journal = JournalWriter::create(&journal_path(&ring_path), ring.generation()).unwrap();
+        let quotes = dir.join("quotes");
+        let conf = Conflator::new(&ring_path, &quotes, 256).unwrap();
+        let market = Market::new(MarketConfig {
+            seed: 41,
+            symbols: 60,
+            messages: 30_000,
+            ..Default::default()
+        });
+        Replay {
+            dir,
+            ring,
+            journal,
+            conf,
+            market,
+            seq: 0,
+            quotes,
+        }
+    }
+
+    /// Up to `n` more messages through; false when the session is over.
+    fn step(&mut self, n: usize) -> bool {
+        for _ in 0..n {
+            let Some(msg) = self.market.next_message().map(<[u8]>::to_vec) else {
+                return false;
+            };
+            self.seq += 1;
+            let rec = Record::message(0, self.seq, 0, self.seq, &msg).unwrap();
+            let p = self.ring.publish(&rec);
+            self.journal.append(p, &rec).unwrap();
+            let end = self.journal.flush().unwrap();
+            self.ring.set_journal_end(end);
+        }
+        while self.conf.do_work().unwrap() > 0 {}
+        true
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The same replay, served by a gateway on the quote table and by one on a Redis replica:
+/// clients of both end with the same values, equal to the table's.
+fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
+    let mut replay = Replay::new(&format!("same-{}", seeds[0].port()));
+    replay.step(2_000); // the directory and the first orders: every symbol has a quote
+    let (pstop, pub_thread) = spawn_publisher(&replay.quotes, seeds.clone());
+    let (cfg, limits) = test_cfg(&replay.quotes);
+    let local = Gw::start(cfg, limits);
+    let (remote, replica) = remote_gateway(seeds, 2_000);
+    let r = QuoteReader::attach(&replay.quotes).unwrap();
+    let symbols: Vec<String> = (0..r.slots())
+        .filter_map(|i| r.read(i))
+        .map(|q| q.symbol_str())
+        .collect();
+    assert_eq!(symbols.len(), 60);
+    wait_symbols(remote.addr, 60);
+    let mut a = View::subscribe(local.addr, &symbols);
+    let mut b = View::subscribe(remote.addr, &symbols);
+    while replay.step(500) {
+        // keep both clients drained while the session runs
+        a.read();
+        b.read();
+    }
+    let want: HashMap<String, Map<String, Value>> = (0..r.slots())
+        .filter_map(|i| r.read(i))
+        .map(|q| (q.symbol_str(), expected(&q)))
+        .collect();
+    assert!(want.values().all(|m| m["stale"] == false));
+    eprintln!("want e.g. {:?}", want.iter().take(2).collect::<Vec<_>>());
+    assert!(
+        want.values()
+            .filter(|m| !m["vol"].is_null() && m["vol"] != 0)
+            .count()
+            > 30,
+        "trades happened"
+    );
+    let reached = |v: &HashMap<String, Map<String, Value>>| {
+        want.iter()
+            .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
+    };
+    let ok = a.until(20, |_, _| {}, reached);
+    for (s, w) in &want {
+        if !a.q.get(s).is_some_and(|m| same(m, w)) {
+            eprintln!("{s}: want {w:?}\n got {:?}", a.q.get(s));
+            break;
+        }
+    }
+    assert!(ok, "the local gateway's client reached the table's values");
+    assert!(
+        b.until(20, |_, _| {}, reached),
+        "the remote gateway's client reached the same values"
+    );
+    for s in &symbols {
+        for f in FIELDS {
+            assert_eq!(a.q[s].get(f), b.q[s].get(f), "{s} {f}");
+        }
+    }
+    pstop.store(true, Ordering::Relaxed);
+    pub_thread.join().unwrap();
+    drop((local, remote));
+    replica.join();
+}
+
+#[test]
+fn through_a_single_redis_remote_clients_see_what_local_clients_see() {
+    if !have_redis() {
+        return;
+    }
+    let node = RedisNode::start(free_ports(), &tmp("single"), false);
+    same_values_as_a_local_gateway(vec![node.addr()]);
+}
+
+#[test]
+fn through_a_three_master_cluster_remote_clients_see_what_local_clients_see() {
+    if !have_redis() {
+        return;
+    }
+    let nodes = cluster("cluster");
+    // the symbols spread over every master (sharded pub/sub on each)
+    same_values_as_a_local_gateway(vec![nodes[1].addr()]);
+    let per_node: Vec<usize> = nodes
+        .iter()
+        .map(|n| cli(n.port, &["DBSIZE"]).trim().parse().unwrap())
+        .collect();
+    assert!(
+        per_node.iter().all(|&k| k > 0),
+        "keys on every master: {per_node:?}"
+    );
+    assert_eq!(per_node.iter().sum::<usize>(), 60);
+}
+
+/// Redis dies mid-stream and comes back empty: the remote client sees every symbol stale at
+/// once, nothing fresh while Redis is away (though prices move meanwhile), and then every
+/// symbol fresh with the values of now, never an old value marked fresh.
+#[test]
+fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
+    if !have_redis() {
+        return;
+    }
+    let mut node = RedisNode::start(free_ports(), &tmp("restart"), false);
+    let mut t = Table::new("redis-restart", 20);
+    let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
+    // a heartbeat timeout longer than the test: only the lost connection can make it stale
+    let (remote, replica) = remote_gateway(vec![node.addr()], 600_000);
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    wait_symbols(remote.addr, 20);
+    let mut c = View::subscribe(remote.addr, &symbols);
+    let truth = |t: &Table| -> HashMap<String, Map<String, Value>> {
+        t.quotes
+            .iter()
+            .map(|q| (q.symbol_str(), expected(q)))
+            .collect()
+    };
+    for round in 0..3u64 {
+        for i in 0..20 {
+            t.set(i, |q| {
+                q.volume += 100;
+                q.bid = Some((1_000_000 + round as u32, 100 + round));
+            });
+        }
+    }
+    let now = truth(&t);
+    assert!(
+        c.until(
+            20,
+            |_, _| {},
+            |v| now
+                .iter()
+                .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
+        ),
+        "fresh and current before the outage"
+    );
+
+    node.kill();
+    let killed = Instant::now();
+    let all_stale =
+        |v: &HashMap<String, Map<String, Value>>| v.values().all(|m| m["stale"] == true);
+    assert!(
+        c.until(10, |_, _| {}, all_stale),
+        "every symbol stale after Redis died"
+    );
+    eprintln!("stale {} ms after the kill", killed.elapsed().as_millis());
+    // prices move while Redis is away
+    for i in 0..20 {
+        t.set(i, |q| {
+            q.volume += 1;
+            q.bid = Some((2_000_000 + i as u32, 7));
+        });
+    }
+    let now = truth(&t);
+    // two heartbeats' worth of messages: nothing becomes fresh while Redis is away
+    let mut beats = 0;
+    while beats < 2 {
+        let m = c.c.json();
+        beats += (m["type"] == "heartbeat") as u32;
+        if let Some(qs) = m["quotes"].as_array() {
+            assert!(
+                qs.iter()
+                    .all(|q| q.get("stale") != Some(&Value::Bool(false))),
+                "fresh while Redis is down: {m}"
+            );
+        }
+    }
+
+    node.restart();
+    let mut wrong = Vec::new();
+    let back = c.until(
+        20,
+        |s, m| {
+            if m["stale"] == false && !same(m, &now[s]) {
+                wrong.push(format!("{s}: {m:?}"));
+            }
+        },
+        |v| {
+            now.iter()
+                .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
+        },
+    );
+    assert!(wrong.is_empty(), "fresh but not current: {wrong:?}");
+    assert!(back, "every symbol fresh and current after the restart");
+    assert!(matches!(replica.health(), gateway::source::Health::Live));
+
+    pstop.store(true, Ordering::Relaxed);
+    pub_thread.join().unwrap();
+    drop(remote);
+    replica.join();
+}
+
+/// The publisher stops (Redis stays up): its heartbeat ends, and so does trust; a new publisher
+/// brings every symbol back.
+#[test]
+fn a_silent_publisher_makes_every_symbol_stale_until_one_publishes_again() {
+    if !have_redis() {
+        return;
+    }
+    let node = RedisNode::start(free_ports(), &tmp("silent"), false);
+    let t = Table::new("redis-silent", 10);
+    let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
+    let (remote, replica) = remote_gateway(vec![node.addr()], 500);
+    wait_symbols(remote.addr, 10);
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let mut c = View::subscribe(remote.addr, &symbols);
+    let fresh = |v: &HashMap<String, Map<String, Value>>| {
+        v.len() == 10 && v.values().all(|m| m["stale"] == false)
+    };
+    assert!(c.until(20, |_, _| {}, fresh));
+    pstop.store(true, Ordering::Relaxed);
+    pub_thread.join().unwrap();
+    assert!(
+        c.until(10, |_, _| {}, |v| v.values().all(|m| m["stale"] == true)),
+        "stale once the publisher is silent"
+    );
+    assert!(
+        matches!(replica.health(), gateway::source::Health::Down(why) if why.contains("heartbeat"))
+    );
+    let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
+    assert!(
+        c.until(20, |_, _| {}, fresh),
+        "fresh again with a publisher"
+    );
+    pstop.store(true, Ordering::Relaxed);
+    pub_thread.join().unwrap();
+    drop(remote);
+    replica.join();
+}
