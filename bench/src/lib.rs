@@ -12,6 +12,7 @@ pub mod feed;
 pub mod fields;
 pub mod load;
 pub mod procs;
+pub mod redis;
 pub mod venues;
 
 /// Prints one figure in the form runs can be compared by.

@@ -54,9 +54,14 @@ enum Cmd {
         /// Key and channel prefix.
         #[arg(long, default_value = "quotes")]
         prefix: String,
-        /// Sleep when the quote table had no change, µs (the hop's latency floor).
+        /// Sleep when the quote table had no change, µs (the hop's latency floor; 0 busy-polls
+        /// the table, a core's worth).
         #[arg(long, default_value_t = 50)]
         idle_us: u64,
+        /// Changes per pipeline (one write to a node, then its replies): smaller delivers the
+        /// first change of a burst sooner, larger sustains a higher rate.
+        #[arg(long, default_value_t = 16)]
+        pipeline: usize,
     },
     /// Write a synthetic market into a quote table (for benchmarks and trials) until Ctrl-C.
     Synth {
@@ -100,6 +105,10 @@ struct RunArgs {
     /// With a Redis source: symbols go stale after this long without a publisher heartbeat, ms.
     #[arg(long, default_value_t = 2000)]
     redis_heartbeat_timeout_ms: u64,
+    /// With a Redis source: busy-poll the subscriber connections (a core per Redis node) instead
+    /// of sleeping in read; for the lowest hop latency.
+    #[arg(long)]
+    redis_spin: bool,
     /// With a Redis source: symbols the replica holds at most.
     #[arg(long, default_value_t = 16384)]
     replica_slots: usize,
@@ -168,6 +177,7 @@ fn run(a: RunArgs) -> Result<(), String> {
             rc.symbols = a.redis_symbols.clone();
             rc.slots = a.replica_slots;
             rc.hb_timeout_ns = a.redis_heartbeat_timeout_ms * 1_000_000;
+            rc.spin = a.redis_spin;
             Some(Replica::start(rc, stop)?)
         }
         None => None,
@@ -360,14 +370,13 @@ fn main() -> ExitCode {
             redis,
             prefix,
             idle_us,
+            pipeline,
         } => (|| {
             let stop = feed_handler::agent::stop_on_signals();
             let path = path_of(&ring, quotes);
-            let cfg = PublisherCfg {
-                seeds: gateway::redis::cluster::parse_url(&redis)?,
-                prefix,
-                timeout: std::time::Duration::from_secs(2),
-            };
+            let mut cfg = PublisherCfg::new(gateway::redis::cluster::parse_url(&redis)?);
+            cfg.prefix = prefix;
+            cfg.max_pipeline = pipeline;
             eprintln!("gateway publish: {} into {redis}", path.display());
             gateway::redis::publish::run(
                 &path,

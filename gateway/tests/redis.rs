@@ -180,11 +180,7 @@ fn spawn_publisher(
     let (s, q) = (stop.clone(), quotes.to_path_buf());
     let h = std::thread::spawn(move || {
         let mut src = ShmSource::new(q);
-        let mut p = Publisher::new(PublisherCfg {
-            seeds,
-            prefix: "quotes".into(),
-            timeout: Duration::from_secs(2),
-        });
+        let mut p = Publisher::new(PublisherCfg::new(seeds));
         let t0 = Instant::now();
         while !s.load(Ordering::Relaxed) {
             src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));

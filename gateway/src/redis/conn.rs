@@ -51,6 +51,11 @@ impl Conn {
         })
     }
 
+    /// Reads that never wait (a busy-polling reader) or that wait up to the read timeout.
+    pub fn set_nonblocking(&mut self, on: bool) -> Result<(), String> {
+        self.s.set_nonblocking(on).map_err(|e| err(self.addr, e))
+    }
+
     /// The node's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

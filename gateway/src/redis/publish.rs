@@ -23,6 +23,22 @@ pub struct PublisherCfg {
     pub prefix: String,
     /// Connect and reply timeout.
     pub timeout: Duration,
+    /// Changes per pipeline (one write, then the replies): Redis sends nothing to subscribers
+    /// until it has run the whole pipeline it read, so a smaller one means an earlier first
+    /// delivery and more round trips.
+    pub max_pipeline: usize,
+}
+
+impl PublisherCfg {
+    /// Defaults for these seeds.
+    pub fn new(seeds: Vec<SocketAddr>) -> PublisherCfg {
+        PublisherCfg {
+            seeds,
+            prefix: "quotes".into(),
+            timeout: Duration::from_secs(2),
+            max_pipeline: 16,
+        }
+    }
 }
 
 /// Counters.
@@ -143,28 +159,30 @@ impl Publisher {
         if self.link.is_none() && !self.connect() {
             return 0;
         }
-        let mut batch = std::mem::take(&mut self.pending);
-        let r = self.send(&batch);
-        match r {
-            Ok(()) => {
-                for &i in &batch {
-                    self.dirty[i] = false;
-                }
-                let n = batch.len();
-                self.stats.published += n as u64;
-                if n > 0 {
-                    self.stats.batches += 1;
-                }
-                batch.clear();
-                self.pending = batch;
-                n
-            }
-            Err(e) => {
-                self.pending = batch;
+        let batch = std::mem::take(&mut self.pending);
+        let mut done = 0;
+        for chunk in batch.chunks(self.cfg.max_pipeline.max(1)) {
+            if let Err(e) = self.send(chunk) {
+                self.pending.extend_from_slice(&batch[done..]);
                 self.fail(e);
-                0
+                break;
             }
+            for &i in chunk {
+                self.dirty[i] = false;
+            }
+            done += chunk.len();
         }
+        self.stats.published += done as u64;
+        if done > 0 {
+            self.stats.batches += 1;
+        }
+        if self.pending.is_empty() {
+            // keep the allocation
+            let mut b = batch;
+            b.clear();
+            self.pending = b;
+        }
+        done
     }
 
     fn fail(&mut self, e: String) {
@@ -201,7 +219,9 @@ impl Publisher {
                     self.pending.push(i);
                 }
                 let all = std::mem::take(&mut self.pending);
-                let r = self.send(&all);
+                let r = all
+                    .chunks(self.cfg.max_pipeline.max(1) * 16)
+                    .try_for_each(|c| self.send(c));
                 self.pending = all;
                 if let Err(e) = r {
                     self.fail(e);

@@ -228,6 +228,9 @@ pub struct ReplicaCfg {
     pub hb_timeout_ns: u64,
     /// Connect and reply timeout.
     pub timeout: Duration,
+    /// Busy-poll the subscriber connections instead of sleeping in `read` (a core per Redis
+    /// node; waking a sleeping thread costs up to milliseconds on a busy or virtual machine).
+    pub spin: bool,
     /// Called with every value taken (quote, publish time), e.g. to measure the hop.
     pub on_value: Option<OnValue>,
 }
@@ -248,6 +251,7 @@ impl ReplicaCfg {
             slots: 16384,
             hb_timeout_ns: 2_000_000_000,
             timeout: Duration::from_secs(2),
+            spin: false,
             on_value: None,
         }
     }
@@ -586,6 +590,9 @@ fn follow(sh: &Shared, topo: &Topology, k: usize, done: &dyn Fn() -> bool) -> Re
         }
     }
     sub.flush()?;
+    if sh.cfg.spin {
+        sub.set_nonblocking(true)?;
+    }
     let mut gets: Vec<Vec<u8>> = Vec::new();
     let mut values: Vec<Vec<u8>> = Vec::new();
     let mut news: Vec<String> = Vec::new();
@@ -602,7 +609,12 @@ fn follow(sh: &Shared, topo: &Topology, k: usize, done: &dyn Fn() -> bool) -> Re
             };
             first = false;
             match got {
-                None => break,
+                None => {
+                    if sh.cfg.spin {
+                        std::hint::spin_loop();
+                    }
+                    break;
+                }
                 Some(Ok(Some(epoch))) => {
                     let now = sh.now_ns();
                     sh.with(|c, out| c.heartbeat(k, epoch, now, out));

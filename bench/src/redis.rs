@@ -1,0 +1,276 @@
+//! The Redis hop benchmark (`bench redis`), against a real redis-server started here:
+//!
+//! 1. Added latency of the hop: `gateway synth` writes a quote table at a fixed change rate
+//!    (each change stamped with its table publish time), `gateway publish` (a process, as
+//!    deployed) writes the changes into Redis, and a replica in this process (the code a remote
+//!    gateway runs) takes them; the histogram is replica time minus table publish time, and,
+//!    separately, minus the publisher's own stamp (Redis and the network alone).
+//! 2. The highest change rate one publisher sustains: a publisher in this process writes batches
+//!    of distinct symbols' changes (a 1 ms tick's worth at 1M changes/s) as fast as Redis takes
+//!    them, with one replica subscribed to every symbol; afterwards the replica must hold every
+//!    symbol's last value.
+
+use crate::load::save_hdr;
+use crate::procs::{Kill, exe, free_port, wait_until};
+use crate::report;
+use book::quotes::Quote;
+use gateway::redis::publish::{Publisher, PublisherCfg};
+use gateway::redis::replica::{Replica, ReplicaCfg};
+use hdrhistogram::Histogram;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Options.
+#[derive(Debug, Clone)]
+pub struct RedisBench {
+    /// Quote changes per second for the latency run.
+    pub rate: u64,
+    /// Symbols.
+    pub symbols: usize,
+    /// Seconds measured in the latency run (after 2 s of warm-up).
+    pub duration_s: u64,
+    /// Seconds of the throughput run.
+    pub max_s: u64,
+    /// The replica busy-polls its subscriber connection.
+    pub spin: bool,
+    /// The publisher's sleep when the table had nothing new, µs.
+    pub idle_us: u64,
+    /// The publisher's changes per pipeline.
+    pub pipeline: usize,
+    /// Where `.hdr` files go.
+    pub results: std::path::PathBuf,
+}
+
+fn start_redis(procs: &mut Kill) -> Result<SocketAddr, String> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("bench-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
+    procs.0.push(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("redis-server", 10, || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })?;
+    Ok(addr)
+}
+
+fn now_ns() -> u64 {
+    gateway::redis::now_ns()
+}
+
+fn print_hist(name: &str, h: &Histogram<u64>, extra: &[(&str, String)]) {
+    for (q, tag) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+        report(
+            &format!("{name}_{tag}_us"),
+            h.value_at_quantile(q) as f64,
+            "us",
+            extra,
+        );
+    }
+    report(&format!("{name}_max_us"), h.max() as f64, "us", extra);
+}
+
+/// Runs the benchmark.
+pub fn run(o: &RedisBench) -> Result<(), String> {
+    let mut procs = Kill::default();
+    let redis = start_redis(&mut procs)?;
+    eprintln!("redis: redis-server on {redis}");
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+
+    // 1. the hop at a fixed rate
+    let table = format!("bench-redis-{}.quotes", std::process::id());
+    let mut synth = Kill::default();
+    synth.0.push(
+        Command::new(exe("gateway"))
+            .args([
+                "synth",
+                "--quotes",
+                &table,
+                "--symbols",
+                &o.symbols.to_string(),
+            ])
+            .args(["--rate", &o.rate.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("gateway synth: {e}"))?,
+    );
+    let table_path = feed_handler::ring::ring_path(&table);
+    wait_until("the synthetic quote table", 10, || table_path.exists())?;
+    synth.0.push(
+        Command::new(exe("gateway"))
+            .args([
+                "publish",
+                "--quotes",
+                &table,
+                "--redis",
+                &format!("redis://{redis}"),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("gateway publish: {e}"))?,
+    );
+    let from_table = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+    ));
+    let from_publisher = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+    ));
+    let recording = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicU64::new(0));
+    let mut rc = ReplicaCfg::new(vec![redis]);
+    rc.slots = o.symbols.max(16);
+    rc.spin = o.spin;
+    {
+        let (a, b, rec, n) = (
+            from_table.clone(),
+            from_publisher.clone(),
+            recording.clone(),
+            taken.clone(),
+        );
+        rc.on_value = Some(Arc::new(move |q: &Quote, pub_ns: u64| {
+            if !rec.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = now_ns();
+            n.fetch_add(1, Ordering::Relaxed);
+            let _ = a
+                .lock()
+                .expect("hist")
+                .record((now.saturating_sub(q.recv_ns) / 1000).max(1));
+            let _ = b
+                .lock()
+                .expect("hist")
+                .record((now.saturating_sub(pub_ns) / 1000).max(1));
+        }));
+    }
+    let replica = Replica::start(rc, stop)?;
+    wait_until("the replica to hold every symbol", 30, || {
+        replica.counts().0 >= o.symbols
+    })?;
+    eprintln!(
+        "redis: {} changes/s over {} symbols; warming up 2 s, then {} s",
+        o.rate, o.symbols, o.duration_s
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    recording.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.duration_s));
+    recording.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    drop(synth); // publisher then synth
+    let n = taken.load(Ordering::Relaxed);
+    let extra = [
+        ("rate", o.rate.to_string()),
+        ("changes", n.to_string()),
+        ("replica", if o.spin { "spin" } else { "block" }.to_string()),
+        ("publisher_idle_us", o.idle_us.to_string()),
+        ("pipeline", o.pipeline.to_string()),
+    ];
+    let h = from_table.lock().expect("hist").clone();
+    print_hist("redis_hop", &h, &extra);
+    print_hist(
+        "redis_wire",
+        &from_publisher.lock().expect("hist").clone(),
+        &extra,
+    );
+    report(
+        "redis_hop_changes_per_s",
+        n as f64 / secs,
+        "changes/s",
+        &[("offered", o.rate.to_string())],
+    );
+    std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
+    let hdr = o.results.join("redis-hop.hdr");
+    save_hdr(&h, &hdr)?;
+    eprintln!("redis: histogram in {}", hdr.display());
+
+    // 2. one publisher's top rate
+    let symbols = 10_000usize;
+    let mut pc = PublisherCfg::new(vec![redis]);
+    pc.prefix = "max".into();
+    pc.max_pipeline = o.pipeline;
+    let mut p = Publisher::new(pc);
+    let mut rc = ReplicaCfg::new(vec![redis]);
+    rc.prefix = "max".into();
+    rc.slots = symbols;
+    let sink = Replica::start(rc, stop)?;
+    let mut q = Quote {
+        bid: Some((1_000_000, 100)),
+        ask: Some((1_000_100, 100)),
+        state: b'T',
+        ..Quote::default()
+    };
+    let name = |i: usize| {
+        let mut s = *b"M       ";
+        s[1..6].copy_from_slice(format!("{i:05}").as_bytes());
+        s
+    };
+    for i in 0..symbols {
+        q.symbol = name(i);
+        p.offer(&q);
+    }
+    p.flush();
+    if !p.connected() {
+        return Err(format!("publisher: {}", p.down.clone().unwrap_or_default()));
+    }
+    wait_until("the sink replica to hold every symbol", 30, || {
+        sink.counts().0 >= symbols
+    })?;
+    let batch = 1000;
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut k = 0usize;
+    while t0.elapsed() < Duration::from_secs(o.max_s) {
+        for _ in 0..batch {
+            q.symbol = name(k % symbols);
+            q.volume = sent;
+            q.recv_ns = now_ns();
+            p.offer(&q);
+            k += 1;
+            sent += 1;
+        }
+        if p.flush() != batch {
+            return Err(format!("publisher: {}", p.down.clone().unwrap_or_default()));
+        }
+        p.tick();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    report(
+        "redis_max_changes_per_s",
+        sent as f64 / secs,
+        "changes/s",
+        &[
+            ("offered_batch", batch.to_string()),
+            ("pipeline", o.pipeline.to_string()),
+            ("symbols", symbols.to_string()),
+            ("subscribers", "1".into()),
+        ],
+    );
+    // the sink must end with every symbol's last value
+    let last = sent - 1;
+    let path = sink.path.clone();
+    let r = book::quotes::QuoteReader::attach(&path)?;
+    let mut behind = usize::MAX;
+    let _ = wait_until("the sink replica to catch up", 30, || {
+        behind = (0..r.slots())
+            .filter_map(|i| r.read(i))
+            .filter(|x| x.volume + symbols as u64 <= last)
+            .count();
+        behind == 0
+    });
+    report("redis_max_lost_symbols", behind as f64, "symbols", &[]);
+    stop.store(true, Ordering::Relaxed);
+    replica.join();
+    sink.join();
+    Ok(())
+}
