@@ -33,8 +33,8 @@ const USAGE: &str = "usage: bench NAME [options]
   redis    the Redis hop (real redis-server): quote table publish to a remote gateway's
            replica through `gateway publish` at a fixed change rate, and the top change rate one
            publisher sustains: [--rate N] (50,000 changes/s) [--symbols N] (5,000)
-           [--duration S] (20) [--max-duration S] (5) [--spin 0|1] (1: the replica busy-polls)
-           [--idle-us N] (50: the publisher's sleep) [--pipeline N] (16 changes)
+           [--duration S] (20) [--max-duration S] (5)
+           [--idle-us N] (50: the publisher's sleep) [--pipeline N] (1,024 changes)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
@@ -137,9 +137,8 @@ fn main() -> ExitCode {
                 symbols: flag(&args, "--symbols", 5000)? as usize,
                 duration_s: flag(&args, "--duration", 20)?,
                 max_s: flag(&args, "--max-duration", 5)?,
-                spin: flag(&args, "--spin", 1)? == 1,
                 idle_us: flag(&args, "--idle-us", 50)?,
-                pipeline: flag(&args, "--pipeline", 16)? as usize,
+                pipeline: flag(&args, "--pipeline", 1024)? as usize,
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());

@@ -34,8 +34,6 @@ pub struct RedisBench {
     pub duration_s: u64,
     /// Seconds of the throughput run.
     pub max_s: u64,
-    /// The replica busy-polls its subscriber connection.
-    pub spin: bool,
     /// The publisher's sleep when the table had nothing new, µs.
     pub idle_us: u64,
     /// The publisher's changes per pipeline.
@@ -80,6 +78,75 @@ fn print_hist(name: &str, h: &Histogram<u64>, extra: &[(&str, String)]) {
     report(&format!("{name}_max_us"), h.max() as f64, "us", extra);
 }
 
+type Hist = Histogram<u64>;
+
+/// A replica in this process for `o.duration_s` after 2 s of warm-up: (table publish to
+/// replica, publisher stamp to replica, changes taken, seconds).
+fn hop(o: &RedisBench, redis: SocketAddr, spin: bool) -> Result<(Hist, Hist, u64, f64), String> {
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let from_table = Arc::new(Mutex::new(
+        Hist::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+    ));
+    let from_publisher = Arc::new(Mutex::new(
+        Hist::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+    ));
+    let recording = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicU64::new(0));
+    let mut rc = ReplicaCfg::new(vec![redis]);
+    rc.slots = o.symbols.max(16);
+    rc.spin = spin;
+    {
+        let (a, b, rec, n) = (
+            from_table.clone(),
+            from_publisher.clone(),
+            recording.clone(),
+            taken.clone(),
+        );
+        rc.on_value = Some(Arc::new(move |q: &Quote, pub_ns: u64| {
+            if !rec.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = now_ns();
+            n.fetch_add(1, Ordering::Relaxed);
+            let _ = a
+                .lock()
+                .expect("hist")
+                .record((now.saturating_sub(q.recv_ns) / 1000).max(1));
+            let _ = b
+                .lock()
+                .expect("hist")
+                .record((now.saturating_sub(pub_ns) / 1000).max(1));
+        }));
+    }
+    let replica = Replica::start(rc, stop)?;
+    wait_until("the replica to hold every symbol", 30, || {
+        replica.counts().0 >= o.symbols
+    })?;
+    eprintln!(
+        "redis: replica {}: {} changes/s over {} symbols; warming up 2 s, then {} s",
+        if spin {
+            "busy-polling"
+        } else {
+            "sleeping in read"
+        },
+        o.rate,
+        o.symbols,
+        o.duration_s
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    recording.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.duration_s));
+    recording.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    replica.join();
+    let n = taken.load(Ordering::Relaxed);
+    let h = from_table.lock().expect("hist").clone();
+    let w = from_publisher.lock().expect("hist").clone();
+    Ok((h, w, n, secs))
+}
+
 /// Runs the benchmark.
 pub fn run(o: &RedisBench) -> Result<(), String> {
     let mut procs = Kill::default();
@@ -115,84 +182,46 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
                 "--redis",
                 &format!("redis://{redis}"),
             ])
+            .args(["--idle-us", &o.idle_us.to_string()])
+            .args(["--pipeline", &o.pipeline.to_string()])
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("gateway publish: {e}"))?,
     );
-    let from_table = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-    ));
-    let from_publisher = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-    ));
-    let recording = Arc::new(AtomicBool::new(false));
-    let taken = Arc::new(AtomicU64::new(0));
-    let mut rc = ReplicaCfg::new(vec![redis]);
-    rc.slots = o.symbols.max(16);
-    rc.spin = o.spin;
-    {
-        let (a, b, rec, n) = (
-            from_table.clone(),
-            from_publisher.clone(),
-            recording.clone(),
-            taken.clone(),
+    // the replica as `--redis-spin` runs it (the figure the goal is about), then as it runs by
+    // default (sleeping in read)
+    let mut hists = Vec::new();
+    for spin in [true, false] {
+        let (h, w, n, secs) = hop(o, redis, spin)?;
+        let name = if spin {
+            "redis_hop"
+        } else {
+            "redis_hop_blocking"
+        };
+        let extra = [
+            ("rate", o.rate.to_string()),
+            ("changes", n.to_string()),
+            ("replica", if spin { "spin" } else { "block" }.to_string()),
+            ("publisher_idle_us", o.idle_us.to_string()),
+            ("pipeline", o.pipeline.to_string()),
+        ];
+        print_hist(name, &h, &extra);
+        print_hist(&name.replace("hop", "wire"), &w, &extra);
+        report(
+            &format!("{name}_changes_per_s"),
+            n as f64 / secs,
+            "changes/s",
+            &[("offered", o.rate.to_string())],
         );
-        rc.on_value = Some(Arc::new(move |q: &Quote, pub_ns: u64| {
-            if !rec.load(Ordering::Relaxed) {
-                return;
-            }
-            let now = now_ns();
-            n.fetch_add(1, Ordering::Relaxed);
-            let _ = a
-                .lock()
-                .expect("hist")
-                .record((now.saturating_sub(q.recv_ns) / 1000).max(1));
-            let _ = b
-                .lock()
-                .expect("hist")
-                .record((now.saturating_sub(pub_ns) / 1000).max(1));
-        }));
+        hists.push((name, h));
     }
-    let replica = Replica::start(rc, stop)?;
-    wait_until("the replica to hold every symbol", 30, || {
-        replica.counts().0 >= o.symbols
-    })?;
-    eprintln!(
-        "redis: {} changes/s over {} symbols; warming up 2 s, then {} s",
-        o.rate, o.symbols, o.duration_s
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    recording.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(o.duration_s));
-    recording.store(false, Ordering::Relaxed);
-    let secs = t0.elapsed().as_secs_f64();
     drop(synth); // publisher then synth
-    let n = taken.load(Ordering::Relaxed);
-    let extra = [
-        ("rate", o.rate.to_string()),
-        ("changes", n.to_string()),
-        ("replica", if o.spin { "spin" } else { "block" }.to_string()),
-        ("publisher_idle_us", o.idle_us.to_string()),
-        ("pipeline", o.pipeline.to_string()),
-    ];
-    let h = from_table.lock().expect("hist").clone();
-    print_hist("redis_hop", &h, &extra);
-    print_hist(
-        "redis_wire",
-        &from_publisher.lock().expect("hist").clone(),
-        &extra,
-    );
-    report(
-        "redis_hop_changes_per_s",
-        n as f64 / secs,
-        "changes/s",
-        &[("offered", o.rate.to_string())],
-    );
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
-    let hdr = o.results.join("redis-hop.hdr");
-    save_hdr(&h, &hdr)?;
-    eprintln!("redis: histogram in {}", hdr.display());
+    for (name, h) in &hists {
+        let hdr = o.results.join(format!("{}.hdr", name.replace('_', "-")));
+        save_hdr(h, &hdr)?;
+        eprintln!("redis: histogram in {}", hdr.display());
+    }
 
     // 2. one publisher's top rate
     let symbols = 10_000usize;
@@ -270,7 +299,6 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
     });
     report("redis_max_lost_symbols", behind as f64, "symbols", &[]);
     stop.store(true, Ordering::Relaxed);
-    replica.join();
     sink.join();
     Ok(())
 }

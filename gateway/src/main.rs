@@ -54,13 +54,12 @@ enum Cmd {
         /// Key and channel prefix.
         #[arg(long, default_value = "quotes")]
         prefix: String,
-        /// Sleep when the quote table had no change, µs (the hop's latency floor; 0 busy-polls
-        /// the table, a core's worth).
+        /// Sleep when the quote table had no change, µs (the hop's latency floor; 0 polls the
+        /// table without sleeping, yielding the CPU to anything runnable).
         #[arg(long, default_value_t = 50)]
         idle_us: u64,
-        /// Changes per pipeline (one write to a node, then its replies): smaller delivers the
-        /// first change of a burst sooner, larger sustains a higher rate.
-        #[arg(long, default_value_t = 16)]
+        /// Changes per pipeline (one write to a node, then its replies).
+        #[arg(long, default_value_t = 1024)]
         pipeline: usize,
     },
     /// Write a synthetic market into a quote table (for benchmarks and trials) until Ctrl-C.

@@ -611,7 +611,8 @@ fn follow(sh: &Shared, topo: &Topology, k: usize, done: &dyn Fn() -> bool) -> Re
             match got {
                 None => {
                     if sh.cfg.spin {
-                        std::hint::spin_loop();
+                        // keep the CPU awake, but let anything runnable have it
+                        std::thread::yield_now();
                     }
                     break;
                 }
