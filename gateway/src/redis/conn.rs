@@ -67,6 +67,13 @@ impl Conn {
         self.owed += 1;
     }
 
+    /// Queues a command of `argc` arguments that `f` writes with [`resp::bulk`].
+    pub fn queue_parts(&mut self, argc: usize, f: impl FnOnce(&mut Vec<u8>)) {
+        resp::array_header(&mut self.out, argc);
+        f(&mut self.out);
+        self.owed += 1;
+    }
+
     /// Queues a command whose only answers are pushed messages (SUBSCRIBE and friends count
     /// their confirmations themselves).
     pub fn queue_push(&mut self, args: &[&[u8]]) {

@@ -1,6 +1,7 @@
 //! The publisher: every quote change from the quote table into Redis, conflated per batch and
-//! pipelined (one write per node per batch): `SET P:{SYM}` and `PUBLISH`/`SPUBLISH P:{SYM}` with
-//! the same bytes, plus a heartbeat every 250 ms. When Redis fails (a refused connection, a
+//! pipelined (one write per node per batch): the keys `P:{SYM}` (one `MSET` per batch on a
+//! plain server, a `SET` each in a cluster, where keys of a batch live in different slots) and
+//! `PUBLISH`/`SPUBLISH P:{SYM}` with the same bytes, plus a heartbeat every 250 ms. When Redis fails (a refused connection, a
 //! closed one, an error reply, MOVED during a resharding) the publisher drops every connection,
 //! keeps reading the quote table (its latest state stays current), and retries with a backoff up
 //! to a second; once connected again it rewrites every symbol's latest quote before its first
@@ -72,6 +73,7 @@ pub struct Publisher {
     latest: Vec<Quote>,
     names: Vec<String>,
     key_names: Vec<String>,
+    stamps: Vec<u64>,
     index: HashMap<[u8; 8], usize>,
     dirty: Vec<bool>,
     pending: Vec<usize>,
@@ -103,6 +105,7 @@ impl Publisher {
             latest: Vec::new(),
             names: Vec::new(),
             key_names: Vec::new(),
+            stamps: Vec::new(),
             index: HashMap::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
@@ -296,12 +299,30 @@ impl Publisher {
         };
         let new = self.keys.new_symbols();
         let mut last = self.last_pub_ns;
-        for &i in batch {
+        self.stamps.clear();
+        for _ in batch {
             last = now_ns().max(last + 1);
+            self.stamps.push(last);
+        }
+        if !link.topo.cluster {
+            // one MSET for the batch's keys (a command per key costs Redis twice the work)
+            let c = &mut link.conns[0];
+            let (keys, latest, stamps) = (&self.key_names, &self.latest, &self.stamps);
+            c.queue_parts(1 + 2 * batch.len(), |out| {
+                super::resp::bulk(out, b"MSET");
+                for (&i, &t) in batch.iter().zip(stamps) {
+                    super::resp::bulk(out, keys[i].as_bytes());
+                    super::resp::bulk(out, &encode(t, &latest[i]));
+                }
+            });
+        }
+        for (&i, &t) in batch.iter().zip(&self.stamps) {
             let key = &self.key_names[i];
-            let v = encode(last, &self.latest[i]);
+            let v = encode(t, &self.latest[i]);
             let c = &mut link.conns[link.topo.node_of(key.as_bytes())];
-            c.queue(&[b"SET", key.as_bytes(), &v]);
+            if link.topo.cluster {
+                c.queue(&[b"SET", key.as_bytes(), &v]);
+            }
             c.queue(&[publish, key.as_bytes(), &v]);
             if !self.announced[i] {
                 c.queue(&[b"PUBLISH", new.as_bytes(), self.names[i].as_bytes()]);

@@ -65,16 +65,26 @@ impl std::error::Error for RespError {}
 
 /// Appends one command (an array of bulk strings) to `out`.
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    push_usize(out, args.len());
-    out.extend_from_slice(b"\r\n");
+    array_header(out, args.len());
     for a in args {
-        out.push(b'$');
-        push_usize(out, a.len());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
+        bulk(out, a);
     }
+}
+
+/// Appends the header of a command of `n` arguments (each then written with [`bulk`]).
+pub fn array_header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    push_usize(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one bulk string.
+pub fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'$');
+    push_usize(out, b.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_usize(out: &mut Vec<u8>, mut n: usize) {
