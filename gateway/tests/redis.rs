@@ -14,7 +14,7 @@ use gateway::source::{QuoteSource, ShmSource};
 use pcap_replays::market::{Market, MarketConfig};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -596,4 +596,91 @@ fn a_silent_publisher_makes_every_symbol_stale_until_one_publishes_again() {
     pub_thread.join().unwrap();
     drop(remote);
     replica.join();
+}
+
+/// The commands as an operator runs them: `gateway synth` into a table, `gateway publish`, and
+/// `gateway run --source redis://... --redis-symbols` holding only the symbols it was given.
+#[test]
+fn the_commands_publish_and_serve_a_configured_symbol_set() {
+    if !have_redis() {
+        return;
+    }
+    let node = RedisNode::start(free_ports(), &tmp("cli"), false);
+    let exe = env!("CARGO_BIN_EXE_gateway");
+    let table = format!("gw-test-cli-{}.quotes", std::process::id());
+    let url = format!("redis://{}", node.addr());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spawn = |args: &[&str]| {
+        Command::new(exe)
+            .args(args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    struct Procs(Vec<Child>);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for c in self.0.iter_mut().rev() {
+                // SIGTERM, as an operator would
+                let _ = Command::new("kill").arg(c.id().to_string()).status();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut procs = Procs(Vec::new());
+    procs.0.push(spawn(&[
+        "synth",
+        "--quotes",
+        &table,
+        "--symbols",
+        "50",
+        "--rate",
+        "500",
+    ]));
+    procs
+        .0
+        .push(spawn(&["publish", "--quotes", &table, "--redis", &url]));
+    let listen = format!("127.0.0.1:{port}");
+    procs.0.push(spawn(&[
+        "run",
+        "--source",
+        &url,
+        "--redis-symbols",
+        "AAAA,AAAB,AAAC",
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+    ]));
+    let addr: SocketAddr = listen.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let h = TcpStream::connect(addr)
+            .ok()
+            .map(|_| common::http_get(addr, "/healthz"));
+        if let Some((status, body)) = &h
+            && status.contains("200")
+        {
+            break body.clone();
+        }
+        assert!(Instant::now() < deadline, "never healthy: {h:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(v["symbols"], 3, "only the configured symbols: {health}");
+    let (_, body) = common::http_get(addr, "/v1/quotes?symbols=AAAA,AAAB,AAAD");
+    let q: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["quotes"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(q["unknown"], serde_json::json!(["AAAD"]));
+    assert!(
+        q["quotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["stale"] == false && x["bid"].is_string())
+    );
 }
