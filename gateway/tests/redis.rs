@@ -684,3 +684,103 @@ fn the_commands_publish_and_serve_a_configured_symbol_set() {
             .all(|x| x["stale"] == false && x["bid"].is_string())
     );
 }
+
+/// A master of the cluster dies: its symbols go stale at once while the other masters' stay
+/// fresh and keep moving; it restarts (empty, with its slots from its nodes file) and every
+/// symbol comes back fresh with the values of now, none of them old and marked fresh.
+#[test]
+fn a_cluster_master_dying_and_coming_back() {
+    if !have_redis() {
+        return;
+    }
+    let mut nodes = cluster("failover");
+    let mut t = Table::new("redis-failover", 30);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2)).unwrap();
+    let keys = gateway::redis::Keys::new("quotes");
+    let dead = topo
+        .nodes
+        .iter()
+        .position(|a| *a == nodes[2].addr())
+        .unwrap();
+    let on_dead: Vec<String> = t
+        .quotes
+        .iter()
+        .map(|q| q.symbol_str())
+        .filter(|s| topo.node_of(keys.quote(s).as_bytes()) == dead)
+        .collect();
+    assert!(!on_dead.is_empty() && on_dead.len() < 30, "{on_dead:?}");
+    let (pstop, pub_thread) = spawn_publisher(&t.path, seeds.clone());
+    let (remote, replica) = remote_gateway(seeds, 1_000);
+    wait_symbols(remote.addr, 30);
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let mut c = View::subscribe(remote.addr, &symbols);
+    type V = HashMap<String, Map<String, Value>>;
+    let current = |t: &Table| -> V {
+        t.quotes
+            .iter()
+            .map(|q| (q.symbol_str(), expected(q)))
+            .collect()
+    };
+    let all_current = |now: &V, v: &V| {
+        now.iter()
+            .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
+    };
+    let now = current(&t);
+    assert!(c.until(20, |_, _| {}, |v| all_current(&now, v)));
+
+    nodes[2].kill();
+    let dead_stale = |v: &V| on_dead.iter().all(|s| v[s]["stale"] == true);
+    assert!(
+        c.until(20, |_, _| {}, dead_stale),
+        "the dead master's symbols stale"
+    );
+    // prices move: the live masters' symbols follow, fresh; the dead one's stay stale
+    for i in 0..30 {
+        t.set(i, |q| q.volume += 5);
+    }
+    let now = current(&t);
+    let mut wrong = Vec::new();
+    let live_current = |v: &V| {
+        now.iter()
+            .filter(|(s, _)| !on_dead.contains(s))
+            .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
+    };
+    assert!(
+        c.until(
+            20,
+            |s, m| {
+                if on_dead.iter().any(|d| d == s) && m["stale"] == false {
+                    wrong.push(format!("{s}: {m:?}"));
+                }
+            },
+            live_current
+        ),
+        "the live masters' symbols fresh and current"
+    );
+    assert!(
+        wrong.is_empty(),
+        "fresh while its master is down: {wrong:?}"
+    );
+    assert!(dead_stale(&c.q));
+
+    nodes[2].restart();
+    let back = c.until(
+        30,
+        |s, m| {
+            if m["stale"] == false && !same(m, &now[s]) {
+                wrong.push(format!("{s}: {m:?}"));
+            }
+        },
+        |v| all_current(&now, v),
+    );
+    assert!(wrong.is_empty(), "fresh but not current: {wrong:?}");
+    assert!(
+        back,
+        "every symbol fresh and current after the master is back"
+    );
+    pstop.store(true, Ordering::Relaxed);
+    pub_thread.join().unwrap();
+    drop(remote);
+    replica.join();
+}

@@ -62,7 +62,10 @@ pub struct PubStats {
 
 struct Link {
     topo: Topology,
-    conns: Vec<Conn>,
+    /// One per node; None while that node is down.
+    conns: Vec<Option<Conn>>,
+    /// When to try a down node again.
+    retry: Vec<Instant>,
 }
 
 /// The publisher (sans threads: the caller offers quotes and calls [`Publisher::flush`]).
@@ -74,6 +77,7 @@ pub struct Publisher {
     names: Vec<String>,
     key_names: Vec<String>,
     stamps: Vec<u64>,
+    by_node: Vec<Vec<usize>>,
     index: HashMap<[u8; 8], usize>,
     dirty: Vec<bool>,
     pending: Vec<usize>,
@@ -106,6 +110,7 @@ impl Publisher {
             names: Vec::new(),
             key_names: Vec::new(),
             stamps: Vec::new(),
+            by_node: Vec::new(),
             index: HashMap::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
@@ -120,7 +125,7 @@ impl Publisher {
         }
     }
 
-    /// Whether connected.
+    /// Whether connected (to at least one node).
     pub fn connected(&self) -> bool {
         self.link.is_some()
     }
@@ -158,23 +163,37 @@ impl Publisher {
     }
 
     /// Writes what is pending (and the heartbeat when due), connecting first if needed.
-    /// Returns the changes written; on a failure everything stays pending for the next try.
+    /// Returns the changes written. What could not be written (everything, when Redis is away;
+    /// a dead cluster node's symbols, while the other nodes take theirs) stays pending.
     pub fn flush(&mut self) -> usize {
         if self.link.is_none() && !self.connect() {
             return 0;
         }
+        self.revive();
+        if self.link.is_none() {
+            return 0;
+        }
         let batch = std::mem::take(&mut self.pending);
         let mut done = 0;
-        for chunk in batch.chunks(self.cfg.max_pipeline.max(1)) {
-            if let Err(e) = self.send(chunk) {
-                self.pending.extend_from_slice(&batch[done..]);
-                self.fail(e);
+        let mut unsent = Vec::new();
+        for (k, chunk) in batch.chunks(self.cfg.max_pipeline.max(1)).enumerate() {
+            unsent.clear();
+            if let Err(e) = self.send(chunk, &mut unsent) {
+                self.pending
+                    .extend_from_slice(&batch[k * self.cfg.max_pipeline.max(1)..]);
+                if self.link.is_some() {
+                    self.fail(e);
+                }
                 break;
             }
             for &i in chunk {
                 self.dirty[i] = false;
             }
-            done += chunk.len();
+            for &i in &unsent {
+                self.dirty[i] = true;
+            }
+            self.pending.extend_from_slice(&unsent);
+            done += chunk.len() - unsent.len();
         }
         self.stats.published += done as u64;
         if done > 0 {
@@ -189,6 +208,7 @@ impl Publisher {
         done
     }
 
+    /// Everything is dropped: rediscover and reconnect after the backoff.
     fn fail(&mut self, e: String) {
         eprintln!("gateway publish: {e}; retrying (every symbol is rewritten on reconnect)");
         self.stats.failures += 1;
@@ -198,85 +218,165 @@ impl Publisher {
         self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
     }
 
+    /// One node is dropped; the others go on and its symbols wait for it.
+    fn node_failed(&mut self, k: usize, e: String) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.conns[k] = None;
+        link.retry[k] = Instant::now() + Duration::from_millis(200);
+        self.stats.failures += 1;
+        let up = link.conns.iter().flatten().count();
+        eprintln!(
+            "gateway publish: {e}; its symbols wait for it ({up} of {} nodes up)",
+            link.conns.len()
+        );
+        if up == 0 {
+            self.fail(e);
+        } else {
+            self.down = Some(e);
+        }
+    }
+
+    /// Reconnects dead nodes that are due; any comeback rewrites every symbol under a new
+    /// epoch (a restarted node is empty, or holds values from before).
+    fn revive(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut back = false;
+        for k in 0..link.conns.len() {
+            if link.conns[k].is_none() && now >= link.retry[k] {
+                // a short connect timeout: publishing to the other nodes waits meanwhile
+                let t = self.cfg.timeout.min(Duration::from_millis(100));
+                match Conn::connect(link.topo.nodes[k], t, self.cfg.timeout) {
+                    Ok(c) => {
+                        link.conns[k] = Some(c);
+                        back = true;
+                    }
+                    Err(_) => link.retry[k] = now + Duration::from_millis(500),
+                }
+            }
+        }
+        if back
+            && let Err(e) = self.rewrite_all()
+            && self.link.is_some()
+        {
+            self.fail(e);
+        }
+    }
+
     fn connect(&mut self) -> bool {
         if Instant::now() < self.next_try {
             return false;
         }
         let t = self.cfg.timeout;
-        let r = discover(&self.cfg.seeds, t).and_then(|topo| {
-            let conns = topo
-                .nodes
-                .iter()
-                .map(|&a| Conn::connect(a, t, t))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Link { topo, conns })
-        });
-        match r {
-            Ok(link) => {
-                self.link = Some(link);
-                // every symbol again, published after the epoch the heartbeat will announce
-                self.epoch_ns = self.next_pub_ns();
-                self.pending.clear();
-                for i in 0..self.latest.len() {
-                    self.dirty[i] = true;
-                    self.announced[i] = false;
-                    self.pending.push(i);
-                }
-                let all = std::mem::take(&mut self.pending);
-                let r = all
-                    .chunks(self.cfg.max_pipeline.max(1))
-                    .try_for_each(|c| self.send(c));
-                self.pending = all;
-                if let Err(e) = r {
-                    self.fail(e);
-                    return false;
-                }
-                for i in self.pending.drain(..) {
-                    self.dirty[i] = false;
-                }
-                self.next_hb_ns = 0;
-                if let Err(e) = self.heartbeat() {
-                    self.fail(e);
-                    return false;
-                }
-                self.stats.connects += 1;
-                self.stats.republished += 1;
-                self.backoff = Duration::from_millis(100);
-                let l = self.link.as_ref().expect("connected");
-                eprintln!(
-                    "gateway publish: connected to {} ({} node{}{}); {} symbols rewritten",
-                    l.topo.nodes[0],
-                    l.topo.nodes.len(),
-                    if l.topo.nodes.len() == 1 { "" } else { "s" },
-                    if l.topo.cluster {
-                        ", cluster: SPUBLISH"
-                    } else {
-                        ""
-                    },
-                    self.latest.len()
-                );
-                self.down = None;
-                true
-            }
+        let topo = match discover(&self.cfg.seeds, t) {
+            Ok(topo) => topo,
             Err(e) => {
                 self.fail(e);
-                false
+                return false;
             }
+        };
+        let mut first_err = None;
+        let conns: Vec<Option<Conn>> = topo
+            .nodes
+            .iter()
+            .map(|&a| {
+                Conn::connect(a, t, t)
+                    .map_err(|e| first_err.get_or_insert(e).clone())
+                    .ok()
+            })
+            .collect();
+        if conns.iter().all(Option::is_none) {
+            self.fail(first_err.unwrap_or_else(|| "no node".into()));
+            return false;
         }
+        let now = Instant::now();
+        self.link = Some(Link {
+            retry: vec![now + Duration::from_millis(500); conns.len()],
+            topo,
+            conns,
+        });
+        if let Err(e) = self.rewrite_all() {
+            if self.link.is_some() {
+                self.fail(e);
+            }
+            return false;
+        }
+        self.stats.connects += 1;
+        self.backoff = Duration::from_millis(100);
+        let l = self.link.as_ref().expect("connected");
+        eprintln!(
+            "gateway publish: connected to {} ({} of {} node{} up{}); {} symbols rewritten",
+            l.topo.nodes[0],
+            l.conns.iter().flatten().count(),
+            l.topo.nodes.len(),
+            if l.topo.nodes.len() == 1 { "" } else { "s" },
+            if l.topo.cluster {
+                ", cluster: SPUBLISH"
+            } else {
+                ""
+            },
+            self.latest.len()
+        );
+        if l.conns.iter().all(Option::is_some) {
+            self.down = None;
+        }
+        true
     }
 
-    fn heartbeat(&mut self) -> Result<(), String> {
+    /// Every symbol again, published after the epoch the heartbeat then announces.
+    fn rewrite_all(&mut self) -> Result<(), String> {
+        self.epoch_ns = self.next_pub_ns();
+        self.pending.clear();
+        for i in 0..self.latest.len() {
+            self.dirty[i] = false;
+            self.announced[i] = false;
+        }
+        let all: Vec<usize> = (0..self.latest.len()).collect();
+        let mut unsent = Vec::new();
+        for chunk in all.chunks(self.cfg.max_pipeline.max(1)) {
+            self.send(chunk, &mut unsent)?;
+        }
+        for &i in &unsent {
+            self.dirty[i] = true;
+        }
+        self.pending = unsent;
+        self.stats.republished += 1;
+        self.next_hb_ns = 0;
+        self.heartbeat();
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.conns.iter().all(Option::is_some))
+        {
+            self.down = None;
+        }
+        Ok(())
+    }
+
+    /// The heartbeat through the first node up, when due.
+    fn heartbeat(&mut self) {
         let now = now_ns();
         if now < self.next_hb_ns {
-            return Ok(());
+            return;
         }
         self.next_hb_ns = now + HEARTBEAT_NS;
-        let link = self.link.as_mut().ok_or("not connected")?;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let Some(k) = link.conns.iter().position(Option::is_some) else {
+            return;
+        };
         let msg = format!("{} {now}", self.epoch_ns);
-        let c = &mut link.conns[0];
+        let c = link.conns[k].as_mut().expect("up");
         c.queue(&[b"PUBLISH", self.keys.heartbeat().as_bytes(), msg.as_bytes()]);
-        c.flush()?;
-        read_owed(c, self.cfg.timeout)
+        let r = c.flush().and_then(|()| read_owed(c, self.cfg.timeout));
+        if let Err(e) = r {
+            self.node_failed(k, e);
+        }
     }
 
     /// Heartbeat when due (call at least every 250 ms; [`Publisher::flush`] does not).
@@ -285,12 +385,13 @@ impl Publisher {
             self.connect();
             return;
         }
-        if let Err(e) = self.heartbeat() {
-            self.fail(e);
-        }
+        self.revive();
+        self.heartbeat();
     }
 
-    fn send(&mut self, batch: &[usize]) -> Result<(), String> {
+    /// Writes `batch`; the symbols of nodes that are down or fail now go to `unsent`. An `Err`
+    /// means the cluster changed under us (MOVED, ASK, CLUSTERDOWN, TRYAGAIN): start over.
+    fn send(&mut self, batch: &[usize], unsent: &mut Vec<usize>) -> Result<(), String> {
         let link = self.link.as_mut().ok_or("not connected")?;
         let publish: &[u8] = if link.topo.cluster {
             b"SPUBLISH"
@@ -304,42 +405,96 @@ impl Publisher {
             last = now_ns().max(last + 1);
             self.stamps.push(last);
         }
-        if !link.topo.cluster {
-            // one MSET for the batch's keys (a command per key costs Redis twice the work)
-            let c = &mut link.conns[0];
-            let (keys, latest, stamps) = (&self.key_names, &self.latest, &self.stamps);
-            c.queue_parts(1 + 2 * batch.len(), |out| {
-                super::resp::bulk(out, b"MSET");
-                for (&i, &t) in batch.iter().zip(stamps) {
-                    super::resp::bulk(out, keys[i].as_bytes());
-                    super::resp::bulk(out, &encode(t, &latest[i]));
-                }
-            });
-        }
-        for (&i, &t) in batch.iter().zip(&self.stamps) {
-            let key = &self.key_names[i];
-            let v = encode(t, &self.latest[i]);
-            let c = &mut link.conns[link.topo.node_of(key.as_bytes())];
-            if link.topo.cluster {
-                c.queue(&[b"SET", key.as_bytes(), &v]);
-            }
-            c.queue(&[publish, key.as_bytes(), &v]);
-            if !self.announced[i] {
-                c.queue(&[b"PUBLISH", new.as_bytes(), self.names[i].as_bytes()]);
-            }
-        }
         self.last_pub_ns = last;
-        for c in link.conns.iter_mut() {
-            c.flush()?;
+        let nodes = link.conns.len();
+        if self.by_node.len() < nodes {
+            self.by_node.resize_with(nodes, Vec::new);
         }
-        for c in link.conns.iter_mut() {
-            read_owed(c, self.cfg.timeout)?;
+        for v in self.by_node.iter_mut() {
+            v.clear();
         }
-        for &i in batch {
-            self.announced[i] = true;
+        for (j, &i) in batch.iter().enumerate() {
+            let k = link.topo.node_of(self.key_names[i].as_bytes());
+            if link.conns[k].is_some() {
+                self.by_node[k].push(j);
+            } else {
+                unsent.push(i);
+            }
+        }
+        for (k, conn) in link.conns.iter_mut().enumerate() {
+            let Some(c) = conn.as_mut() else { continue };
+            let mine = &self.by_node[k];
+            if mine.is_empty() {
+                continue;
+            }
+            if !link.topo.cluster {
+                // one MSET for the batch's keys (a command per key costs Redis twice the work)
+                let (keys, latest, stamps) = (&self.key_names, &self.latest, &self.stamps);
+                c.queue_parts(1 + 2 * mine.len(), |out| {
+                    super::resp::bulk(out, b"MSET");
+                    for &j in mine {
+                        let i = batch[j];
+                        super::resp::bulk(out, keys[i].as_bytes());
+                        super::resp::bulk(out, &encode(stamps[j], &latest[i]));
+                    }
+                });
+            }
+            for &j in mine {
+                let i = batch[j];
+                let key = self.key_names[i].as_bytes();
+                let v = encode(self.stamps[j], &self.latest[i]);
+                if link.topo.cluster {
+                    c.queue(&[b"SET", key, &v]);
+                }
+                c.queue(&[publish, key, &v]);
+                if !self.announced[i] {
+                    c.queue(&[b"PUBLISH", new.as_bytes(), self.names[i].as_bytes()]);
+                }
+            }
+        }
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (k, conn) in link.conns.iter_mut().enumerate() {
+            if let Some(c) = conn.as_mut()
+                && let Err(e) = c.flush()
+            {
+                failed.push((k, e));
+            }
+        }
+        for (k, conn) in link.conns.iter_mut().enumerate() {
+            let Some(c) = conn.as_mut() else { continue };
+            if failed.iter().any(|f| f.0 == k) {
+                continue;
+            }
+            match read_owed(c, self.cfg.timeout) {
+                Ok(()) => {}
+                Err(e) if moved(&e) => return Err(e),
+                Err(e) => failed.push((k, e)),
+            }
+        }
+        for (k, e) in failed {
+            unsent.extend(self.by_node[k].iter().map(|&j| batch[j]));
+            self.node_failed(k, e);
+        }
+        if self.link.is_none() {
+            return Err(self.down.clone().unwrap_or_default());
+        }
+        for v in &self.by_node {
+            for &j in v {
+                self.announced[batch[j]] = true;
+            }
+        }
+        for &i in unsent.iter() {
+            self.announced[i] = false;
         }
         Ok(())
     }
+}
+
+/// An error reply that says the slot map changed or the cluster cannot serve.
+fn moved(e: &str) -> bool {
+    ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"]
+        .iter()
+        .any(|p| e.contains(&format!(": {p}")) || e.starts_with(p))
 }
 
 /// Reads every reply owed; the first error reply fails the batch (after all are read).

@@ -481,15 +481,22 @@ fn pause(sh: &Shared, d: Duration) {
 fn link(sh: Arc<Shared>, topo: Arc<Topology>, k: usize, quit: Arc<AtomicBool>) {
     let done = || sh.stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed);
     let mut backoff = Duration::from_millis(100);
+    let mut reported: Option<String> = None;
     while !done() {
-        let r = follow(&sh, &topo, k, &done);
+        let mut up = false;
+        let r = follow(&sh, &topo, k, &done, &mut up, &mut reported);
         let now = sh.now_ns();
         sh.with(|c, out| c.link_down(k, now, out));
+        if up {
+            // it was connected: a new outage starts with a short backoff
+            backoff = Duration::from_millis(100);
+        }
         match r {
             Ok(()) => break,
             Err(e) => {
-                if !done() {
+                if !done() && reported.as_ref() != Some(&e) {
                     eprintln!("gateway: {e}; its symbols are stale until it is back");
+                    reported = Some(e.clone());
                 }
                 sh.set_down(k, Some(e));
                 let end = Instant::now() + backoff;
@@ -502,7 +509,14 @@ fn link(sh: Arc<Shared>, topo: Arc<Topology>, k: usize, quit: Arc<AtomicBool>) {
     }
 }
 
-fn follow(sh: &Shared, topo: &Topology, k: usize, done: &dyn Fn() -> bool) -> Result<(), String> {
+fn follow(
+    sh: &Shared,
+    topo: &Topology,
+    k: usize,
+    done: &dyn Fn() -> bool,
+    up: &mut bool,
+    reported: &mut Option<String>,
+) -> Result<(), String> {
     let addr = topo.nodes[k];
     let t = sh.cfg.timeout;
     let mut sub = Conn::connect(addr, t, Duration::from_millis(100))?;
@@ -528,6 +542,10 @@ fn follow(sh: &Shared, topo: &Topology, k: usize, done: &dyn Fn() -> bool) -> Re
     let now = sh.now_ns();
     sh.with(|c, out| c.link_up(k, now, out));
     sh.set_down(k, None);
+    *up = true;
+    if reported.take().is_some() {
+        eprintln!("gateway: redis {addr}: connected again; resyncing its symbols");
+    }
     let wanted: Option<HashSet<&str>> = sh
         .cfg
         .symbols
