@@ -146,6 +146,8 @@ pub struct Ctx<'a> {
     pub market: &'a Market,
     /// Counters.
     pub metrics: &'a Metrics,
+    /// The source's own metrics text (see [`crate::source::QuoteSource::prometheus`]).
+    pub source_text: &'a std::sync::Mutex<String>,
     /// The source's health.
     pub health: Health,
     /// Bars.
@@ -171,11 +173,13 @@ pub fn answer(head: &Head, ctx: &Ctx) -> Vec<u8> {
         "/v1/symbols" => symbols(ctx),
         "/v1/bars" => bars(head, ctx),
         "/v1/venues" => venues(head, ctx),
-        "/metrics" => response(
-            "200 OK",
-            "text/plain; version=0.0.4",
-            ctx.metrics.render().as_bytes(),
-        ),
+        "/metrics" => {
+            let mut t = ctx.metrics.render();
+            if let Ok(g) = ctx.source_text.lock() {
+                t.push_str(&g);
+            }
+            response("200 OK", "text/plain; version=0.0.4", t.as_bytes())
+        }
         "/healthz" => healthz(ctx),
         "/v1/ws" => error(
             "426 Upgrade Required",

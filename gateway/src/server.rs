@@ -88,6 +88,8 @@ pub struct Shared {
     pub venues_table: PathBuf,
     /// The source's health as worker 0 last saw it.
     pub health: Mutex<Health>,
+    /// The source's own metrics as worker 0 last rendered them (once a second).
+    pub source_text: Mutex<String>,
     /// Set to stop.
     pub stop: &'static AtomicBool,
     /// A worker panicked.
@@ -178,6 +180,7 @@ impl Server {
             open: AtomicUsize::new(0),
             bars: Mutex::new(BarIndex::new(PathBuf::from(bars))),
             health: Mutex::new(Health::Down("starting".into())),
+            source_text: Mutex::new(String::new()),
             stop,
             failed: AtomicBool::new(false),
             cfg,

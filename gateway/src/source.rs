@@ -24,6 +24,8 @@ pub trait QuoteSource: Send {
     fn poll(&mut self, now_ns: u64, max: usize, f: &mut dyn FnMut(&Quote)) -> usize;
     /// Whether the input is live.
     fn health(&self) -> Health;
+    /// The source's own counters and gauges in Prometheus text, appended to `/metrics`.
+    fn prometheus(&self, _out: &mut String) {}
 }
 
 /// The shared-memory quote table, followed through its change feed. Checks once a second that

@@ -76,6 +76,7 @@ pub struct Worker {
     peek: Vec<u8>,
     health: Health,
     live_counted: bool,
+    next_source_text_ns: u64,
     next_limit_log_ns: u64,
     next_gauges_ns: u64,
     local: crate::metrics::Local,
@@ -129,6 +130,7 @@ impl Worker {
             peek: vec![0; http::MAX_HEAD],
             health: Health::Down("starting".into()),
             live_counted: false,
+            next_source_text_ns: 0,
             next_limit_log_ns: 0,
             next_gauges_ns: 0,
             local: Default::default(),
@@ -188,6 +190,14 @@ impl Worker {
                 .metrics
                 .source_quotes_total
                 .fetch_add(n as u64, Relaxed);
+        }
+        if self.index == 0 && now >= self.next_source_text_ns {
+            self.next_source_text_ns = now + 1_000_000_000;
+            let mut t = String::new();
+            self.source.prometheus(&mut t);
+            if let Ok(mut g) = self.shared.source_text.lock() {
+                *g = t;
+            }
         }
         let h = self.source.health();
         if h != self.health || !self.live_counted {
@@ -461,6 +471,7 @@ impl Worker {
         let ctx = http::Ctx {
             market: &self.market,
             metrics: &self.shared.metrics,
+            source_text: &self.shared.source_text,
             health: self.health.clone(),
             bars: &self.shared.bars,
             max_symbols: self.shared.limits.max_symbols,

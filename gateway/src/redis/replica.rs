@@ -61,6 +61,8 @@ pub struct ReplicaCore {
     pub bad_values: u64,
     /// Values older than the one held (ignored).
     pub older: u64,
+    /// Values taken.
+    pub values: u64,
 }
 
 impl ReplicaCore {
@@ -76,6 +78,7 @@ impl ReplicaCore {
             full: 0,
             bad_values: 0,
             older: 0,
+            values: 0,
         }
     }
 
@@ -177,6 +180,7 @@ impl ReplicaCore {
             return None;
         };
         let generation = self.link(k).generation;
+        self.values += 1;
         let i = match self.index.get(&q.symbol) {
             Some(&i) => i,
             None => {
@@ -404,6 +408,71 @@ impl QuoteSource for RedisSource {
         match self.shared.health() {
             Health::Live => self.inner.health(),
             d => d,
+        }
+    }
+    fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.shared.now_ns();
+        let up = st.down.iter().filter(|d| d.is_none()).count();
+        let trusted = (0..st.down.len())
+            .filter(|&k| st.core.link_ok(k, now))
+            .count();
+        let c = &st.core;
+        for (name, kind, help, v) in [
+            (
+                "redis_nodes",
+                "gauge",
+                "Redis nodes the replica links to.",
+                st.down.len() as u64,
+            ),
+            (
+                "redis_links_up",
+                "gauge",
+                "Links connected to their node.",
+                up as u64,
+            ),
+            (
+                "redis_links_trusted",
+                "gauge",
+                "Links with a publisher heartbeat within the timeout.",
+                trusted as u64,
+            ),
+            (
+                "redis_symbols",
+                "gauge",
+                "Symbols the replica holds.",
+                c.len() as u64,
+            ),
+            (
+                "redis_values_total",
+                "counter",
+                "Quote values received from Redis (taken, older or refused).",
+                c.values,
+            ),
+            (
+                "redis_older_values_total",
+                "counter",
+                "Values older than the one held (ignored).",
+                c.older,
+            ),
+            (
+                "redis_bad_values_total",
+                "counter",
+                "Values that were not quotes (ignored).",
+                c.bad_values,
+            ),
+            (
+                "redis_full_total",
+                "counter",
+                "New symbols refused: the replica was full.",
+                c.full,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP gateway_{name} {help}\n# TYPE gateway_{name} {kind}\ngateway_{name} {v}"
+            );
         }
     }
 }
