@@ -625,9 +625,14 @@ fn follow(
             && wanted.as_ref().is_none_or(|w| w.contains(sym))
     };
     let mut subscribed: HashSet<Vec<u8>> = HashSet::new();
+    // at most as many subscriptions as the replica holds symbols: announcements of names that
+    // never get a value cannot grow this without bound
     let want = |sym: &str, sub: &mut Conn, subscribed: &mut HashSet<Vec<u8>>| {
         let ch = keys.quote(sym);
-        if mine(sym) && subscribed.insert(ch.clone().into_bytes()) {
+        if mine(sym)
+            && subscribed.len() < sh.cfg.slots
+            && subscribed.insert(ch.clone().into_bytes())
+        {
             sub.queue_push(&[subscribe, ch.as_bytes()]);
         }
     };
