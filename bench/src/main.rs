@@ -35,6 +35,7 @@ const USAGE: &str = "usage: bench NAME [options]
            publisher sustains: [--rate N] (50,000 changes/s) [--symbols N] (5,000)
            [--duration S] (20) [--max-duration S] (5)
            [--idle-us N] (50: the publisher's sleep) [--pipeline N] (1,024 changes)
+           [--cluster N] (0: one plain server; N: a Redis Cluster of N masters)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
@@ -139,6 +140,7 @@ fn main() -> ExitCode {
                 max_s: flag(&args, "--max-duration", 5)?,
                 idle_us: flag(&args, "--idle-us", 50)?,
                 pipeline: flag(&args, "--pipeline", 1024)? as usize,
+                cluster: flag(&args, "--cluster", 0)? as usize,
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());

@@ -1,4 +1,5 @@
-//! The Redis hop benchmark (`bench redis`), against a real redis-server started here:
+//! The Redis hop benchmark (`bench redis`), against a real redis-server (or a Redis Cluster,
+//! `--cluster N`) started here:
 //!
 //! 1. Added latency of the hop: `gateway synth` writes a quote table at a fixed change rate
 //!    (each change stamped with its table publish time), `gateway publish` (a process, as
@@ -11,11 +12,12 @@
 //!    symbol's last value.
 
 use crate::load::save_hdr;
-use crate::procs::{Kill, exe, free_port, wait_until};
+use crate::procs::{Kill, exe, wait_until};
 use crate::report;
 use book::quotes::Quote;
 use gateway::redis::publish::{Publisher, PublisherCfg};
 use gateway::redis::replica::{Replica, ReplicaCfg};
+use gateway::redis::server::{self, RedisServer};
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -38,28 +40,25 @@ pub struct RedisBench {
     pub idle_us: u64,
     /// The publisher's changes per pipeline.
     pub pipeline: usize,
+    /// 0: one plain redis-server; N: a Redis Cluster of N masters.
+    pub cluster: usize,
     /// Where `.hdr` files go.
     pub results: std::path::PathBuf,
 }
 
-fn start_redis(procs: &mut Kill) -> Result<SocketAddr, String> {
-    let port = free_port()?;
+/// A plain server, or a cluster of `masters`: (the processes, their addresses).
+fn start_redis(masters: usize) -> Result<(Vec<RedisServer>, Vec<SocketAddr>), String> {
+    if !server::installed() {
+        return Err("redis-server and redis-cli are needed: apt-get install redis-server".into());
+    }
     let dir = std::env::temp_dir().join(format!("bench-redis-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
-    procs.0.push(child);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_until("redis-server", 10, || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })?;
-    Ok(addr)
+    let nodes = if masters == 0 {
+        vec![RedisServer::start(server::free_port_pair(), &dir, false)?]
+    } else {
+        server::cluster(masters, &dir)?
+    };
+    let addrs = nodes.iter().map(RedisServer::addr).collect();
+    Ok((nodes, addrs))
 }
 
 fn now_ns() -> u64 {
@@ -82,7 +81,7 @@ type Hist = Histogram<u64>;
 
 /// A replica in this process for `o.duration_s` after 2 s of warm-up: (table publish to
 /// replica, publisher stamp to replica, changes taken, seconds).
-fn hop(o: &RedisBench, redis: SocketAddr, spin: bool) -> Result<(Hist, Hist, u64, f64), String> {
+fn hop(o: &RedisBench, redis: &[SocketAddr], spin: bool) -> Result<(Hist, Hist, u64, f64), String> {
     let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let from_table = Arc::new(Mutex::new(
         Hist::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
@@ -92,7 +91,7 @@ fn hop(o: &RedisBench, redis: SocketAddr, spin: bool) -> Result<(Hist, Hist, u64
     ));
     let recording = Arc::new(AtomicBool::new(false));
     let taken = Arc::new(AtomicU64::new(0));
-    let mut rc = ReplicaCfg::new(vec![redis]);
+    let mut rc = ReplicaCfg::new(redis.to_vec());
     rc.slots = o.symbols.max(16);
     rc.spin = spin;
     {
@@ -149,9 +148,21 @@ fn hop(o: &RedisBench, redis: SocketAddr, spin: bool) -> Result<(Hist, Hist, u64
 
 /// Runs the benchmark.
 pub fn run(o: &RedisBench) -> Result<(), String> {
-    let mut procs = Kill::default();
-    let redis = start_redis(&mut procs)?;
-    eprintln!("redis: redis-server on {redis}");
+    let (_servers, redis) = start_redis(o.cluster)?;
+    let url = format!(
+        "redis://{}",
+        redis
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let shape = if o.cluster == 0 {
+        "server".to_string()
+    } else {
+        format!("cluster{}", o.cluster)
+    };
+    eprintln!("redis: {shape} at {url}");
     let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
 
     // 1. the hop at a fixed rate
@@ -175,13 +186,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
     wait_until("the synthetic quote table", 10, || table_path.exists())?;
     synth.0.push(
         Command::new(exe("gateway"))
-            .args([
-                "publish",
-                "--quotes",
-                &table,
-                "--redis",
-                &format!("redis://{redis}"),
-            ])
+            .args(["publish", "--quotes", &table, "--redis", &url])
             .args(["--idle-us", &o.idle_us.to_string()])
             .args(["--pipeline", &o.pipeline.to_string()])
             .stderr(Stdio::null())
@@ -192,7 +197,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
     // default (sleeping in read)
     let mut hists = Vec::new();
     for spin in [true, false] {
-        let (h, w, n, secs) = hop(o, redis, spin)?;
+        let (h, w, n, secs) = hop(o, &redis, spin)?;
         let name = if spin {
             "redis_hop"
         } else {
@@ -204,6 +209,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             ("replica", if spin { "spin" } else { "block" }.to_string()),
             ("publisher_idle_us", o.idle_us.to_string()),
             ("pipeline", o.pipeline.to_string()),
+            ("redis", shape.clone()),
         ];
         print_hist(name, &h, &extra);
         print_hist(&name.replace("hop", "wire"), &w, &extra);
@@ -218,18 +224,20 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
     drop(synth); // publisher then synth
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
     for (name, h) in &hists {
-        let hdr = o.results.join(format!("{}.hdr", name.replace('_', "-")));
+        let hdr = o
+            .results
+            .join(format!("{}-{shape}.hdr", name.replace('_', "-")));
         save_hdr(h, &hdr)?;
         eprintln!("redis: histogram in {}", hdr.display());
     }
 
     // 2. one publisher's top rate
     let symbols = 10_000usize;
-    let mut pc = PublisherCfg::new(vec![redis]);
+    let mut pc = PublisherCfg::new(redis.clone());
     pc.prefix = "max".into();
     pc.max_pipeline = o.pipeline;
     let mut p = Publisher::new(pc);
-    let mut rc = ReplicaCfg::new(vec![redis]);
+    let mut rc = ReplicaCfg::new(redis.clone());
     rc.prefix = "max".into();
     rc.slots = symbols;
     let sink = Replica::start(rc, stop)?;
@@ -283,6 +291,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             ("pipeline", o.pipeline.to_string()),
             ("symbols", symbols.to_string()),
             ("subscribers", "1".into()),
+            ("redis", shape.clone()),
         ],
     );
     // the sink must end with every symbol's last value

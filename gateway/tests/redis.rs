@@ -10,6 +10,7 @@ use feed_handler::journal::{JournalWriter, journal_path};
 use feed_handler::ring::{Record, RingWriter};
 use gateway::redis::publish::{Publisher, PublisherCfg};
 use gateway::redis::replica::{Replica, ReplicaCfg};
+use gateway::redis::server::{self, RedisServer as RedisNode};
 use gateway::source::{QuoteSource, ShmSource};
 use pcap_replays::market::{Market, MarketConfig};
 use serde_json::{Map, Value};
@@ -18,16 +19,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Whether redis-server is here (CI installs it; elsewhere the tests say they were skipped).
 fn have_redis() -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = server::installed();
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -38,137 +35,17 @@ fn have_redis() -> bool {
     ok
 }
 
-/// A port p with p + 10000 (the cluster bus) free too.
-fn free_ports() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 16;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 8000;
-        if TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
-        {
-            return p;
-        }
-    }
-}
-
-struct RedisNode {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    cluster: bool,
-}
-
-impl RedisNode {
-    fn start(port: u16, dir: &Path, cluster: bool) -> RedisNode {
-        let mut n = RedisNode {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-            cluster,
-        };
-        n.restart();
-        n
-    }
-
-    fn restart(&mut self) {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let mut c = Command::new("redis-server");
-        c.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if self.cluster {
-            c.args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &format!("nodes-{}.conf", self.port),
-            ]);
-        }
-        self.child = Some(c.spawn().expect("redis-server"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while cli(self.port, &["PING"]).trim() != "PONG" {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for RedisNode {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
 fn tmp(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("gw-redis-{tag}-{}", std::process::id()))
 }
 
+fn single(tag: &str) -> RedisNode {
+    RedisNode::start(server::free_port_pair(), &tmp(tag), false).unwrap()
+}
+
 /// Three masters, every slot assigned, `cluster_state:ok` on each.
 fn cluster(tag: &str) -> Vec<RedisNode> {
-    let nodes: Vec<_> = (0..3)
-        .map(|k| RedisNode::start(free_ports(), &tmp(&format!("{tag}-{k}")), true))
-        .collect();
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for n in &nodes {
-        while !cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
-            assert!(Instant::now() < deadline, "the cluster did not become ok");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    nodes
+    server::cluster(3, &tmp(tag)).unwrap()
 }
 
 /// The publisher beside the quote table, on its own thread until the returned flag is set.
@@ -440,7 +317,7 @@ fn through_a_single_redis_remote_clients_see_what_local_clients_see() {
     if !have_redis() {
         return;
     }
-    let node = RedisNode::start(free_ports(), &tmp("single"), false);
+    let node = single("single");
     same_values_as_a_local_gateway(vec![node.addr()]);
 }
 
@@ -454,7 +331,7 @@ fn through_a_three_master_cluster_remote_clients_see_what_local_clients_see() {
     same_values_as_a_local_gateway(vec![nodes[1].addr()]);
     let per_node: Vec<usize> = nodes
         .iter()
-        .map(|n| cli(n.port, &["DBSIZE"]).trim().parse().unwrap())
+        .map(|n| server::cli(n.port, &["DBSIZE"]).trim().parse().unwrap())
         .collect();
     assert!(
         per_node.iter().all(|&k| k > 0),
@@ -471,7 +348,7 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     if !have_redis() {
         return;
     }
-    let mut node = RedisNode::start(free_ports(), &tmp("restart"), false);
+    let mut node = single("restart");
     let mut t = Table::new("redis-restart", 20);
     let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
     // a heartbeat timeout longer than the test: only the lost connection can make it stale
@@ -536,7 +413,7 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
         }
     }
 
-    node.restart();
+    node.restart().unwrap();
     let mut wrong = Vec::new();
     let back = c.until(
         20,
@@ -567,7 +444,7 @@ fn a_silent_publisher_makes_every_symbol_stale_until_one_publishes_again() {
     if !have_redis() {
         return;
     }
-    let node = RedisNode::start(free_ports(), &tmp("silent"), false);
+    let node = single("silent");
     let t = Table::new("redis-silent", 10);
     let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
     let (remote, replica) = remote_gateway(vec![node.addr()], 500);
@@ -605,7 +482,7 @@ fn the_commands_publish_and_serve_a_configured_symbol_set() {
     if !have_redis() {
         return;
     }
-    let node = RedisNode::start(free_ports(), &tmp("cli"), false);
+    let node = single("cli");
     let exe = env!("CARGO_BIN_EXE_gateway");
     let table = format!("gw-test-cli-{}.quotes", std::process::id());
     let url = format!("redis://{}", node.addr());
@@ -764,7 +641,7 @@ fn a_cluster_master_dying_and_coming_back() {
     );
     assert!(dead_stale(&c.q));
 
-    nodes[2].restart();
+    nodes[2].restart().unwrap();
     let back = c.until(
         30,
         |s, m| {

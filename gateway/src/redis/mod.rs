@@ -24,12 +24,14 @@
 //! - [`conn`]: one pipelined blocking connection.
 //! - [`publish`]: the publisher.
 //! - [`replica`]: the gateway-side replica and its quote source.
+//! - [`server`]: real redis-server processes for the tests and the benchmark.
 
 pub mod cluster;
 pub mod conn;
 pub mod publish;
 pub mod replica;
 pub mod resp;
+pub mod server;
 
 use book::quotes::{Quote, SLOT};
 use cluster::Topology;

@@ -1,0 +1,150 @@
+//! Real `redis-server` processes on loopback, for the tests and `scripts/bench redis`: one plain
+//! server, or a Redis Cluster of masters built with `redis-cli --cluster create`. Nothing here is
+//! used by the gateway itself.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether `redis-server` and `redis-cli` are installed.
+pub fn installed() -> bool {
+    ["redis-server", "redis-cli"].iter().all(|b| {
+        Command::new(b)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A port p of 127.0.0.1 with p + 10000 (a cluster node's bus port) free too.
+pub fn free_port_pair() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 16;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 8000;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+/// `redis-cli -p PORT ARGS...`'s output ("" if it failed).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// One redis-server without persistence (a restart comes back empty), killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    cluster: bool,
+}
+
+impl RedisServer {
+    /// Starts one on `port` working in `dir` (created; removed when dropped), as a cluster node
+    /// if `cluster`, and waits until it answers PING.
+    pub fn start(port: u16, dir: &Path, cluster: bool) -> Result<RedisServer, String> {
+        let mut n = RedisServer {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            cluster,
+        };
+        n.restart()?;
+        Ok(n)
+    }
+
+    /// Starts it again (after [`RedisServer::kill`]); a cluster node rejoins from its nodes file.
+    pub fn restart(&mut self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let mut c = Command::new("redis-server");
+        c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cluster {
+            let conf = format!("nodes-{}.conf", self.port);
+            c.args(["--cluster-enabled", "yes", "--cluster-config-file", &conf]);
+        }
+        self.child = Some(
+            c.spawn()
+                .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cli(self.port, &["PING"]).trim() != "PONG" {
+            if Instant::now() > deadline {
+                return Err(format!("redis-server on {} did not start", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Kills it (SIGKILL: nothing saved, connections reset).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of `masters` nodes (no replicas) working under `dir`: every slot assigned and
+/// `cluster_state:ok` on each node before it returns.
+pub fn cluster(masters: usize, dir: &Path) -> Result<Vec<RedisServer>, String> {
+    let nodes = (0..masters)
+        .map(|k| RedisServer::start(free_port_pair(), &dir.join(k.to_string()), true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in &nodes {
+        while !cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            if Instant::now() > deadline {
+                return Err("the cluster did not become ok in 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(nodes)
+}
