@@ -48,37 +48,119 @@ fn cluster(tag: &str) -> Vec<RedisNode> {
     server::cluster(3, &tmp(tag)).unwrap()
 }
 
-/// The publisher beside the quote table, on its own thread until the returned flag is set.
-fn spawn_publisher(
-    quotes: &Path,
-    seeds: Vec<SocketAddr>,
-) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (s, q) = (stop.clone(), quotes.to_path_buf());
-    let h = std::thread::spawn(move || {
-        let mut src = ShmSource::new(q);
-        let mut p = Publisher::new(PublisherCfg::new(seeds));
-        let t0 = Instant::now();
-        while !s.load(Ordering::Relaxed) {
-            src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
-            p.flush();
-            p.tick();
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    });
-    (stop, h)
+/// The publisher beside the quote table, on its own thread until dropped.
+struct PubThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
 }
 
-fn remote_gateway(seeds: Vec<SocketAddr>, hb_timeout_ms: u64) -> (Gw, Replica) {
-    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-    let mut rc = ReplicaCfg::new(seeds);
-    rc.hb_timeout_ns = hb_timeout_ms * 1_000_000;
-    let replica = Replica::start(rc, stop).unwrap();
-    let (cfg, limits) = test_cfg(&replica.path);
-    let gw = Gw::start_with(cfg, limits, stop, &|| {
-        Box::new(replica.source()) as Box<dyn QuoteSource>
-    });
-    (gw, replica)
+impl PubThread {
+    fn spawn(quotes: &Path, seeds: Vec<SocketAddr>) -> PubThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, q) = (stop.clone(), quotes.to_path_buf());
+        let h = std::thread::spawn(move || {
+            let mut src = ShmSource::new(q);
+            let mut p = Publisher::new(PublisherCfg::new(seeds));
+            let t0 = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
+                p.flush();
+                p.tick();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        PubThread {
+            stop,
+            handle: Some(h),
+        }
+    }
+}
+
+impl Drop for PubThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+    }
+}
+
+/// A gateway whose source is a replica of Redis; stopped (gateway, then replica) when dropped.
+struct Remote {
+    gw: Option<Gw>,
+    replica: Option<Replica>,
+}
+
+impl Remote {
+    fn start(seeds: Vec<SocketAddr>, hb_timeout_ms: u64) -> Remote {
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let mut rc = ReplicaCfg::new(seeds);
+        rc.hb_timeout_ns = hb_timeout_ms * 1_000_000;
+        let replica = Replica::start(rc, stop).unwrap();
+        let (cfg, limits) = test_cfg(&replica.path);
+        let gw = Gw::start_with(cfg, limits, stop, &|| {
+            Box::new(replica.source()) as Box<dyn QuoteSource>
+        });
+        Remote {
+            gw: Some(gw),
+            replica: Some(replica),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gw.as_ref().expect("running").addr
+    }
+
+    fn health(&self) -> gateway::source::Health {
+        self.replica.as_ref().expect("running").health()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        drop(self.gw.take());
+        if let Some(r) = self.replica.take() {
+            r.join();
+        }
+    }
+}
+
+/// What clients see, per symbol.
+type V = HashMap<String, Map<String, Value>>;
+
+/// What a client should show for every symbol of a hand-written table.
+fn truth(t: &Table) -> V {
+    t.quotes
+        .iter()
+        .map(|q| (q.symbol_str(), expected(q)))
+        .collect()
+}
+
+/// Every symbol of `now` shown with its values.
+fn all_current(now: &V, v: &V) -> bool {
+    now.iter()
+        .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
+}
+
+fn all_stale(v: &V) -> bool {
+    v.values().all(|m| m["stale"] == true)
+}
+
+/// Reads until the client shows every symbol of `now` with its values; a symbol shown fresh
+/// with any other values on the way would be a wrong price shown as good.
+fn becomes_current_never_wrong(c: &mut View, now: &V, what: &str) {
+    let mut wrong = Vec::new();
+    let reached = c.until(
+        30,
+        |s, m| {
+            if m["stale"] == false && now.get(s).is_some_and(|w| !same(m, w)) {
+                wrong.push(format!("{s}: {m:?}"));
+            }
+        },
+        |v| all_current(now, v),
+    );
+    assert!(wrong.is_empty(), "{what}: fresh but not current: {wrong:?}");
+    assert!(reached, "{what}: every symbol fresh and current");
 }
 
 /// Waits until the gateway knows `n` symbols (a client subscribing earlier is told the rest
@@ -102,7 +184,7 @@ fn wait_symbols(addr: SocketAddr, n: u64) {
 /// A WebSocket client's picture of its symbols, merged from snapshots and updates.
 struct View {
     c: Raw,
-    q: HashMap<String, Map<String, Value>>,
+    q: V,
 }
 
 impl View {
@@ -139,7 +221,7 @@ impl View {
         &mut self,
         secs: u64,
         mut each: impl FnMut(&str, &Map<String, Value>),
-        done: impl Fn(&HashMap<String, Map<String, Value>>) -> bool,
+        done: impl Fn(&V) -> bool,
     ) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !done(&self.q) {
@@ -254,30 +336,29 @@ impl Drop for Replay {
 fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
     let mut replay = Replay::new(&format!("same-{}", seeds[0].port()));
     replay.step(2_000); // the directory and the first orders: every symbol has a quote
-    let (pstop, pub_thread) = spawn_publisher(&replay.quotes, seeds.clone());
+    let publisher = PubThread::spawn(&replay.quotes, seeds.clone());
     let (cfg, limits) = test_cfg(&replay.quotes);
     let local = Gw::start(cfg, limits);
-    let (remote, replica) = remote_gateway(seeds, 2_000);
+    let remote = Remote::start(seeds, 2_000);
     let r = QuoteReader::attach(&replay.quotes).unwrap();
     let symbols: Vec<String> = (0..r.slots())
         .filter_map(|i| r.read(i))
         .map(|q| q.symbol_str())
         .collect();
     assert_eq!(symbols.len(), 60);
-    wait_symbols(remote.addr, 60);
+    wait_symbols(remote.addr(), 60);
     let mut a = View::subscribe(local.addr, &symbols);
-    let mut b = View::subscribe(remote.addr, &symbols);
+    let mut b = View::subscribe(remote.addr(), &symbols);
     while replay.step(500) {
         // keep both clients drained while the session runs
         a.read();
         b.read();
     }
-    let want: HashMap<String, Map<String, Value>> = (0..r.slots())
+    let want: V = (0..r.slots())
         .filter_map(|i| r.read(i))
         .map(|q| (q.symbol_str(), expected(&q)))
         .collect();
     assert!(want.values().all(|m| m["stale"] == false));
-    eprintln!("want e.g. {:?}", want.iter().take(2).collect::<Vec<_>>());
     assert!(
         want.values()
             .filter(|m| !m["vol"].is_null() && m["vol"] != 0)
@@ -285,18 +366,11 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
             > 30,
         "trades happened"
     );
-    let reached = |v: &HashMap<String, Map<String, Value>>| {
-        want.iter()
-            .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
-    };
-    let ok = a.until(20, |_, _| {}, reached);
-    for (s, w) in &want {
-        if !a.q.get(s).is_some_and(|m| same(m, w)) {
-            eprintln!("{s}: want {w:?}\n got {:?}", a.q.get(s));
-            break;
-        }
-    }
-    assert!(ok, "the local gateway's client reached the table's values");
+    let reached = |v: &V| all_current(&want, v);
+    assert!(
+        a.until(20, |_, _| {}, reached),
+        "the local gateway's client reached the table's values"
+    );
     assert!(
         b.until(20, |_, _| {}, reached),
         "the remote gateway's client reached the same values"
@@ -306,10 +380,7 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
             assert_eq!(a.q[s].get(f), b.q[s].get(f), "{s} {f}");
         }
     }
-    pstop.store(true, Ordering::Relaxed);
-    pub_thread.join().unwrap();
-    drop((local, remote));
-    replica.join();
+    drop((publisher, local, remote));
 }
 
 #[test]
@@ -350,18 +421,12 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     }
     let mut node = single("restart");
     let mut t = Table::new("redis-restart", 20);
-    let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
+    let _publisher = PubThread::spawn(&t.path, vec![node.addr()]);
     // a heartbeat timeout longer than the test: only the lost connection can make it stale
-    let (remote, replica) = remote_gateway(vec![node.addr()], 600_000);
+    let remote = Remote::start(vec![node.addr()], 600_000);
     let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
-    wait_symbols(remote.addr, 20);
-    let mut c = View::subscribe(remote.addr, &symbols);
-    let truth = |t: &Table| -> HashMap<String, Map<String, Value>> {
-        t.quotes
-            .iter()
-            .map(|q| (q.symbol_str(), expected(q)))
-            .collect()
-    };
+    wait_symbols(remote.addr(), 20);
+    let mut c = View::subscribe(remote.addr(), &symbols);
     for round in 0..3u64 {
         for i in 0..20 {
             t.set(i, |q| {
@@ -370,22 +435,15 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
             });
         }
     }
+    // (values before these changes were right when shown: only reaching the new ones counts)
     let now = truth(&t);
     assert!(
-        c.until(
-            20,
-            |_, _| {},
-            |v| now
-                .iter()
-                .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
-        ),
+        c.until(20, |_, _| {}, |v| all_current(&now, v)),
         "fresh and current before the outage"
     );
 
     node.kill();
     let killed = Instant::now();
-    let all_stale =
-        |v: &HashMap<String, Map<String, Value>>| v.values().all(|m| m["stale"] == true);
     assert!(
         c.until(10, |_, _| {}, all_stale),
         "every symbol stale after Redis died"
@@ -398,7 +456,6 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
             q.bid = Some((2_000_000 + i as u32, 7));
         });
     }
-    let now = truth(&t);
     // two heartbeats' worth of messages: nothing becomes fresh while Redis is away
     let mut beats = 0;
     while beats < 2 {
@@ -414,27 +471,8 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     }
 
     node.restart().unwrap();
-    let mut wrong = Vec::new();
-    let back = c.until(
-        20,
-        |s, m| {
-            if m["stale"] == false && !same(m, &now[s]) {
-                wrong.push(format!("{s}: {m:?}"));
-            }
-        },
-        |v| {
-            now.iter()
-                .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
-        },
-    );
-    assert!(wrong.is_empty(), "fresh but not current: {wrong:?}");
-    assert!(back, "every symbol fresh and current after the restart");
-    assert!(matches!(replica.health(), gateway::source::Health::Live));
-
-    pstop.store(true, Ordering::Relaxed);
-    pub_thread.join().unwrap();
-    drop(remote);
-    replica.join();
+    becomes_current_never_wrong(&mut c, &truth(&t), "after the restart");
+    assert!(matches!(remote.health(), gateway::source::Health::Live));
 }
 
 /// The publisher stops (Redis stays up): its heartbeat ends, and so does trust; a new publisher
@@ -446,33 +484,22 @@ fn a_silent_publisher_makes_every_symbol_stale_until_one_publishes_again() {
     }
     let node = single("silent");
     let t = Table::new("redis-silent", 10);
-    let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
-    let (remote, replica) = remote_gateway(vec![node.addr()], 500);
-    wait_symbols(remote.addr, 10);
+    let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    let remote = Remote::start(vec![node.addr()], 500);
+    wait_symbols(remote.addr(), 10);
     let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
-    let mut c = View::subscribe(remote.addr, &symbols);
-    let fresh = |v: &HashMap<String, Map<String, Value>>| {
-        v.len() == 10 && v.values().all(|m| m["stale"] == false)
-    };
-    assert!(c.until(20, |_, _| {}, fresh));
-    pstop.store(true, Ordering::Relaxed);
-    pub_thread.join().unwrap();
+    let mut c = View::subscribe(remote.addr(), &symbols);
+    becomes_current_never_wrong(&mut c, &truth(&t), "with a publisher");
+    drop(publisher);
     assert!(
-        c.until(10, |_, _| {}, |v| v.values().all(|m| m["stale"] == true)),
+        c.until(10, |_, _| {}, all_stale),
         "stale once the publisher is silent"
     );
     assert!(
-        matches!(replica.health(), gateway::source::Health::Down(why) if why.contains("heartbeat"))
+        matches!(remote.health(), gateway::source::Health::Down(why) if why.contains("heartbeat"))
     );
-    let (pstop, pub_thread) = spawn_publisher(&t.path, vec![node.addr()]);
-    assert!(
-        c.until(20, |_, _| {}, fresh),
-        "fresh again with a publisher"
-    );
-    pstop.store(true, Ordering::Relaxed);
-    pub_thread.join().unwrap();
-    drop(remote);
-    replica.join();
+    let _publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    becomes_current_never_wrong(&mut c, &truth(&t), "with a publisher again");
 }
 
 /// The commands as an operator runs them: `gateway synth` into a table, `gateway publish`, and
@@ -587,24 +614,12 @@ fn a_cluster_master_dying_and_coming_back() {
         .filter(|s| topo.node_of(keys.quote(s).as_bytes()) == dead)
         .collect();
     assert!(!on_dead.is_empty() && on_dead.len() < 30, "{on_dead:?}");
-    let (pstop, pub_thread) = spawn_publisher(&t.path, seeds.clone());
-    let (remote, replica) = remote_gateway(seeds, 1_000);
-    wait_symbols(remote.addr, 30);
+    let _publisher = PubThread::spawn(&t.path, seeds.clone());
+    let remote = Remote::start(seeds, 1_000);
+    wait_symbols(remote.addr(), 30);
     let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
-    let mut c = View::subscribe(remote.addr, &symbols);
-    type V = HashMap<String, Map<String, Value>>;
-    let current = |t: &Table| -> V {
-        t.quotes
-            .iter()
-            .map(|q| (q.symbol_str(), expected(q)))
-            .collect()
-    };
-    let all_current = |now: &V, v: &V| {
-        now.iter()
-            .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
-    };
-    let now = current(&t);
-    assert!(c.until(20, |_, _| {}, |v| all_current(&now, v)));
+    let mut c = View::subscribe(remote.addr(), &symbols);
+    becomes_current_never_wrong(&mut c, &truth(&t), "before the master dies");
 
     nodes[2].kill();
     let dead_stale = |v: &V| on_dead.iter().all(|s| v[s]["stale"] == true);
@@ -616,13 +631,11 @@ fn a_cluster_master_dying_and_coming_back() {
     for i in 0..30 {
         t.set(i, |q| q.volume += 5);
     }
-    let now = current(&t);
+    let live: V = truth(&t)
+        .into_iter()
+        .filter(|(s, _)| !on_dead.contains(s))
+        .collect();
     let mut wrong = Vec::new();
-    let live_current = |v: &V| {
-        now.iter()
-            .filter(|(s, _)| !on_dead.contains(s))
-            .all(|(s, w)| v.get(s).is_some_and(|m| same(m, w)))
-    };
     assert!(
         c.until(
             20,
@@ -631,7 +644,7 @@ fn a_cluster_master_dying_and_coming_back() {
                     wrong.push(format!("{s}: {m:?}"));
                 }
             },
-            live_current
+            |v| all_current(&live, v)
         ),
         "the live masters' symbols fresh and current"
     );
@@ -642,22 +655,5 @@ fn a_cluster_master_dying_and_coming_back() {
     assert!(dead_stale(&c.q));
 
     nodes[2].restart().unwrap();
-    let back = c.until(
-        30,
-        |s, m| {
-            if m["stale"] == false && !same(m, &now[s]) {
-                wrong.push(format!("{s}: {m:?}"));
-            }
-        },
-        |v| all_current(&now, v),
-    );
-    assert!(wrong.is_empty(), "fresh but not current: {wrong:?}");
-    assert!(
-        back,
-        "every symbol fresh and current after the master is back"
-    );
-    pstop.store(true, Ordering::Relaxed);
-    pub_thread.join().unwrap();
-    drop(remote);
-    replica.join();
+    becomes_current_never_wrong(&mut c, &truth(&t), "after the master is back");
 }

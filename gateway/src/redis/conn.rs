@@ -91,61 +91,56 @@ impl Conn {
     }
 
     /// The next reply, given to `f`: `Ok(None)` if none came within the read timeout.
-    pub fn next<R>(&mut self, f: impl FnOnce(Reply<'_>) -> R) -> Result<Option<R>, String> {
+    pub fn next<R, F: FnOnce(Reply<'_>) -> R>(&mut self, f: F) -> Result<Option<R>, String> {
+        let mut f = f;
         loop {
-            match resp::parse(&self.buf[self.start..]).map_err(|e| err(self.addr, e))? {
-                Some((r, used)) => {
-                    let out = f(r);
-                    self.start += used;
-                    if self.start == self.buf.len() {
-                        self.buf.clear();
-                        self.start = 0;
-                    }
-                    self.owed = self.owed.saturating_sub(1);
-                    return Ok(Some(out));
+            match self.take(f)? {
+                Ok(out) => return Ok(Some(out)),
+                Err(back) => f = back,
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            if self.buf.len() >= MAX_BUF {
+                return Err(err(self.addr, "a reply larger than 16 MiB"));
+            }
+            match self.s.read(&mut self.scratch[..]) {
+                Ok(0) => return Err(err(self.addr, "connection closed by the server")),
+                Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Ok(None);
                 }
-                None => {
-                    if self.start > 0 {
-                        self.buf.drain(..self.start);
-                        self.start = 0;
-                    }
-                    if self.buf.len() >= MAX_BUF {
-                        return Err(err(self.addr, "a reply larger than 16 MiB"));
-                    }
-                    match self.s.read(&mut self.scratch[..]) {
-                        Ok(0) => return Err(err(self.addr, "connection closed by the server")),
-                        Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                        {
-                            return Ok(None);
-                        }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Err(err(self.addr, e)),
-                    }
-                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(self.addr, e)),
             }
         }
     }
 
     /// The next reply already received, without reading the socket.
-    pub fn next_buffered<R>(
+    pub fn next_buffered<R, F: FnOnce(Reply<'_>) -> R>(
         &mut self,
-        f: impl FnOnce(Reply<'_>) -> R,
+        f: F,
     ) -> Result<Option<R>, String> {
-        match resp::parse(&self.buf[self.start..]).map_err(|e| err(self.addr, e))? {
-            Some((r, used)) => {
-                let out = f(r);
-                self.start += used;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
-                }
-                self.owed = self.owed.saturating_sub(1);
-                Ok(Some(out))
-            }
-            None => Ok(None),
+        Ok(self.take(f)?.ok())
+    }
+
+    /// A whole reply at the front of the buffer, given to `f` and consumed; `f` back if there
+    /// is none yet.
+    fn take<R, F: FnOnce(Reply<'_>) -> R>(&mut self, f: F) -> Result<Result<R, F>, String> {
+        let Some((r, used)) =
+            resp::parse(&self.buf[self.start..]).map_err(|e| err(self.addr, e))?
+        else {
+            return Ok(Err(f));
+        };
+        let out = f(r);
+        self.start += used;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
         }
+        self.owed = self.owed.saturating_sub(1);
+        Ok(Ok(out))
     }
 
     /// The next reply, waiting until `deadline`.
