@@ -36,6 +36,7 @@ const USAGE: &str = "usage: bench NAME [options]
            [--duration S] (20) [--max-duration S] (5)
            [--idle-us N] (50: the publisher's sleep) [--pipeline N] (1,024 changes)
            [--cluster N] (0: one plain server; N: a Redis Cluster of N masters)
+           [--tick-us N] (1,000: the synthetic market writes a burst of what is due this often)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
@@ -141,6 +142,7 @@ fn main() -> ExitCode {
                 idle_us: flag(&args, "--idle-us", 50)?,
                 pipeline: flag(&args, "--pipeline", 1024)? as usize,
                 cluster: flag(&args, "--cluster", 0)? as usize,
+                tick_us: flag(&args, "--tick-us", 1000)?,
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());

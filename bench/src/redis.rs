@@ -42,6 +42,8 @@ pub struct RedisBench {
     pub pipeline: usize,
     /// 0: one plain redis-server; N: a Redis Cluster of N masters.
     pub cluster: usize,
+    /// The synthetic market writes what is due every this many µs.
+    pub tick_us: u64,
     /// Where `.hdr` files go.
     pub results: std::path::PathBuf,
 }
@@ -178,6 +180,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
                 &o.symbols.to_string(),
             ])
             .args(["--rate", &o.rate.to_string()])
+            .args(["--tick-us", &o.tick_us.to_string()])
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("gateway synth: {e}"))?,
@@ -210,6 +213,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             ("publisher_idle_us", o.idle_us.to_string()),
             ("pipeline", o.pipeline.to_string()),
             ("redis", shape.clone()),
+            ("synth_tick_us", o.tick_us.to_string()),
         ];
         print_hist(name, &h, &extra);
         print_hist(&name.replace("hop", "wire"), &w, &extra);

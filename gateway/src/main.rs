@@ -76,6 +76,9 @@ enum Cmd {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write what is due every this many µs (a burst of rate × tick updates each time).
+        #[arg(long, default_value_t = 1000)]
+        tick_us: u64,
     },
 }
 
@@ -389,6 +392,7 @@ fn main() -> ExitCode {
             symbols,
             rate,
             seed,
+            tick_us,
         } => {
             let stop = feed_handler::agent::stop_on_signals();
             let p = feed_handler::ring::ring_path(&quotes);
@@ -396,7 +400,8 @@ fn main() -> ExitCode {
                 "gateway synth: {symbols} symbols, {rate} updates/s into {}",
                 p.display()
             );
-            gateway::synth::run(&p, symbols, rate, seed, stop)
+            let tick = std::time::Duration::from_micros(tick_us.max(1));
+            gateway::synth::run(&p, symbols, rate, seed, tick, stop)
                 .map_err(|e| format!("{}: {e}", p.display()))
         }
     };

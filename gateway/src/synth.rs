@@ -121,12 +121,13 @@ impl Synth {
 }
 
 /// Runs a synthetic market into the table at `path` until `stop`: `rate` updates per second in
-/// batches every millisecond. Every symbol is published once first.
+/// batches every `tick` (what is due by then). Every symbol is published once first.
 pub fn run(
     path: &Path,
     symbols: usize,
     rate: u64,
     seed: u64,
+    tick: std::time::Duration,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut w = QuoteWriter::create(path, symbols, (rate.max(1000) * 2).next_power_of_two())?;
@@ -146,7 +147,7 @@ pub fn run(
             let (i, q) = s.step(now, sent);
             w.publish(i, &q);
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(tick);
     }
     let _ = std::fs::remove_file(path);
     Ok(())
