@@ -210,7 +210,10 @@ impl Publisher {
 
     /// Everything is dropped: rediscover and reconnect after the backoff.
     fn fail(&mut self, e: String) {
-        eprintln!("gateway publish: {e}; retrying (every symbol is rewritten on reconnect)");
+        // once per outage and cause, not once per retry
+        if self.down.as_ref() != Some(&e) {
+            eprintln!("gateway publish: {e}; retrying (every symbol is rewritten on reconnect)");
+        }
         self.stats.failures += 1;
         self.link = None;
         self.down = Some(e);

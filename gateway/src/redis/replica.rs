@@ -486,6 +486,9 @@ fn supervise(sh: Arc<Shared>) {
             Err(e) => {
                 {
                     let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if st.topo_down.as_ref() != Some(&e) {
+                        eprintln!("gateway: {e}; every symbol is stale until Redis answers");
+                    }
                     st.topo_down = Some(e);
                 }
                 let now = sh.now_ns();
@@ -502,7 +505,13 @@ fn supervise(sh: Arc<Shared>) {
         backoff = Duration::from_millis(100);
         {
             let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.topo_down = None;
+            if st.topo_down.take().is_some() {
+                eprintln!(
+                    "gateway: redis answers again ({} node{}); resyncing",
+                    topo.nodes.len(),
+                    if topo.nodes.len() == 1 { "" } else { "s" }
+                );
+            }
             st.down = vec![Some("connecting".into()); topo.nodes.len()];
         }
         let quit = Arc::new(AtomicBool::new(false));
