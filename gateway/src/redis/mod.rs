@@ -152,9 +152,17 @@ mod tests {
         let q = Quote {
             symbol: *b"AAPL    ",
             bid: Some((1_891_200, 300)),
+            last: Some((1_891_300, 100)),
+            volume: 12_345,
+            state: b'H',
             stale: true,
+            anomaly: true,
+            vwap_e4: Some(1_890_000),
+            bid_venue: 1,
+            untrusted: 0b100,
             ..Quote::default()
         };
+        // every field travels, the stale and anomaly flags included
         let v = encode(42, &q);
         assert_eq!(decode(&v), Some((42, q)));
         assert_eq!(decode(&v[..VALUE_LEN - 1]), None);
