@@ -37,7 +37,8 @@ pub struct BarRecord {
 }
 
 impl BarRecord {
-    fn to_bytes(self) -> [u8; RECORD] {
+    /// The record's bytes in the log (and in Redis).
+    pub fn to_bytes(self) -> [u8; RECORD] {
         let mut b = [0u8; RECORD];
         b[..8].copy_from_slice(&self.symbol);
         b[8..10].copy_from_slice(&self.channel.to_le_bytes());
@@ -81,7 +82,12 @@ pub struct BarLogWriter {
 impl BarLogWriter {
     /// Creates (replaces) the log.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let mut out = BufWriter::new(std::fs::File::create(path)?);
+        Self::create_in(std::fs::File::create(path)?)
+    }
+
+    /// Starts a log in `f`, a new empty file (e.g. a memfd).
+    pub fn create_in(f: std::fs::File) -> std::io::Result<Self> {
+        let mut out = BufWriter::new(f);
         let mut h = [0u8; HEADER];
         h[..8].copy_from_slice(&MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());

@@ -12,27 +12,28 @@ use std::path::PathBuf;
 /// Bars kept per symbol and interval.
 pub const KEEP: usize = 600;
 
-/// The latest bars of every symbol.
+/// Follows a bar log: the records appended since the last read; a new log (book restarted) is
+/// read from the start.
 #[derive(Debug)]
-pub struct BarIndex {
+pub struct Tail {
     path: PathBuf,
     ino: u64,
     offset: u64,
-    series: HashMap<([u8; 8], u8), VecDeque<BarRecord>>,
 }
 
-impl BarIndex {
-    /// An index of the log at `path` (which need not exist yet).
-    pub fn new(path: PathBuf) -> Self {
-        BarIndex {
+impl Tail {
+    /// A tail of the log at `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> Tail {
+        Tail {
             path,
             ino: 0,
             offset: 0,
-            series: HashMap::new(),
         }
     }
 
-    fn refresh(&mut self) -> Result<(), String> {
+    /// The records appended since the last call (at most 64 MiB of them), and whether the log
+    /// was replaced since (everything read before belongs to an older log).
+    pub fn read_new(&mut self) -> Result<(bool, Vec<BarRecord>), String> {
         let mut f = std::fs::File::open(&self.path).map_err(|e| {
             format!(
                 "no bar log at {} ({e}); bars come from `book run`",
@@ -40,10 +41,11 @@ impl BarIndex {
             )
         })?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
+        let mut replaced = false;
         if meta.ino() != self.ino || meta.len() < self.offset {
+            replaced = self.ino != 0;
             self.ino = meta.ino();
             self.offset = 0;
-            self.series.clear();
         }
         if self.offset == 0 {
             let mut h = vec![0u8; barlog::HEADER];
@@ -52,6 +54,7 @@ impl BarIndex {
                 return Err(format!("{}: not a bar log", self.path.display()));
             }
             self.offset = barlog::HEADER as u64;
+            replaced = true;
         }
         let whole = (meta.len() - self.offset) / barlog::RECORD as u64 * barlog::RECORD as u64;
         f.seek(SeekFrom::Start(self.offset))
@@ -59,10 +62,37 @@ impl BarIndex {
         let mut buf = vec![0u8; whole.min(64 << 20) as usize];
         f.read_exact(&mut buf).map_err(|e| e.to_string())?;
         self.offset += buf.len() as u64;
-        for r in buf
-            .chunks_exact(barlog::RECORD)
-            .map(barlog::record_from_bytes)
-        {
+        Ok((
+            replaced,
+            buf.chunks_exact(barlog::RECORD)
+                .map(barlog::record_from_bytes)
+                .collect(),
+        ))
+    }
+}
+
+/// The latest bars of every symbol.
+#[derive(Debug)]
+pub struct BarIndex {
+    tail: Tail,
+    series: HashMap<([u8; 8], u8), VecDeque<BarRecord>>,
+}
+
+impl BarIndex {
+    /// An index of the log at `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> Self {
+        BarIndex {
+            tail: Tail::new(path),
+            series: HashMap::new(),
+        }
+    }
+
+    fn refresh(&mut self) -> Result<(), String> {
+        let (replaced, new) = self.tail.read_new()?;
+        if replaced {
+            self.series.clear();
+        }
+        for r in new {
             let s = self.series.entry((r.symbol, r.interval_s)).or_default();
             // a bar may be logged again when it is revised: replace the one with its start
             match s.back_mut() {

@@ -200,6 +200,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         max_frame_bytes: a.max_frame_bytes,
         sndbuf_bytes: a.sndbuf,
         quotes: quotes.clone(),
+        bars: replica.as_ref().map(|r| r.bars_path.clone()),
         ..ServerCfg::default()
     };
     if let Some(w) = a.workers {

@@ -47,6 +47,8 @@ pub struct ServerCfg {
     pub exchange_utc_offset_ns: i64,
     /// The quote table.
     pub quotes: PathBuf,
+    /// The bar log (default: `<quotes>.bars`, beside the table).
+    pub bars: Option<PathBuf>,
 }
 
 impl Default for ServerCfg {
@@ -67,6 +69,7 @@ impl Default for ServerCfg {
             max_table_symbols: 65_536,
             exchange_utc_offset_ns: -5 * 3_600_000_000_000,
             quotes: PathBuf::from("/dev/shm/itch.quotes"),
+            bars: None,
         }
     }
 }
@@ -169,8 +172,11 @@ impl Server {
             }
             listeners.push(l);
         }
-        let mut bars = cfg.quotes.clone().into_os_string();
-        bars.push(".bars");
+        let bars = cfg.bars.clone().unwrap_or_else(|| {
+            let mut b = cfg.quotes.clone().into_os_string();
+            b.push(".bars");
+            PathBuf::from(b)
+        });
         let mut venues_table = cfg.quotes.clone().into_os_string();
         venues_table.push(".venues");
         let shared = Arc::new(Shared {
@@ -178,7 +184,7 @@ impl Server {
             limits,
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),
-            bars: Mutex::new(BarIndex::new(PathBuf::from(bars))),
+            bars: Mutex::new(BarIndex::new(bars)),
             health: Mutex::new(Health::Down("starting".into())),
             source_text: Mutex::new(String::new()),
             stop,

@@ -59,8 +59,11 @@ impl PubThread {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, q) = (stop.clone(), quotes.to_path_buf());
         let h = std::thread::spawn(move || {
+            let mut bars = q.clone().into_os_string();
+            bars.push(".bars");
             let mut src = ShmSource::new(q);
             let mut p = Publisher::new(PublisherCfg::new(seeds));
+            p.follow_bars(bars.into());
             let t0 = Instant::now();
             while !s.load(Ordering::Relaxed) {
                 src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
@@ -97,7 +100,8 @@ impl Remote {
         let mut rc = ReplicaCfg::new(seeds);
         rc.hb_timeout_ns = hb_timeout_ms * 1_000_000;
         let replica = Replica::start(rc, stop).unwrap();
-        let (cfg, limits) = test_cfg(&replica.path);
+        let (mut cfg, limits) = test_cfg(&replica.path);
+        cfg.bars = Some(replica.bars_path.clone());
         let gw = Gw::start_with(cfg, limits, stop, &|| {
             Box::new(replica.source()) as Box<dyn QuoteSource>
         });
@@ -294,6 +298,8 @@ impl Replay {
             seed: 41,
             symbols: 60,
             messages: 30_000,
+            // 10 s of exchange time: closed 1-second bars to chart
+            rate_per_s: 3_000,
             ..Default::default()
         });
         Replay {
@@ -380,6 +386,28 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
             assert_eq!(a.q[s].get(f), b.q[s].get(f), "{s} {f}");
         }
     }
+    // the charts: the remote gateway's bars (through Redis) are the local one's (the bar log)
+    let bars = |addr: SocketAddr, s: &str| {
+        let (status, body) =
+            common::http_get(addr, &format!("/v1/bars?symbol={s}&interval=1s&limit=600"));
+        assert!(status.contains("200"), "{status} {body}");
+        body
+    };
+    let mut charted = 0;
+    for s in &symbols {
+        let want = bars(local.addr, s);
+        charted += want.contains("\"o\":") as usize;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while bars(remote.addr(), s) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{s}: remote bars {} vs local {want}",
+                bars(remote.addr(), s)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(charted > 30, "bars to compare: {charted} symbols");
     drop((publisher, local, remote));
 }
 
@@ -400,13 +428,18 @@ fn through_a_three_master_cluster_remote_clients_see_what_local_clients_see() {
     let nodes = cluster("cluster");
     // the symbols spread over every master (sharded pub/sub on each)
     same_values_as_a_local_gateway(vec![nodes[1].addr()]);
+    // quote keys (the bar lists beside them are `quotes:{SYM}:bars:N`)
     let per_node: Vec<usize> = nodes
         .iter()
-        .map(|n| server::cli(n.port, &["DBSIZE"]).trim().parse().unwrap())
+        .map(|n| {
+            server::cli(n.port, &["--scan", "--pattern", "quotes:{*}"])
+                .lines()
+                .count()
+        })
         .collect();
     assert!(
         per_node.iter().all(|&k| k > 0),
-        "keys on every master: {per_node:?}"
+        "quote keys on every master: {per_node:?}"
     );
     assert_eq!(per_node.iter().sum::<usize>(), 60);
 }

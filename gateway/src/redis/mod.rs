@@ -9,6 +9,9 @@
 //!                          increasing per publisher) + 128 bytes Quote::to_bytes (book::quotes)
 //!  channel  P:{SYM}        the same bytes on every change: PUBLISH, or SPUBLISH in a cluster
 //!                          (the hash tag puts the key and its channel on one node)
+//!  list     P:{SYM}:bars:1, P:{SYM}:bars:60   the latest 600 closed 1 s and 1 min bars, 48
+//!                          bytes each (the book's bar log record), oldest first
+//!  channel  P:{SYM}:bars   each bar as it is appended (a revised bar comes again, same start)
 //!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
 //!  channel  P:heartbeat    "EPOCH_NS SENT_NS" every 250 ms (broadcast); EPOCH_NS is when the
 //!                          publisher last (re)connected and began rewriting every key
@@ -69,6 +72,18 @@ impl Keys {
             .strip_prefix(b":{")?;
         let sym = rest.strip_suffix(b"}")?;
         (!sym.is_empty() && sym.len() <= 8 && !sym.contains(&b'}')).then_some(sym)
+    }
+    /// The list of a symbol's latest bars of one interval (1 or 60 s).
+    pub fn bars(&self, sym: &str, interval_s: u8) -> String {
+        format!("{}:{{{sym}}}:bars:{interval_s}", self.prefix)
+    }
+    /// The channel of a symbol's bars.
+    pub fn bars_channel(&self, sym: &str) -> String {
+        format!("{}:{{{sym}}}:bars", self.prefix)
+    }
+    /// The symbol of a bars channel, if it is one.
+    pub fn symbol_of_bars<'a>(&self, ch: &'a [u8]) -> Option<&'a [u8]> {
+        self.symbol_of(ch.strip_suffix(b":bars")?)
     }
     /// The pattern matching every quote key (for SCAN).
     pub fn pattern(&self) -> String {
@@ -171,6 +186,12 @@ mod tests {
         assert_eq!(k.symbol_of(b"quotes:{AAPL}"), Some(&b"AAPL"[..]));
         assert_eq!(k.symbol_of(b"quotes:new"), None);
         assert_eq!(k.symbol_of(b"other:{AAPL}"), None);
+        assert_eq!(k.symbol_of(k.bars("AAPL", 60).as_bytes()), None);
+        assert_eq!(k.symbol_of(k.bars_channel("AAPL").as_bytes()), None);
+        assert_eq!(
+            k.symbol_of_bars(k.bars_channel("AAPL").as_bytes()),
+            Some(&b"AAPL"[..])
+        );
         assert_eq!(padded(b"AB"), *b"AB      ");
     }
 }

@@ -58,7 +58,14 @@ pub struct PubStats {
     pub failures: u64,
     /// Full rewrites after a connection.
     pub republished: u64,
+    /// Bars written.
+    pub bars: u64,
+    /// Bars dropped because too many waited for Redis.
+    pub bars_dropped: u64,
 }
+
+/// Bars held at most while Redis is away (48 bytes each).
+pub const MAX_PENDING_BARS: usize = 1 << 20;
 
 struct Link {
     topo: Topology,
@@ -87,6 +94,9 @@ pub struct Publisher {
     next_hb_ns: u64,
     next_try: Instant,
     backoff: Duration,
+    bar_tail: Option<crate::bars::Tail>,
+    bars_pending: std::collections::VecDeque<book::barlog::BarRecord>,
+    next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
     /// Counters.
@@ -120,8 +130,82 @@ impl Publisher {
             next_hb_ns: 0,
             next_try: Instant::now(),
             backoff: Duration::from_millis(100),
+            bar_tail: None,
+            bars_pending: std::collections::VecDeque::new(),
+            next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
+        }
+    }
+
+    /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
+    pub fn follow_bars(&mut self, path: std::path::PathBuf) {
+        self.bar_tail = Some(crate::bars::Tail::new(path));
+    }
+
+    /// Reads the bar log's new records (every 100 ms at most).
+    fn poll_bars(&mut self) {
+        let Some(t) = self.bar_tail.as_mut() else {
+            return;
+        };
+        if Instant::now() < self.next_bar_poll {
+            return;
+        }
+        self.next_bar_poll = Instant::now() + Duration::from_millis(100);
+        // no log yet (book not started): nothing to publish
+        if let Ok((_, new)) = t.read_new() {
+            for r in new {
+                if self.bars_pending.len() == MAX_PENDING_BARS {
+                    self.bars_pending.pop_front();
+                    self.stats.bars_dropped += 1;
+                }
+                self.bars_pending.push_back(r);
+            }
+        }
+    }
+
+    /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
+    /// series, and the record on the symbol's bars channel.
+    fn flush_bars(&mut self) {
+        self.poll_bars();
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if self.bars_pending.is_empty() || link.conns.iter().any(Option::is_none) {
+            return;
+        }
+        let publish: &[u8] = if link.topo.cluster {
+            b"SPUBLISH"
+        } else {
+            b"PUBLISH"
+        };
+        let n = self.bars_pending.len().min(4096);
+        for r in self.bars_pending.iter().take(n) {
+            let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
+            let key = self.keys.bars(&sym, r.interval_s);
+            let ch = self.keys.bars_channel(&sym);
+            let b = r.to_bytes();
+            let c = link.conns[link.topo.node_of(key.as_bytes())]
+                .as_mut()
+                .expect("every node is up");
+            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
+            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+            c.queue(&[publish, ch.as_bytes(), &b]);
+        }
+        let mut failed = None;
+        for (k, conn) in link.conns.iter_mut().enumerate() {
+            let c = conn.as_mut().expect("every node is up");
+            if let Err(e) = c.flush().and_then(|()| read_owed(c, self.cfg.timeout)) {
+                failed.get_or_insert((k, e));
+            }
+        }
+        match failed {
+            // kept: a replica takes a bar again only if it is not older than its last
+            Some((k, e)) => self.node_failed(k, e),
+            None => {
+                self.bars_pending.drain(..n);
+                self.stats.bars += n as u64;
+            }
         }
     }
 
@@ -205,6 +289,7 @@ impl Publisher {
             b.clear();
             self.pending = b;
         }
+        self.flush_bars();
         done
     }
 
@@ -527,6 +612,9 @@ pub fn run(
     use std::sync::atomic::Ordering;
     let mut src = ShmSource::new(quotes.to_path_buf());
     let mut p = Publisher::new(cfg);
+    let mut bars = quotes.as_os_str().to_owned();
+    bars.push(".bars");
+    p.follow_bars(bars.into());
     let start = Instant::now();
     let mut last_health = None;
     let mut next_report = Instant::now() + Duration::from_secs(10);
@@ -549,10 +637,13 @@ pub fn run(
             next_report += Duration::from_secs(10);
             let s = &p.stats;
             eprintln!(
-                "gateway publish: {} changes published in {} batches, {} conflated, {} failures, {}",
+                "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
+                 dropped), {} failures, {}",
                 s.published,
                 s.batches,
                 s.conflated,
+                s.bars,
+                s.bars_dropped,
                 s.failures,
                 p.down.as_deref().unwrap_or("connected")
             );

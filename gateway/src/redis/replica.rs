@@ -15,6 +15,7 @@ use super::cluster::Topology;
 use super::conn::Conn;
 use super::{Keys, decode, discover};
 use crate::source::{Health, QuoteSource, ShmSource};
+use book::barlog::{self, BarLogWriter};
 use book::quotes::{Quote, QuoteWriter};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -277,12 +278,64 @@ pub struct Replica {
     pub path: PathBuf,
     /// The memfd behind it, open for as long as the replica lives.
     _file: std::fs::File,
+    /// The bar log of the bars taken (`/proc/self/fd/N`), for `/v1/bars`.
+    pub bars_path: PathBuf,
+}
+
+/// The bars a replica took, appended to a bar log in memory that `/v1/bars` reads as it reads the
+/// book's. Bars from the channel are appended as they come (new bars, revisions, and a new
+/// session's, which start earlier than the last day's); bars from reloading a list after a
+/// (re)subscription only when they do not start before the series' last bar taken, so a reload
+/// adds nothing twice.
+struct BarMirror {
+    log: BarLogWriter,
+    last: HashMap<([u8; 8], u8), u64>,
+    /// Records that were not bars (wrong length).
+    bad: u64,
+}
+
+impl BarMirror {
+    /// Bars from the channel: each is new, a revision, or a new session's.
+    fn take(&mut self, records: &mut Vec<Vec<u8>>) {
+        for b in records.drain(..) {
+            if b.len() != barlog::RECORD {
+                self.bad += 1;
+                continue;
+            }
+            let r = barlog::record_from_bytes(&b);
+            self.last.insert((r.symbol, r.interval_s), r.bar.start_ns);
+            let _ = self.log.append(r);
+        }
+        let _ = self.log.flush();
+    }
+
+    /// One series' list, oldest first, as reloaded after a (re)subscription: only what comes
+    /// after the last bar taken (all of it when none was, or it is no longer in the list).
+    fn reload(&mut self, list: &mut Vec<Vec<u8>>) {
+        let bad = list.iter().filter(|b| b.len() != barlog::RECORD).count();
+        self.bad += bad as u64;
+        list.retain(|b| b.len() == barlog::RECORD);
+        let Some(first) = list.first().map(|b| barlog::record_from_bytes(b)) else {
+            return;
+        };
+        let from = match self.last.get(&(first.symbol, first.interval_s)) {
+            Some(&last) => list
+                .iter()
+                .rposition(|b| barlog::record_from_bytes(b).bar.start_ns == last)
+                .map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let mut rest = list.split_off(from);
+        list.clear();
+        self.take(&mut rest);
+    }
 }
 
 struct Shared {
     cfg: ReplicaCfg,
     keys: Keys,
     state: Mutex<State>,
+    bars: Mutex<BarMirror>,
     stop: &'static AtomicBool,
     clock: Instant,
     /// Set by a link that saw the cluster move slots.
@@ -298,6 +351,15 @@ impl Shared {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let State { core, table, .. } = &mut *st;
         f(core, &mut |i, q| table.publish(i, q))
+    }
+
+    fn take_bars(&self, live: &mut Vec<Vec<u8>>, reloaded: &mut Vec<Vec<Vec<u8>>>) {
+        let mut m = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        m.take(live);
+        for list in reloaded.iter_mut() {
+            m.reload(list);
+        }
+        reloaded.clear();
     }
 
     fn set_down(&self, k: usize, why: Option<String>) {
@@ -328,17 +390,25 @@ impl Shared {
     }
 }
 
+/// A new memory file and the path other code opens it by.
+fn memfd(name: &std::ffi::CStr) -> Result<(std::fs::File, PathBuf), String> {
+    // SAFETY: memfd_create with a NUL-terminated name and no flags has no memory effects.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor this process owns and nothing else holds.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Ok((file, PathBuf::from(format!("/proc/self/fd/{fd}"))))
+}
+
 impl Replica {
     /// Starts the replica's threads; they stop when `stop` is set.
     pub fn start(cfg: ReplicaCfg, stop: &'static AtomicBool) -> Result<Replica, String> {
-        // SAFETY: memfd_create with a NUL-terminated name and no flags has no memory effects.
-        let fd = unsafe { libc::memfd_create(c"gateway-replica".as_ptr(), 0) };
-        if fd < 0 {
-            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: a new descriptor this process owns and nothing else holds.
-        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let (file, path) = memfd(c"gateway-replica")?;
+        let (bars_file, bars_path) = memfd(c"gateway-replica-bars")?;
+        let bar_log = BarLogWriter::create_in(bars_file)
+            .map_err(|e| format!("the replica's bar log: {e}"))?;
         let table = QuoteWriter::create_in(&file, &path, cfg.slots, 1 << 16)
             .map_err(|e| format!("the replica's quote table: {e}"))?;
         let shared = Arc::new(Shared {
@@ -348,6 +418,11 @@ impl Replica {
                 table,
                 down: vec![Some("not connected yet".into())],
                 topo_down: None,
+            }),
+            bars: Mutex::new(BarMirror {
+                log: bar_log,
+                last: HashMap::new(),
+                bad: 0,
             }),
             cfg,
             stop,
@@ -364,6 +439,7 @@ impl Replica {
             threads: vec![sup],
             path,
             _file: file,
+            bars_path,
         })
     }
 
@@ -419,6 +495,12 @@ impl QuoteSource for RedisSource {
             .filter(|&k| st.core.link_ok(k, now))
             .count();
         let c = &st.core;
+        let bad_bars = self
+            .shared
+            .bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bad;
         for (name, kind, help, v) in [
             (
                 "redis_nodes",
@@ -467,6 +549,12 @@ impl QuoteSource for RedisSource {
                 "counter",
                 "New symbols refused: the replica was full.",
                 c.full,
+            ),
+            (
+                "redis_bad_bars_total",
+                "counter",
+                "Bar records that were not bars (ignored).",
+                bad_bars,
             ),
         ] {
             let _ = writeln!(
@@ -643,6 +731,7 @@ fn follow(
             && subscribed.insert(ch.clone().into_bytes())
         {
             sub.queue_push(&[subscribe, ch.as_bytes()]);
+            sub.queue_push(&[subscribe, keys.bars_channel(sym).as_bytes()]);
         }
     };
     match &sh.cfg.symbols {
@@ -694,19 +783,15 @@ fn follow(
     if sh.cfg.spin {
         sub.set_nonblocking(true)?;
     }
-    let mut gets: Vec<Vec<u8>> = Vec::new();
-    let mut values: Vec<Vec<u8>> = Vec::new();
-    let mut news: Vec<String> = Vec::new();
+    let mut inbox = Inbox::default();
     while !done() {
         // everything that has arrived, then the GETs it asked for
         let mut first = true;
         loop {
             let got = if first {
-                sub.next(|r| classify(&r, keys, &hb, &new, &mut gets, &mut values, &mut news))?
+                sub.next(|r| classify(&r, keys, &hb, &new, &mut inbox))?
             } else {
-                sub.next_buffered(|r| {
-                    classify(&r, keys, &hb, &new, &mut gets, &mut values, &mut news)
-                })?
+                sub.next_buffered(|r| classify(&r, keys, &hb, &new, &mut inbox))?
             };
             first = false;
             match got {
@@ -727,16 +812,53 @@ fn follow(
                     return Err(super::conn::err(addr, e));
                 }
             }
-            if values.len() + gets.len() >= 1024 {
+            if inbox.values.len() + inbox.gets.len() + inbox.bars.len() >= 1024 {
                 break;
             }
         }
-        for s in news.drain(..) {
+        for s in std::mem::take(&mut inbox.news) {
             want(&s, &mut sub, &mut subscribed);
         }
         sub.flush()?;
+        let Inbox {
+            gets,
+            values,
+            bar_loads,
+            bars,
+            reloaded,
+            ..
+        } = &mut inbox;
+        if !bars.is_empty() {
+            sh.take_bars(bars, &mut Vec::new());
+        }
+        if !bar_loads.is_empty() {
+            // the latest bars of each interval, oldest first; newer ones come on the channel
+            for s in bar_loads.iter() {
+                for interval in [1u8, 60] {
+                    let key = keys.bars(s, interval);
+                    cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
+                }
+            }
+            cmd.flush()?;
+            let deadline = Instant::now() + t;
+            for _ in 0..bar_loads.len() * 2 {
+                cmd.next_by(deadline, |r| {
+                    let list: Vec<Vec<u8>> = r
+                        .items()
+                        .unwrap_or(&[])
+                        .iter()
+                        .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
+                        .collect();
+                    reloaded.push(list);
+                })?;
+            }
+            bar_loads.clear();
+        }
+        if !reloaded.is_empty() {
+            sh.take_bars(&mut Vec::new(), reloaded);
+        }
         if !gets.is_empty() {
-            for ch in &gets {
+            for ch in gets.iter() {
                 cmd.queue(&[b"GET", ch]);
             }
             cmd.flush()?;
@@ -775,17 +897,31 @@ fn follow(
     Ok(())
 }
 
-/// Sorts one pushed message: a heartbeat (its epoch), a quote value (into `values`), a
-/// subscription confirmation (its key into `gets`), a new symbol (into `news`). An `Err` is a
-/// sign the cluster moved slots (a forced unsubscribe, MOVED).
+/// What the subscriber connection brought, sorted.
+#[derive(Default)]
+struct Inbox {
+    /// Quote keys whose subscription was confirmed: to GET.
+    gets: Vec<Vec<u8>>,
+    /// Quote values.
+    values: Vec<Vec<u8>>,
+    /// Announced symbols.
+    news: Vec<String>,
+    /// Symbols whose bars subscription was confirmed: to load.
+    bar_loads: Vec<String>,
+    /// Bar records from the channel.
+    bars: Vec<Vec<u8>>,
+    /// Bar lists reloaded, one per series, oldest first.
+    reloaded: Vec<Vec<Vec<u8>>>,
+}
+
+/// Sorts one pushed message into `inbox`; a heartbeat gives its epoch. An `Err` is a sign the
+/// cluster moved slots (a forced unsubscribe, MOVED).
 fn classify(
     r: &super::resp::Reply<'_>,
     keys: &Keys,
     hb: &str,
     new: &str,
-    gets: &mut Vec<Vec<u8>>,
-    values: &mut Vec<Vec<u8>>,
-    news: &mut Vec<String>,
+    inbox: &mut Inbox,
 ) -> Result<Option<u64>, String> {
     if let Some(e) = r.error() {
         return Err(e);
@@ -794,6 +930,7 @@ fn classify(
     let kind = it.first().and_then(|x| x.bytes()).unwrap_or(b"");
     let ch = it.get(1).and_then(|x| x.bytes()).unwrap_or(b"");
     let payload = it.get(2).and_then(|x| x.bytes()).unwrap_or(b"");
+    let name = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
     match kind {
         b"message" | b"smessage" if ch == hb.as_bytes() => {
             let epoch = std::str::from_utf8(payload)
@@ -807,10 +944,22 @@ fn classify(
                 && payload.len() <= 8
                 && payload.iter().all(|b| b.is_ascii_graphic()) =>
         {
-            news.push(String::from_utf8_lossy(payload).into_owned());
+            inbox.news.push(name(payload));
         }
-        b"message" | b"smessage" if keys.symbol_of(ch).is_some() => values.push(payload.to_vec()),
-        b"subscribe" | b"ssubscribe" if keys.symbol_of(ch).is_some() => gets.push(ch.to_vec()),
+        b"message" | b"smessage" if keys.symbol_of(ch).is_some() => {
+            inbox.values.push(payload.to_vec())
+        }
+        b"message" | b"smessage" if keys.symbol_of_bars(ch).is_some() => {
+            inbox.bars.push(payload.to_vec())
+        }
+        b"subscribe" | b"ssubscribe" if keys.symbol_of(ch).is_some() => {
+            inbox.gets.push(ch.to_vec())
+        }
+        b"subscribe" | b"ssubscribe" => {
+            if let Some(s) = keys.symbol_of_bars(ch) {
+                inbox.bar_loads.push(name(s));
+            }
+        }
         b"sunsubscribe" => {
             return Err(format!(
                 "the server unsubscribed {}",
@@ -912,6 +1061,46 @@ mod tests {
             None
         );
         assert_eq!(small.full, 1);
+    }
+
+    #[test]
+    fn a_reload_adds_no_bar_twice_and_a_new_session_still_comes_through() {
+        let p = std::env::temp_dir().join(format!("mirror-{}", std::process::id()));
+        let mut m = BarMirror {
+            log: BarLogWriter::create(&p).unwrap(),
+            last: HashMap::new(),
+            bad: 0,
+        };
+        let bar = |start: u64, close: u32| {
+            let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
+            r.symbol = *b"AAPL    ";
+            r.interval_s = 1;
+            r.bar.start_ns = start;
+            r.bar.close = close;
+            r.to_bytes().to_vec()
+        };
+        let starts = || -> Vec<u64> {
+            barlog::read_all(&p)
+                .unwrap()
+                .iter()
+                .map(|r| r.bar.start_ns)
+                .collect()
+        };
+        m.take(&mut vec![bar(10, 1), bar(11, 1)]);
+        // a reload after a reconnect: the list's bars up to the last one taken are here already
+        m.reload(&mut vec![bar(9, 1), bar(10, 1), bar(11, 1), bar(12, 1)]);
+        assert_eq!(starts(), [10, 11, 12]);
+        // the next day's first bar starts earlier than yesterday's last: it comes all the same,
+        // and a reload of a list holding both days adds nothing twice
+        m.take(&mut vec![bar(3, 1)]);
+        m.reload(&mut vec![bar(11, 1), bar(12, 1), bar(3, 1), bar(4, 1)]);
+        assert_eq!(starts(), [10, 11, 12, 3, 4]);
+        // a list that no longer holds the last bar taken (trimmed past it): all of it
+        m.reload(&mut vec![bar(7, 1), bar(8, 1)]);
+        assert_eq!(starts(), [10, 11, 12, 3, 4, 7, 8]);
+        m.take(&mut vec![vec![1, 2, 3]]);
+        assert_eq!(m.bad, 1);
+        std::fs::remove_file(&p).unwrap();
     }
 
     #[test]
