@@ -26,15 +26,19 @@
 //! - [`cluster`]: addresses, hash slots, the cluster's slot map.
 //! - [`conn`]: one pipelined blocking connection.
 //! - [`publish`]: the publisher.
-//! - [`replica`]: the gateway-side replica and its quote source.
+//! - [`replica`]: the gateway-side replica and its quote source; its threads in `link`, its bar
+//!   log in `mirror`, its trust rule in [`trust`].
 //! - [`server`]: real redis-server processes for the tests and the benchmark.
 
 pub mod cluster;
 pub mod conn;
+mod link;
+mod mirror;
 pub mod publish;
 pub mod replica;
 pub mod resp;
 pub mod server;
+pub mod trust;
 
 use book::quotes::{Quote, SLOT};
 use cluster::Topology;
