@@ -690,3 +690,55 @@ fn a_cluster_master_dying_and_coming_back() {
     nodes[2].restart().unwrap();
     becomes_current_never_wrong(&mut c, &truth(&t), "after the master is back");
 }
+
+/// A cluster with a replica per master; a master dies and its replica is promoted in its
+/// place: the publisher and the remote gateway follow the new slot map, and every symbol comes
+/// back fresh with the values of now, none shown fresh with older ones on the way (a promoted
+/// replica may lag its master: nothing is trusted before the publisher's next epoch).
+#[test]
+fn a_failover_to_a_promoted_replica() {
+    if !have_redis() {
+        return;
+    }
+    let mut nodes =
+        server::cluster_with_replicas(3, 1, &["--cluster-node-timeout", "1000"], &tmp("promote"))
+            .unwrap();
+    // replicas in sync before anything is written
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in &nodes[3..] {
+        while !server::cli(n.port, &["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "replica {} not in sync", n.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut t = Table::new("redis-promote", 30);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2)).unwrap();
+    let _publisher = PubThread::spawn(&t.path, seeds.clone());
+    let remote = Remote::start(seeds, 1_000);
+    wait_symbols(remote.addr(), 30);
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let mut c = View::subscribe(remote.addr(), &symbols);
+    becomes_current_never_wrong(&mut c, &truth(&t), "before the failover");
+
+    let victim = topo.nodes[0];
+    nodes
+        .iter_mut()
+        .find(|n| n.addr() == victim)
+        .expect("a master of ours")
+        .kill();
+    for i in 0..30 {
+        t.set(i, |q| q.volume += 7);
+    }
+    becomes_current_never_wrong(&mut c, &truth(&t), "after the failover");
+    let after = gateway::redis::discover(
+        &nodes
+            .iter()
+            .map(RedisNode::addr)
+            .filter(|a| *a != victim)
+            .collect::<Vec<_>>(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(!after.nodes.contains(&victim), "a replica took over");
+}

@@ -76,6 +76,9 @@ pub struct Topology {
     pub owner: Vec<u16>,
     /// A Redis Cluster (sharded pub/sub), or one plain server.
     pub cluster: bool,
+    /// Which node (by cluster node ID, whatever address a client reaches it by) serves each
+    /// slot, hashed: equal for every client of one slot map. 0 for a plain server.
+    pub map_id: u64,
 }
 
 impl Topology {
@@ -85,6 +88,7 @@ impl Topology {
             nodes: vec![addr],
             owner: vec![0; SLOTS],
             cluster: false,
+            map_id: 0,
         }
     }
 
@@ -96,7 +100,10 @@ impl Topology {
             nodes: Vec::new(),
             owner: vec![u16::MAX; SLOTS],
             cluster: true,
+            map_id: 0,
         };
+        // FNV-1a over (first slot, last slot, master ID) of every range, in slot order
+        let mut ranges: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         for range in r.items().ok_or_else(bad)? {
             let it = range.items().ok_or_else(bad)?;
             let (Some(Reply::Int(lo)), Some(Reply::Int(hi)), Some(master)) =
@@ -117,6 +124,12 @@ impl Topology {
                     .map_err(|_| format!("node host {host:?} is not an IP address"))?
             };
             let port = u16::try_from(*port).map_err(|_| bad())?;
+            // the node ID (Redis 4 and later); the address when a server does not say it
+            let id = m
+                .get(2)
+                .and_then(Reply::bytes)
+                .map_or_else(|| format!("{host}:{port}").into_bytes(), <[u8]>::to_vec);
+            ranges.push((*lo, *hi, id));
             let addr = SocketAddr::new(ip, port);
             let k = match t.nodes.iter().position(|n| *n == addr) {
                 Some(k) => k,
@@ -140,6 +153,14 @@ impl Topology {
                 "slot {s} has no node (the cluster is not fully covered)"
             ));
         }
+        ranges.sort();
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for (lo, hi, id) in &ranges {
+            for b in lo.to_le_bytes().iter().chain(&hi.to_le_bytes()).chain(id) {
+                h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        t.map_id = h | 1;
         Ok(t)
     }
 
@@ -196,6 +217,16 @@ mod tests {
         );
         assert_eq!(t.owner[8191], 0);
         assert_eq!(t.owner[8192], 1);
+        let ids = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nn1\r\n";
+        let ids_nat = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$8\r\n10.9.9.9\r\n:7777\r\n$2\r\nn1\r\n";
+        let ids_new = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nn2\r\n";
+        let seed: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let map = |w: &[u8]| {
+            let (r, _) = super::super::resp::parse(w).unwrap().unwrap();
+            Topology::from_cluster_slots(&r, seed).unwrap().map_id
+        };
+        assert_eq!(map(ids), map(ids_nat), "node IDs, not addresses");
+        assert_ne!(map(ids), map(ids_new), "another node serves the slots");
         let half = b"*1\r\n*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
         let (r, _) = super::super::resp::parse(half).unwrap().unwrap();
         let e = Topology::from_cluster_slots(&r, "10.0.0.1:7000".parse().unwrap()).unwrap_err();

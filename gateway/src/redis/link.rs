@@ -13,11 +13,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Whom to ask for the slot map: the nodes last known first (a seed may be the master that
+/// died), then the seeds.
+fn nodes_then_seeds(
+    known: &[std::net::SocketAddr],
+    seeds: &[std::net::SocketAddr],
+) -> Vec<std::net::SocketAddr> {
+    let mut v = known.to_vec();
+    v.extend(seeds.iter().filter(|s| !known.contains(s)));
+    v
+}
+
 /// Finds the topology and runs one link per node; restarts them when the topology changes.
 pub(super) fn supervise(sh: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
+    let mut prev: Option<Topology> = None;
     while !sh.stop.load(Ordering::Relaxed) {
-        let topo = match discover(&sh.cfg.seeds, sh.cfg.timeout) {
+        let known = prev.as_ref().map_or(&[][..], |t| &t.nodes[..]);
+        let topo = match discover(&nodes_then_seeds(known, &sh.cfg.seeds), sh.cfg.timeout) {
             Ok(t) => t,
             Err(e) => {
                 {
@@ -39,6 +52,15 @@ pub(super) fn supervise(sh: Arc<Shared>) {
             }
         };
         backoff = Duration::from_millis(100);
+        if prev.as_ref().is_some_and(|p| p.map_id != topo.map_id) {
+            eprintln!(
+                "gateway: the cluster's slot map changed; trusting nothing until the publisher \
+                 has rewritten every key on it"
+            );
+        }
+        let now = sh.now_ns();
+        sh.with(|c, out| c.set_map(topo.map_id, now, out));
+        prev = Some(topo.clone());
         {
             let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.topo_down.take().is_some() {
@@ -69,7 +91,10 @@ pub(super) fn supervise(sh: Arc<Shared>) {
             let moved = sh.topology_changed.swap(false, Ordering::Relaxed);
             if moved || Instant::now() >= next {
                 next = Instant::now() + Duration::from_secs(5);
-                match discover(&sh.cfg.seeds, sh.cfg.timeout) {
+                match discover(
+                    &nodes_then_seeds(&topo.nodes, &sh.cfg.seeds),
+                    sh.cfg.timeout,
+                ) {
                     Ok(t) if t == *topo && !moved => {}
                     Ok(_) => break,
                     Err(_) if moved => break,
@@ -252,7 +277,7 @@ fn follow(
                 }
                 Some(Ok(Some(epoch))) => {
                     let now = sh.now_ns();
-                    sh.with(|c, out| c.heartbeat(k, epoch, now, out));
+                    sh.with(|c, out| c.heartbeat(k, epoch.0, epoch.1, now, out));
                 }
                 Some(Ok(None)) => {}
                 Some(Err(e)) => {
@@ -362,7 +387,7 @@ struct Inbox {
     reloaded: Vec<Vec<Vec<u8>>>,
 }
 
-/// Sorts one pushed message into `inbox`; a heartbeat gives its epoch. An `Err` is a sign the
+/// Sorts one pushed message into `inbox`; a heartbeat gives its epoch and slot map. An `Err` is a sign the
 /// cluster moved slots (a forced unsubscribe, MOVED).
 fn classify(
     r: &super::resp::Reply<'_>,
@@ -370,7 +395,7 @@ fn classify(
     hb: &str,
     new: &str,
     inbox: &mut Inbox,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<(u64, u64)>, String> {
     if let Some(e) = r.error() {
         return Err(e);
     }
@@ -381,10 +406,13 @@ fn classify(
     let name = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
     match kind {
         b"message" | b"smessage" if ch == hb.as_bytes() => {
-            let epoch = std::str::from_utf8(payload)
-                .ok()
-                .and_then(|p| p.split(' ').next()?.parse().ok());
-            return Ok(epoch);
+            // "EPOCH_NS SENT_NS MAP_ID"
+            let f: Vec<u64> = std::str::from_utf8(payload)
+                .unwrap_or("")
+                .split(' ')
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            return Ok((f.len() == 3).then(|| (f[0], f[2])));
         }
         b"message"
             if ch == new.as_bytes()

@@ -13,14 +13,17 @@
 //!                          bytes each (the book's bar log record), oldest first
 //!  channel  P:{SYM}:bars   each bar as it is appended (a revised bar comes again, same start)
 //!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
-//!  channel  P:heartbeat    "EPOCH_NS SENT_NS" every 250 ms (broadcast); EPOCH_NS is when the
-//!                          publisher last (re)connected and began rewriting every key
+//!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID" every 250 ms (broadcast); EPOCH_NS is when
+//!                          the publisher last (re)connected and began rewriting every key,
+//!                          MAP_ID the slot map it writes by (cluster node IDs; 0: one server)
 //! ```
 //!
 //! Trust: a replica shows a quote fresh only when the quote itself is not stale, its node's link
 //! is up, a heartbeat came through that link since it (re)connected and within the timeout, the
-//! value arrived through that link since it (re)connected, and it was published at or after the
-//! heartbeat's epoch (so values left in a restarted Redis by a dead publisher never show fresh).
+//! value arrived through that link since it (re)connected, it was published at or after the
+//! heartbeat's epoch (so values left in a restarted Redis by a dead publisher never show fresh),
+//! and the heartbeat names the slot map the replica links by (so after a failover nothing shows
+//! fresh until the publisher has rewritten every key on the new map).
 //!
 //! - [`resp`]: the wire protocol (fuzzed).
 //! - [`cluster`]: addresses, hash slots, the cluster's slot map.

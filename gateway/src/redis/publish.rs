@@ -73,6 +73,8 @@ struct Link {
     conns: Vec<Option<Conn>>,
     /// When to try a down node again.
     retry: Vec<Instant>,
+    /// When to ask for the slot map again while a node is down.
+    next_map_check: Instant,
 }
 
 /// The publisher (sans threads: the caller offers quotes and calls [`Publisher::flush`]).
@@ -347,6 +349,27 @@ impl Publisher {
                 }
             }
         }
+        // a node that stays down may have been replaced (a replica promoted in its place), or
+        // slots may have moved: ask a live node for the slot map, and start over (a new epoch,
+        // every key rewritten) on the new one if it changed
+        if !back && now >= link.next_map_check {
+            // every second while a node is down, every 5 s otherwise: replicas trust no value
+            // from before a map change until this publisher's next epoch
+            let down = link.conns.iter().any(Option::is_none);
+            link.next_map_check = now + Duration::from_secs(if down { 1 } else { 5 });
+            let live: Vec<SocketAddr> = (0..link.conns.len())
+                .filter(|&k| link.conns[k].is_some())
+                .map(|k| link.topo.nodes[k])
+                .collect();
+            let t = self.cfg.timeout.min(Duration::from_millis(500));
+            if let Ok(topo) = discover(&live, t)
+                && topo != link.topo
+            {
+                self.fail("the cluster's slot map changed (a failover?)".into());
+                self.next_try = Instant::now();
+                return;
+            }
+        }
         if back
             && let Err(e) = self.rewrite_all()
             && self.link.is_some()
@@ -384,6 +407,7 @@ impl Publisher {
         let now = Instant::now();
         self.link = Some(Link {
             retry: vec![now + Duration::from_millis(500); conns.len()],
+            next_map_check: now + Duration::from_secs(1),
             topo,
             conns,
         });
@@ -458,7 +482,7 @@ impl Publisher {
         let Some(k) = link.conns.iter().position(Option::is_some) else {
             return;
         };
-        let msg = format!("{} {now}", self.epoch_ns);
+        let msg = format!("{} {now} {}", self.epoch_ns, link.topo.map_id);
         let c = link.conns[k].as_mut().expect("up");
         c.queue(&[b"PUBLISH", self.keys.heartbeat().as_bytes(), msg.as_bytes()]);
         let r = c.flush().and_then(|()| read_owed(c, self.cfg.timeout));

@@ -53,17 +53,29 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     cluster: bool,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on `port` working in `dir` (created; removed when dropped), as a cluster node
     /// if `cluster`, and waits until it answers PING.
     pub fn start(port: u16, dir: &Path, cluster: bool) -> Result<RedisServer, String> {
+        Self::start_with(port, dir, cluster, &[])
+    }
+
+    /// [`RedisServer::start`] with more `redis-server` arguments.
+    pub fn start_with(
+        port: u16,
+        dir: &Path,
+        cluster: bool,
+        extra: &[&str],
+    ) -> Result<RedisServer, String> {
         let mut n = RedisServer {
             child: None,
             port,
             dir: dir.to_path_buf(),
             cluster,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         n.restart()?;
         Ok(n)
@@ -83,6 +95,7 @@ impl RedisServer {
             let conf = format!("nodes-{}.conf", self.port);
             c.args(["--cluster-enabled", "yes", "--cluster-config-file", &conf]);
         }
+        c.args(&self.extra);
         self.child = Some(
             c.spawn()
                 .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?,
@@ -121,14 +134,25 @@ impl Drop for RedisServer {
 /// A Redis Cluster of `masters` nodes (no replicas) working under `dir`: every slot assigned and
 /// `cluster_state:ok` on each node before it returns.
 pub fn cluster(masters: usize, dir: &Path) -> Result<Vec<RedisServer>, String> {
-    let nodes = (0..masters)
-        .map(|k| RedisServer::start(free_port_pair(), &dir.join(k.to_string()), true))
+    cluster_with_replicas(masters, 0, &[], dir)
+}
+
+/// A Redis Cluster of `masters` masters with `replicas` replicas each (the first `masters`
+/// nodes returned are the masters), `extra` arguments to every `redis-server`.
+pub fn cluster_with_replicas(
+    masters: usize,
+    replicas: usize,
+    extra: &[&str],
+    dir: &Path,
+) -> Result<Vec<RedisServer>, String> {
+    let nodes = (0..masters * (1 + replicas))
+        .map(|k| RedisServer::start_with(free_port_pair(), &dir.join(k.to_string()), true, extra))
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
     let out = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .output()
         .map_err(|e| format!("redis-cli: {e}"))?;
     if !out.status.success() {

@@ -28,6 +28,8 @@ struct LinkState {
     hb_seen: bool,
     hb_last_ns: u64,
     epoch_ns: u64,
+    /// The slot map the publisher announced in its last heartbeat.
+    hb_map: u64,
     ok: bool,
 }
 
@@ -47,6 +49,11 @@ pub struct ReplicaCore {
     pub older: u64,
     /// Values taken.
     pub values: u64,
+    /// The slot map this replica links by ([`super::cluster::Topology::map_id`]): a link is
+    /// trusted only while the publisher's heartbeats name the same map. After a failover (a
+    /// promoted replica may lag its dead master) or a resharding, nothing is fresh until the
+    /// publisher has seen the new map, rewritten every key under a new epoch and said so.
+    map_id: u64,
 }
 
 impl ReplicaCore {
@@ -63,6 +70,7 @@ impl ReplicaCore {
             bad_values: 0,
             older: 0,
             values: 0,
+            map_id: 0,
         }
     }
 
@@ -93,11 +101,22 @@ impl ReplicaCore {
         self.hb_timeout_ns
     }
 
-    /// Whether link `k` is up with a heartbeat within the timeout.
+    /// Whether link `k` is up with a heartbeat within the timeout that names this replica's
+    /// slot map.
     pub fn link_ok(&self, k: usize, now_ns: u64) -> bool {
         self.links.get(k).is_some_and(|l| {
-            l.up && l.hb_seen && now_ns.saturating_sub(l.hb_last_ns) <= self.hb_timeout_ns
+            l.up && l.hb_seen
+                && l.hb_map == self.map_id
+                && now_ns.saturating_sub(l.hb_last_ns) <= self.hb_timeout_ns
         })
+    }
+
+    /// The slot map this replica now links by.
+    pub fn set_map(&mut self, map_id: u64, now_ns: u64, out: Out<'_>) {
+        self.map_id = map_id;
+        for k in 0..self.links.len() {
+            self.update(k, now_ns, out);
+        }
     }
 
     fn emit(&mut self, i: usize, out: Out<'_>) {
@@ -147,11 +166,12 @@ impl ReplicaCore {
         self.update(k, now_ns, out);
     }
 
-    /// A heartbeat through link `k`.
-    pub fn heartbeat(&mut self, k: usize, epoch_ns: u64, now_ns: u64, out: Out<'_>) {
+    /// A heartbeat through link `k`: the publisher's epoch and the slot map it writes by.
+    pub fn heartbeat(&mut self, k: usize, epoch_ns: u64, map_id: u64, now_ns: u64, out: Out<'_>) {
         let l = self.link(k);
         l.hb_seen = true;
         l.hb_last_ns = now_ns;
+        l.hb_map = map_id;
         let new_epoch = epoch_ns != l.epoch_ns;
         l.epoch_ns = epoch_ns;
         self.update(k, now_ns, out);
@@ -244,7 +264,7 @@ mod tests {
         c.link_up(0, 0, &mut out);
         // a value before any heartbeat: held, shown stale
         c.value(0, &encode(100, &q(b"AAAA    ", 1, false)), &mut out);
-        c.heartbeat(0, 50, S / 10, &mut out);
+        c.heartbeat(0, 50, 0, S / 10, &mut out);
         assert_eq!(seen.take(), vec![(1, true), (1, false)]);
         // newer wins, older is ignored
         c.value(0, &encode(200, &q(b"AAAA    ", 2, false)), &mut out);
@@ -262,7 +282,7 @@ mod tests {
         assert!(seen.take().is_empty());
         c.tick(3 * S, &mut out);
         assert_eq!(seen.take(), vec![(4, true)]);
-        c.heartbeat(0, 50, 3 * S + 1, &mut out);
+        c.heartbeat(0, 50, 0, 3 * S + 1, &mut out);
         assert_eq!(seen.take(), vec![(4, false)]);
 
         // the link drops: stale; it comes back: still stale until the value and a heartbeat
@@ -270,7 +290,7 @@ mod tests {
         c.link_down(0, 4 * S, &mut out);
         assert_eq!(seen.take(), vec![(4, true)]);
         c.link_up(0, 4 * S, &mut out);
-        c.heartbeat(0, 50, 4 * S, &mut out);
+        c.heartbeat(0, 50, 0, 4 * S, &mut out);
         assert!(seen.take().is_empty(), "the old value is not confirmed yet");
         c.value(0, &encode(400, &q(b"AAAA    ", 4, false)), &mut out);
         assert_eq!(seen.take(), vec![(4, false)], "the same value, confirmed");
@@ -280,7 +300,7 @@ mod tests {
         c.link_up(0, 5 * S, &mut out);
         seen.take();
         c.value(0, &encode(400, &q(b"AAAA    ", 4, false)), &mut out);
-        c.heartbeat(0, 500, 5 * S, &mut out);
+        c.heartbeat(0, 500, 0, 5 * S, &mut out);
         assert_eq!(
             seen.take(),
             vec![],
@@ -302,13 +322,41 @@ mod tests {
     }
 
     #[test]
+    fn trust_needs_the_publisher_on_the_same_slot_map() {
+        let mut c = ReplicaCore::new(10, 2 * S);
+        let seen = Seen(Default::default());
+        let mut out = |_: usize, q: &Quote| seen.0.borrow_mut().push(*q);
+        c.set_map(7, 0, &mut out);
+        c.link_up(0, 0, &mut out);
+        c.heartbeat(0, 50, 7, 0, &mut out);
+        c.value(0, &encode(100, &q(b"AAAA    ", 1, false)), &mut out);
+        assert_eq!(seen.take(), vec![(1, false)]);
+        // a failover: this replica sees the new map first; the publisher's heartbeats still
+        // name the old one (it has not rewritten the keys the promoted node may lack)
+        c.set_map(8, 1, &mut out);
+        assert_eq!(seen.take(), vec![(1, true)]);
+        c.heartbeat(0, 50, 7, 2, &mut out);
+        assert!(seen.take().is_empty());
+        // the publisher's rewrite under a new epoch, and its heartbeat on the new map
+        c.value(0, &encode(200, &q(b"AAAA    ", 2, false)), &mut out);
+        c.heartbeat(0, 150, 8, 3, &mut out);
+        assert_eq!(seen.take(), vec![(2, true), (2, false)]);
+        // the other order: the publisher moves to a new map before this replica does
+        c.heartbeat(0, 250, 9, 4, &mut out);
+        assert_eq!(seen.take(), vec![(2, true)]);
+        c.value(0, &encode(300, &q(b"AAAA    ", 3, false)), &mut out);
+        c.set_map(9, 5, &mut out);
+        assert_eq!(seen.take(), vec![(3, true), (3, false)]);
+    }
+
+    #[test]
     fn links_are_independent() {
         let mut c = ReplicaCore::new(10, 2 * S);
         let seen = std::cell::RefCell::new(Vec::new());
         let mut out = |_: usize, q: &Quote| seen.borrow_mut().push((q.symbol, q.stale));
         for k in 0..2 {
             c.link_up(k, 0, &mut out);
-            c.heartbeat(k, 1, 0, &mut out);
+            c.heartbeat(k, 1, 0, 0, &mut out);
         }
         c.value(0, &encode(10, &q(b"AAAA    ", 1, false)), &mut out);
         c.value(1, &encode(10, &q(b"BBBB    ", 1, false)), &mut out);
