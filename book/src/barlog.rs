@@ -14,6 +14,13 @@ use crate::bars::Bar;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+/// The bar log beside a quote table: `<quotes>.bars`.
+pub fn beside(quotes: &Path) -> std::path::PathBuf {
+    let mut p = quotes.as_os_str().to_owned();
+    p.push(".bars");
+    p.into()
+}
+
 /// "ITCHBAR1".
 pub const MAGIC: [u8; 8] = *b"ITCHBAR1";
 /// Format version.

@@ -102,9 +102,7 @@ impl Conflator {
                 .map_err(|e| format!("{}: {e}", Path::new(&venues_path).display()))?;
         let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
             .map_err(|e| format!("{}: {e}", quotes.display()))?;
-        let mut bars_path = quotes.path().as_os_str().to_owned();
-        bars_path.push(".bars");
-        let bar_log = BarLogWriter::create(std::path::Path::new(&bars_path))
+        let bar_log = BarLogWriter::create(&crate::barlog::beside(quotes.path()))
             .map_err(|e| format!("bar log: {e}"))?;
         Ok(Conflator {
             sub,

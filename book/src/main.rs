@@ -92,13 +92,7 @@ enum Cmd {
 }
 
 fn quotes_path(ring: &str, quotes: Option<String>) -> PathBuf {
-    quotes
-        .map(|q| feed_handler::ring::ring_path(&q))
-        .unwrap_or_else(|| {
-            let mut p = feed_handler::ring::ring_path(ring).into_os_string();
-            p.push(".quotes");
-            PathBuf::from(p)
-        })
+    book::quotes::table_path(ring, quotes.as_deref())
 }
 
 fn print_quotes(path: &std::path::Path, json: bool) -> Result<(), String> {
@@ -167,13 +161,7 @@ fn run(
 ) -> Result<(), String> {
     let stop = feed_handler::agent::stop_on_signals();
     let ring_path = feed_handler::ring::ring_path(ring);
-    let quotes = quotes
-        .map(|q| feed_handler::ring::ring_path(&q))
-        .unwrap_or_else(|| {
-            let mut p = ring_path.as_os_str().to_owned();
-            p.push(".quotes");
-            PathBuf::from(p)
-        });
+    let quotes = quotes_path(ring, quotes);
     let mut c = book::conflate::Conflator::new(&ring_path, &quotes, slots)?.with_history(history);
     if let (Some(server), Some(session)) = (rerequest, session) {
         let session = feed_handler::moldudp64::Session::new(&session)

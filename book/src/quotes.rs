@@ -48,6 +48,19 @@ pub const HEADER: usize = 256;
 pub const SLOT: usize = 128;
 const WORDS: usize = SLOT / 8;
 
+/// The quote table of a feed ring (`<ring>.quotes`), or `quotes` when given: each a name under
+/// /dev/shm or a path.
+pub fn table_path(ring: &str, quotes: Option<&str>) -> PathBuf {
+    match quotes {
+        Some(q) => feed_handler::ring::ring_path(q),
+        None => {
+            let mut p = feed_handler::ring::ring_path(ring).into_os_string();
+            p.push(".quotes");
+            PathBuf::from(p)
+        }
+    }
+}
+
 /// One instrument's latest quote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Quote {

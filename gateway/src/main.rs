@@ -159,13 +159,7 @@ struct RunArgs {
 }
 
 fn path_of(ring: &str, quotes: Option<String>) -> PathBuf {
-    quotes
-        .map(|q| feed_handler::ring::ring_path(&q))
-        .unwrap_or_else(|| {
-            let mut p = feed_handler::ring::ring_path(ring).into_os_string();
-            p.push(".quotes");
-            PathBuf::from(p)
-        })
+    book::quotes::table_path(ring, quotes.as_deref())
 }
 
 fn run(a: RunArgs) -> Result<(), String> {

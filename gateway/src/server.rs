@@ -172,11 +172,10 @@ impl Server {
             }
             listeners.push(l);
         }
-        let bars = cfg.bars.clone().unwrap_or_else(|| {
-            let mut b = cfg.quotes.clone().into_os_string();
-            b.push(".bars");
-            PathBuf::from(b)
-        });
+        let bars = cfg
+            .bars
+            .clone()
+            .unwrap_or_else(|| book::barlog::beside(&cfg.quotes));
         let mut venues_table = cfg.quotes.clone().into_os_string();
         venues_table.push(".venues");
         let shared = Arc::new(Shared {

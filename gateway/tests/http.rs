@@ -17,9 +17,7 @@ fn json(addr: std::net::SocketAddr, path: &str) -> (String, serde_json::Value) {
 fn rest_directory_bars_health_and_errors() {
     let mut t = Table::new("http", 3);
     t.set(2, |q| q.state = b'H');
-    let mut bars_path = t.path.clone().into_os_string();
-    bars_path.push(".bars");
-    let bars_path = std::path::PathBuf::from(bars_path);
+    let bars_path = book::barlog::beside(&t.path);
     let mut log = BarLogWriter::create(&bars_path).unwrap();
     for k in 0..5u64 {
         log.append(BarRecord {

@@ -59,11 +59,10 @@ impl PubThread {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, q) = (stop.clone(), quotes.to_path_buf());
         let h = std::thread::spawn(move || {
-            let mut bars = q.clone().into_os_string();
-            bars.push(".bars");
+            let bars = book::barlog::beside(&q);
             let mut src = ShmSource::new(q);
             let mut p = Publisher::new(PublisherCfg::new(seeds));
-            p.follow_bars(bars.into());
+            p.follow_bars(bars);
             let t0 = Instant::now();
             while !s.load(Ordering::Relaxed) {
                 src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));

@@ -636,9 +636,7 @@ pub fn run(
     use std::sync::atomic::Ordering;
     let mut src = ShmSource::new(quotes.to_path_buf());
     let mut p = Publisher::new(cfg);
-    let mut bars = quotes.as_os_str().to_owned();
-    bars.push(".bars");
-    p.follow_bars(bars.into());
+    p.follow_bars(book::barlog::beside(quotes));
     let start = Instant::now();
     let mut last_health = None;
     let mut next_report = Instant::now() + Duration::from_secs(10);
