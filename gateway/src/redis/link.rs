@@ -190,16 +190,13 @@ fn follow(
         .symbols
         .as_ref()
         .map(|v| v.iter().map(String::as_str).collect());
-    let mine = |sym: &str| {
-        topo.node_of(keys.quote(sym).as_bytes()) == k
-            && wanted.as_ref().is_none_or(|w| w.contains(sym))
-    };
     let mut subscribed: HashSet<Vec<u8>> = HashSet::new();
     // at most as many subscriptions as the replica holds symbols: announcements of names that
     // never get a value cannot grow this without bound
     let want = |sym: &str, sub: &mut Conn, subscribed: &mut HashSet<Vec<u8>>| {
         let ch = keys.quote(sym);
-        if mine(sym)
+        if topo.node_of(ch.as_bytes()) == k
+            && wanted.as_ref().is_none_or(|w| w.contains(sym))
             && subscribed.len() < sh.cfg.slots
             && subscribed.insert(ch.clone().into_bytes())
         {

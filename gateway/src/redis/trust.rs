@@ -149,15 +149,13 @@ impl ReplicaCore {
     }
 
     /// Link `k` (re)connected: nothing it held is confirmed until it arrives again, and nothing
-    /// is fresh until a heartbeat comes through it. Returns the link's new generation.
-    pub fn link_up(&mut self, k: usize, now_ns: u64, out: Out<'_>) -> u64 {
+    /// is fresh until a heartbeat comes through it.
+    pub fn link_up(&mut self, k: usize, now_ns: u64, out: Out<'_>) {
         let l = self.link(k);
         l.up = true;
         l.generation += 1;
         l.hb_seen = false;
-        let generation = l.generation;
         self.update(k, now_ns, out);
-        generation
     }
 
     /// Link `k` lost its node: its symbols go stale.
