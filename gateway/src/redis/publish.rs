@@ -9,7 +9,7 @@
 
 use super::cluster::Topology;
 use super::conn::Conn;
-use super::{HEARTBEAT_NS, Keys, discover, encode, now_ns};
+use super::{HEARTBEAT_NS, Keys, VALUE_LEN, discover, encode, now_ns};
 use book::quotes::Quote;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -85,7 +85,10 @@ pub struct Publisher {
     latest: Vec<Quote>,
     names: Vec<String>,
     key_names: Vec<String>,
-    stamps: Vec<u64>,
+    /// The values of the batch being sent (publish time and quote), encoded once.
+    values: Vec<[u8; VALUE_LEN]>,
+    /// The new-symbol announcement channel.
+    new_channel: String,
     by_node: Vec<Vec<usize>>,
     index: HashMap<[u8; 8], usize>,
     dirty: Vec<bool>,
@@ -114,14 +117,16 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A publisher; it connects on the first [`Publisher::flush`].
     pub fn new(cfg: PublisherCfg) -> Publisher {
+        let keys = Keys::new(&cfg.prefix);
         Publisher {
-            keys: Keys::new(&cfg.prefix),
+            new_channel: keys.new_symbols(),
+            keys,
             cfg,
             link: None,
             latest: Vec::new(),
             names: Vec::new(),
             key_names: Vec::new(),
-            stamps: Vec::new(),
+            values: Vec::new(),
             by_node: Vec::new(),
             index: HashMap::new(),
             dirty: Vec::new(),
@@ -510,12 +515,12 @@ impl Publisher {
         } else {
             b"PUBLISH"
         };
-        let new = self.keys.new_symbols();
+        // each change's bytes once, stamped: the key and the channel carry the same
         let mut last = self.last_pub_ns;
-        self.stamps.clear();
-        for _ in batch {
+        self.values.clear();
+        for &i in batch {
             last = now_ns().max(last + 1);
-            self.stamps.push(last);
+            self.values.push(encode(last, &self.latest[i]));
         }
         self.last_pub_ns = last;
         let nodes = link.conns.len();
@@ -541,26 +546,29 @@ impl Publisher {
             }
             if !link.topo.cluster {
                 // one MSET for the batch's keys (a command per key costs Redis twice the work)
-                let (keys, latest, stamps) = (&self.key_names, &self.latest, &self.stamps);
+                let (keys, values) = (&self.key_names, &self.values);
                 c.queue_parts(1 + 2 * mine.len(), |out| {
                     super::resp::bulk(out, b"MSET");
                     for &j in mine {
-                        let i = batch[j];
-                        super::resp::bulk(out, keys[i].as_bytes());
-                        super::resp::bulk(out, &encode(stamps[j], &latest[i]));
+                        super::resp::bulk(out, keys[batch[j]].as_bytes());
+                        super::resp::bulk(out, &values[j]);
                     }
                 });
             }
             for &j in mine {
                 let i = batch[j];
                 let key = self.key_names[i].as_bytes();
-                let v = encode(self.stamps[j], &self.latest[i]);
+                let v = &self.values[j];
                 if link.topo.cluster {
-                    c.queue(&[b"SET", key, &v]);
+                    c.queue(&[b"SET", key, v]);
                 }
-                c.queue(&[publish, key, &v]);
+                c.queue(&[publish, key, v]);
                 if !self.announced[i] {
-                    c.queue(&[b"PUBLISH", new.as_bytes(), self.names[i].as_bytes()]);
+                    c.queue(&[
+                        b"PUBLISH",
+                        self.new_channel.as_bytes(),
+                        self.names[i].as_bytes(),
+                    ]);
                 }
             }
         }
