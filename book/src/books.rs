@@ -24,31 +24,7 @@ use crate::ladder::Ladder;
 use feed_handler::itch::{self, Handler, Stock};
 use std::collections::HashMap;
 
-/// Hashes order references (day-unique, nearly dense integers) with one multiply: std's
-/// SipHash guards against hash flooding, which an exchange feed does not need, at several
-/// times the cost.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RefHash(u64);
-
-impl std::hash::Hasher for RefHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        // Fibonacci hashing: the high bits are well mixed, and hashbrown uses the high bits
-        // for its control bytes and the low bits for the bucket, so fold them together.
-        let x = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = x ^ (x >> 32);
-    }
-}
-
-/// The map of live orders.
-pub type OrderMap = HashMap<u64, Order, std::hash::BuildHasherDefault<RefHash>>;
+pub use crate::orders::OrderTable;
 
 /// One resting order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +37,12 @@ pub struct Order {
     pub px_e4: u32,
     /// Shares still displayed.
     pub shares: u32,
-    /// Arrival rank within the book (larger = later): the order's place in its level's queue.
-    pub priority: u64,
 }
+// An order's place in its level's queue is its reference's rank: Nasdaq assigns references in
+// increasing order through the day, and a replace's new reference is the newest, so it goes to
+// the back. The books aggregate levels, so nothing more is kept: 12 bytes an order (24 with
+// its key in the map) keeps 1.6M live orders in fewer cache lines.
+const _: () = assert!(std::mem::size_of::<Order>() == 12);
 
 /// One aggregated price level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -217,8 +196,7 @@ pub struct BookCounters {
 #[derive(Debug, Clone)]
 pub struct Books {
     instruments: Vec<Instrument>,
-    orders: OrderMap,
-    next_priority: u64,
+    orders: OrderTable,
     /// Counters.
     pub counters: BookCounters,
     /// Locates touched since the last [`Books::take_changed`].
@@ -240,6 +218,78 @@ pub struct ClosedBar {
     pub bar: crate::bars::Bar,
 }
 
+/// How many messages ahead an [`Ahead`] window prefetches.
+pub const LOOKAHEAD: usize = 8;
+
+/// The longest message an [`Ahead`] window holds (ITCH 5.0's longest, NOII, is 50 bytes);
+/// a longer one is applied at once, after the window.
+const AHEAD_MAX: usize = 64;
+
+/// A window of the last [`LOOKAHEAD`] messages, held back (copied) so that each one's order
+/// table slot and instrument are prefetched ([`Books::prefetch`]) that many messages before it
+/// is applied. With a million live orders the order table and most books are not in cache, and
+/// a message that waits for memory costs more than the rest of its work. A caller that has no
+/// more messages at hand calls [`Ahead::flush`], so holding back never delays a message that
+/// could be applied now. Bounded: a fixed array, no allocation.
+#[derive(Debug, Clone)]
+pub struct Ahead {
+    bufs: [[u8; AHEAD_MAX]; LOOKAHEAD],
+    lens: [u8; LOOKAHEAD],
+    /// The next slot to fill; when all are held, also the oldest.
+    head: usize,
+    held: usize,
+}
+
+impl Default for Ahead {
+    fn default() -> Self {
+        Ahead {
+            bufs: [[0; AHEAD_MAX]; LOOKAHEAD],
+            lens: [0; LOOKAHEAD],
+            head: 0,
+            held: 0,
+        }
+    }
+}
+
+impl Ahead {
+    /// Takes `msg` and starts loading its order slot and instrument; applies the oldest held
+    /// message when the window is full. (Prefetching a held message's ladder a few messages
+    /// later as well, keys then level, measured slower: the extra order-table lookup and its
+    /// mispredicted branches cost more than the misses they saved.)
+    #[inline]
+    pub fn push(&mut self, books: &mut Books, msg: &[u8]) {
+        if msg.len() > AHEAD_MAX {
+            self.flush(books);
+            books.apply(msg);
+            return;
+        }
+        if self.held == LOOKAHEAD {
+            let oldest = &self.bufs[self.head][..self.lens[self.head] as usize];
+            books.apply(oldest);
+        } else {
+            self.held += 1;
+        }
+        self.bufs[self.head][..msg.len()].copy_from_slice(msg);
+        self.lens[self.head] = msg.len() as u8;
+        self.head = (self.head + 1) % LOOKAHEAD;
+        books.prefetch(msg);
+    }
+
+    /// Applies every held message, oldest first.
+    pub fn flush(&mut self, books: &mut Books) {
+        for i in 0..self.held {
+            let j = (self.head + LOOKAHEAD - self.held + i) % LOOKAHEAD;
+            books.apply(&self.bufs[j][..self.lens[j] as usize]);
+        }
+        self.held = 0;
+    }
+
+    /// Messages held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
 /// The highest locate a book accepts.
 pub const MAX_LOCATE: usize = 65_535;
 
@@ -254,8 +304,7 @@ impl Books {
     pub fn new() -> Self {
         Books {
             instruments: vec![Instrument::default(); 1],
-            orders: OrderMap::with_capacity_and_hasher(1 << 16, Default::default()),
-            next_priority: 0,
+            orders: OrderTable::with_capacity(1 << 15),
             counters: BookCounters::default(),
             changed: Vec::new(),
             changed_flag: vec![false; 1],
@@ -294,7 +343,7 @@ impl Books {
 
     /// One order.
     pub fn order(&self, order_ref: u64) -> Option<&Order> {
-        self.orders.get(&order_ref)
+        self.orders.get(order_ref)
     }
 
     fn inst(&mut self, locate: u16) -> &mut Instrument {
@@ -325,6 +374,35 @@ impl Books {
         itch::dispatch(msg, self);
     }
 
+    /// Applies messages in order through an [`Ahead`] window (each one's memory is
+    /// prefetched [`LOOKAHEAD`] messages before it is applied); the result is exactly that of
+    /// [`Books::apply`] on each in turn.
+    pub fn apply_all<'a>(&mut self, msgs: impl IntoIterator<Item = &'a [u8]>) {
+        let mut ahead = Ahead::default();
+        for m in msgs {
+            ahead.push(self, m);
+        }
+        ahead.flush(self);
+    }
+
+    /// Starts loading what applying `msg` will touch first: the order table slot of the
+    /// reference at bytes 11..19 (every order message has one there) and the instrument of the
+    /// locate in its header. Only hints: no branch on the type (it would mispredict as often
+    /// as the types change), and for a message without a reference the slot loaded is simply
+    /// not used.
+    #[inline(always)]
+    pub fn prefetch(&self, msg: &[u8]) {
+        if let Some(r) = msg.get(11..19) {
+            let r: [u8; 8] = r.try_into().unwrap_or_default();
+            self.orders.prefetch(u64::from_be_bytes(r));
+            let locate = u16::from_be_bytes([msg[1], msg[2]]) as usize;
+            let x = self.instruments.as_ptr().wrapping_add(locate) as *const u8;
+            for line in 0..std::mem::size_of::<Instrument>().div_ceil(64) {
+                crate::orders::prefetch(x.wrapping_add(line * 64));
+            }
+        }
+    }
+
     /// Marks every instrument stale (data was lost) or fresh again (rebuilt).
     pub fn set_all_stale(&mut self, stale: bool) {
         for l in 1..self.instruments.len() {
@@ -345,53 +423,39 @@ impl Books {
         if shares == 0 {
             return;
         }
-        if self.orders.contains_key(&order_ref) {
+        let o = Order {
+            locate,
+            side,
+            px_e4,
+            shares,
+        };
+        if let Some(old) = self.orders.insert(order_ref, o) {
+            // a reference already on the book: the old order leaves its level
             self.counters.duplicate_refs += 1;
-            self.reduce(order_ref, u32::MAX, ts);
+            self.off_level(old, old.shares, true, ts);
         }
-        self.next_priority += 1;
-        self.orders.insert(
-            order_ref,
-            Order {
-                locate,
-                side,
-                px_e4,
-                shares,
-                priority: self.next_priority,
-            },
-        );
         let x = self.inst(locate);
         x.exch_ts_ns = ts;
         x.side(side).add(px_e4, shares as u64);
     }
 
-    /// Takes `n` shares off an order; removes it at 0.
     /// Takes `n` shares off an order (all of them: it is gone) with one lookup of the order
     /// table, then off its level. Returns the order as it was, or `None` if it is not on the
     /// book (counted).
     fn reduce(&mut self, order_ref: u64, n: u32, ts: u64) -> Option<Order> {
-        use std::collections::hash_map::Entry;
-        let (o, taken, gone) = match self.orders.entry(order_ref) {
-            Entry::Occupied(mut e) => {
-                let o = *e.get();
-                let taken = n.min(o.shares);
-                if taken == o.shares {
-                    e.remove();
-                    (o, taken, true)
-                } else {
-                    e.get_mut().shares -= taken;
-                    (o, taken, false)
-                }
-            }
-            Entry::Vacant(_) => {
-                self.counters.unknown_refs += 1;
-                return None;
-            }
+        let Some((o, taken)) = self.orders.take(order_ref, n) else {
+            self.counters.unknown_refs += 1;
+            return None;
         };
+        self.off_level(o, taken, taken == o.shares, ts);
+        Some(o)
+    }
+
+    /// Takes `shares` of order `o` off its level, and the order itself when `gone`.
+    fn off_level(&mut self, o: Order, shares: u32, gone: bool, ts: u64) {
         let x = self.inst(o.locate);
         x.exch_ts_ns = ts;
-        x.side(o.side).take(o.px_e4, taken as u64, gone);
-        Some(o)
+        x.side(o.side).take(o.px_e4, shares as u64, gone);
     }
 
     fn print(&mut self, locate: u16, px_e4: u32, qty: u64, ts: u64) {
@@ -436,7 +500,7 @@ impl Books {
     /// Checks the invariants; `Err` says which broke.
     pub fn validate(&self) -> Result<(), String> {
         let mut sums: HashMap<(u16, u8, u32), (u64, u32)> = HashMap::new();
-        for o in self.orders.values() {
+        for (_, o) in self.orders.iter() {
             if o.shares == 0 {
                 return Err("an order with 0 shares is on the book".into());
             }

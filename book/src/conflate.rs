@@ -14,12 +14,12 @@
 //! from a full re-request of the session and published fresh again, otherwise it stays stale.
 
 use crate::barlog::{BarLogWriter, BarRecord};
-use crate::books::{Books, ClosedBar};
+use crate::books::{Books, ClosedBar, LOOKAHEAD};
 use crate::consolidate::{VenueQuote, consolidate};
 use crate::quotes::{Quote, QuoteWriter};
 use crate::rebuild::{Rebuild, RebuildConfig};
 use feed_handler::journal::{Start, Subscriber};
-use feed_handler::ring::Kind;
+use feed_handler::ring::{Kind, Record};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -53,6 +53,8 @@ pub struct Conflator {
     ended: Vec<u16>,
     pending: Vec<([u8; 8], Quote)>,
     books: HashMap<u16, Books>,
+    /// Records read but not yet applied (see [`Conflator::do_work`]); at most [`LOOKAHEAD`].
+    window: std::collections::VecDeque<Record>,
     meta: HashMap<(u16, u16), Meta>,
     slot_of: HashMap<(u16, [u8; 8]), usize>,
     next_slot: usize,
@@ -122,6 +124,7 @@ impl Conflator {
             ended: Vec::new(),
             pending: Vec::new(),
             books: HashMap::new(),
+            window: std::collections::VecDeque::with_capacity(LOOKAHEAD),
             meta: HashMap::new(),
             slot_of: HashMap::new(),
             next_slot: 0,
@@ -282,6 +285,12 @@ impl Conflator {
 
     /// One duty cycle: applies up to [`BATCH`] records, publishes what changed; returns how
     /// many records it applied.
+    ///
+    /// Messages pass through a window of [`LOOKAHEAD`] records: each one's order slot and
+    /// instrument are prefetched when it is read and it is applied once the window is full
+    /// (the books' memory is mostly out of cache, see [`crate::books::Ahead`]). The window is
+    /// emptied before a gap or end-of-session record is handled and whenever the ring has
+    /// nothing more, so holding back never delays a record that could be applied now.
     pub fn do_work(&mut self) -> Result<usize, String> {
         let mut n = 0;
         let mut touched: Vec<u16> = Vec::new();
@@ -290,64 +299,25 @@ impl Conflator {
                 break;
             };
             n += 1;
-            self.records += 1;
-            let history = self.history;
-            let books = self.books.entry(r.channel).or_insert_with(|| {
-                let mut b = Books::with_history(history);
-                b.collect_closed_bars(true);
-                b
-            });
-            match r.kind {
-                Kind::Message => {
-                    books.apply(r.data());
-                    self.next_seq.insert(r.channel, r.seq + 1);
-                    let locate = r
-                        .data()
-                        .get(1..3)
-                        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-                    self.meta.insert(
-                        (r.channel, locate),
-                        Meta {
-                            seq: r.seq,
-                            recv_ns: r.recv_ns,
-                        },
-                    );
+            if r.kind == Kind::Message {
+                if let Some(b) = self.books.get(&r.channel) {
+                    b.prefetch(r.data());
                 }
-                Kind::Gap => {
-                    self.gaps += 1;
-                    books.set_all_stale(true);
-                    if !self.gap_channels.contains(&r.channel) {
-                        self.gap_channels.push(r.channel);
-                    }
-                    let until = r.seq + r.gap_count;
-                    self.next_seq.insert(r.channel, until);
-                    let channel = r.channel;
-                    if let Some(cfg) = self.rebuild_config(channel) {
-                        match &self.rebuild {
-                            Some((other, _)) if *other != channel => {
-                                if !self.rebuild_queue.contains(&channel) {
-                                    self.rebuild_queue.push(channel);
-                                }
-                            }
-                            _ => {
-                                // (re)start: a new gap makes an earlier rebuild's target stale
-                                let rb = Rebuild::start(cfg, until, self.sub.position())
-                                    .map_err(|e| format!("rebuild: {e}"))?;
-                                self.rebuild = Some((channel, rb));
-                            }
-                        }
-                    }
+                if self.window.len() == LOOKAHEAD
+                    && let Some(old) = self.window.pop_front()
+                {
+                    self.handle(&old, &mut touched)?;
                 }
-                Kind::EndOfSession => {
-                    self.end_of_session += 1;
-                    if !self.ended.contains(&r.channel) {
-                        self.ended.push(r.channel);
-                    }
+                self.window.push_back(r);
+            } else {
+                while let Some(old) = self.window.pop_front() {
+                    self.handle(&old, &mut touched)?;
                 }
+                self.handle(&r, &mut touched)?;
             }
-            if !touched.contains(&r.channel) {
-                touched.push(r.channel);
-            }
+        }
+        while let Some(old) = self.window.pop_front() {
+            self.handle(&old, &mut touched)?;
         }
         self.step_rebuild()?;
         self.check_lines();
@@ -379,6 +349,69 @@ impl Conflator {
         Ok(n)
     }
 
+    /// Applies one record read from the ring or journal.
+    fn handle(&mut self, r: &Record, touched: &mut Vec<u16>) -> Result<(), String> {
+        self.records += 1;
+        let history = self.history;
+        let books = self.books.entry(r.channel).or_insert_with(|| {
+            let mut b = Books::with_history(history);
+            b.collect_closed_bars(true);
+            b
+        });
+        match r.kind {
+            Kind::Message => {
+                books.apply(r.data());
+                self.next_seq.insert(r.channel, r.seq + 1);
+                let locate = r
+                    .data()
+                    .get(1..3)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                self.meta.insert(
+                    (r.channel, locate),
+                    Meta {
+                        seq: r.seq,
+                        recv_ns: r.recv_ns,
+                    },
+                );
+            }
+            Kind::Gap => {
+                self.gaps += 1;
+                books.set_all_stale(true);
+                if !self.gap_channels.contains(&r.channel) {
+                    self.gap_channels.push(r.channel);
+                }
+                let until = r.seq + r.gap_count;
+                self.next_seq.insert(r.channel, until);
+                let channel = r.channel;
+                if let Some(cfg) = self.rebuild_config(channel) {
+                    match &self.rebuild {
+                        Some((other, _)) if *other != channel => {
+                            if !self.rebuild_queue.contains(&channel) {
+                                self.rebuild_queue.push(channel);
+                            }
+                        }
+                        _ => {
+                            // (re)start: a new gap makes an earlier rebuild's target stale
+                            let rb = Rebuild::start(cfg, until, self.sub.position())
+                                .map_err(|e| format!("rebuild: {e}"))?;
+                            self.rebuild = Some((channel, rb));
+                        }
+                    }
+                }
+            }
+            Kind::EndOfSession => {
+                self.end_of_session += 1;
+                if !self.ended.contains(&r.channel) {
+                    self.ended.push(r.channel);
+                }
+            }
+        }
+        if !touched.contains(&r.channel) {
+            touched.push(r.channel);
+        }
+        Ok(())
+    }
+
     /// Advances a rebuild; when the re-requested part is complete, applies what the ring
     /// carried since the gap, swaps the fresh books in and publishes them all.
     fn step_rebuild(&mut self) -> Result<(), String> {
@@ -391,14 +424,16 @@ impl Conflator {
         let channel = *channel;
         let mut since = Subscriber::attach(self.sub.ring().path(), Start::At(rb.from_position))
             .map_err(|e| e.to_string())?;
+        let mut ahead = crate::books::Ahead::default();
         while since.position() < self.sub.position() {
             let Some(r) = since.next_record().map_err(|e| e.to_string())? else {
                 break;
             };
             if r.channel == channel && r.kind == Kind::Message {
-                rb.books.apply(r.data());
+                ahead.push(&mut rb.books, r.data());
             }
         }
+        ahead.flush(&mut rb.books);
         if since.position() < self.sub.position() {
             return Ok(()); // the journal is behind: try again next cycle
         }

@@ -4,6 +4,8 @@
 //!   instrument, and the invariants (`Books::validate`).
 //! - [`replay`]: `book replay`: a capture through the same arbitration as the live path, into
 //!   the books.
+//! - [`orders`]: the live orders by reference (an open-addressing table that can be prefetched);
+//!   [`ladder`]: one side's price levels.
 //! - [`quotes`]: the shared-memory quote table (a seqlock slot per instrument) and change feed.
 //! - [`conflate`]: the conflation thread: feed ring (and journal) → books → quote table.
 //! - [`consolidate`]: one symbol's quotes on several venues into one (best prices from trusted
@@ -20,6 +22,7 @@ pub mod books;
 pub mod conflate;
 pub mod consolidate;
 pub mod ladder;
+pub mod orders;
 pub mod quotes;
 pub mod rebuild;
 pub mod replay;

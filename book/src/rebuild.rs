@@ -4,7 +4,7 @@
 //! for a while), applied to fresh books, then the records the ring carried since the gap are
 //! applied on top; only then do the fresh books replace the stale ones.
 
-use crate::books::Books;
+use crate::books::{Ahead, Books};
 use feed_handler::arbiter::{ArbConfig, ArbSink, Arbiter, Line};
 use feed_handler::moldudp64::{self, Request, Session};
 use feed_handler::sock::{RecvBatch, realtime_ns};
@@ -24,13 +24,14 @@ pub struct RebuildConfig {
 
 struct Fill<'a> {
     books: &'a mut Books,
+    ahead: &'a mut Ahead,
     requests: &'a mut Vec<Request>,
     lost: &'a mut bool,
 }
 
 impl ArbSink for Fill<'_> {
     fn message(&mut self, _seq: u64, msg: &[u8], _recv_ns: u64, _line: Line) {
-        self.books.apply(msg);
+        self.ahead.push(self.books, msg);
     }
     fn gap(&mut self, _first: u64, _count: u64) {
         *self.lost = true;
@@ -54,6 +55,8 @@ pub struct Rebuild {
     pub until_seq: u64,
     /// The ring position after which the live records still have to be applied.
     pub from_position: u64,
+    /// Re-requested messages on their way into `books` (flushed at the end of every poll).
+    ahead: Ahead,
     requests: Vec<Request>,
     lost: bool,
     /// Requests sent.
@@ -87,6 +90,7 @@ impl Rebuild {
             },
             until_seq,
             from_position,
+            ahead: Ahead::default(),
             requests: Vec::new(),
             lost: false,
             sent: 0,
@@ -96,10 +100,12 @@ impl Rebuild {
         let now = realtime_ns();
         let mut fill = Fill {
             books: &mut r.books,
+            ahead: &mut r.ahead,
             requests: &mut r.requests,
             lost: &mut r.lost,
         };
         r.arb.on_packet(now, Line::Recovery, &hb, &mut fill);
+        r.ahead.flush(&mut r.books);
         Ok(r)
     }
 
@@ -115,6 +121,7 @@ impl Rebuild {
             let d = self.batch.get(i);
             let mut fill = Fill {
                 books: &mut self.books,
+                ahead: &mut self.ahead,
                 requests: &mut self.requests,
                 lost: &mut self.lost,
             };
@@ -123,10 +130,12 @@ impl Rebuild {
         }
         let mut fill = Fill {
             books: &mut self.books,
+            ahead: &mut self.ahead,
             requests: &mut self.requests,
             lost: &mut self.lost,
         };
         self.arb.poll(now, &mut fill);
+        self.ahead.flush(&mut self.books);
         for r in self.requests.drain(..) {
             let _ = self.sock.send_to(&r.to_bytes(), self.cfg.server);
             self.sent += 1;

@@ -6,7 +6,7 @@
 //! offline, so a hole on every line becomes a gap, and a gap marks every instrument stale (an
 //! ITCH gap can hide any message). A BinaryFILE is applied message by message.
 
-use crate::books::Books;
+use crate::books::{Ahead, Books};
 use feed_handler::arbiter::{ArbConfig, ArbSink, Arbiter, Line};
 use feed_handler::capture::{self, Capture, Item};
 use feed_handler::moldudp64::{Packet, Request};
@@ -29,17 +29,19 @@ pub struct ReplayStats {
 
 struct Apply<'a> {
     books: &'a mut Books,
+    ahead: &'a mut Ahead,
     stats: &'a mut ReplayStats,
 }
 
 impl ArbSink for Apply<'_> {
     fn message(&mut self, _seq: u64, msg: &[u8], _recv_ns: u64, _line: Line) {
-        self.books.apply(msg);
+        self.ahead.push(self.books, msg);
         self.stats.messages += 1;
     }
     fn gap(&mut self, _first: u64, count: u64) {
         self.stats.gaps += 1;
         self.stats.lost += count;
+        self.ahead.flush(self.books);
         self.books.set_all_stale(true);
     }
     fn request(&mut self, _req: Request) {}
@@ -54,11 +56,14 @@ pub fn replay_file(path: &Path, books: &mut Books) -> Result<ReplayStats, String
 /// Replays an opened capture into `books`.
 pub fn replay_capture(mut cap: Capture, books: &mut Books) -> Result<ReplayStats, String> {
     let mut stats = ReplayStats::default();
+    // every message goes through a prefetching window (flushed before a gap and at the end)
+    let mut ahead = Ahead::default();
     if let Capture::BinaryFile(r) = &mut cap {
         while let Some((_, msg)) = r.next_message().map_err(|e| e.to_string())? {
-            books.apply(msg);
+            ahead.push(books, msg);
             stats.messages += 1;
         }
+        ahead.flush(books);
         return Ok(stats);
     }
     let mut arb = Arbiter::new(ArbConfig {
@@ -88,6 +93,7 @@ pub fn replay_capture(mut cap: Capture, books: &mut Books) -> Result<ReplayStats
         last_ts = last_ts.max(rec.ts_ns);
         let mut sink = Apply {
             books,
+            ahead: &mut ahead,
             stats: &mut stats,
         };
         arb.on_packet(last_ts, line, d.payload, &mut sink);
@@ -96,9 +102,11 @@ pub fn replay_capture(mut cap: Capture, books: &mut Books) -> Result<ReplayStats
     // Whatever is still missing at the end is lost.
     let mut sink = Apply {
         books,
+        ahead: &mut ahead,
         stats: &mut stats,
     };
     arb.poll(last_ts.saturating_add(1_000_000_000), &mut sink);
+    ahead.flush(books);
     Ok(stats)
 }
 

@@ -1,8 +1,9 @@
 //! The books against a plain reference written here: a map of live orders from which every
 //! level, last trade and volume are recomputed from scratch at checkpoints, over more than a
-//! million generated messages and several seeds. Every level of every instrument must agree.
+//! million generated messages and several seeds. Every level of every instrument must agree,
+//! applied one by one and through the prefetching window (`Ahead`).
 
-use book::books::Books;
+use book::books::{Ahead, Books};
 use feed_handler::itch::{self, Message};
 use pcap_replays::market::{Market, MarketConfig};
 use std::collections::{BTreeMap, HashMap};
@@ -148,17 +149,27 @@ fn books_equal_a_plain_reference_over_a_million_messages() {
             ..Default::default()
         });
         let mut books = Books::new();
+        // the same messages through the prefetching window the live paths use
+        let mut ahead_books = Books::new();
+        let mut ahead = Ahead::default();
         let mut r = Reference::default();
         let mut n = 0u64;
         while let Some(msg) = m.next_message() {
             books.apply(msg);
+            ahead.push(&mut ahead_books, msg);
             r.apply(&itch::parse(msg).unwrap());
             n += 1;
             if n % 50_000 == 0 {
                 compare(&books, &r, n);
+                assert!(ahead.held() > 0, "the window holds messages back");
+                ahead.flush(&mut ahead_books);
+                compare(&ahead_books, &r, n);
             }
         }
         compare(&books, &r, n);
+        ahead.flush(&mut ahead_books);
+        compare(&ahead_books, &r, n);
+        assert_eq!(ahead_books.counters, books.counters);
         assert_eq!(books.counters.unknown_refs, 0);
         assert!(books.live_orders() > 1000);
         total += n;
