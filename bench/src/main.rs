@@ -86,6 +86,8 @@ fn main() -> ExitCode {
                 messages: flag(&args, "--messages", 20_000_000)?,
                 symbols: flag(&args, "--symbols", 8000)? as usize,
                 initial_orders: flag(&args, "--initial-orders", 200)? as u32,
+                passes: flag(&args, "--passes", 1)? as u32,
+                ours_only: args.iter().any(|a| a == "--ours-only"),
             };
             eprintln!("machine: {}", bench::machine());
             bench::book::run(&o)
