@@ -40,6 +40,17 @@ pub struct LoadOpts {
     pub ready_file: Option<std::path::PathBuf>,
     /// Take the symbols from this `/v1/symbols` URL instead of the synthetic names.
     pub symbols_from: Option<String>,
+    /// Run as SCHED_BATCH: a wakeup (a frame arriving) never preempts a running thread, so on
+    /// a machine the client shares with the system it measures it reads what arrived in
+    /// batches instead of preempting the gateway after each of its writes, as a client on
+    /// another machine would.
+    pub sched_batch: bool,
+    /// When set, never block in epoll: sleep this long, then take whatever is ready. A client
+    /// blocked in epoll is woken by each frame written to it, and on a machine shared with the
+    /// gateway that wakeup (an inter-processor interrupt in a VM) is paid inside the gateway's
+    /// write. Users on other machines cost the gateway nothing of the kind; polling every
+    /// interval removes it here, at the price of up to one interval added to each measured age.
+    pub poll_interval_us: u64,
 }
 
 /// The symbols a gateway's `/v1/symbols` lists (`http://HOST:PORT/v1/symbols`).
@@ -264,8 +275,13 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
         {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(5)))
-            .map_err(|e| e.to_string())?;
+        if o.poll_interval_us > 0 {
+            std::thread::sleep(Duration::from_micros(o.poll_interval_us));
+            poll.poll(&mut events, Some(Duration::ZERO))
+        } else {
+            poll.poll(&mut events, Some(Duration::from_millis(5)))
+        }
+        .map_err(|e| e.to_string())?;
         let measuring = window.is_some();
         for ev in events.iter() {
             let k = ev.token().0;
@@ -436,6 +452,14 @@ pub fn load_hdr(path: &std::path::Path) -> Result<Histogram<u64>, String> {
 
 /// `bench fanout-client`: runs and prints the counts as one JSON line.
 pub fn main(o: &LoadOpts) -> Result<(), String> {
+    if o.sched_batch {
+        let p = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads `p` (a valid sched_param) during the call only;
+        // pid 0 is this thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &p) } != 0 {
+            return Err(format!("SCHED_BATCH: {}", std::io::Error::last_os_error()));
+        }
+    }
     let (n, h) = run(o)?;
     if let Some(p) = &o.hdr {
         save_hdr(&h, p)?;

@@ -40,7 +40,8 @@ const USAGE: &str = "usage: bench NAME [options]
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
-           [--symbols-from http://HOST:PORT/v1/symbols]";
+           [--symbols-from http://HOST:PORT/v1/symbols] [--sched-batch]
+           [--poll-interval-us N]";
 
 fn text_flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -120,7 +121,8 @@ fn main() -> ExitCode {
                 per_conn: flag(&args, "--per-conn", 20)? as usize,
                 throttle_ms: flag(&args, "--throttle", 100)?,
                 duration_s: flag(&args, "--duration", 30)?,
-                workers: flag(&args, "--workers", 1)?.max(1) as usize,
+                workers: flag(&args, "--workers", 2)?.max(1) as usize,
+                client_poll_us: flag(&args, "--client-poll-us", 1000)?,
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());
@@ -173,6 +175,8 @@ fn main() -> ExitCode {
                 in_flight: flag(&args, "--in-flight", 256)? as usize,
                 ready_file: text_flag(&args, "--ready-file").map(std::path::PathBuf::from),
                 symbols_from: text_flag(&args, "--symbols-from"),
+                sched_batch: args.iter().any(|a| a == "--sched-batch"),
+                poll_interval_us: flag(&args, "--poll-interval-us", 0)?,
             };
             bench::load::main(&o)
         })(),
