@@ -182,13 +182,8 @@ mod tests {
     #[test]
     fn agrees_with_a_sorted_map_past_the_linear_limit() {
         use std::collections::BTreeMap;
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = pcap_replays::rng::Rng::new(7);
+        let mut next = move |n: u64| rng.below(n);
         for descending in [false, true] {
             let mut l = if descending {
                 Ladder::asks()

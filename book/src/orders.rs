@@ -253,13 +253,8 @@ mod tests {
     /// std's map after every step.
     #[test]
     fn agrees_with_a_hash_map() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = pcap_replays::rng::Rng::new(7);
+        let mut next = move |n: u64| rng.below(n);
         let mut t = OrderTable::with_capacity(1);
         let mut m: HashMap<u64, Order> = HashMap::new();
         for step in 0..200_000u64 {
