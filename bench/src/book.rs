@@ -94,7 +94,7 @@ pub fn run(o: &BookBench) -> Result<(), String> {
     report("book_msgs_per_s", n as f64 / secs, "msg/s", &x);
     report("book_peak_rss_mb", rss_book_mb, "MB", &x);
     if o.ours_only {
-        return Ok(());
+        return conflation();
     }
 
     // Apply latency per type, one message in 8 timed, in a second pass.
@@ -163,7 +163,70 @@ pub fn run(o: &BookBench) -> Result<(), String> {
         report("book_speedup_vs_itchbook", s / secs, "x", &x);
     }
     eprintln!("book bench: {live_end} live orders at the end");
+    conflation()?;
     quote_hop()
+}
+
+/// The conflation thread (`book run`'s loop) catching up on 2M records already in a ring:
+/// ring read, books, and every changed instrument's quote published to the per-venue and the
+/// consolidated tables, batch by batch. Nanoseconds per record, and quotes published per record.
+pub fn conflation() -> Result<(), String> {
+    use book::conflate::Conflator;
+    use feed_handler::journal::{JournalWriter, journal_path};
+    use feed_handler::ring::{Record, RingWriter};
+    let n = 2_000_000u64;
+    let dir = std::path::PathBuf::from(format!("/dev/shm/bench-conflation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let res = (|| {
+        let ring = dir.join("ring");
+        let mut w = RingWriter::create(&ring, n.next_power_of_two()).map_err(|e| e.to_string())?;
+        let mut j = JournalWriter::create(&journal_path(&ring), w.generation())
+            .map_err(|e| e.to_string())?;
+        let mut m = Market::new(MarketConfig {
+            seed: 5,
+            symbols: 8000,
+            messages: n,
+            initial_orders: 100,
+            ..Default::default()
+        });
+        let mut seq = 0;
+        while let Some(msg) = m.next_message() {
+            seq += 1;
+            let rec =
+                Record::message(0, seq, 0, seq, msg).ok_or("a message too long for a record")?;
+            let p = w.publish(&rec);
+            j.append(p, &rec).map_err(|e| e.to_string())?;
+        }
+        w.set_journal_end(j.flush().map_err(|e| e.to_string())?);
+        let mut c = Conflator::new(&ring, &dir.join("quotes"), 16_384)?;
+        let t = Instant::now();
+        let mut records = 0;
+        loop {
+            let k = c.do_work()?;
+            if k == 0 {
+                break;
+            }
+            records += k;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let x = [
+            ("records", records.to_string()),
+            ("symbols", "8000".to_string()),
+            (
+                "published_per_record",
+                format!("{:.2}", c.published as f64 / records.max(1) as f64),
+            ),
+        ];
+        report(
+            "conflation_ns_per_record",
+            secs * 1e9 / records.max(1) as f64,
+            "ns",
+            &x,
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }
 
 /// One run of itch-book's `Session.feed` over the file, in seconds.

@@ -15,12 +15,11 @@
 
 use crate::barlog::{BarLogWriter, BarRecord};
 use crate::books::{Books, ClosedBar, LOOKAHEAD};
-use crate::consolidate::{VenueQuote, consolidate};
+use crate::consolidate::{FastMap, VenueQuote, consolidate};
 use crate::quotes::{Quote, QuoteWriter};
 use crate::rebuild::{Rebuild, RebuildConfig};
 use feed_handler::journal::{Start, Subscriber};
 use feed_handler::ring::{Kind, Record};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Records handled per duty cycle before quotes are published.
@@ -45,18 +44,18 @@ pub struct Conflator {
     counters: Option<feed_handler::counters::CountersReader>,
     counters_path: std::path::PathBuf,
     /// Per channel: packets seen on its lines A and B, and when that last changed.
-    line_packets: HashMap<u16, (u64, u64)>,
+    line_packets: FastMap<u16, (u64, u64)>,
     /// Channels whose lines are unhealthy or silent (bit per channel): left out of best prices.
     distrusted: u64,
     next_health_ns: u64,
     silence_ns: u64,
     ended: Vec<u16>,
     pending: Vec<([u8; 8], Quote)>,
-    books: HashMap<u16, Books>,
+    books: FastMap<u16, Books>,
     /// Records read but not yet applied (see [`Conflator::do_work`]); at most [`LOOKAHEAD`].
     window: std::collections::VecDeque<Record>,
-    meta: HashMap<(u16, u16), Meta>,
-    slot_of: HashMap<(u16, [u8; 8]), usize>,
+    meta: FastMap<(u16, u16), Meta>,
+    slot_of: FastMap<(u16, [u8; 8]), usize>,
     next_slot: usize,
     catch_up_to: u64,
     caught_up: bool,
@@ -66,9 +65,9 @@ pub struct Conflator {
     closed: Vec<ClosedBar>,
     history: crate::bars::HistoryConfig,
     overruns_seen: u64,
-    next_seq: HashMap<u16, u64>,
+    next_seq: FastMap<u16, u64>,
     rebuild_cfg: Option<RebuildConfig>,
-    channel_rebuild: HashMap<u16, RebuildConfig>,
+    channel_rebuild: FastMap<u16, RebuildConfig>,
     /// Channels waiting for a rebuild while another one runs.
     rebuild_queue: Vec<u16>,
     rebuild: Option<(u16, Rebuild)>,
@@ -117,24 +116,24 @@ impl Conflator {
             symbols: Default::default(),
             counters: None,
             counters_path: feed_handler::counters::counters_path(ring),
-            line_packets: HashMap::new(),
+            line_packets: FastMap::default(),
             distrusted: 0,
             next_health_ns: 0,
             silence_ns: 3_000_000_000,
             ended: Vec::new(),
             pending: Vec::new(),
-            books: HashMap::new(),
+            books: FastMap::default(),
             window: std::collections::VecDeque::with_capacity(LOOKAHEAD),
-            meta: HashMap::new(),
-            slot_of: HashMap::new(),
+            meta: FastMap::default(),
+            slot_of: FastMap::default(),
             next_slot: 0,
             catch_up_to,
             caught_up: catch_up_to == 0,
             gap_channels: Vec::new(),
             changed: Vec::new(),
-            next_seq: HashMap::new(),
+            next_seq: FastMap::default(),
             rebuild_cfg: None,
-            channel_rebuild: HashMap::new(),
+            channel_rebuild: FastMap::default(),
             rebuild_queue: Vec::new(),
             rebuild: None,
             rebuilds: 0,

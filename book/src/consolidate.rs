@@ -13,23 +13,63 @@
 //! - Stale: only when no trusted venue remains. `untrusted` names the venues left out.
 //! - Trading state: the state of the first trusted venue that has one, else of any venue.
 
-/// A hasher for 8-byte symbol keys (one multiply; the keys are not attacker-chosen).
+/// A hasher for the conflation thread's small keys (symbols, channels, locates): a multiply per
+/// 8 bytes (the keys are not attacker-chosen, so std's SipHash buys nothing here and costs
+/// several times as much on every record).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SymbolHasher(u64);
 
-impl std::hash::Hasher for SymbolHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+impl SymbolHasher {
+    #[inline]
+    fn mix(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
+
+impl std::hash::Hasher for SymbolHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top and the bucket from the bottom
+        self.0 ^ (self.0 >> 29)
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.mix(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(b) ^ (rest.len() as u64) << 59);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.mix(n as u64);
+    }
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.mix(n as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.mix(n as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+}
+
+/// A map with [`SymbolHasher`].
+pub type FastMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<SymbolHasher>>;
 
 /// A map keyed by symbol with [`SymbolHasher`].
 pub type SymbolMap<V> =
