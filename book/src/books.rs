@@ -116,6 +116,9 @@ pub struct Instrument {
     pub updates: u64,
     /// Bars and the anomaly test (made at the first trade).
     pub history: Option<Box<History>>,
+    /// The last trade was an anomaly (kept here as well as in `history`, so publishing a quote
+    /// does not follow the pointer).
+    last_anomaly: bool,
 }
 
 impl Default for Instrument {
@@ -137,6 +140,7 @@ impl Default for Instrument {
             exch_ts_ns: 0,
             updates: 0,
             history: None,
+            last_anomaly: false,
         }
     }
 }
@@ -144,7 +148,7 @@ impl Default for Instrument {
 impl Instrument {
     /// Whether the last trade was more than 3 standard deviations from the rolling mean.
     pub fn anomaly(&self) -> bool {
-        self.history.as_ref().is_some_and(|h| h.anomaly)
+        self.last_anomaly
     }
 }
 
@@ -385,6 +389,25 @@ impl Books {
         ahead.flush(self);
     }
 
+    /// Starts loading instrument `locate` (a hint: for a reader about to publish it).
+    #[inline]
+    pub fn prefetch_instrument(&self, locate: u16) {
+        let x = self.instruments.as_ptr().wrapping_add(locate as usize) as *const u8;
+        for line in 0..std::mem::size_of::<Instrument>().div_ceil(64) {
+            crate::orders::prefetch(x.wrapping_add(line * 64));
+        }
+    }
+
+    /// Starts loading the best bid and offer of `locate` (reads the instrument, which should
+    /// be in cache by now: see [`Books::prefetch_instrument`]).
+    #[inline]
+    pub fn prefetch_top(&self, locate: u16) {
+        if let Some(x) = self.instruments.get(locate as usize) {
+            x.bids.prefetch_best();
+            x.asks.prefetch_best();
+        }
+    }
+
     /// Starts loading what applying `msg` will touch first: the order table slot of the
     /// reference at bytes 11..19 (every order message has one there) and the instrument of the
     /// locate in its header. Only hints: no branch on the type (it would mispredict as often
@@ -470,6 +493,7 @@ impl Books {
             .history
             .get_or_insert_with(|| Box::new(History::new(&cfg)));
         let t = h.on_trade(ts, px_e4, qty);
+        x.last_anomaly = t.anomaly;
         if t.anomaly {
             self.counters.anomalies += 1;
         }

@@ -486,7 +486,15 @@ impl Conflator {
         }
         let mut consolidated = std::mem::take(&mut self.pending);
         consolidated.clear();
-        for &locate in &self.changed {
+        // the instruments (and then their best levels) a few places ahead: each publish reads
+        // state the batch's later records pushed out of cache
+        for (i, &locate) in self.changed.iter().enumerate() {
+            if let Some(&l) = self.changed.get(i + 8) {
+                books.prefetch_instrument(l);
+            }
+            if let Some(&l) = self.changed.get(i + 4) {
+                books.prefetch_top(l);
+            }
             let Some(x) = books.get(locate) else { continue };
             let Some(sym) = x.symbol else { continue };
             let slot = match self.slot_of.get(&(channel, sym.0)) {

@@ -96,6 +96,15 @@ impl Ladder {
         }
     }
 
+    /// Starts loading the best level (key and level): a hint, for a reader that will soon
+    /// ask for [`Ladder::best`].
+    #[inline]
+    pub fn prefetch_best(&self) {
+        let n = self.keys.len().saturating_sub(1);
+        crate::orders::prefetch(self.keys.as_ptr().wrapping_add(n) as *const u8);
+        crate::orders::prefetch(self.levels.as_ptr().wrapping_add(n) as *const u8);
+    }
+
     /// The best level.
     #[inline]
     pub fn best(&self) -> Option<(u32, Level)> {
