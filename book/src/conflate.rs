@@ -25,6 +25,22 @@ use std::path::Path;
 /// Records handled per duty cycle before quotes are published.
 pub const BATCH: usize = 4096;
 
+/// One symbol over every venue.
+#[derive(Debug)]
+struct SymEntry {
+    updates: u64,
+    venues: Vec<VenueQuote>,
+    last: Quote,
+}
+
+/// What a locate of a channel resolves to (`sym` all zero: not known yet).
+#[derive(Debug, Default, Clone, Copy)]
+struct LocateSlots {
+    sym: [u8; 8],
+    venue_slot: u32,
+    sym_idx: u32,
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Meta {
     seq: u64,
@@ -37,9 +53,13 @@ pub struct Conflator {
     sub: Subscriber,
     quotes: QuoteWriter,
     venue_table: QuoteWriter,
-    /// Per symbol: its consolidated slot, updates published, each venue's view, and the last
-    /// consolidated quote published.
-    symbols: crate::consolidate::SymbolMap<(usize, u64, Vec<VenueQuote>, Quote)>,
+    /// Symbol → its index in `sym_entries` (which is also its consolidated slot).
+    sym_index: crate::consolidate::SymbolMap<usize>,
+    /// Per symbol: updates published, each venue's view, the last consolidated quote.
+    sym_entries: Vec<SymEntry>,
+    /// Per channel, by locate: the symbol it names and its venue slot and symbol index, so a
+    /// publish needs no hash lookup (checked against the symbol: a new session may reuse it).
+    by_locate: FastMap<u16, Vec<LocateSlots>>,
     /// The feed handler's counters (line health), opened when it exists.
     counters: Option<feed_handler::counters::CountersReader>,
     counters_path: std::path::PathBuf,
@@ -50,7 +70,7 @@ pub struct Conflator {
     next_health_ns: u64,
     silence_ns: u64,
     ended: Vec<u16>,
-    pending: Vec<([u8; 8], Quote)>,
+    pending: Vec<(usize, Quote)>,
     books: FastMap<u16, Books>,
     /// Records read but not yet applied (see [`Conflator::do_work`]); at most [`LOOKAHEAD`].
     window: std::collections::VecDeque<Record>,
@@ -113,7 +133,9 @@ impl Conflator {
             overruns_seen: 0,
             quotes,
             venue_table,
-            symbols: Default::default(),
+            sym_index: Default::default(),
+            sym_entries: Vec::new(),
+            by_locate: FastMap::default(),
             counters: None,
             counters_path: feed_handler::counters::counters_path(ring),
             line_packets: FastMap::default(),
@@ -205,34 +227,33 @@ impl Conflator {
             return;
         }
         self.distrusted = distrusted;
-        let syms: Vec<[u8; 8]> = self
-            .symbols
-            .iter()
-            .filter(|(_, e)| {
-                e.2.iter()
+        let syms: Vec<usize> = (0..self.sym_entries.len())
+            .filter(|&i| {
+                self.sym_entries[i]
+                    .venues
+                    .iter()
                     .any(|v| v.channel < 64 && changed & 1 << v.channel != 0)
             })
-            .map(|(s, _)| *s)
             .collect();
-        for s in syms {
-            self.publish_consolidated(s, None);
+        for i in syms {
+            self.publish_consolidated(i, None);
         }
     }
 
-    /// Consolidates `sym` over its venues and publishes it; `base` carries the fields of the
-    /// change that caused it (the last published quote's when `None`).
-    fn publish_consolidated(&mut self, sym: [u8; 8], base: Option<Quote>) {
+    /// Consolidates symbol `idx` over its venues and publishes it in slot `idx`; `base`
+    /// carries the fields of the change that caused it (the last published quote's when `None`).
+    fn publish_consolidated(&mut self, idx: usize, base: Option<Quote>) {
         let distrusted = self.distrusted;
         let caught_up = self.caught_up;
-        let Some(entry) = self.symbols.get_mut(&sym) else {
+        let Some(entry) = self.sym_entries.get_mut(idx) else {
             return;
         };
-        entry.1 += 1;
-        if entry.0 >= self.quotes.slots() {
+        entry.updates += 1;
+        if idx >= self.quotes.slots() {
             return;
         }
-        let c = consolidate(&entry.2, |ch| ch < 64 && distrusted & 1 << ch != 0);
-        let q = base.unwrap_or(entry.3);
+        let c = consolidate(&entry.venues, |ch| ch < 64 && distrusted & 1 << ch != 0);
+        let q = base.unwrap_or(entry.last);
         let cq = Quote {
             bid: c.bid.map(|(p, s, _)| (p, s)),
             ask: c.ask.map(|(p, s, _)| (p, s)),
@@ -240,15 +261,15 @@ impl Conflator {
             volume: c.volume,
             state: c.state,
             stale: c.stale || !caught_up,
-            updates: entry.1,
+            updates: entry.updates,
             vwap_e4: c.vwap_e4,
             bid_venue: c.bid.map_or(0, |b| b.2.min(255) as u8),
             ask_venue: c.ask.map_or(0, |a| a.2.min(255) as u8),
             untrusted: c.untrusted as u8,
             ..q
         };
-        entry.3 = cq;
-        self.quotes.publish(entry.0, &cq);
+        entry.last = cq;
+        self.quotes.publish(idx, &cq);
     }
 
     /// Rebuild `channel` (one venue) from its own re-request server and session after an
@@ -486,6 +507,7 @@ impl Conflator {
         }
         let mut consolidated = std::mem::take(&mut self.pending);
         consolidated.clear();
+        let mut by_locate = self.by_locate.remove(&channel).unwrap_or_default();
         // the instruments (and then their best levels) a few places ahead: each publish reads
         // state the batch's later records pushed out of cache
         for (i, &locate) in self.changed.iter().enumerate() {
@@ -494,20 +516,54 @@ impl Conflator {
             }
             if let Some(&l) = self.changed.get(i + 4) {
                 books.prefetch_top(l);
+                if let Some(e) = by_locate.get(l as usize)
+                    && let Some(se) = self.sym_entries.get(e.sym_idx as usize)
+                {
+                    crate::orders::prefetch(se.venues.as_ptr() as *const u8);
+                }
             }
             let Some(x) = books.get(locate) else { continue };
             let Some(sym) = x.symbol else { continue };
-            let slot = match self.slot_of.get(&(channel, sym.0)) {
-                Some(&s) => s,
+            let known = by_locate
+                .get(locate as usize)
+                .filter(|e| e.sym == sym.0)
+                .copied();
+            let known = match known {
+                Some(e) => e,
                 None => {
-                    if self.next_slot >= self.venue_table.slots() {
-                        continue; // table full: counted by the caller through `published`
+                    let slot = match self.slot_of.get(&(channel, sym.0)) {
+                        Some(&s) => s,
+                        None => {
+                            if self.next_slot >= self.venue_table.slots() {
+                                continue; // table full: counted by the caller through `published`
+                            }
+                            self.slot_of.insert((channel, sym.0), self.next_slot);
+                            self.next_slot += 1;
+                            self.next_slot - 1
+                        }
+                    };
+                    let n = self.sym_entries.len();
+                    let idx = *self.sym_index.entry(sym.0).or_insert(n);
+                    if idx == n {
+                        self.sym_entries.push(SymEntry {
+                            updates: 0,
+                            venues: Vec::new(),
+                            last: Quote::default(),
+                        });
                     }
-                    self.slot_of.insert((channel, sym.0), self.next_slot);
-                    self.next_slot += 1;
-                    self.next_slot - 1
+                    let e = LocateSlots {
+                        sym: sym.0,
+                        venue_slot: slot as u32,
+                        sym_idx: idx as u32,
+                    };
+                    if by_locate.len() <= locate as usize {
+                        by_locate.resize(locate as usize + 1, LocateSlots::default());
+                    }
+                    by_locate[locate as usize] = e;
+                    e
                 }
             };
+            let slot = known.venue_slot as usize;
             let meta = self
                 .meta
                 .get(&(channel, locate))
@@ -542,17 +598,21 @@ impl Conflator {
             };
             self.venue_table.publish(slot, &q);
             // the symbol over every venue
-            let n = self.symbols.len();
-            let entry = self.symbols.entry(sym.0).or_insert((n, 0, Vec::new(), q));
-            let view = VenueQuote::of(channel, x, stale);
-            match entry.2.iter_mut().find(|v| v.channel == channel) {
-                Some(v) => *v = view,
-                None => entry.2.push(view),
+            let idx = known.sym_idx as usize;
+            let entry = &mut self.sym_entries[idx];
+            if entry.venues.is_empty() && entry.updates == 0 {
+                entry.last = q;
             }
-            consolidated.push((sym.0, q));
+            let view = VenueQuote::of(channel, x, stale);
+            match entry.venues.iter_mut().find(|v| v.channel == channel) {
+                Some(v) => *v = view,
+                None => entry.venues.push(view),
+            }
+            consolidated.push((idx, q));
         }
-        for &(s, q) in &consolidated {
-            self.publish_consolidated(s, Some(q));
+        self.by_locate.insert(channel, by_locate);
+        for &(i, q) in &consolidated {
+            self.publish_consolidated(i, Some(q));
             self.published += 1;
         }
         self.pending = consolidated;
@@ -572,6 +632,6 @@ impl Conflator {
     /// The slot of `symbol` in the consolidated table.
     pub fn consolidated_slot(&self, symbol: &str) -> Option<usize> {
         let s = feed_handler::itch::Stock::new(symbol)?;
-        self.symbols.get(&s.0).map(|e| e.0)
+        self.sym_index.get(&s.0).copied()
     }
 }
