@@ -418,11 +418,7 @@ impl Books {
         if let Some(r) = msg.get(11..19) {
             let r: [u8; 8] = r.try_into().unwrap_or_default();
             self.orders.prefetch(u64::from_be_bytes(r));
-            let locate = u16::from_be_bytes([msg[1], msg[2]]) as usize;
-            let x = self.instruments.as_ptr().wrapping_add(locate) as *const u8;
-            for line in 0..std::mem::size_of::<Instrument>().div_ceil(64) {
-                crate::orders::prefetch(x.wrapping_add(line * 64));
-            }
+            self.prefetch_instrument(u16::from_be_bytes([msg[1], msg[2]]));
         }
     }
 

@@ -100,12 +100,6 @@ impl OrderTable {
         self.find(key).ok().map(|i| &self.slots[i].order)
     }
 
-    /// Whether `key` is live.
-    #[inline]
-    pub fn contains(&self, key: u64) -> bool {
-        self.find(key).is_ok()
-    }
-
     /// Inserts `order` under `key`; returns the order it replaced, if any.
     #[inline]
     pub fn insert(&mut self, key: u64, order: Order) -> Option<Order> {
@@ -242,7 +236,7 @@ mod tests {
         assert_eq!(t.take(7, 5), Some((order(20), 5)));
         assert_eq!(t.get(7).map(|o| o.shares), Some(15));
         assert_eq!(t.take(7, u32::MAX), Some((order(15), 15)));
-        assert!(!t.contains(7));
+        assert_eq!(t.get(7), None);
         assert_eq!(t.take(7, 1), None);
         assert_eq!(t.remove(8), None);
         assert!(t.is_empty());
