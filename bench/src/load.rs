@@ -7,6 +7,7 @@
 //! prints one JSON line of counts (the histogram goes to a `.hdr` file).
 
 use hdrhistogram::Histogram;
+use memchr::memmem;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
@@ -114,11 +115,80 @@ pub struct Counts {
     pub holes: u64,
 }
 
-fn find(h: &[u8], n: &[u8], from: usize) -> Option<usize> {
-    if h.len() < n.len() {
-        return None;
+/// Reads a connection's frames: counts the messages, checks `seq`, records update ages.
+struct Meter {
+    seq_key: memmem::Finder<'static>,
+    rx_key: memmem::Finder<'static>,
+    /// Inside the measuring window (counts and ages are kept only then; `seq` always).
+    measuring: bool,
+    /// When this batch of reads began (ns since the epoch).
+    now_ns: u64,
+    /// Messages, updates, quotes and holes.
+    n: Counts,
+    /// Update ages, µs.
+    hist: Histogram<u64>,
+}
+
+impl Meter {
+    /// Takes every whole frame at the start of `data` and returns how many bytes they span.
+    /// A ping's pong goes into `out`; a close frame sets `fail`.
+    fn frames(&mut self, data: &[u8], seq: &mut u64, out: &mut Vec<u8>, fail: &mut bool) -> usize {
+        let mut at = 0;
+        while data.len() - at >= 2 {
+            let b = &data[at..];
+            let (len, hl) = match b[1] & 0x7f {
+                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 if b.len() >= 10 => (
+                    u64::from_be_bytes(b[2..10].try_into().expect("8")) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                l => (l as usize, 2),
+            };
+            if b.len() - hl < len {
+                break;
+            }
+            let p = &b[hl..hl + len];
+            match b[0] & 0x0f {
+                1 => self.text(p, seq),
+                8 => *fail = true,
+                9 => out.extend_from_slice(&frame(10, p)),
+                _ => {}
+            }
+            at += hl + len;
+        }
+        at
     }
-    (from..=h.len() - n.len()).find(|&i| h[i] == n[0] && &h[i..i + n.len()] == n)
+
+    fn text(&mut self, p: &[u8], seq: &mut u64) {
+        if let Some(i) = self.seq_key.find(p) {
+            let s = num_at(p, i + 6);
+            if s != *seq + 1 {
+                self.n.holes += 1;
+            }
+            *seq = s;
+        }
+        if !self.measuring {
+            return;
+        }
+        self.n.messages += 1;
+        if p.starts_with(b"{\"type\":\"update\"") {
+            self.n.updates += 1;
+            let mut max_rx = 0;
+            for i in self.rx_key.find_iter(p) {
+                max_rx = max_rx.max(num_at(p, i + 5));
+                self.n.quotes += 1;
+            }
+            if max_rx > 0 {
+                let age_us = self.now_ns.saturating_sub(max_rx) / 1000;
+                let _ = self.hist.record(age_us.max(1));
+            }
+        }
+    }
+}
+
+fn find(h: &[u8], n: &[u8], from: usize) -> Option<usize> {
+    memmem::find(h.get(from..)?, n).map(|i| i + from)
 }
 
 fn num_at(h: &[u8], at: usize) -> u64 {
@@ -177,8 +247,14 @@ fn connect(o: &LoadOpts, k: usize) -> io::Result<TcpStream> {
 pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut events = Events::with_capacity(4096);
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut meter = Meter {
+        seq_key: memmem::Finder::new(b"\"seq\":"),
+        rx_key: memmem::Finder::new(b"\"rx\":"),
+        measuring: false,
+        now_ns: 0,
+        n: Counts::default(),
+        hist: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
+    };
     let mut n = Counts::default();
     let mut conns: Vec<Option<C>> = (0..o.conns).map(|_| None).collect();
     let mut next = 0usize;
@@ -265,10 +341,11 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
             if let Some(p) = &o.ready_file {
                 let _ = std::fs::write(p, b"ready\n");
             }
-            n.messages = 0;
-            n.updates = 0;
-            n.quotes = 0;
-            hist.reset();
+            meter.n = Counts {
+                holes: meter.n.holes,
+                ..Counts::default()
+            };
+            meter.hist.reset();
         }
         if let Some(w) = window
             && w.elapsed() >= Duration::from_secs(o.duration_s)
@@ -282,10 +359,12 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
             poll.poll(&mut events, Some(Duration::from_millis(5)))
         }
         .map_err(|e| e.to_string())?;
-        let measuring = window.is_some();
+        meter.measuring = window.is_some();
         for ev in events.iter() {
             let k = ev.token().0;
             let Some(c) = conns[k].as_mut() else { continue };
+            // each connection's frames are stamped when it is read
+            meter.now_ns = feed_handler::sock::realtime_ns();
             let mut fail = false;
             if c.st == St::Connecting && (ev.is_writable() || ev.is_error()) {
                 if ev.is_error() || c.s.peer_addr().is_err() {
@@ -312,7 +391,14 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
                             break;
                         }
                         Ok(r) => {
-                            c.buf.extend_from_slice(&rbuf[..r]);
+                            if c.st == St::Open && c.buf.is_empty() {
+                                // the usual case: whole frames, read where they landed
+                                let used =
+                                    meter.frames(&rbuf[..r], &mut c.seq, &mut c.wbuf, &mut fail);
+                                c.buf.extend_from_slice(&rbuf[used..r]);
+                            } else {
+                                c.buf.extend_from_slice(&rbuf[..r]);
+                            }
                             // a short read drained the socket: the next data is a new edge
                             if r < rbuf.len() {
                                 break;
@@ -347,66 +433,16 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
                     }
                 }
             }
-            if c.st == St::Open {
-                // frames
-                let mut at = 0;
-                let now_ns = feed_handler::sock::realtime_ns();
-                while c.buf.len() - at >= 2 {
-                    let b = &c.buf[at..];
-                    let (len, hl) = match b[1] & 0x7f {
-                        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-                        127 if b.len() >= 10 => (
-                            u64::from_be_bytes(b[2..10].try_into().expect("8")) as usize,
-                            10,
-                        ),
-                        126 | 127 => break,
-                        l => (l as usize, 2),
-                    };
-                    if b.len() < hl + len {
-                        break;
-                    }
-                    let op = b[0] & 0x0f;
-                    let p = &b[hl..hl + len];
-                    match op {
-                        1 => {
-                            if let Some(i) = find(p, b"\"seq\":", 0) {
-                                let s = num_at(p, i + 6);
-                                if s != c.seq + 1 {
-                                    n.holes += 1;
-                                }
-                                c.seq = s;
-                            }
-                            if measuring {
-                                n.messages += 1;
-                                if p.starts_with(b"{\"type\":\"update\"") {
-                                    n.updates += 1;
-                                    let mut max_rx = 0;
-                                    let mut from = 0;
-                                    while let Some(i) = find(p, b"\"rx\":", from) {
-                                        max_rx = max_rx.max(num_at(p, i + 5));
-                                        n.quotes += 1;
-                                        from = i + 5;
-                                    }
-                                    if max_rx > 0 {
-                                        let age_us = now_ns.saturating_sub(max_rx) / 1000;
-                                        let _ = hist.record(age_us.max(1));
-                                    }
-                                }
-                            }
-                        }
-                        8 => fail = true,
-                        9 => {
-                            let f = frame(10, p);
-                            c.wbuf.extend_from_slice(&f);
-                            if let Ok(w) = c.s.write(&c.wbuf) {
-                                c.wbuf.drain(..w);
-                            }
-                        }
-                        _ => {}
-                    }
-                    at += hl + len;
+            if c.st == St::Open && !c.buf.is_empty() {
+                // bytes that came with the handshake, or a frame split across reads
+                let used = meter.frames(&c.buf, &mut c.seq, &mut c.wbuf, &mut fail);
+                c.buf.drain(..used);
+            }
+            if !fail && !c.wbuf.is_empty() {
+                // pongs
+                if let Ok(w) = c.s.write(&c.wbuf) {
+                    c.wbuf.drain(..w);
                 }
-                c.buf.drain(..at);
             }
             if fail {
                 match c.st {
@@ -428,7 +464,11 @@ pub fn run(o: &LoadOpts) -> Result<(Counts, Histogram<u64>), String> {
         }
     }
     n.held = open as u64;
-    Ok((n, hist))
+    n.messages = meter.n.messages;
+    n.updates = meter.n.updates;
+    n.quotes = meter.n.quotes;
+    n.holes = meter.n.holes;
+    Ok((n, meter.hist))
 }
 
 /// Writes a histogram as a `.hdr` file (V2 serialization).
