@@ -25,6 +25,13 @@ use std::path::Path;
 /// Records handled per duty cycle before quotes are published.
 pub const BATCH: usize = 4096;
 
+/// Longest sleep on the ring's doorbell when there is nothing to read: how late a stop, a line
+/// health check, or a record from a writer that does not ring (not the feed handler) is seen.
+pub const IDLE_WAIT_NS: u64 = 1_000_000;
+/// The sleep when there is nothing to read and no doorbell to wait on (the ring file is not
+/// writable by this process), or while a rebuild waits for its re-request server.
+pub const IDLE_SLEEP: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// One symbol over every venue.
 #[derive(Debug)]
 struct SymEntry {
@@ -72,6 +79,8 @@ pub struct Conflator {
     ended: Vec<u16>,
     pending: Vec<(usize, Quote)>,
     books: FastMap<u16, Books>,
+    /// Sleeps until the feed handler publishes (see [`Conflator::idle`]).
+    doorbell: Option<feed_handler::ring::Doorbell>,
     /// Records read but not yet applied (see [`Conflator::do_work`]); at most [`LOOKAHEAD`].
     window: std::collections::VecDeque<Record>,
     meta: FastMap<(u16, u16), Meta>,
@@ -116,6 +125,7 @@ impl Conflator {
             )
         })?;
         let catch_up_to = sub.ring().head();
+        let doorbell = sub.ring().doorbell().ok();
         let mut venues_path = quotes.as_os_str().to_owned();
         venues_path.push(".venues");
         let venue_table =
@@ -146,6 +156,7 @@ impl Conflator {
             pending: Vec::new(),
             books: FastMap::default(),
             window: std::collections::VecDeque::with_capacity(LOOKAHEAD),
+            doorbell,
             meta: FastMap::default(),
             slot_of: FastMap::default(),
             next_slot: 0,
@@ -616,6 +627,28 @@ impl Conflator {
             self.published += 1;
         }
         self.pending = consolidated;
+    }
+
+    /// What to do when [`Conflator::do_work`] found nothing: sleep on the ring's doorbell until
+    /// the feed handler publishes more (at most [`IDLE_WAIT_NS`]), so an idle book costs no CPU
+    /// and a new record is applied as soon as it lands. While a rebuild talks to its server,
+    /// or without a doorbell, sleep [`IDLE_SLEEP`] instead.
+    pub fn idle(&mut self) {
+        match (&self.doorbell, &self.rebuild) {
+            (Some(bell), None) => {
+                if !bell.wait(self.sub.position(), IDLE_WAIT_NS) {
+                    // more in the ring already, or a journal flush awaited: look again soon
+                    std::thread::yield_now();
+                }
+            }
+            _ => std::thread::sleep(IDLE_SLEEP),
+        }
+    }
+
+    /// Whether [`Conflator::idle`] sleeps on the ring's doorbell (it needs write access to the
+    /// ring file) rather than polling.
+    pub fn has_doorbell(&self) -> bool {
+        self.doorbell.is_some()
     }
 
     /// Whether it has caught up with the ring since it started.

@@ -208,10 +208,18 @@ fn run(
         ring_path.display(),
         quotes.display()
     );
+    if !c.has_doorbell() {
+        eprintln!(
+            "book: warning: cannot open {} for writing, so it polls every {} µs when idle \
+             instead of sleeping until the feed handler publishes",
+            ring_path.display(),
+            book::conflate::IDLE_SLEEP.as_micros()
+        );
+    }
     let mut was = false;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if c.do_work()? == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(50));
+            c.idle();
         }
         if c.caught_up() && !was {
             was = true;

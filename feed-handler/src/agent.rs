@@ -403,7 +403,10 @@ impl Agent {
     /// time before returning.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), String> {
         while !stop.load(Ordering::Relaxed) {
-            if self.do_work()? == 0 {
+            let n = self.do_work()?;
+            // readers asleep on the ring's doorbell (the book when idle) wake for this batch
+            self.out.ring.wake_readers();
+            if n == 0 {
                 match self.cfg.idle {
                     Idle::BusySpin => std::hint::spin_loop(),
                     Idle::Yield => std::thread::yield_now(),

@@ -54,6 +54,9 @@ fn child() -> bool {
                     .unwrap();
                 let p = w.publish(&rec);
                 j.append(p, &rec).unwrap();
+                if seq % 64 == 0 {
+                    w.wake_readers();
+                }
                 if seq % 256 == 0 {
                     let n = j.flush().unwrap();
                     w.set_journal_end(n);
@@ -61,13 +64,17 @@ fn child() -> bool {
             }
             let n = j.flush().unwrap();
             w.set_journal_end(n);
+            w.wake_readers();
             true
         }
         Ok("reader") => {
             // Reads the raw ring: records it accepts must be intact; laps are reported.
             let mut r = RingReader::attach(ring_path()).unwrap();
+            // one reader spins when it has caught up, the other sleeps on the doorbell
+            let bell =
+                (std::env::var("STRESS_BELL").as_deref() == Ok("1")).then(|| r.doorbell().unwrap());
             r.seek(0);
-            let (mut ok, mut laps) = (0u64, 0u64);
+            let (mut ok, mut laps, mut slept) = (0u64, 0u64, 0u64);
             loop {
                 match r.read() {
                     Read::Record(rec) => {
@@ -78,7 +85,10 @@ fn child() -> bool {
                             break;
                         }
                     }
-                    Read::Empty => std::hint::spin_loop(),
+                    Read::Empty => match &bell {
+                        Some(b) => slept += b.wait(r.position(), 1_000_000_000) as u64,
+                        None => std::hint::spin_loop(),
+                    },
                     Read::Overrun { oldest, .. } => {
                         laps += 1;
                         r.seek(oldest + 64);
@@ -98,7 +108,10 @@ fn child() -> bool {
                     None => std::hint::spin_loop(),
                 }
             }
-            println!("reader ok={ok} laps={laps} journal={}", s.from_journal);
+            println!(
+                "reader ok={ok} laps={laps} slept={slept} journal={}",
+                s.from_journal
+            );
             true
         }
         _ => false,
@@ -112,7 +125,7 @@ fn writer_and_readers_in_separate_processes() {
     }
     let id = format!("{}", std::process::id());
     let exe = std::env::current_exe().unwrap();
-    let spawn = |role: &str| {
+    let spawn = |role: &str, bell: bool| {
         Command::new(&exe)
             .args([
                 "--exact",
@@ -121,16 +134,17 @@ fn writer_and_readers_in_separate_processes() {
             ])
             .env("STRESS_ROLE", role)
             .env("STRESS_ID", &id)
+            .env("STRESS_BELL", if bell { "1" } else { "0" })
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
     let path = std::env::temp_dir().join(format!("ring-stress-{id}"));
-    let mut writer = spawn("writer");
+    let mut writer = spawn("writer", false);
     while !path.with_extension("ready").exists() {
         std::thread::yield_now();
     }
-    let readers: Vec<_> = (0..2).map(|_| spawn("reader")).collect();
+    let readers: Vec<_> = (0..2).map(|i| spawn("reader", i == 1)).collect();
     assert!(writer.wait().unwrap().success());
     for r in readers {
         let out = r.wait_with_output().unwrap();

@@ -14,7 +14,10 @@
 //!     128     8  writer       head: the next position to be written (u64, never wraps)
 //!     136   120  -            padding: head alone on its 128-byte line
 //!     256     8  writer       journal_end: positions below it are in the journal file
-//!     264   120  -            padding
+//!     264    56  -            padding
+//!     320     8  writer       wake: bumped before each wake-up (a futex word: its low 32 bits)
+//!     328     8  readers      sleepers: readers inside a doorbell wait
+//!     336    48  -            padding
 //!     384     -  writer       slots[capacity], SLOT_SIZE bytes each, position p at p & (capacity-1)
 //!
 //!  slot (128 bytes, 16 little-endian u64 words, each an AtomicU64):
@@ -31,13 +34,20 @@
 //! stamp, reads the words, acquire fence, and reads the stamp again: if both stamps are not
 //! 2p+2 the slot was overwritten (the reader was overrun) and the record is not used. The
 //! writer never waits for readers; readers detect being lapped and say so.
+//!
+//! Doorbell rule (see [`super::doorbell`]): a reader that wants to sleep reads `wake`, adds 1
+//! to `sleepers`, checks `head` again and only then waits on `wake` (with a timeout), and takes
+//! 1 off `sleepers` afterwards. After a batch of publishes the writer issues a full fence and
+//! reads `sleepers`; only when it is not 0 does it bump `wake` and wake the waiters (a
+//! syscall). The writer still never waits: at worst a reader that died asleep costs it one
+//! wake-up call a batch.
 
 use core::sync::atomic::AtomicU64;
 
 /// "ITCHRNG1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ITCHRNG1");
 /// Bumped on any layout change; readers refuse other versions.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Bytes per slot.
 pub const SLOT_SIZE: usize = 128;
 /// Bytes of header before the first slot.
@@ -50,6 +60,10 @@ pub const SLOT_WORDS: usize = SLOT_SIZE / 8;
 pub const HEAD_OFFSET: usize = 128;
 /// Offset of `journal_end`.
 pub const JOURNAL_END_OFFSET: usize = 256;
+/// Offset of `wake` (the doorbell's futex word is its low half: the layout is little-endian).
+pub const WAKE_OFFSET: usize = 320;
+/// Offset of `sleepers`.
+pub const SLEEPERS_OFFSET: usize = 328;
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +117,7 @@ const _: () = assert!(core::mem::align_of::<Slot>() == 128);
 const _: () =
     assert!(HEADER_SIZE % 128 == 0 && HEAD_OFFSET % 128 == 0 && JOURNAL_END_OFFSET % 128 == 0);
 const _: () = assert!((SLOT_WORDS - 5) * 8 == MAX_DATA);
+const _: () = assert!(WAKE_OFFSET > JOURNAL_END_OFFSET && SLEEPERS_OFFSET + 8 <= HEADER_SIZE);
 
 /// A record as a reader gets it (a copy out of the slot).
 #[derive(Clone, Copy, PartialEq, Eq)]

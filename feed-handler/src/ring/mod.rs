@@ -1,16 +1,19 @@
 //! The shared-memory ring: one writer process publishes records; any number of reader processes
 //! attach by name and read them without ever slowing the writer. Layout and publish rule:
 //! [`layout`]. The topology is in the types: [`RingWriter`] (one, it creates the file) and
-//! [`RingReader`] (many, read-only mappings).
+//! [`RingReader`] (many, read-only mappings). A reader with nothing to read can sleep until the
+//! writer publishes through a [`Doorbell`].
 
+pub mod doorbell;
 pub mod layout;
 
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 use layout::*;
 use memmap2::{Mmap, MmapMut};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+pub use doorbell::Doorbell;
 pub use layout::{Kind, Record};
 
 /// Where ring files live unless a path is given.
@@ -73,6 +76,8 @@ pub struct RingWriter {
     mask: u64,
     head: u64,
     generation: u64,
+    /// The head when sleeping readers were last looked for.
+    rung: u64,
 }
 
 impl RingWriter {
@@ -112,6 +117,7 @@ impl RingWriter {
             map,
             base,
             generation,
+            rung: 0,
         };
         // Every slot's stamp starts at 0, which no position's complete stamp (2p+2) matches.
         w.word(0).store(MAGIC, Ordering::Release);
@@ -167,6 +173,24 @@ impl RingWriter {
         p
     }
 
+    /// Wakes the readers sleeping in [`Doorbell::wait`], if anything was published since the
+    /// last call. Call it after each batch: it costs a fence and a load while no reader sleeps,
+    /// and one `futex` wake call when some do. Never waits.
+    #[inline]
+    pub fn wake_readers(&mut self) {
+        if self.head == self.rung {
+            return;
+        }
+        self.rung = self.head;
+        // pairs with the sleeper's increment before it looks at the head (layout docs)
+        fence(Ordering::SeqCst);
+        if self.word(SLEEPERS_OFFSET).load(Ordering::Relaxed) != 0 {
+            let wake = self.word(WAKE_OFFSET);
+            wake.fetch_add(1, Ordering::Release);
+            doorbell::futex_wake(wake);
+        }
+    }
+
     /// Records that positions below `end` are in the journal file.
     pub fn set_journal_end(&mut self, end: u64) {
         self.word(JOURNAL_END_OFFSET).store(end, Ordering::Release);
@@ -208,6 +232,7 @@ pub enum Read {
 #[derive(Debug)]
 pub struct RingReader {
     map: Mmap,
+    file: File,
     base: *const u8,
     path: PathBuf,
     mask: u64,
@@ -281,11 +306,18 @@ impl RingReader {
             info,
             path,
             map,
+            file,
             base,
             pos: 0,
         };
         r.pos = r.head();
         Ok(r)
+    }
+
+    /// A doorbell to sleep on until the writer publishes (it maps the header read-write:
+    /// the caller needs write permission on the ring file).
+    pub fn doorbell(&self) -> Result<Doorbell, RingError> {
+        Doorbell::open(&self.file, &self.path)
     }
 
     /// The header.
@@ -403,6 +435,11 @@ mod tests {
             1,
             "journal_end"
         );
+        assert_eq!(
+            &bytes[320..336],
+            &[0u8; 16],
+            "wake and sleepers: no one sleeps"
+        );
         let slot0 = HEADER_SIZE;
         assert_eq!(
             u64::from_le_bytes(bytes[slot0..slot0 + 8].try_into().unwrap()),
@@ -472,6 +509,42 @@ mod tests {
             RingReader::attach(tmp("missing")),
             Err(RingError::Io(..))
         ));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    fn wake_count(p: &Path) -> u64 {
+        let b = std::fs::read(p).unwrap();
+        u64::from_le_bytes(b[WAKE_OFFSET..WAKE_OFFSET + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn the_doorbell_wakes_a_sleeping_reader_and_is_not_rung_for_nobody() {
+        let p = tmp("bell");
+        let mut w = RingWriter::create(&p, 8).unwrap();
+        let r = RingReader::attach(&p).unwrap();
+        let bell = r.doorbell().unwrap();
+        let watch = r.doorbell().unwrap();
+        // no one asleep: publishing and ringing leave `wake` alone (no syscall)
+        w.publish(&Record::gap(1, 2, 3, 4));
+        w.wake_readers();
+        assert_eq!(wake_count(&p), 0);
+        // the head is already past the position: no sleep at all
+        assert!(!bell.wait(0, 600_000_000_000));
+        assert_eq!(watch.sleepers(), 0);
+        // a reader asleep at the head wakes when the writer rings, long before its timeout
+        let pos = w.head();
+        let sleeper = std::thread::spawn(move || bell.wait(pos, 600_000_000_000));
+        while watch.sleepers() == 0 {
+            std::hint::spin_loop();
+        }
+        w.publish(&Record::gap(1, 5, 1, 4));
+        w.wake_readers();
+        assert_eq!(wake_count(&p), 1);
+        assert!(sleeper.join().unwrap(), "it slept, and woke");
+        assert_eq!(watch.sleepers(), 0);
+        // nothing new since: ringing again does nothing
+        w.wake_readers();
+        assert_eq!(wake_count(&p), 1);
         std::fs::remove_file(&p).unwrap();
     }
 }
