@@ -410,7 +410,16 @@ impl Agent {
                 match self.cfg.idle {
                     Idle::BusySpin => std::hint::spin_loop(),
                     Idle::Yield => std::thread::yield_now(),
-                    Idle::Park => sock::wait_readable(&self.fds, self.cfg.park_us),
+                    Idle::Park => {
+                        // the arbiter's timers need the short park; a quiet feed does not
+                        let timers = self.channels.iter().any(|c| c.arb.timers_pending());
+                        let us = if timers {
+                            self.cfg.park_us
+                        } else {
+                            self.cfg.park_quiet_us.max(self.cfg.park_us)
+                        };
+                        sock::wait_readable(&self.fds, us)
+                    }
                 }
             }
         }

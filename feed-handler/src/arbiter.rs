@@ -484,6 +484,12 @@ impl Arbiter {
         })
     }
 
+    /// Whether a timer runs: a hole waits for the other line, or requests wait for replies.
+    /// When not, [`Arbiter::poll`] has nothing to do until a packet comes.
+    pub fn timers_pending(&self) -> bool {
+        self.hole_since.is_some() || !self.reqs.is_empty()
+    }
+
     /// Runs the timers after the caller has read every socket empty: requests holes that
     /// outlived the line wait, retries timed-out requests, gives up exhausted ones.
     pub fn poll(&mut self, now_ns: u64, sink: &mut impl ArbSink) {
@@ -661,13 +667,16 @@ mod tests {
         let mut a = Arbiter::new(cfg());
         let mut r = Rec::default();
         a.on_packet(0, Line::A, &pkt(1, 2), &mut r);
+        assert!(!a.timers_pending(), "in sequence: nothing to time");
         a.on_packet(10, Line::A, &pkt(5, 2), &mut r); // 3,4 lost on A
         assert_eq!(a.held(), 1);
+        assert!(a.timers_pending(), "the hole waits for line B");
         a.poll(100, &mut r); // within the line wait
         assert!(r.reqs.is_empty());
         a.on_packet(150, Line::B, &pkt(3, 2), &mut r);
         assert_eq!(seqs(&r), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(a.held(), 0);
+        assert!(!a.timers_pending(), "filled");
         a.poll(10_000_000, &mut r);
         assert!(r.reqs.is_empty());
         assert_eq!(a.counters().holes, 1);
@@ -757,6 +766,7 @@ mod tests {
         a.poll(1_000_000_000, &mut r);
         assert_eq!(r.reqs.len(), 2);
         assert!(r.gaps.is_empty());
+        assert!(!a.timers_pending(), "recovered: no hole, no request");
     }
 
     #[test]
@@ -772,12 +782,14 @@ mod tests {
             a.poll(t, &mut r);
         }
         assert_eq!(r.reqs.len(), 4, "first request and 3 retries");
+        assert!(a.timers_pending(), "the last retry waits for its reply");
         assert!(r.reqs.iter().all(|q| q.sequence == 3 && q.count == 17));
         assert!(r.gaps.is_empty());
         t += 50_000_000;
         a.poll(t, &mut r);
         assert_eq!(r.gaps, vec![(3, 17)]);
         assert_eq!(seqs(&r), vec![1, 2, 20, 21, 22, 23, 24]);
+        assert!(!a.timers_pending(), "given up: nothing left to time");
         a.on_packet(t + 1, Line::A, &pkt(25, 1), &mut r);
         assert_eq!(*seqs(&r).last().unwrap(), 25);
         let c = a.counters();

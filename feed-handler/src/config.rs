@@ -9,7 +9,9 @@
 //! journal_preallocate_mb = 0    # journal space allocated at start (128 bytes a message)
 //! core = 1                      # pin the receive thread to this CPU (omit: not pinned)
 //! idle = "busy-spin"            # busy-spin | yield | park
-//! park_us = 50                  # with idle = "park": longest sleep in poll(2), µs
+//! park_us = 50                  # with idle = "park": longest sleep in poll(2) while a hole
+//!                               # waits for the other line or a re-request, µs
+//! park_quiet_us = 1000          # with idle = "park": longest sleep when nothing waits, µs
 //! batch = 64                    # datagrams per recvmmsg call
 //! rcvbuf_bytes = 16777216       # SO_RCVBUF asked for each multicast socket
 //! measure_latency = false       # histogram of wire-to-ring latency (one clock read a message)
@@ -158,9 +160,14 @@ pub struct Config {
     /// Idle strategy (default busy-spin).
     #[serde(default = "d_idle")]
     pub idle: Idle,
-    /// Longest park, µs (default 50).
+    /// Longest park while a channel has timers running (a hole waiting for the other line or
+    /// for a re-request reply), µs (default 50).
     #[serde(default = "d_park")]
     pub park_us: u64,
+    /// Longest park when no channel has a timer running, µs (default 1,000): a quiet feed
+    /// handler wakes this often (counters, stop flag) instead of every `park_us`.
+    #[serde(default = "d_park_quiet")]
+    pub park_quiet_us: u64,
     /// Datagrams per recvmmsg (default 64).
     #[serde(default = "d_batch")]
     pub batch: usize,
@@ -189,6 +196,9 @@ fn d_idle() -> Idle {
 }
 fn d_park() -> u64 {
     50
+}
+fn d_park_quiet() -> u64 {
+    1000
 }
 fn d_batch() -> usize {
     64
