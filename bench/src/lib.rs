@@ -10,6 +10,7 @@ pub mod e2e;
 pub mod fanout;
 pub mod feed;
 pub mod fields;
+pub mod hiccup;
 pub mod load;
 pub mod procs;
 pub mod redis;

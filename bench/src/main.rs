@@ -37,6 +37,8 @@ const USAGE: &str = "usage: bench NAME [options]
            [--idle-us N] (50: the publisher's sleep) [--pipeline N] (1,024 changes)
            [--cluster N] (0: one plain server; N: a Redis Cluster of N masters)
            [--tick-us N] (1,000: the synthetic market writes a burst of what is due this often)
+  hiccup   the machine's own stalls: a thread pinned to each CPU reads the clock in a loop and
+           counts the gaps (the floor under every latency percentile here): [--duration S] (10)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
@@ -151,6 +153,13 @@ fn main() -> ExitCode {
             };
             eprintln!("machine: {}", bench::machine());
             bench::redis::run(&o)
+        })(),
+        Some("hiccup") => (|| {
+            let o = bench::hiccup::HiccupBench {
+                duration_s: flag(&args, "--duration", 10)?,
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::hiccup::run(&o)
         })(),
         Some("fanout-client") => (|| {
             let connect = text_flag(&args, "--connect")
