@@ -377,6 +377,9 @@ impl Conflator {
                 self.publish_changed(ch, true);
             }
         }
+        // readers asleep on the tables' doorbells (publishers, gateways) wake for this batch
+        self.quotes.wake_readers();
+        self.venue_table.wake_readers();
         Ok(n)
     }
 

@@ -6,7 +6,9 @@
 //!  file <name> (under /dev/shm unless a path)
 //!  offset 0     magic "ITCHQTB1" | version u32 | slots u32 | feed capacity u32 | pad |
 //!               generation u64 (creation time, ns) | writer pid u32
-//!  offset 128   feed head: u64, next feed position (its own 128-byte line)
+//!  offset 128   feed head: u64, next feed position (its own 64-byte line)
+//!  offset 192   wake: u64, bumped by the writer before it wakes sleeping readers
+//!  offset 200   sleepers: u64, readers asleep on the doorbell (the only word readers write)
 //!  offset 256   slots[slots], 128 bytes each; slot i is the i-th symbol the writer saw
 //!  then         feed[feed capacity]: u64 each = slot index, at position p & (capacity - 1)
 //!
@@ -30,7 +32,10 @@
 //! Writer: seq to odd, release fence, words, seq to even with release; then the slot index into
 //! the feed and the feed head with release. Reader: seq (acquire), words, acquire fence, seq
 //! again; equal and even, or retry. A reader of the feed that falls more than the feed's
-//! capacity behind rescans the table.
+//! capacity behind rescans the table. A reader with nothing new can sleep on the table's
+//! doorbell until the writer publishes ([`QuoteReader::doorbell`], the rule in
+//! `feed_handler::ring::doorbell`); the writer rings after each batch
+//! ([`QuoteWriter::wake_readers`]).
 
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 use memmap2::{Mmap, MmapMut};
@@ -40,13 +45,26 @@ use std::path::{Path, PathBuf};
 /// "ITCHQTB1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ITCHQTB1");
 /// Layout version (2: word 15 carries VWAP, the venues of the best prices and the untrusted
-/// venues).
-pub const VERSION: u32 = 2;
+/// venues; 3: the doorbell words at 192 and 200).
+pub const VERSION: u32 = 3;
 /// Bytes before the slots.
 pub const HEADER: usize = 256;
 /// Bytes per slot.
 pub const SLOT: usize = 128;
 const WORDS: usize = SLOT / 8;
+/// Offset of the change feed's head.
+pub const FEED_HEAD_OFFSET: usize = 128;
+/// Offset of the doorbell's `wake` word.
+pub const WAKE_OFFSET: usize = 192;
+/// Offset of the doorbell's `sleepers` word.
+pub const SLEEPERS_OFFSET: usize = 200;
+/// Where the header keeps its doorbell words.
+pub const BELL: feed_handler::ring::doorbell::Bell = feed_handler::ring::doorbell::Bell {
+    len: HEADER,
+    head: FEED_HEAD_OFFSET,
+    wake: WAKE_OFFSET,
+    sleepers: SLEEPERS_OFFSET,
+};
 
 /// The quote table of a feed ring (`<ring>.quotes`), or `quotes` when given: each a name under
 /// /dev/shm or a path.
@@ -199,6 +217,8 @@ pub struct QuoteWriter {
     slots: usize,
     feed_cap: u64,
     feed_head: u64,
+    /// The feed head when sleeping readers were last looked for.
+    rung: u64,
     path: PathBuf,
 }
 
@@ -244,6 +264,7 @@ impl QuoteWriter {
             slots,
             feed_cap,
             feed_head: 0,
+            rung: 0,
             path: path.to_path_buf(),
         };
         w.w(0).store(MAGIC, Ordering::Release);
@@ -281,7 +302,19 @@ impl QuoteWriter {
         let feed = HEADER + self.slots * SLOT + (self.feed_head & (self.feed_cap - 1)) as usize * 8;
         self.w(feed).store(i as u64, Ordering::Relaxed);
         self.feed_head += 1;
-        self.w(128).store(self.feed_head, Ordering::Release);
+        self.w(FEED_HEAD_OFFSET)
+            .store(self.feed_head, Ordering::Release);
+    }
+
+    /// Wakes the readers asleep on the table's doorbell, if anything was published since the
+    /// last call: once per batch of [`QuoteWriter::publish`]. A fence and a load while no reader
+    /// sleeps; never waits.
+    pub fn wake_readers(&mut self) {
+        if self.feed_head == self.rung {
+            return;
+        }
+        self.rung = self.feed_head;
+        feed_handler::ring::doorbell::ring(self.w(WAKE_OFFSET), self.w(SLEEPERS_OFFSET));
     }
 }
 
@@ -289,6 +322,7 @@ impl QuoteWriter {
 #[derive(Debug)]
 pub struct QuoteReader {
     map: Mmap,
+    file: std::fs::File,
     slots: usize,
     feed_cap: u64,
     feed_pos: u64,
@@ -334,6 +368,7 @@ impl QuoteReader {
         }
         let mut r = QuoteReader {
             map,
+            file: f,
             slots,
             feed_cap,
             feed_pos: 0,
@@ -349,7 +384,18 @@ impl QuoteReader {
     }
 
     fn feed_head(&self) -> u64 {
-        self.w(128).load(Ordering::Acquire)
+        self.w(FEED_HEAD_OFFSET).load(Ordering::Acquire)
+    }
+
+    /// The change feed position this reader reads next.
+    pub fn position(&self) -> u64 {
+        self.feed_pos
+    }
+
+    /// A doorbell to sleep on until the writer publishes more than [`QuoteReader::position`]
+    /// (it maps the header read-write: the caller needs write permission on the file).
+    pub fn doorbell(&self) -> std::io::Result<feed_handler::ring::Doorbell> {
+        feed_handler::ring::Doorbell::open(&self.file, Path::new("quote table"), BELL)
     }
 
     /// Slots.
@@ -468,6 +514,41 @@ mod tests {
             0,
             "even seq"
         );
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn the_doorbell_wakes_a_reader_waiting_for_changes() {
+        let p = std::env::temp_dir().join(format!("quotes-bell-{}", std::process::id()));
+        let mut w = QuoteWriter::create(&p, 4, 8).unwrap();
+        let mut r = QuoteReader::attach(&p).unwrap();
+        let wake = || {
+            let b = std::fs::read(&p).unwrap();
+            u64::from_le_bytes(b[WAKE_OFFSET..WAKE_OFFSET + 8].try_into().unwrap())
+        };
+        let bell = r.doorbell().unwrap();
+        let watch = r.doorbell().unwrap();
+        let q = Quote {
+            symbol: *b"AAPL    ",
+            ..Default::default()
+        };
+        // no one asleep: nothing to wake
+        w.publish(0, &q);
+        w.wake_readers();
+        assert_eq!(wake(), 0);
+        assert_eq!(r.next_change(), Change::Slot(0));
+        // a reader asleep at the head wakes when the writer rings, long before its timeout
+        let pos = r.position();
+        let sleeper = std::thread::spawn(move || bell.wait(pos, 600_000_000_000));
+        while watch.sleepers() == 0 {
+            std::hint::spin_loop();
+        }
+        w.publish(2, &q);
+        w.wake_readers();
+        assert!(sleeper.join().unwrap());
+        assert_eq!(wake(), 1);
+        assert_eq!(watch.sleepers(), 0);
+        assert_eq!(r.next_change(), Change::Slot(2));
         std::fs::remove_file(&p).unwrap();
     }
 }

@@ -54,8 +54,10 @@ enum Cmd {
         /// Key and channel prefix.
         #[arg(long, default_value = "quotes")]
         prefix: String,
-        /// Sleep when the quote table had no change, µs (the hop's latency floor; 0 polls the
-        /// table without sleeping, yielding the CPU to anything runnable).
+        /// When the quote table had no change: 0 polls it without sleeping (yielding the CPU to
+        /// anything runnable); otherwise the publisher sleeps on the table's doorbell until
+        /// book publishes (at most 1 ms), or, without write access to the table (no doorbell),
+        /// sleeps this many µs and looks again.
         #[arg(long, default_value_t = 50)]
         idle_us: u64,
         /// Changes per pipeline (one write to a node, then its replies).

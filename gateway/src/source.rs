@@ -34,6 +34,8 @@ pub trait QuoteSource: Send {
 pub struct ShmSource {
     path: PathBuf,
     reader: Option<(QuoteReader, u64)>,
+    /// The attached table's doorbell (none without write access to the file).
+    bell: Option<feed_handler::ring::Doorbell>,
     scan: Option<usize>,
     known: Vec<Quote>,
     next_check_ns: u64,
@@ -60,6 +62,7 @@ impl ShmSource {
         let mut s = ShmSource {
             path,
             reader: None,
+            bell: None,
             scan: None,
             known: Vec::new(),
             next_check_ns: 0,
@@ -92,6 +95,7 @@ impl ShmSource {
                         r.writer_pid()
                     ));
                 }
+                self.bell = r.doorbell().ok();
                 self.reader = Some((r, ino));
                 self.scan = Some(0);
                 self.stale_sent = false;
@@ -116,8 +120,27 @@ impl ShmSource {
             }
             _ => {
                 self.reader = None;
+                self.bell = None;
                 self.try_attach();
             }
+        }
+    }
+}
+
+impl ShmSource {
+    /// After a [`QuoteSource::poll`] that found nothing: sleeps on the table's doorbell until
+    /// its writer publishes more, at most `timeout_ns`, and returns `true`; returns `false` at
+    /// once when there is no doorbell to sleep on (no table attached, or no write access to
+    /// it), for the caller to sleep its own way.
+    pub fn wait(&self, timeout_ns: u64) -> bool {
+        match (&self.bell, &self.reader) {
+            (Some(bell), Some((r, _))) => {
+                if self.scan.is_none() {
+                    bell.wait(r.position(), timeout_ns);
+                }
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -137,6 +137,7 @@ pub fn run(
         let q = s.quotes[i];
         w.publish(i, &Quote { recv_ns: t0, ..q });
     }
+    w.wake_readers();
     let start = std::time::Instant::now();
     let mut sent: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -147,6 +148,7 @@ pub fn run(
             let (i, q) = s.step(now, sent);
             w.publish(i, &q);
         }
+        w.wake_readers();
         std::thread::sleep(tick);
     }
     let _ = std::fs::remove_file(path);

@@ -14,6 +14,14 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 pub use doorbell::Doorbell;
+
+/// Where the ring's header keeps its doorbell words.
+pub const BELL: doorbell::Bell = doorbell::Bell {
+    len: HEADER_SIZE,
+    head: HEAD_OFFSET,
+    wake: WAKE_OFFSET,
+    sleepers: SLEEPERS_OFFSET,
+};
 pub use layout::{Kind, Record};
 
 /// Where ring files live unless a path is given.
@@ -182,13 +190,7 @@ impl RingWriter {
             return;
         }
         self.rung = self.head;
-        // pairs with the sleeper's increment before it looks at the head (layout docs)
-        fence(Ordering::SeqCst);
-        if self.word(SLEEPERS_OFFSET).load(Ordering::Relaxed) != 0 {
-            let wake = self.word(WAKE_OFFSET);
-            wake.fetch_add(1, Ordering::Release);
-            doorbell::futex_wake(wake);
-        }
+        doorbell::ring(self.word(WAKE_OFFSET), self.word(SLEEPERS_OFFSET));
     }
 
     /// Records that positions below `end` are in the journal file.
@@ -317,7 +319,8 @@ impl RingReader {
     /// A doorbell to sleep on until the writer publishes (it maps the header read-write:
     /// the caller needs write permission on the ring file).
     pub fn doorbell(&self) -> Result<Doorbell, RingError> {
-        Doorbell::open(&self.file, &self.path)
+        Doorbell::open(&self.file, &self.path, BELL)
+            .map_err(|e| RingError::Io(self.path.clone(), e))
     }
 
     /// The header.

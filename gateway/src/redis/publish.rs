@@ -632,8 +632,14 @@ fn read_owed(c: &mut Conn, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// Longest sleep on the quote table's doorbell when it had nothing new: how late a heartbeat,
+/// a reconnect or a stop is handled at worst.
+pub const IDLE_WAIT_NS: u64 = 1_000_000;
+
 /// `gateway publish`: follows the quote table at `quotes` and publishes every change into Redis
-/// until `stop`.
+/// until `stop`. With nothing new it sleeps on the table's doorbell until book publishes (at
+/// most [`IDLE_WAIT_NS`]); `idle` is 0 to poll without sleeping, or the sleep between looks
+/// when the table has no doorbell for this process (no write access to the file).
 pub fn run(
     quotes: &std::path::Path,
     cfg: PublisherCfg,
@@ -679,11 +685,14 @@ pub fn run(
             );
         }
         if n == 0 {
-            std::thread::sleep(if p.connected() {
-                idle
-            } else {
-                Duration::from_millis(10)
-            });
+            if !p.connected() {
+                std::thread::sleep(Duration::from_millis(10));
+            } else if idle.is_zero() {
+                std::thread::yield_now();
+            } else if !src.wait(IDLE_WAIT_NS) {
+                // no doorbell on the table: poll it
+                std::thread::sleep(idle);
+            }
         }
     }
     // one last write of what is pending
