@@ -33,9 +33,8 @@ pub trait QuoteSource: Send {
 /// every quote goes stale, and a new table at the same path is attached and read whole.
 pub struct ShmSource {
     path: PathBuf,
-    reader: Option<(QuoteReader, u64)>,
-    /// The attached table's doorbell (none without write access to the file).
-    bell: Option<feed_handler::ring::Doorbell>,
+    /// The attached table, its inode, and its doorbell (none without write access to it).
+    reader: Option<(QuoteReader, u64, Option<feed_handler::ring::Doorbell>)>,
     scan: Option<usize>,
     known: Vec<Quote>,
     next_check_ns: u64,
@@ -62,7 +61,6 @@ impl ShmSource {
         let mut s = ShmSource {
             path,
             reader: None,
-            bell: None,
             scan: None,
             known: Vec::new(),
             next_check_ns: 0,
@@ -95,8 +93,8 @@ impl ShmSource {
                         r.writer_pid()
                     ));
                 }
-                self.bell = r.doorbell().ok();
-                self.reader = Some((r, ino));
+                let bell = r.doorbell().ok();
+                self.reader = Some((r, ino, bell));
                 self.scan = Some(0);
                 self.stale_sent = false;
             }
@@ -107,7 +105,7 @@ impl ShmSource {
     fn check(&mut self) {
         let current = std::fs::metadata(&self.path).ok().map(|m| m.ino());
         match &self.reader {
-            Some((r, ino)) if current == Some(*ino) => {
+            Some((r, ino, _)) if current == Some(*ino) => {
                 self.health = if pid_alive(r.writer_pid()) {
                     Health::Live
                 } else {
@@ -120,21 +118,18 @@ impl ShmSource {
             }
             _ => {
                 self.reader = None;
-                self.bell = None;
                 self.try_attach();
             }
         }
     }
-}
 
-impl ShmSource {
     /// After a [`QuoteSource::poll`] that found nothing: sleeps on the table's doorbell until
     /// its writer publishes more, at most `timeout_ns`, and returns `true`; returns `false` at
     /// once when there is no doorbell to sleep on (no table attached, or no write access to
     /// it), for the caller to sleep its own way.
     pub fn wait(&self, timeout_ns: u64) -> bool {
-        match (&self.bell, &self.reader) {
-            (Some(bell), Some((r, _))) => {
+        match &self.reader {
+            Some((r, _, Some(bell))) => {
                 if self.scan.is_none() {
                     bell.wait(r.position(), timeout_ns);
                 }
@@ -170,7 +165,7 @@ impl QuoteSource for ShmSource {
             }
         }
         let stale_all = self.health != Health::Live;
-        let Some((r, _)) = self.reader.as_mut() else {
+        let Some((r, _, _)) = self.reader.as_mut() else {
             return n;
         };
         fn emit(
