@@ -33,8 +33,10 @@ pub trait QuoteSource: Send {
 /// every quote goes stale, and a new table at the same path is attached and read whole.
 pub struct ShmSource {
     path: PathBuf,
-    /// The attached table, its inode, and its doorbell (none without write access to it).
+    /// The attached table, its inode, and its doorbell (with [`ShmSource::with_doorbell`],
+    /// when this process may write the file).
     reader: Option<(QuoteReader, u64, Option<feed_handler::ring::Doorbell>)>,
+    use_bell: bool,
     scan: Option<usize>,
     known: Vec<Quote>,
     next_check_ns: u64,
@@ -61,6 +63,7 @@ impl ShmSource {
         let mut s = ShmSource {
             path,
             reader: None,
+            use_bell: false,
             scan: None,
             known: Vec::new(),
             next_check_ns: 0,
@@ -93,7 +96,11 @@ impl ShmSource {
                         r.writer_pid()
                     ));
                 }
-                let bell = r.doorbell().ok();
+                let bell = if self.use_bell {
+                    r.doorbell().ok()
+                } else {
+                    None
+                };
                 self.reader = Some((r, ino, bell));
                 self.scan = Some(0);
                 self.stale_sent = false;
@@ -123,10 +130,20 @@ impl ShmSource {
         }
     }
 
+    /// The same, able to [`ShmSource::wait`] on the table's doorbell (a writable mapping of
+    /// the table's header, opened at each attach).
+    pub fn with_doorbell(mut self) -> Self {
+        self.use_bell = true;
+        if let Some((r, _, bell)) = &mut self.reader {
+            *bell = r.doorbell().ok();
+        }
+        self
+    }
+
     /// After a [`QuoteSource::poll`] that found nothing: sleeps on the table's doorbell until
     /// its writer publishes more, at most `timeout_ns`, and returns `true`; returns `false` at
-    /// once when there is no doorbell to sleep on (no table attached, or no write access to
-    /// it), for the caller to sleep its own way.
+    /// once when there is no doorbell to sleep on (not asked for, no table attached, or no
+    /// write access to it), for the caller to sleep its own way.
     pub fn wait(&self, timeout_ns: u64) -> bool {
         match &self.reader {
             Some((r, _, Some(bell))) => {
@@ -275,6 +292,34 @@ mod tests {
         let fresh = poll(&mut s, 4_000_000_000);
         assert_eq!(s.health(), Health::Live);
         assert_eq!(fresh, vec![q(b"AAAA    ", 7)]);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_source_with_a_doorbell_sleeps_until_the_table_changes() {
+        let p = std::env::temp_dir().join(format!("src-bell-{}.quotes", std::process::id()));
+        let mut w = QuoteWriter::create(&p, 4, 16).unwrap();
+        w.publish(0, &q(b"AAAA    ", 1));
+        assert!(
+            !ShmSource::new(p.clone()).wait(600_000_000_000),
+            "no doorbell unless asked for: the caller sleeps its own way"
+        );
+        let mut s = ShmSource::new(p.clone()).with_doorbell();
+        assert_eq!(poll(&mut s, 1).len(), 1);
+        assert!(poll(&mut s, 2).is_empty());
+        let watch = QuoteReader::attach(&p).unwrap().doorbell().unwrap();
+        let sleeper = std::thread::spawn(move || {
+            let used = s.wait(600_000_000_000);
+            (used, s)
+        });
+        while watch.sleepers() == 0 {
+            std::hint::spin_loop();
+        }
+        w.publish(1, &q(b"BBBB    ", 2));
+        w.wake_readers();
+        let (used, mut s) = sleeper.join().unwrap();
+        assert!(used);
+        assert_eq!(poll(&mut s, 3), vec![q(b"BBBB    ", 2)]);
         std::fs::remove_file(&p).unwrap();
     }
 }

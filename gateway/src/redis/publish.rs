@@ -648,7 +648,7 @@ pub fn run(
 ) -> Result<(), String> {
     use crate::source::{Health, QuoteSource, ShmSource};
     use std::sync::atomic::Ordering;
-    let mut src = ShmSource::new(quotes.to_path_buf());
+    let mut src = ShmSource::new(quotes.to_path_buf()).with_doorbell();
     let mut p = Publisher::new(cfg);
     p.follow_bars(book::barlog::beside(quotes));
     let start = Instant::now();
