@@ -79,12 +79,22 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
     let path = counters_path(&feed_handler::ring::ring_path(ring));
     let r = CountersReader::open(&path)?;
     let chans = r.read();
+    // readers asleep on the ring's doorbell (None when the ring is not there)
+    let sleepers = feed_handler::ring::RingReader::attach(feed_handler::ring::ring_path(ring))
+        .ok()
+        .map(|r| r.sleepers());
     if prometheus {
         let age = feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) as f64 / 1e9;
         println!(
             "# HELP feed_counters_age_seconds Since the feed handler last wrote its counters."
         );
         println!("# TYPE feed_counters_age_seconds gauge\nfeed_counters_age_seconds {age:.3}");
+        if let Some(n) = sleepers {
+            println!(
+                "# HELP feed_ring_sleepers Readers asleep on the ring's doorbell.\n\
+                 # TYPE feed_ring_sleepers gauge\nfeed_ring_sleepers {n}"
+            );
+        }
         for (i, (n, help)) in CHANNEL_COUNTERS.iter().enumerate() {
             println!("# HELP feed_{n} {help}\n# TYPE feed_{n} gauge");
             for c in &chans {
@@ -126,7 +136,8 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"pid": r.pid(), "updated_ns": r.updated_ns(), "channels": v})
+            serde_json::json!({"pid": r.pid(), "updated_ns": r.updated_ns(),
+                "ring_sleepers": sleepers, "channels": v})
         );
         return Ok(());
     }
@@ -136,6 +147,9 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
         r.pid(),
         feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) / 1_000_000
     );
+    if let Some(n) = sleepers {
+        println!("ring: {n} reader(s) asleep on its doorbell");
+    }
     for c in &chans {
         println!("channel {}", c.name);
         for (i, (n, _)) in CHANNEL_COUNTERS.iter().enumerate() {
