@@ -407,3 +407,31 @@ fn a_lapped_conflation_thread_says_stale_until_the_journal_catches_it_up() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With nothing to read, the conflation thread sleeps on the ring's doorbell (not a fixed
+/// sleep), and the feed handler's next batch wakes it.
+#[test]
+fn an_idle_conflation_thread_sleeps_on_the_ring_until_the_writer_publishes() {
+    use feed_handler::ring::{Record, RingReader, RingWriter};
+    let dir = std::env::temp_dir().join(format!("book-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let mut w = RingWriter::create(&ring, 1024).unwrap();
+    let mut conf = Conflator::new(&ring, &dir.join("quotes"), 16).unwrap();
+    assert!(conf.has_doorbell());
+    assert_eq!(conf.do_work().unwrap(), 0);
+    let watch = RingReader::attach(&ring).unwrap();
+    let sleeper = std::thread::spawn(move || {
+        conf.idle();
+        conf
+    });
+    while watch.sleepers() == 0 {
+        std::hint::spin_loop();
+    }
+    w.publish(&Record::end_of_session(0, 1, 1));
+    w.wake_readers();
+    let mut conf = sleeper.join().unwrap();
+    assert_eq!(watch.sleepers(), 0);
+    assert_eq!(conf.do_work().unwrap(), 1, "the record that woke it");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
