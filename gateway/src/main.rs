@@ -54,6 +54,10 @@ enum Cmd {
         /// Key and channel prefix.
         #[arg(long, default_value = "quotes")]
         prefix: String,
+        /// A file whose first line is PASSWORD or USER PASSWORD, sent with AUTH on every
+        /// connection (Redis `requirepass` or an ACL user).
+        #[arg(long)]
+        redis_auth_file: Option<PathBuf>,
         /// When the quote table had no change: 0 polls it without sleeping (yielding the CPU to
         /// anything runnable); otherwise the publisher sleeps on the table's doorbell until
         /// book publishes (at most 1 ms), or, without write access to the table (no doorbell),
@@ -106,6 +110,10 @@ struct RunArgs {
     /// With a Redis source: the key and channel prefix.
     #[arg(long, default_value = "quotes")]
     redis_prefix: String,
+    /// With a Redis source: a file whose first line is PASSWORD or USER PASSWORD, sent with
+    /// AUTH on every connection (Redis `requirepass` or an ACL user).
+    #[arg(long)]
+    redis_auth_file: Option<PathBuf>,
     /// With a Redis source: symbols go stale after this long without a publisher heartbeat, ms.
     #[arg(long, default_value_t = 2000)]
     redis_heartbeat_timeout_ms: u64,
@@ -176,6 +184,11 @@ fn run(a: RunArgs) -> Result<(), String> {
             rc.slots = a.replica_slots;
             rc.hb_timeout_ns = a.redis_heartbeat_timeout_ms * 1_000_000;
             rc.spin = a.redis_spin;
+            rc.auth = a
+                .redis_auth_file
+                .as_deref()
+                .map(gateway::redis::conn::Auth::from_file)
+                .transpose()?;
             Some(Replica::start(rc, stop)?)
         }
         None => None,
@@ -368,6 +381,7 @@ fn main() -> ExitCode {
             quotes,
             redis,
             prefix,
+            redis_auth_file,
             idle_us,
             pipeline,
         } => (|| {
@@ -376,6 +390,10 @@ fn main() -> ExitCode {
             let mut cfg = PublisherCfg::new(gateway::redis::cluster::parse_url(&redis)?);
             cfg.prefix = prefix;
             cfg.max_pipeline = pipeline;
+            cfg.auth = redis_auth_file
+                .as_deref()
+                .map(gateway::redis::conn::Auth::from_file)
+                .transpose()?;
             eprintln!("gateway publish: {} into {redis}", path.display());
             gateway::redis::publish::run(
                 &path,

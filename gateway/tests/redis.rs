@@ -538,12 +538,43 @@ fn a_silent_publisher_makes_every_symbol_stale_until_one_publishes_again() {
 /// `gateway run --source redis://... --redis-symbols` holding only the symbols it was given.
 #[test]
 fn the_commands_publish_and_serve_a_configured_symbol_set() {
-    if !have_redis() {
-        return;
+    if have_redis() {
+        commands_publish_and_serve("cli", None);
     }
-    let node = single("cli");
+}
+
+/// The same with a Redis that asks for a password (`requirepass`): `gateway publish` and
+/// `gateway run` read it from `--redis-auth-file` and send AUTH on every connection.
+#[test]
+fn with_a_password_the_commands_authenticate_from_a_file() {
+    if have_redis() {
+        commands_publish_and_serve("cli-auth", Some("s3cret-pw"));
+    }
+}
+
+fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
+    let node = match password {
+        None => single(tag),
+        Some(pw) => RedisNode::start_with(
+            server::free_port_pair(),
+            &tmp(tag),
+            false,
+            &["--requirepass", pw],
+        )
+        .unwrap(),
+    };
+    let auth_file = tmp(&format!("{tag}.auth"));
+    let mut auth_args: Vec<String> = Vec::new();
+    if let Some(pw) = password {
+        std::fs::write(&auth_file, format!("{pw}\n")).unwrap();
+        auth_args = vec![
+            "--redis-auth-file".into(),
+            auth_file.to_string_lossy().into_owned(),
+        ];
+    }
+    let auth_args: Vec<&str> = auth_args.iter().map(String::as_str).collect();
     let exe = env!("CARGO_BIN_EXE_gateway");
-    let table = format!("gw-test-cli-{}.quotes", std::process::id());
+    let table = format!("gw-test-{tag}-{}.quotes", std::process::id());
     let url = format!("redis://{}", node.addr());
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -577,21 +608,31 @@ fn the_commands_publish_and_serve_a_configured_symbol_set() {
         "--rate",
         "500",
     ]));
-    procs
-        .0
-        .push(spawn(&["publish", "--quotes", &table, "--redis", &url]));
+    procs.0.push(spawn(
+        &[
+            &["publish", "--quotes", &table, "--redis", &url][..],
+            &auth_args,
+        ]
+        .concat(),
+    ));
     let listen = format!("127.0.0.1:{port}");
-    procs.0.push(spawn(&[
-        "run",
-        "--source",
-        &url,
-        "--redis-symbols",
-        "AAAA,AAAB,AAAC",
-        "--listen",
-        &listen,
-        "--workers",
-        "1",
-    ]));
+    procs.0.push(spawn(
+        &[
+            &[
+                "run",
+                "--source",
+                &url,
+                "--redis-symbols",
+                "AAAA,AAAB,AAAC",
+                "--listen",
+                &listen,
+                "--workers",
+                "1",
+            ][..],
+            &auth_args,
+        ]
+        .concat(),
+    ));
     let addr: SocketAddr = listen.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
@@ -619,6 +660,34 @@ fn the_commands_publish_and_serve_a_configured_symbol_set() {
             .iter()
             .all(|x| x["stale"] == false && x["bid"].is_string())
     );
+    let _ = std::fs::remove_file(&auth_file);
+}
+
+/// Without the password, or with a wrong one, a connection is refused with an error that names
+/// AUTH and the server's reason, never the password.
+#[test]
+fn a_wrong_or_missing_password_is_refused_clearly() {
+    use gateway::redis::conn::{Auth, Conn};
+    if !have_redis() {
+        return;
+    }
+    let node = RedisNode::start_with(
+        server::free_port_pair(),
+        &tmp("auth-refused"),
+        false,
+        &["--requirepass", "right-pw"],
+    )
+    .unwrap();
+    let t = Duration::from_secs(2);
+    let e = gateway::redis::discover(&[node.addr()], t, None).unwrap_err();
+    assert!(e.contains("NOAUTH"), "{e}");
+    let wrong = Auth::parse("wrong-pw").unwrap();
+    let e = Conn::connect(node.addr(), t, t, Some(&wrong)).unwrap_err();
+    assert!(e.contains("AUTH") && e.contains("WRONGPASS"), "{e}");
+    assert!(!e.contains("wrong-pw"), "the password is never shown: {e}");
+    let right = Auth::parse("right-pw").unwrap();
+    let topo = gateway::redis::discover(&[node.addr()], t, Some(&right)).unwrap();
+    assert_eq!(topo.nodes, vec![node.addr()]);
 }
 
 /// A master of the cluster dies: its symbols go stale at once while the other masters' stay
@@ -632,7 +701,7 @@ fn a_cluster_master_dying_and_coming_back() {
     let mut nodes = cluster("failover");
     let mut t = Table::new("redis-failover", 30);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2)).unwrap();
+    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2), None).unwrap();
     let keys = gateway::redis::Keys::new("quotes");
     let dead = topo
         .nodes
@@ -712,7 +781,7 @@ fn a_failover_to_a_promoted_replica() {
     }
     let mut t = Table::new("redis-promote", 30);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2)).unwrap();
+    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2), None).unwrap();
     let _publisher = PubThread::spawn(&t.path, seeds.clone());
     let remote = Remote::start(seeds, 1_000);
     wait_symbols(remote.addr(), 30);
@@ -737,6 +806,7 @@ fn a_failover_to_a_promoted_replica() {
             .filter(|a| *a != victim)
             .collect::<Vec<_>>(),
         Duration::from_secs(2),
+        None,
     )
     .unwrap();
     assert!(!after.nodes.contains(&victim), "a replica took over");

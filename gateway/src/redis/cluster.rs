@@ -41,7 +41,7 @@ pub fn parse_url(url: &str) -> Result<Vec<SocketAddr>, String> {
     let rest = url.strip_prefix("redis://").unwrap_or(url);
     if rest.contains('@') || rest.contains('/') {
         return Err(format!(
-            "{url}: only redis://HOST:PORT[,HOST:PORT...] is supported (no user, password or database)"
+            "{url}: only redis://HOST:PORT[,HOST:PORT...] is supported (no database; a user and password go in a file given with --redis-auth-file)"
         ));
     }
     let mut v = Vec::new();

@@ -27,13 +27,73 @@ pub fn err(addr: SocketAddr, e: impl std::fmt::Display) -> String {
     format!("redis {addr}: {e}")
 }
 
+/// Credentials every connection sends first (`AUTH`): a password (`requirepass`), and a user
+/// name for a Redis 6 ACL user. Never printed: `Debug` shows the user only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// ACL user (none: the default user).
+    pub user: Option<String>,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Auth(user {:?}, password hidden)", self.user)
+    }
+}
+
+impl Auth {
+    /// Parses the first line of a credentials file: `PASSWORD`, or `USER PASSWORD`. (A file,
+    /// not an argument: arguments show in `ps` to every user of the host.)
+    pub fn parse(text: &str) -> Result<Auth, String> {
+        let line = text.lines().next().unwrap_or("").trim();
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(p), None, None) => Ok(Auth {
+                user: None,
+                password: p.to_string(),
+            }),
+            (Some(u), Some(p), None) => Ok(Auth {
+                user: Some(u.to_string()),
+                password: p.to_string(),
+            }),
+            (None, ..) => Err("no password on the first line".into()),
+            _ => Err("the first line must be PASSWORD or USER PASSWORD".into()),
+        }
+    }
+
+    /// Reads a credentials file (see [`Auth::parse`]).
+    pub fn from_file(path: &std::path::Path) -> Result<Auth, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Auth::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
 impl Conn {
-    /// Connects within `timeout`; later reads wait at most `read_timeout` each.
+    /// Connects within `timeout` and authenticates with `auth` when given; later reads wait at
+    /// most `read_timeout` each.
     pub fn connect(
         addr: SocketAddr,
         timeout: Duration,
         read_timeout: Duration,
+        auth: Option<&Auth>,
     ) -> Result<Conn, String> {
+        let mut c = Self::open(addr, timeout, read_timeout)?;
+        if let Some(a) = auth {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(u) = &a.user {
+                args.push(u.as_bytes());
+            }
+            args.push(a.password.as_bytes());
+            // the server's error (WRONGPASS, or "no password is set") names no secret
+            c.call(&args, timeout.max(Duration::from_secs(1)), |_| ())
+                .map_err(|e| format!("{e} (AUTH)"))?;
+        }
+        Ok(c)
+    }
+
+    fn open(addr: SocketAddr, timeout: Duration, read_timeout: Duration) -> Result<Conn, String> {
         let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| err(addr, e))?;
         s.set_nodelay(true).map_err(|e| err(addr, e))?;
         s.set_read_timeout(Some(read_timeout))
@@ -175,5 +235,26 @@ impl Conn {
             None => Ok(f(r)),
         })?
         .map_err(|e| err(self.addr, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_files_and_what_they_show() {
+        let a = Auth::parse("s3cret\nignored second line\n").unwrap();
+        assert_eq!((a.user.as_deref(), a.password.as_str()), (None, "s3cret"));
+        let a = Auth::parse("  feed-reader  s3cret  ").unwrap();
+        assert_eq!(
+            (a.user.as_deref(), a.password.as_str()),
+            (Some("feed-reader"), "s3cret")
+        );
+        assert!(Auth::parse("").is_err());
+        assert!(Auth::parse("\nlater").is_err(), "the first line counts");
+        assert!(Auth::parse("a b c").is_err());
+        let shown = format!("{a:?}");
+        assert!(shown.contains("feed-reader") && !shown.contains("s3cret"));
     }
 }

@@ -30,7 +30,8 @@ pub(super) fn supervise(sh: Arc<Shared>) {
     let mut prev: Option<Topology> = None;
     while !sh.stop.load(Ordering::Relaxed) {
         let known = prev.as_ref().map_or(&[][..], |t| &t.nodes[..]);
-        let topo = match discover(&nodes_then_seeds(known, &sh.cfg.seeds), sh.cfg.timeout) {
+        let seeds = nodes_then_seeds(known, &sh.cfg.seeds);
+        let topo = match discover(&seeds, sh.cfg.timeout, sh.cfg.auth.as_ref()) {
             Ok(t) => t,
             Err(e) => {
                 {
@@ -94,6 +95,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                 match discover(
                     &nodes_then_seeds(&topo.nodes, &sh.cfg.seeds),
                     sh.cfg.timeout,
+                    sh.cfg.auth.as_ref(),
                 ) {
                     Ok(t) if t == *topo && !moved => {}
                     Ok(_) => break,
@@ -158,8 +160,9 @@ fn follow(
 ) -> Result<(), String> {
     let addr = topo.nodes[k];
     let t = sh.cfg.timeout;
-    let mut sub = Conn::connect(addr, t, Duration::from_millis(100))?;
-    let mut cmd = Conn::connect(addr, t, t)?;
+    let auth = sh.cfg.auth.as_ref();
+    let mut sub = Conn::connect(addr, t, Duration::from_millis(100), auth)?;
+    let mut cmd = Conn::connect(addr, t, t, auth)?;
     let keys = &sh.keys;
     let (hb, new) = (keys.heartbeat(), keys.new_symbols());
     let subscribe: &[u8] = if topo.cluster {

@@ -139,10 +139,14 @@ pub fn now_ns() -> u64 {
 }
 
 /// Finds out what the seeds are: a cluster (its masters and slot map) or one plain server.
-pub fn discover(seeds: &[SocketAddr], timeout: Duration) -> Result<Topology, String> {
+pub fn discover(
+    seeds: &[SocketAddr],
+    timeout: Duration,
+    auth: Option<&conn::Auth>,
+) -> Result<Topology, String> {
     let mut last = String::from("no seed");
     for &seed in seeds {
-        let mut c = match Conn::connect(seed, timeout, timeout) {
+        let mut c = match Conn::connect(seed, timeout, timeout, auth) {
             Ok(c) => c,
             Err(e) => {
                 last = e;

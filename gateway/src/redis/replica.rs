@@ -48,6 +48,8 @@ pub struct ReplicaCfg {
     pub spin: bool,
     /// Called with every value taken (quote, publish time), e.g. to measure the hop.
     pub on_value: Option<OnValue>,
+    /// Sent first on every connection (`AUTH`), when Redis asks for a password.
+    pub auth: Option<super::conn::Auth>,
 }
 
 impl std::fmt::Debug for ReplicaCfg {
@@ -68,6 +70,7 @@ impl ReplicaCfg {
             timeout: Duration::from_secs(2),
             spin: false,
             on_value: None,
+            auth: None,
         }
     }
 }

@@ -101,7 +101,11 @@ impl RedisServer {
                 .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?,
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while cli(self.port, &["PING"]).trim() != "PONG" {
+        // a server with a password answers NOAUTH: it is up all the same
+        while !matches!(
+            cli(self.port, &["PING"]).trim(),
+            "PONG" | "NOAUTH Authentication required."
+        ) {
             if Instant::now() > deadline {
                 return Err(format!("redis-server on {} did not start", self.port));
             }
