@@ -44,8 +44,9 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Parses the first line of a credentials file: `PASSWORD`, or `USER PASSWORD`. (A file,
-    /// not an argument: arguments show in `ps` to every user of the host.)
+    /// Parses the first line of a credentials file: `PASSWORD`, or `USER PASSWORD`, split at
+    /// whitespace (so a password with a space cannot be given). (A file, not an argument:
+    /// arguments show in `ps` to every user of the host.)
     pub fn parse(text: &str) -> Result<Auth, String> {
         let line = text.lines().next().unwrap_or("").trim();
         let mut words = line.split_whitespace();
