@@ -310,11 +310,14 @@ impl QuoteWriter {
     /// last call: once per batch of [`QuoteWriter::publish`]. A fence and a load while no reader
     /// sleeps; never waits.
     pub fn wake_readers(&mut self) {
-        if self.feed_head == self.rung {
-            return;
-        }
-        self.rung = self.feed_head;
-        feed_handler::ring::doorbell::ring(self.w(WAKE_OFFSET), self.w(SLEEPERS_OFFSET));
+        let mut rung = self.rung;
+        feed_handler::ring::doorbell::ring(
+            self.feed_head,
+            &mut rung,
+            self.w(WAKE_OFFSET),
+            self.w(SLEEPERS_OFFSET),
+        );
+        self.rung = rung;
     }
 }
 

@@ -105,10 +105,15 @@ impl Doorbell {
 // SAFETY: the mapping moves with the struct and is only accessed through atomics.
 unsafe impl Send for Doorbell {}
 
-/// The writer's side, after a batch of publishes (each `head` store done, with release): wakes
-/// the readers asleep on `wake`, if `sleepers` says there are any. Never waits.
+/// The writer's side, after a batch of publishes (each `head` store done, with release): if
+/// `head` moved since `rung` (the head when it last rang, updated here), wakes the readers
+/// asleep on `wake`, when `sleepers` says there are any. Never waits.
 #[inline]
-pub fn ring(wake: &AtomicU64, sleepers: &AtomicU64) {
+pub fn ring(head: u64, rung: &mut u64, wake: &AtomicU64, sleepers: &AtomicU64) {
+    if head == *rung {
+        return;
+    }
+    *rung = head;
     // pairs with the sleeper's increment before it looks at the head
     fence(Ordering::SeqCst);
     if sleepers.load(Ordering::Relaxed) != 0 {

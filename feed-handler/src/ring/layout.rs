@@ -35,12 +35,7 @@
 //! 2p+2 the slot was overwritten (the reader was overrun) and the record is not used. The
 //! writer never waits for readers; readers detect being lapped and say so.
 //!
-//! Doorbell rule (see [`super::doorbell`]): a reader that wants to sleep reads `wake`, adds 1
-//! to `sleepers`, checks `head` again and only then waits on `wake` (with a timeout), and takes
-//! 1 off `sleepers` afterwards. After a batch of publishes the writer issues a full fence and
-//! reads `sleepers`; only when it is not 0 does it bump `wake` and wake the waiters (a
-//! syscall). The writer still never waits: at worst a reader that died asleep costs it one
-//! wake-up call a batch.
+//! `wake` and `sleepers` follow the doorbell rule in [`super::doorbell`].
 
 use core::sync::atomic::AtomicU64;
 

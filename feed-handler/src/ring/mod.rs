@@ -186,11 +186,14 @@ impl RingWriter {
     /// and one `futex` wake call when some do. Never waits.
     #[inline]
     pub fn wake_readers(&mut self) {
-        if self.head == self.rung {
-            return;
-        }
-        self.rung = self.head;
-        doorbell::ring(self.word(WAKE_OFFSET), self.word(SLEEPERS_OFFSET));
+        let mut rung = self.rung;
+        doorbell::ring(
+            self.head,
+            &mut rung,
+            self.word(WAKE_OFFSET),
+            self.word(SLEEPERS_OFFSET),
+        );
+        self.rung = rung;
     }
 
     /// Records that positions below `end` are in the journal file.
