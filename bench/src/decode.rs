@@ -18,7 +18,8 @@ pub struct DecodeBench {
     pub messages: u64,
     /// Symbols in it.
     pub symbols: usize,
-    /// Timed passes of our decoder (the best is reported).
+    /// Timed passes of each decoder (the best of each is reported, so neither is judged by a
+    /// pass the machine disturbed more than the other's).
     pub passes: u32,
 }
 
@@ -136,7 +137,13 @@ pub fn run(o: &DecodeBench) -> Result<(), String> {
         ours_best = ours_best.min(s);
         ours = r;
     }
-    let (itchy_s, itchy) = time(&decode_itchy);
+    let mut itchy_s = f64::MAX;
+    let mut itchy = (0, 0);
+    for _ in 0..o.passes {
+        let (s, r) = time(&decode_itchy);
+        itchy_s = itchy_s.min(s);
+        itchy = r;
+    }
     let extra = [("msgs", msgs.to_string())];
     let ns = |s: f64| s * 1e9 / msgs as f64;
     report("decode_framing_ns_per_msg", ns(walk_best), "ns", &extra);
