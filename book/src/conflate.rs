@@ -126,11 +126,9 @@ impl Conflator {
         })?;
         let catch_up_to = sub.ring().head();
         let doorbell = sub.ring().doorbell().ok();
-        let mut venues_path = quotes.as_os_str().to_owned();
-        venues_path.push(".venues");
-        let venue_table =
-            QuoteWriter::create(Path::new(&venues_path), slots, (slots as u64 * 4).max(1024))
-                .map_err(|e| format!("{}: {e}", Path::new(&venues_path).display()))?;
+        let venues_path = crate::quotes::venues_beside(quotes);
+        let venue_table = QuoteWriter::create(&venues_path, slots, (slots as u64 * 4).max(1024))
+            .map_err(|e| format!("{}: {e}", venues_path.display()))?;
         let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
             .map_err(|e| format!("{}: {e}", quotes.display()))?;
         let bar_log = BarLogWriter::create(&crate::barlog::beside(quotes.path()))

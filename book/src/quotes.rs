@@ -210,6 +210,13 @@ unsafe fn word<'a>(base: *const u8, off: usize) -> &'a AtomicU64 {
     unsafe { &*(base.add(off) as *const AtomicU64) }
 }
 
+/// The per-venue table beside a (consolidated) quote table: `<quotes>.venues`.
+pub fn venues_beside(quotes: &Path) -> PathBuf {
+    let mut p = quotes.as_os_str().to_owned();
+    p.push(".venues");
+    p.into()
+}
+
 /// The single writer (the conflation thread).
 #[derive(Debug)]
 pub struct QuoteWriter {

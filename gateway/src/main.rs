@@ -210,6 +210,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         sndbuf_bytes: a.sndbuf,
         quotes: quotes.clone(),
         bars: replica.as_ref().map(|r| r.bars_path.clone()),
+        venues: replica.as_ref().map(|r| r.venues_path.clone()),
         ..ServerCfg::default()
     };
     if let Some(w) = a.workers {

@@ -49,6 +49,8 @@ pub struct ServerCfg {
     pub quotes: PathBuf,
     /// The bar log (default: `<quotes>.bars`, beside the table).
     pub bars: Option<PathBuf>,
+    /// The per-venue table for `/v1/venues` (default: `<quotes>.venues`, beside the table).
+    pub venues: Option<PathBuf>,
 }
 
 impl Default for ServerCfg {
@@ -70,6 +72,7 @@ impl Default for ServerCfg {
             exchange_utc_offset_ns: -5 * 3_600_000_000_000,
             quotes: PathBuf::from("/dev/shm/itch.quotes"),
             bars: None,
+            venues: None,
         }
     }
 }
@@ -176,10 +179,12 @@ impl Server {
             .bars
             .clone()
             .unwrap_or_else(|| book::barlog::beside(&cfg.quotes));
-        let mut venues_table = cfg.quotes.clone().into_os_string();
-        venues_table.push(".venues");
+        let venues_table = cfg
+            .venues
+            .clone()
+            .unwrap_or_else(|| book::quotes::venues_beside(&cfg.quotes));
         let shared = Arc::new(Shared {
-            venues_table: PathBuf::from(venues_table),
+            venues_table,
             limits,
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),

@@ -121,9 +121,7 @@ fn rest_directory_bars_health_and_errors() {
     // per-venue quotes from the book's per-venue table
     let (st, _) = json(a, "/v1/venues?symbol=AAAA");
     assert!(st.contains("503"), "no per-venue table yet: {st}");
-    let mut vpath = t.path.clone().into_os_string();
-    vpath.push(".venues");
-    let vpath = std::path::PathBuf::from(vpath);
+    let vpath = book::quotes::venues_beside(&t.path);
     let mut vw = book::quotes::QuoteWriter::create(&vpath, 8, 16).unwrap();
     for ch in 0..2u16 {
         vw.publish(

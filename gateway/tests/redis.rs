@@ -60,9 +60,11 @@ impl PubThread {
         let (s, q) = (stop.clone(), quotes.to_path_buf());
         let h = std::thread::spawn(move || {
             let bars = book::barlog::beside(&q);
+            let venues = book::quotes::venues_beside(&q);
             let mut src = ShmSource::new(q);
             let mut p = Publisher::new(PublisherCfg::new(seeds));
             p.follow_bars(bars);
+            p.follow_venues(venues);
             let t0 = Instant::now();
             while !s.load(Ordering::Relaxed) {
                 src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
@@ -101,6 +103,7 @@ impl Remote {
         let replica = Replica::start(rc, stop).unwrap();
         let (mut cfg, limits) = test_cfg(&replica.path);
         cfg.bars = Some(replica.bars_path.clone());
+        cfg.venues = Some(replica.venues_path.clone());
         let gw = Gw::start_with(cfg, limits, stop, &|| {
             Box::new(replica.source()) as Box<dyn QuoteSource>
         });
@@ -282,6 +285,8 @@ struct Replay {
     market: Market,
     seq: u64,
     quotes: PathBuf,
+    /// Each message goes out on this many venues (channels 0, 1, ...).
+    venues: u16,
 }
 
 impl Replay {
@@ -309,6 +314,7 @@ impl Replay {
             market,
             seq: 0,
             quotes,
+            venues: 1,
         }
     }
 
@@ -319,11 +325,13 @@ impl Replay {
                 return false;
             };
             self.seq += 1;
-            let rec = Record::message(0, self.seq, 0, self.seq, &msg).unwrap();
-            let p = self.ring.publish(&rec);
-            self.journal.append(p, &rec).unwrap();
-            let end = self.journal.flush().unwrap();
-            self.ring.set_journal_end(end);
+            for ch in 0..self.venues {
+                let rec = Record::message(ch, self.seq, 0, self.seq, &msg).unwrap();
+                let p = self.ring.publish(&rec);
+                self.journal.append(p, &rec).unwrap();
+                let end = self.journal.flush().unwrap();
+                self.ring.set_journal_end(end);
+            }
         }
         while self.conf.do_work().unwrap() > 0 {}
         true
@@ -336,10 +344,12 @@ impl Drop for Replay {
     }
 }
 
-/// The same replay, served by a gateway on the quote table and by one on a Redis replica:
-/// clients of both end with the same values, equal to the table's.
+/// The same replay on two venues, served by a gateway on the quote table and by one on a Redis
+/// replica: clients of both end with the same values, equal to the table's, and the same
+/// charts and per-venue quotes.
 fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
     let mut replay = Replay::new(&format!("same-{}", seeds[0].port()));
+    replay.venues = 2;
     replay.step(2_000); // the directory and the first orders: every symbol has a quote
     let publisher = PubThread::spawn(&replay.quotes, seeds.clone());
     let (cfg, limits) = test_cfg(&replay.quotes);
@@ -407,6 +417,39 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
         }
     }
     assert!(charted > 30, "bars to compare: {charted} symbols");
+    // each venue's quote: the remote gateway's (through Redis) are the local one's (the book's
+    // per-venue table), both venues of every symbol
+    let venues = |addr: SocketAddr, s: &str| {
+        let (status, body) = common::http_get(addr, &format!("/v1/venues?symbol={s}"));
+        assert!(status.contains("200"), "{status} {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let mut by_venue: Vec<(u64, Value)> = v["venues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["venue"].as_u64().unwrap(), e["quote"].clone()))
+            .collect();
+        by_venue.sort_by_key(|e| e.0);
+        by_venue
+    };
+    for s in &symbols {
+        let want = venues(local.addr, s);
+        assert_eq!(
+            want.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [0, 1],
+            "{s}: both venues locally"
+        );
+        assert!(want.iter().all(|e| e.1["stale"] == false), "{s}: {want:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while venues(remote.addr(), s) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{s}: remote venues {:?} vs local {want:?}",
+                venues(remote.addr(), s)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     drop((publisher, local, remote));
 }
 
@@ -453,6 +496,16 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     }
     let mut node = single("restart");
     let mut t = Table::new("redis-restart", 20);
+    // and a per-venue table: the first symbol on venue 2
+    let vpath = book::quotes::venues_beside(&t.path);
+    let mut vw = book::quotes::QuoteWriter::create(&vpath, 4, 16).unwrap();
+    let _rm = Rm(vpath);
+    let mut on_venue = Quote {
+        channel: 2,
+        ..t.quotes[0]
+    };
+    vw.publish(0, &on_venue);
+    let sym0 = t.quotes[0].symbol_str();
     let _publisher = PubThread::spawn(&t.path, vec![node.addr()]);
     // a heartbeat timeout longer than the test: only the lost connection can make it stale
     let remote = Remote::start(vec![node.addr()], 600_000);
@@ -473,6 +526,7 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
         c.until(20, |_, _| {}, |v| all_current(&now, v)),
         "fresh and current before the outage"
     );
+    venue_becomes(remote.addr(), &sym0, &on_venue, false);
 
     node.kill();
     let killed = Instant::now();
@@ -481,6 +535,9 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
         "every symbol stale after Redis died"
     );
     eprintln!("stale {} ms after the kill", killed.elapsed().as_millis());
+    venue_becomes(remote.addr(), &sym0, &on_venue, true);
+    on_venue.bid = Some((3_000_000, 9));
+    vw.publish(0, &on_venue);
     // prices move while Redis is away
     for i in 0..20 {
         t.set(i, |q| {
@@ -505,6 +562,40 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     node.restart().unwrap();
     becomes_current_never_wrong(&mut c, &truth(&t), "after the restart");
     assert!(matches!(remote.health(), gateway::source::Health::Live));
+    venue_becomes(remote.addr(), &sym0, &on_venue, false);
+}
+
+/// Removes a file when dropped.
+struct Rm(PathBuf);
+
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits until `/v1/venues` shows `q` as its only venue quote of `sym`, `stale` as given.
+fn venue_becomes(addr: SocketAddr, sym: &str, q: &Quote, stale: bool) {
+    let mut want = expected(q);
+    want.insert("stale".into(), Value::Bool(stale));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = common::http_get(addr, &format!("/v1/venues?symbol={sym}"));
+        assert!(status.contains("200"), "{status} {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let got = &v["venues"];
+        if got.as_array().is_some_and(|a| a.len() == 1)
+            && got[0]["venue"] == q.channel
+            && got[0]["quote"].as_object().is_some_and(|m| same(m, &want))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sym}: venues {body}, want stale={stale} {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The publisher stops (Redis stays up): its heartbeat ends, and so does trust; a new publisher

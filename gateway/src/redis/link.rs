@@ -42,7 +42,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                     st.topo_down = Some(e);
                 }
                 let now = sh.now_ns();
-                sh.with(|c, out| {
+                sh.with_both(|c, out| {
                     for k in 0..c.links() {
                         c.link_down(k, now, out);
                     }
@@ -60,7 +60,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
             );
         }
         let now = sh.now_ns();
-        sh.with(|c, out| c.set_map(topo.map_id, now, out));
+        sh.with_both(|c, out| c.set_map(topo.map_id, now, out));
         prev = Some(topo.clone());
         {
             let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -88,7 +88,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
         while !sh.stop.load(Ordering::Relaxed) {
             pause(&sh, Duration::from_millis(100));
             let now = sh.now_ns();
-            sh.with(|c, out| c.tick(now, out));
+            sh.with_both(|c, out| c.tick(now, out));
             let moved = sh.topology_changed.swap(false, Ordering::Relaxed);
             if moved || Instant::now() >= next {
                 next = Instant::now() + Duration::from_secs(5);
@@ -127,7 +127,7 @@ fn link(sh: Arc<Shared>, topo: Arc<Topology>, k: usize, quit: Arc<AtomicBool>) {
         let mut up = false;
         let r = follow(&sh, &topo, k, &done, &mut up, &mut reported);
         let now = sh.now_ns();
-        sh.with(|c, out| c.link_down(k, now, out));
+        sh.with_both(|c, out| c.link_down(k, now, out));
         if up {
             // it was connected: a new outage starts with a short backoff
             backoff = Duration::from_millis(100);
@@ -182,7 +182,7 @@ fn follow(
         .map_err(|e| super::conn::err(addr, e))?;
     }
     let now = sh.now_ns();
-    sh.with(|c, out| c.link_up(k, now, out));
+    sh.with_both(|c, out| c.link_up(k, now, out));
     sh.set_down(k, None);
     *up = true;
     if reported.take().is_some() {
@@ -205,6 +205,7 @@ fn follow(
         {
             sub.queue_push(&[subscribe, ch.as_bytes()]);
             sub.queue_push(&[subscribe, keys.bars_channel(sym).as_bytes()]);
+            sub.queue_push(&[subscribe, keys.venues(sym).as_bytes()]);
         }
     };
     match &sh.cfg.symbols {
@@ -277,7 +278,7 @@ fn follow(
                 }
                 Some(Ok(Some(epoch))) => {
                     let now = sh.now_ns();
-                    sh.with(|c, out| c.heartbeat(k, epoch.0, epoch.1, now, out));
+                    sh.with_both(|c, out| c.heartbeat(k, epoch.0, epoch.1, now, out));
                 }
                 Some(Ok(None)) => {}
                 Some(Err(e)) => {
@@ -285,7 +286,13 @@ fn follow(
                     return Err(super::conn::err(addr, e));
                 }
             }
-            if inbox.values.len() + inbox.gets.len() + inbox.bars.len() >= 1024 {
+            if inbox.values.len()
+                + inbox.gets.len()
+                + inbox.bars.len()
+                + inbox.venue_values.len()
+                + inbox.venue_loads.len()
+                >= 1024
+            {
                 break;
             }
         }
@@ -299,6 +306,8 @@ fn follow(
             bar_loads,
             bars,
             reloaded,
+            venue_loads,
+            venue_values,
             ..
         } = &mut inbox;
         if !bars.is_empty() {
@@ -354,6 +363,40 @@ fn follow(
             }
             gets.clear();
         }
+        if !venue_loads.is_empty() {
+            // every venue's latest quote; later changes come on the channel
+            for h in venue_loads.iter() {
+                cmd.queue(&[b"HGETALL", h]);
+            }
+            cmd.flush()?;
+            let deadline = Instant::now() + t;
+            for _ in 0..venue_loads.len() {
+                let failed = cmd.next_by(deadline, |r| {
+                    if let super::resp::Reply::Error(e) = r {
+                        return Some(String::from_utf8_lossy(e).into_owned());
+                    }
+                    // field, value, field, value, ...
+                    let fields = r.items().unwrap_or(&[]);
+                    let values = fields.iter().skip(1).step_by(2);
+                    venue_values.extend(values.filter_map(|x| x.bytes().map(<[u8]>::to_vec)));
+                    None
+                })?;
+                if let Some(e) = failed {
+                    if e.starts_with("MOVED") || e.starts_with("ASK") {
+                        sh.topology_changed.store(true, Ordering::Relaxed);
+                    }
+                    return Err(super::conn::err(addr, e));
+                }
+            }
+            venue_loads.clear();
+        }
+        if !venue_values.is_empty() {
+            sh.with_venues(|c, out| {
+                for v in venue_values.drain(..) {
+                    c.value(k, &v, out);
+                }
+            });
+        }
         if !values.is_empty() {
             let on_value = sh.cfg.on_value.clone();
             sh.with(|c, out| {
@@ -385,6 +428,10 @@ struct Inbox {
     bars: Vec<Vec<u8>>,
     /// Bar lists reloaded, one per series, oldest first.
     reloaded: Vec<Vec<Vec<u8>>>,
+    /// Venues hashes whose subscription was confirmed: to load.
+    venue_loads: Vec<Vec<u8>>,
+    /// Venue quote values (from the channel or a load).
+    venue_values: Vec<Vec<u8>>,
 }
 
 /// Sorts one pushed message into `inbox`; a heartbeat gives its epoch and slot map. An `Err` is a sign the
@@ -428,8 +475,14 @@ fn classify(
         b"message" | b"smessage" if keys.symbol_of_bars(ch).is_some() => {
             inbox.bars.push(payload.to_vec())
         }
+        b"message" | b"smessage" if keys.symbol_of_venues(ch).is_some() => {
+            inbox.venue_values.push(payload.to_vec())
+        }
         b"subscribe" | b"ssubscribe" if keys.symbol_of(ch).is_some() => {
             inbox.gets.push(ch.to_vec())
+        }
+        b"subscribe" | b"ssubscribe" if keys.symbol_of_venues(ch).is_some() => {
+            inbox.venue_loads.push(ch.to_vec())
         }
         b"subscribe" | b"ssubscribe" => {
             if let Some(s) = keys.symbol_of_bars(ch) {

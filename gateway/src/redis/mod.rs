@@ -12,6 +12,9 @@
 //!  list     P:{SYM}:bars:1, P:{SYM}:bars:60   the latest 600 closed 1 s and 1 min bars, 48
 //!                          bytes each (the book's bar log record), oldest first
 //!  channel  P:{SYM}:bars   each bar as it is appended (a revised bar comes again, same start)
+//!  hash     P:{SYM}:venues the symbol's latest quote on each venue (the book's per-venue table,
+//!                          for `/v1/venues`): field the venue's channel number, value as above
+//!  channel  P:{SYM}:venues the same values on every change of one venue's quote
 //!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
 //!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID" every 250 ms (broadcast); EPOCH_NS is when
 //!                          the publisher last (re)connected and began rewriting every key,
@@ -91,6 +94,15 @@ impl Keys {
     /// The symbol of a bars channel, if it is one.
     pub fn symbol_of_bars<'a>(&self, ch: &'a [u8]) -> Option<&'a [u8]> {
         self.symbol_of(ch.strip_suffix(b":bars")?)
+    }
+    /// The hash of a symbol's quote on each venue (field: the venue's channel number) and the
+    /// channel its changes go on.
+    pub fn venues(&self, sym: &str) -> String {
+        format!("{}:{{{sym}}}:venues", self.prefix)
+    }
+    /// The symbol of a venues channel, if it is one.
+    pub fn symbol_of_venues<'a>(&self, ch: &'a [u8]) -> Option<&'a [u8]> {
+        self.symbol_of(ch.strip_suffix(b":venues")?)
     }
     /// The pattern matching every quote key (for SCAN).
     pub fn pattern(&self) -> String {
@@ -203,6 +215,13 @@ mod tests {
             k.symbol_of_bars(k.bars_channel("AAPL").as_bytes()),
             Some(&b"AAPL"[..])
         );
+        assert_eq!(k.symbol_of(k.venues("AAPL").as_bytes()), None);
+        assert_eq!(k.symbol_of_bars(k.venues("AAPL").as_bytes()), None);
+        assert_eq!(
+            k.symbol_of_venues(k.venues("AAPL").as_bytes()),
+            Some(&b"AAPL"[..])
+        );
+        assert_eq!(k.symbol_of_venues(k.quote("AAPL").as_bytes()), None);
         assert_eq!(padded(b"AB"), *b"AB      ");
     }
 }

@@ -6,6 +6,10 @@
 //! keeps reading the quote table (its latest state stays current), and retries with a backoff up
 //! to a second; once connected again it rewrites every symbol's latest quote before its first
 //! heartbeat, so replicas trust nothing older than that.
+//!
+//! With [`Publisher::follow_venues`] it also writes the book's per-venue table: each venue's
+//! quote of a symbol into the hash `P:{SYM}:venues` (`HSET`, field the venue's channel) and on
+//! the channel of the same name, through the same batches, rewrites and heartbeats.
 
 use super::cluster::Topology;
 use super::conn::Conn;
@@ -86,6 +90,9 @@ pub struct Publisher {
     keys: Keys,
     link: Option<Link>,
     latest: Vec<Quote>,
+    /// Per entry: `None` for a symbol's consolidated quote, the venue (channel) for one of
+    /// the per-venue table's quotes.
+    venue: Vec<Option<u16>>,
     names: Vec<String>,
     key_names: Vec<String>,
     /// The values of the batch being sent (publish time and quote), encoded once.
@@ -93,7 +100,7 @@ pub struct Publisher {
     /// The new-symbol announcement channel.
     new_channel: String,
     by_node: Vec<Vec<usize>>,
-    index: HashMap<[u8; 8], usize>,
+    index: HashMap<([u8; 8], Option<u16>), usize>,
     dirty: Vec<bool>,
     pending: Vec<usize>,
     announced: Vec<bool>,
@@ -103,6 +110,8 @@ pub struct Publisher {
     next_try: Instant,
     backoff: Duration,
     bar_tail: Option<crate::bars::Tail>,
+    /// The per-venue table followed, and the clock its liveness checks run on.
+    venue_src: Option<(crate::source::ShmSource, Instant)>,
     bars_pending: std::collections::VecDeque<book::barlog::BarRecord>,
     next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
@@ -127,6 +136,7 @@ impl Publisher {
             cfg,
             link: None,
             latest: Vec::new(),
+            venue: Vec::new(),
             names: Vec::new(),
             key_names: Vec::new(),
             values: Vec::new(),
@@ -141,6 +151,7 @@ impl Publisher {
             next_try: Instant::now(),
             backoff: Duration::from_millis(100),
             bar_tail: None,
+            venue_src: None,
             bars_pending: std::collections::VecDeque::new(),
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
@@ -151,6 +162,26 @@ impl Publisher {
     /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
     pub fn follow_bars(&mut self, path: std::path::PathBuf) {
         self.bar_tail = Some(crate::bars::Tail::new(path));
+    }
+
+    /// Also publishes the quotes of the per-venue table at `path` (the book's
+    /// `<quotes>.venues`), read on every [`Publisher::flush`]; while that table's writer is gone
+    /// its quotes go out stale, as the consolidated ones do.
+    pub fn follow_venues(&mut self, path: std::path::PathBuf) {
+        self.venue_src = Some((crate::source::ShmSource::new(path), Instant::now()));
+    }
+
+    /// Takes the per-venue table's changes; returns how many.
+    fn poll_venues(&mut self) -> usize {
+        use crate::source::QuoteSource;
+        let Some((mut src, t0)) = self.venue_src.take() else {
+            return 0;
+        };
+        let n = src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| {
+            self.take(q, Some(q.channel))
+        });
+        self.venue_src = Some((src, t0));
+        n
     }
 
     /// Reads the bar log's new records (every 100 ms at most).
@@ -226,19 +257,29 @@ impl Publisher {
 
     /// Takes a quote change (the latest per symbol wins until the next flush).
     pub fn offer(&mut self, q: &Quote) {
+        self.take(q, None);
+    }
+
+    /// A consolidated quote (`venue` None) or one venue's.
+    fn take(&mut self, q: &Quote, venue: Option<u16>) {
         if q.symbol == [0; 8] {
             return;
         }
-        let i = match self.index.get(&q.symbol) {
+        let i = match self.index.get(&(q.symbol, venue)) {
             Some(&i) => i,
             None => {
                 let i = self.latest.len();
-                self.index.insert(q.symbol, i);
+                self.index.insert((q.symbol, venue), i);
                 self.latest.push(*q);
+                self.venue.push(venue);
                 self.names.push(q.symbol_str());
-                self.key_names.push(self.keys.quote(&q.symbol_str()));
+                self.key_names.push(match venue {
+                    None => self.keys.quote(&q.symbol_str()),
+                    Some(_) => self.keys.venues(&q.symbol_str()),
+                });
                 self.dirty.push(false);
-                self.announced.push(false);
+                // the symbol is announced by its consolidated quote
+                self.announced.push(venue.is_some());
                 i
             }
         };
@@ -260,6 +301,7 @@ impl Publisher {
     /// Returns the changes written. What could not be written (everything, when Redis is away;
     /// a dead cluster node's symbols, while the other nodes take theirs) stays pending.
     pub fn flush(&mut self) -> usize {
+        self.poll_venues();
         if self.link.is_none() && !self.connect() {
             return 0;
         }
@@ -458,7 +500,7 @@ impl Publisher {
         self.pending.clear();
         for i in 0..self.latest.len() {
             self.dirty[i] = false;
-            self.announced[i] = false;
+            self.announced[i] = self.venue[i].is_some();
         }
         let all: Vec<usize> = (0..self.latest.len()).collect();
         let mut unsent = Vec::new();
@@ -552,12 +594,14 @@ impl Publisher {
             if mine.is_empty() {
                 continue;
             }
-            if !link.topo.cluster {
+            let quotes = mine.iter().filter(|&&j| self.venue[batch[j]].is_none());
+            let n_quotes = quotes.clone().count();
+            if !link.topo.cluster && n_quotes > 0 {
                 // one MSET for the batch's keys (a command per key costs Redis twice the work)
                 let (keys, values) = (&self.key_names, &self.values);
-                c.queue_parts(1 + 2 * mine.len(), |out| {
+                c.queue_parts(1 + 2 * n_quotes, |out| {
                     super::resp::bulk(out, b"MSET");
-                    for &j in mine {
+                    for &j in quotes {
                         super::resp::bulk(out, keys[batch[j]].as_bytes());
                         super::resp::bulk(out, &values[j]);
                     }
@@ -567,8 +611,13 @@ impl Publisher {
                 let i = batch[j];
                 let key = self.key_names[i].as_bytes();
                 let v = &self.values[j];
-                if link.topo.cluster {
-                    c.queue(&[b"SET", key, v]);
+                match self.venue[i] {
+                    Some(ch) => {
+                        let mut field = [0u8; 5];
+                        c.queue(&[b"HSET", key, decimal(ch, &mut field), v]);
+                    }
+                    None if link.topo.cluster => c.queue(&[b"SET", key, v]),
+                    None => {}
                 }
                 c.queue(&[publish, key, v]);
                 if !self.announced[i] {
@@ -618,6 +667,19 @@ impl Publisher {
     }
 }
 
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// An error reply that says the slot map changed or the cluster cannot serve.
 fn moved(e: &str) -> bool {
     ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"]
@@ -659,6 +721,7 @@ pub fn run(
     let mut src = ShmSource::new(quotes.to_path_buf()).with_doorbell();
     let mut p = Publisher::new(cfg);
     p.follow_bars(book::barlog::beside(quotes));
+    p.follow_venues(book::quotes::venues_beside(quotes));
     let start = Instant::now();
     let mut last_health = None;
     let mut next_report = Instant::now() + Duration::from_secs(10);

@@ -10,7 +10,9 @@
 //! ([`super::trust`]: sans I/O, clock passed in), which decides what is fresh (see the module
 //! docs of [`super`]) and writes the result into a quote table in memory (a memfd), which each
 //! worker follows with the same [`ShmSource`] that reads a local table; bars go into a bar log in
-//! memory (`redis/mirror.rs`).
+//! memory (`redis/mirror.rs`), and each venue's quotes (the book's per-venue table) through a
+//! second [`ReplicaCore`], under the same trust rule, into a per-venue table in memory that
+//! `/v1/venues` reads as it reads the book's.
 
 use super::Keys;
 use super::mirror::BarMirror;
@@ -78,6 +80,9 @@ impl ReplicaCfg {
 pub(super) struct State {
     pub(super) core: ReplicaCore,
     pub(super) table: QuoteWriter,
+    /// Each venue's quotes, and the per-venue table they are written to.
+    pub(super) venues: ReplicaCore,
+    pub(super) venue_table: QuoteWriter,
     /// Why each link is down (None: up), and the topology's trouble.
     pub(super) down: Vec<Option<String>>,
     pub(super) topo_down: Option<String>,
@@ -93,6 +98,9 @@ pub struct Replica {
     _file: std::fs::File,
     /// The bar log of the bars taken (`/proc/self/fd/N`), for `/v1/bars`.
     pub bars_path: PathBuf,
+    /// The per-venue table (`/proc/self/fd/N`), for `/v1/venues`.
+    pub venues_path: PathBuf,
+    _venues_file: std::fs::File,
 }
 
 pub(super) struct Shared {
@@ -111,10 +119,29 @@ impl Shared {
         self.clock.elapsed().as_nanos() as u64
     }
 
+    /// `f` on the consolidated quotes.
     pub(super) fn with<R>(&self, f: impl FnOnce(&mut ReplicaCore, Out<'_>) -> R) -> R {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let State { core, table, .. } = &mut *st;
         f(core, &mut |i, q| table.publish(i, q))
+    }
+
+    /// `f` on the venues' quotes.
+    pub(super) fn with_venues<R>(&self, f: impl FnOnce(&mut ReplicaCore, Out<'_>) -> R) -> R {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State {
+            venues,
+            venue_table,
+            ..
+        } = &mut *st;
+        f(venues, &mut |i, q| venue_table.publish(i, q))
+    }
+
+    /// `f` on both: what happens to a link (up, down, a heartbeat, time) happens to every
+    /// quote it brought.
+    pub(super) fn with_both(&self, f: impl Fn(&mut ReplicaCore, Out<'_>)) {
+        self.with(&f);
+        self.with_venues(&f);
     }
 
     pub(super) fn take_bars(&self, live: &mut Vec<Vec<u8>>, reloaded: &mut Vec<Vec<Vec<u8>>>) {
@@ -171,6 +198,10 @@ impl Replica {
     pub fn start(cfg: ReplicaCfg, stop: &'static AtomicBool) -> Result<Replica, String> {
         let (file, path) = memfd(c"gateway-replica")?;
         let (bars_file, bars_path) = memfd(c"gateway-replica-bars")?;
+        let (venues_file, venues_path) = memfd(c"gateway-replica-venues")?;
+        // as many quotes as the book's per-venue table holds: one slot each
+        let venue_table = QuoteWriter::create_in(&venues_file, &venues_path, cfg.slots, 1 << 16)
+            .map_err(|e| format!("the replica's per-venue table: {e}"))?;
         let bar_log = BarLogWriter::create_in(bars_file)
             .map_err(|e| format!("the replica's bar log: {e}"))?;
         let table = QuoteWriter::create_in(&file, &path, cfg.slots, 1 << 16)
@@ -180,6 +211,8 @@ impl Replica {
             state: Mutex::new(State {
                 core: ReplicaCore::new(cfg.slots, cfg.hb_timeout_ns),
                 table,
+                venues: ReplicaCore::per_venue(cfg.slots, cfg.hb_timeout_ns),
+                venue_table,
                 down: vec![Some("not connected yet".into())],
                 topo_down: None,
             }),
@@ -204,6 +237,8 @@ impl Replica {
             path,
             _file: file,
             bars_path,
+            venues_path,
+            _venues_file: venues_file,
         })
     }
 
@@ -289,6 +324,12 @@ impl QuoteSource for RedisSource {
                 "gauge",
                 "Symbols the replica holds.",
                 c.len() as u64,
+            ),
+            (
+                "redis_venue_quotes",
+                "gauge",
+                "Quotes of single venues the replica holds (for /v1/venues).",
+                st.venues.len() as u64,
             ),
             (
                 "redis_values_total",

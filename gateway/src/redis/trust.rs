@@ -37,7 +37,9 @@ struct LinkState {
 #[derive(Debug)]
 pub struct ReplicaCore {
     syms: Vec<Sym>,
-    index: HashMap<[u8; 8], usize>,
+    /// By symbol, and by venue too when `by_venue`.
+    index: HashMap<([u8; 8], u16), usize>,
+    by_venue: bool,
     cap: usize,
     links: Vec<LinkState>,
     hb_timeout_ns: u64,
@@ -63,6 +65,7 @@ impl ReplicaCore {
         ReplicaCore {
             syms: Vec::new(),
             index: HashMap::new(),
+            by_venue: false,
             cap,
             links: Vec::new(),
             hb_timeout_ns,
@@ -74,7 +77,16 @@ impl ReplicaCore {
         }
     }
 
-    /// Symbols held.
+    /// The same for quotes of one venue each (the book's per-venue table): a value is held per
+    /// symbol and venue (the quote's `channel`), at most `cap` of them.
+    pub fn per_venue(cap: usize, hb_timeout_ns: u64) -> ReplicaCore {
+        ReplicaCore {
+            by_venue: true,
+            ..ReplicaCore::new(cap, hb_timeout_ns)
+        }
+    }
+
+    /// Quotes held (symbols, or symbols and venues).
     pub fn len(&self) -> usize {
         self.syms.len()
     }
@@ -194,14 +206,15 @@ impl ReplicaCore {
         };
         let generation = self.link(k).generation;
         self.values += 1;
-        let i = match self.index.get(&q.symbol) {
+        let key = (q.symbol, if self.by_venue { q.channel } else { 0 });
+        let i = match self.index.get(&key) {
             Some(&i) => i,
             None => {
                 if self.syms.len() >= self.cap {
                     self.full += 1;
                     return None;
                 }
-                self.index.insert(q.symbol, self.syms.len());
+                self.index.insert(key, self.syms.len());
                 self.syms.push(Sym {
                     q,
                     pub_ns,
@@ -364,6 +377,39 @@ mod tests {
             *seen.borrow(),
             vec![(*b"BBBB    ", true)],
             "only node 1's symbols"
+        );
+    }
+
+    #[test]
+    fn per_venue_holds_one_quote_per_symbol_and_venue() {
+        let venue = |ch: u16, bid: u32| Quote {
+            channel: ch,
+            ..q(b"AAAA    ", bid, false)
+        };
+        let mut c = ReplicaCore::per_venue(2, 2 * S);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let mut out = |i: usize, q: &Quote| seen.borrow_mut().push((i, q.channel, q.stale));
+        c.link_up(0, 0, &mut out);
+        c.heartbeat(0, 1, 0, 0, &mut out);
+        assert_eq!(c.value(0, &encode(10, &venue(0, 1)), &mut out), Some(0));
+        assert_eq!(c.value(0, &encode(11, &venue(2, 1)), &mut out), Some(1));
+        assert_eq!(c.value(0, &encode(12, &venue(0, 2)), &mut out), Some(0));
+        assert_eq!(c.len(), 2);
+        // a third venue is refused when full, as a new symbol is
+        assert_eq!(c.value(0, &encode(13, &venue(1, 1)), &mut out), None);
+        assert_eq!(c.full, 1);
+        c.link_down(0, 1, &mut out);
+        assert_eq!(
+            seen.borrow()[3..],
+            [(0, 0, true), (1, 2, true)],
+            "every venue goes stale with its link"
+        );
+        // by symbol alone (the consolidated quotes), the venue is not part of the key
+        let mut by_sym = ReplicaCore::new(2, 2 * S);
+        by_sym.value(0, &encode(10, &venue(0, 1)), &mut out);
+        assert_eq!(
+            by_sym.value(0, &encode(11, &venue(2, 1)), &mut out),
+            Some(0)
         );
     }
 }
