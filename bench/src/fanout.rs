@@ -12,7 +12,7 @@
 //!    process, and the p99 age.
 
 use crate::load::load_hdr;
-use crate::procs::{Kill, exe, free_port, http_get as get, metric, ms, wait_until};
+use crate::procs::{Kill, exe, free_port, http_get as get, metric, ms, pin_at_exec, wait_until};
 use crate::report;
 use hdrhistogram::Histogram;
 use std::io::Read;
@@ -41,6 +41,9 @@ pub struct FanoutBench {
     pub duration_s: u64,
     /// Connections in the efficiency runs.
     pub eff_conns: usize,
+    /// Bind each efficiency run's server to CPU [`SERVER_CPU`] and its load client to
+    /// [`CLIENT_CPU`] from the start (see [`SERVER_CPU`]).
+    pub eff_pin: bool,
     /// Idle connections in the memory run.
     pub idle_conns: usize,
     /// Which parts: "capacity", "memory", "efficiency" (all when empty).
@@ -48,6 +51,17 @@ pub struct FanoutBench {
     /// Where `.hdr` files go.
     pub results: PathBuf,
 }
+
+/// The CPU each efficiency run's server is bound to, its load client on [`CLIENT_CPU`]: each
+/// server gets one core of its own, threads included (tokio sizes its runtime to the CPUs it
+/// may use, so it runs one worker, as the gateway and Node do), and the client never competes
+/// with it. Unbound, the scheduler decides run by run whether the server and the client share a
+/// CPU, and that alone moved a server's figure by half: on loopback the server's `send` runs
+/// the receiver's TCP work and wake-up, cheap on its own CPU and dear across CPUs (the gateway:
+/// ~605k deliveries per CPU-s sharing, ~395k apart).
+pub const SERVER_CPU: usize = 0;
+/// The CPU of the efficiency runs' load client.
+pub const CLIENT_CPU: usize = 1;
 
 /// (user, system) CPU ticks of a process.
 fn cpu_ticks(pid: u32) -> (u64, u64) {
@@ -75,13 +89,18 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn gateway(quotes: &str, port: u16, workers: usize, max_conns: usize) -> Result<Child, String> {
-    Command::new(exe("gateway"))
-        .args(["run", "--quotes", quotes, "--listen"])
+fn gateway_cmd(quotes: &str, port: u16, workers: usize, max_conns: usize) -> Command {
+    let mut c = Command::new(exe("gateway"));
+    c.args(["run", "--quotes", quotes, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .args(["--workers", &workers.to_string()])
         .args(["--max-connections", &max_conns.to_string()])
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn gateway(quotes: &str, port: u16, workers: usize, max_conns: usize) -> Result<Child, String> {
+    gateway_cmd(quotes, port, workers, max_conns)
         .spawn()
         .map_err(|e| format!("gateway: {e} (build it: cargo build --release -p gateway)"))
 }
@@ -101,8 +120,12 @@ fn client(
     throttle: u64,
     hdr: &Path,
     ready: Option<&Path>,
+    cpu: Option<usize>,
 ) -> Result<Child, String> {
     let mut c = Command::new(exe("bench"));
+    if let Some(cpu) = cpu {
+        pin_at_exec(&mut c, cpu);
+    }
     c.arg("fanout-client")
         .args(["--connect", &format!("127.0.0.1:{port}")])
         .args(["--conns", &conns.to_string()])
@@ -171,7 +194,17 @@ fn capacity(o: &FanoutBench, quotes: &str) -> Result<(), String> {
         let src = [sources[(2 * k) % 6], sources[(2 * k + 1) % 6]];
         let n = per_client.min(o.conns - k * per_client);
         kids.push((
-            client(port, n, &src, o, o.per_conn, o.throttle_ms, &hdr, None)?,
+            client(
+                port,
+                n,
+                &src,
+                o,
+                o.per_conn,
+                o.throttle_ms,
+                &hdr,
+                None,
+                None,
+            )?,
             hdr,
         ));
     }
@@ -259,6 +292,7 @@ fn memory(o: &FanoutBench, quotes: &str) -> Result<(), String> {
         1000,
         &hdr,
         Some(&ready),
+        None,
     )?;
     wait_until("the idle connections", 300, || ready.exists())?;
     let held = metric(addr, "gateway_connections").unwrap_or(0.0);
@@ -303,6 +337,7 @@ fn efficiency_one(
         0,
         &hdr,
         Some(&ready),
+        o.eff_pin.then_some(CLIENT_CPU),
     )?;
     wait_until("connections", 180, || ready.exists())?;
     let t0 = cpu_ticks(pid);
@@ -329,7 +364,14 @@ fn efficiency(o: &FanoutBench, quotes: &str) -> Result<(), String> {
     let port = free_port()?;
     // one worker: on this 2-core machine the load client shares the cores, and one loop
     // batches more per write than two (measured: 419k against 333k deliveries per CPU-s)
-    let ours = efficiency_one(o, "gateway", gateway(quotes, port, 1, 19_500)?, port)?;
+    let mut gw = gateway_cmd(quotes, port, 1, 19_500);
+    if o.eff_pin {
+        pin_at_exec(&mut gw, SERVER_CPU);
+    }
+    let gw = gw
+        .spawn()
+        .map_err(|e| format!("gateway: {e} (build it: cargo build --release -p gateway)"))?;
+    let ours = efficiency_one(o, "gateway", gw, port)?;
     let tags = |p99: u64, held: u64| {
         vec![
             ("conns", held.to_string()),
@@ -358,6 +400,9 @@ fn efficiency(o: &FanoutBench, quotes: &str) -> Result<(), String> {
     ];
     for (name, mut cmd, goal, hint) in baselines {
         let port = free_port()?;
+        if o.eff_pin {
+            pin_at_exec(&mut cmd, SERVER_CPU);
+        }
         match cmd
             .args([port.to_string(), o.symbols.to_string(), o.rate.to_string()])
             .spawn()

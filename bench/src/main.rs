@@ -21,7 +21,8 @@ const USAGE: &str = "usage: bench NAME [options]
            per CPU-second beside tokio-tungstenite and Node ws baselines (bench/baselines):
            [--conns N] (38,000) [--gateways N] (2) [--clients N] (2) [--symbols N] (5,000)
            [--rate N] (20,000) [--per-conn N] (50) [--throttle N] (1000 ms) [--duration N] (30 s)
-           [--eff-conns N] (2,000) [--idle-conns N] (19,000) [--only capacity|memory|efficiency]
+           [--eff-conns N] (2,000) [--eff-no-pin] (servers and client unbound)
+           [--idle-conns N] (19,000) [--only capacity|memory|efficiency]
   e2e      replayer -> feed-handler -> book -> gateway -> load client, each a process, with the
            age at each stage boundary; markdown summary and plot in bench/results/:
            [--rate N] (10,000 ITCH msg/s: ~10 quote changes/s per symbol) [--symbols N] (1,000) [--conns N] (10,000)
@@ -106,6 +107,7 @@ fn main() -> ExitCode {
                 throttle_ms: flag(&args, "--throttle", 1000)?,
                 duration_s: flag(&args, "--duration", 30)?,
                 eff_conns: flag(&args, "--eff-conns", 2000)? as usize,
+                eff_pin: !args.iter().any(|a| a == "--eff-no-pin"),
                 idle_conns: flag(&args, "--idle-conns", 19_000)? as usize,
                 only: text_flag(&args, "--only")
                     .map(|s| s.split(',').map(String::from).collect())

@@ -22,6 +22,23 @@ impl Drop for Kill {
     }
 }
 
+/// Makes `cmd`'s process start bound to CPU `cpu` (`sched_setaffinity` before `exec`, so a
+/// runtime that sizes its thread pool by the CPUs it may use, as tokio's does, sees one). A CPU
+/// this machine does not have leaves the process unbound.
+pub fn pin_at_exec(cmd: &mut std::process::Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and makes one system call
+    // on a set built on its own stack: no allocation, no lock, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        })
+    };
+}
+
 /// A binary of this build (beside the running `bench`).
 pub fn exe(name: &str) -> PathBuf {
     std::env::current_exe()
