@@ -643,16 +643,77 @@ fn with_a_password_the_commands_authenticate_from_a_file() {
     }
 }
 
+/// A CA, and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (CA file, the
+/// redis-server arguments that serve TLS with it on `tls_port`).
+fn tls_files(dir: &Path, tls_port: u16) -> (PathBuf, Vec<String>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &Issuer::new(ca, ca_key))
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let ca_file = write("ca.pem", ca_cert.pem());
+    let args = vec![
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        write("server.pem", cert.pem()),
+        "--tls-key-file".into(),
+        write("server.key", key.serialize_pem()),
+        "--tls-ca-cert-file".into(),
+        ca_file.clone(),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ];
+    (PathBuf::from(ca_file), args)
+}
+
+/// The same over TLS (`rediss://`, Redis's `tls-port`), the server's certificate checked
+/// against the CA file given with `--redis-tls-ca`.
+#[test]
+fn over_tls_the_commands_publish_and_serve() {
+    if have_redis() {
+        commands_publish_and_serve("cli-tls", None);
+    }
+}
+
+/// A node reached over TLS: (the node, the `rediss://` URL, the CA file).
+fn tls_node(tag: &str) -> (RedisNode, String, PathBuf) {
+    let tls_port = server::free_port_pair();
+    let (ca, args) = tls_files(&tmp(&format!("{tag}-pki")), tls_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = RedisNode::start_with(server::free_port_pair(), &tmp(tag), false, &args).unwrap();
+    (node, format!("rediss://127.0.0.1:{tls_port}"), ca)
+}
+
 fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
-    let node = match password {
-        None => single(tag),
-        Some(pw) => RedisNode::start_with(
-            server::free_port_pair(),
-            &tmp(tag),
-            false,
-            &["--requirepass", pw],
-        )
-        .unwrap(),
+    let tls = tag.ends_with("-tls");
+    let (node, url, ca) = if tls {
+        let (node, url, ca) = tls_node(tag);
+        (node, url, Some(ca))
+    } else {
+        let node = match password {
+            None => single(tag),
+            Some(pw) => RedisNode::start_with(
+                server::free_port_pair(),
+                &tmp(tag),
+                false,
+                &["--requirepass", pw],
+            )
+            .unwrap(),
+        };
+        let url = format!("redis://{}", node.addr());
+        (node, url, None)
     };
     let auth_file = tmp(&format!("{tag}.auth"));
     let mut auth_args: Vec<String> = Vec::new();
@@ -663,10 +724,12 @@ fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
             auth_file.to_string_lossy().into_owned(),
         ];
     }
+    if let Some(ca) = &ca {
+        auth_args.extend(["--redis-tls-ca".into(), ca.to_string_lossy().into_owned()]);
+    }
     let auth_args: Vec<&str> = auth_args.iter().map(String::as_str).collect();
     let exe = env!("CARGO_BIN_EXE_gateway");
     let table = format!("gw-test-{tag}-{}.quotes", std::process::id());
-    let url = format!("redis://{}", node.addr());
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -752,13 +815,59 @@ fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
             .all(|x| x["stale"] == false && x["bid"].is_string())
     );
     let _ = std::fs::remove_file(&auth_file);
+    drop(node);
+}
+
+/// Over TLS, a certificate from another CA, a name the certificate does not carry, or a
+/// connection in clear are refused with a reason; the right CA connects.
+#[test]
+fn tls_refuses_a_certificate_it_cannot_trust() {
+    use gateway::redis::conn::{Access, Conn};
+    use gateway::redis::tls::Tls;
+    if !have_redis() {
+        return;
+    }
+    let (node, url, ca) = tls_node("tls-refused");
+    let addr = gateway::redis::cluster::parse_url(&url).unwrap()[0];
+    let t = Duration::from_secs(2);
+    let with = |tls: Tls| Access {
+        auth: None,
+        tls: Some(tls),
+    };
+    let mut c = Conn::connect(addr, t, t, &with(Tls::new(Some(&ca), None).unwrap())).unwrap();
+    let pong = c
+        .call(&[b"PING"], t, |r| r.bytes().map(<[u8]>::to_vec))
+        .unwrap();
+    assert_eq!(pong.as_deref(), Some(&b"PONG"[..]));
+    // another CA
+    let (other_ca, _) = tls_files(&tmp("tls-other-pki"), 1);
+    let e = Conn::connect(addr, t, t, &with(Tls::new(Some(&other_ca), None).unwrap())).unwrap_err();
+    assert!(
+        e.contains("TLS handshake") && e.contains("certificate"),
+        "{e}"
+    );
+    // a name the certificate does not carry
+    let named = Tls::new(Some(&ca), Some("cache.example")).unwrap();
+    let e = Conn::connect(addr, t, t, &with(named)).unwrap_err();
+    assert!(e.contains("TLS handshake"), "{e}");
+    // in clear to the TLS port: no reply that parses, an error, not a hang
+    let e = Conn::connect(addr, t, t, &Access::default())
+        .and_then(|mut c| c.call(&[b"PING"], t, |_| ()))
+        .unwrap_err();
+    assert!(e.contains(&addr.to_string()), "{e}");
+    // a CA file with no certificate in it
+    let empty = tmp("tls-empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    assert!(Tls::new(Some(&empty), None).unwrap_err().contains("no CA"));
+    let _ = std::fs::remove_file(&empty);
+    drop(node);
 }
 
 /// Without the password, or with a wrong one, a connection is refused with an error that names
 /// AUTH and the server's reason, never the password.
 #[test]
 fn a_wrong_or_missing_password_is_refused_clearly() {
-    use gateway::redis::conn::{Auth, Conn};
+    use gateway::redis::conn::{Access, Auth, Conn};
     if !have_redis() {
         return;
     }
@@ -770,14 +879,14 @@ fn a_wrong_or_missing_password_is_refused_clearly() {
     )
     .unwrap();
     let t = Duration::from_secs(2);
-    let e = gateway::redis::discover(&[node.addr()], t, None).unwrap_err();
+    let e = gateway::redis::discover(&[node.addr()], t, &Access::default()).unwrap_err();
     assert!(e.contains("NOAUTH"), "{e}");
     let wrong = Auth::parse("wrong-pw").unwrap();
-    let e = Conn::connect(node.addr(), t, t, Some(&wrong)).unwrap_err();
+    let e = Conn::connect(node.addr(), t, t, &Access::with_auth(wrong)).unwrap_err();
     assert!(e.contains("AUTH") && e.contains("WRONGPASS"), "{e}");
     assert!(!e.contains("wrong-pw"), "the password is never shown: {e}");
     let right = Auth::parse("right-pw").unwrap();
-    let topo = gateway::redis::discover(&[node.addr()], t, Some(&right)).unwrap();
+    let topo = gateway::redis::discover(&[node.addr()], t, &Access::with_auth(right)).unwrap();
     assert_eq!(topo.nodes, vec![node.addr()]);
 }
 
@@ -792,7 +901,8 @@ fn a_cluster_master_dying_and_coming_back() {
     let mut nodes = cluster("failover");
     let mut t = Table::new("redis-failover", 30);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2), None).unwrap();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
     let keys = gateway::redis::Keys::new("quotes");
     let dead = topo
         .nodes
@@ -872,7 +982,8 @@ fn a_failover_to_a_promoted_replica() {
     }
     let mut t = Table::new("redis-promote", 30);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo = gateway::redis::discover(&seeds, Duration::from_secs(2), None).unwrap();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
     let _publisher = PubThread::spawn(&t.path, seeds.clone());
     let remote = Remote::start(seeds, 1_000);
     wait_symbols(remote.addr(), 30);
@@ -897,7 +1008,7 @@ fn a_failover_to_a_promoted_replica() {
             .filter(|a| *a != victim)
             .collect::<Vec<_>>(),
         Duration::from_secs(2),
-        None,
+        &Default::default(),
     )
     .unwrap();
     assert!(!after.nodes.contains(&victim), "a replica took over");

@@ -36,12 +36,29 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16(tagged.unwrap_or(key)) % SLOTS as u16
 }
 
-/// Parses `redis://HOST:PORT[,HOST:PORT...]` (the scheme is optional; the port defaults to 6379).
+/// The first host of a URL when it is a name rather than an address (what TLS certificates
+/// are checked against by default).
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |x| x.1);
+    let first = rest.split(',').next()?.trim();
+    let host = match first.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => first,
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    (!bare.is_empty() && bare.parse::<std::net::IpAddr>().is_err()).then_some(host)
+}
+
+/// Parses `redis://HOST:PORT[,HOST:PORT...]` (or `rediss://`, the same with TLS; the scheme
+/// is optional; the port defaults to 6379).
 pub fn parse_url(url: &str) -> Result<Vec<SocketAddr>, String> {
-    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .unwrap_or(url);
     if rest.contains('@') || rest.contains('/') {
         return Err(format!(
-            "{url}: only redis://HOST:PORT[,HOST:PORT...] is supported (no database; a user and password go in a file given with --redis-auth-file)"
+            "{url}: only redis://HOST:PORT[,HOST:PORT...] (rediss:// for TLS) is supported (no database; a user and password go in a file given with --redis-auth-file)"
         ));
     }
     let mut v = Vec::new();
@@ -199,6 +216,16 @@ mod tests {
             vec!["127.0.0.1:6379".parse().unwrap()]
         );
         assert!(parse_url("redis://u:p@h:1/0").is_err());
+        assert_eq!(
+            parse_url("rediss://127.0.0.1:7000").unwrap(),
+            parse_url("redis://127.0.0.1:7000").unwrap()
+        );
+        assert_eq!(
+            url_host("rediss://cache.example:6380,b:1"),
+            Some("cache.example")
+        );
+        assert_eq!(url_host("rediss://127.0.0.1:6380"), None);
+        assert_eq!(url_host("redis://[::1]:6380"), None);
         assert!(parse_url("redis://").is_err());
     }
 

@@ -9,10 +9,67 @@ use std::time::{Duration, Instant};
 /// The receive buffer never grows past this (one reply must fit).
 const MAX_BUF: usize = resp::MAX_BULK + 64 * 1024;
 
+/// A node's socket, in clear or under TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<super::tls::Stream>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// How every connection reaches Redis: credentials sent first, and TLS.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Sent first on every connection (`AUTH`), when Redis asks for a password.
+    pub auth: Option<Auth>,
+    /// TLS on every connection (`rediss://`), when Redis listens with `tls-port`.
+    pub tls: Option<super::tls::Tls>,
+}
+
+impl Access {
+    /// Credentials only, in clear.
+    pub fn with_auth(auth: Auth) -> Access {
+        Access {
+            auth: Some(auth),
+            tls: None,
+        }
+    }
+}
+
 /// A connection.
-#[derive(Debug)]
 pub struct Conn {
-    s: TcpStream,
+    s: Stream,
     addr: SocketAddr,
     buf: Vec<u8>,
     start: usize,
@@ -20,6 +77,13 @@ pub struct Conn {
     scratch: Box<[u8; 64 * 1024]>,
     /// Replies still owed for commands written.
     pub owed: usize,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = matches!(self.s, Stream::Tls(_));
+        write!(f, "Conn({}, tls {tls}, owed {})", self.addr, self.owed)
+    }
 }
 
 /// Why a connection failed.
@@ -72,16 +136,16 @@ impl Auth {
 }
 
 impl Conn {
-    /// Connects within `timeout` and authenticates with `auth` when given; later reads wait at
-    /// most `read_timeout` each.
+    /// Connects within `timeout`, with TLS and authenticated as `access` says; later reads
+    /// wait at most `read_timeout` each.
     pub fn connect(
         addr: SocketAddr,
         timeout: Duration,
         read_timeout: Duration,
-        auth: Option<&Auth>,
+        access: &Access,
     ) -> Result<Conn, String> {
-        let mut c = Self::open(addr, timeout, read_timeout)?;
-        if let Some(a) = auth {
+        let mut c = Self::open(addr, timeout, read_timeout, access.tls.as_ref())?;
+        if let Some(a) = &access.auth {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(u) = &a.user {
                 args.push(u.as_bytes());
@@ -94,12 +158,27 @@ impl Conn {
         Ok(c)
     }
 
-    fn open(addr: SocketAddr, timeout: Duration, read_timeout: Duration) -> Result<Conn, String> {
+    fn open(
+        addr: SocketAddr,
+        timeout: Duration,
+        read_timeout: Duration,
+        tls: Option<&super::tls::Tls>,
+    ) -> Result<Conn, String> {
         let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| err(addr, e))?;
         s.set_nodelay(true).map_err(|e| err(addr, e))?;
-        s.set_read_timeout(Some(read_timeout))
-            .map_err(|e| err(addr, e))?;
         s.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))
+            .map_err(|e| err(addr, e))?;
+        let s = match tls {
+            None => Stream::Plain(s),
+            Some(t) => {
+                // the handshake waits as long as a connection may take
+                s.set_read_timeout(Some(timeout))
+                    .map_err(|e| err(addr, e))?;
+                Stream::Tls(Box::new(t.connect(addr, s).map_err(|e| err(addr, e))?))
+            }
+        };
+        s.tcp()
+            .set_read_timeout(Some(read_timeout))
             .map_err(|e| err(addr, e))?;
         Ok(Conn {
             s,
@@ -114,7 +193,10 @@ impl Conn {
 
     /// Reads that never wait (a busy-polling reader) or that wait up to the read timeout.
     pub fn set_nonblocking(&mut self, on: bool) -> Result<(), String> {
-        self.s.set_nonblocking(on).map_err(|e| err(self.addr, e))
+        self.s
+            .tcp()
+            .set_nonblocking(on)
+            .map_err(|e| err(self.addr, e))
     }
 
     /// The node's address.
@@ -146,7 +228,9 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.s.write_all(&self.out).map_err(|e| err(self.addr, e));
+        let r = (self.s.write_all(&self.out))
+            .and_then(|()| self.s.flush())
+            .map_err(|e| err(self.addr, e));
         self.out.clear();
         r
     }

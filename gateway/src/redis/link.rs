@@ -31,7 +31,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
     while !sh.stop.load(Ordering::Relaxed) {
         let known = prev.as_ref().map_or(&[][..], |t| &t.nodes[..]);
         let seeds = nodes_then_seeds(known, &sh.cfg.seeds);
-        let topo = match discover(&seeds, sh.cfg.timeout, sh.cfg.auth.as_ref()) {
+        let topo = match discover(&seeds, sh.cfg.timeout, &sh.cfg.access) {
             Ok(t) => t,
             Err(e) => {
                 {
@@ -95,7 +95,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                 match discover(
                     &nodes_then_seeds(&topo.nodes, &sh.cfg.seeds),
                     sh.cfg.timeout,
-                    sh.cfg.auth.as_ref(),
+                    &sh.cfg.access,
                 ) {
                     Ok(t) if t == *topo && !moved => {}
                     Ok(_) => break,
@@ -160,9 +160,9 @@ fn follow(
 ) -> Result<(), String> {
     let addr = topo.nodes[k];
     let t = sh.cfg.timeout;
-    let auth = sh.cfg.auth.as_ref();
-    let mut sub = Conn::connect(addr, t, Duration::from_millis(100), auth)?;
-    let mut cmd = Conn::connect(addr, t, t, auth)?;
+    let access = &sh.cfg.access;
+    let mut sub = Conn::connect(addr, t, Duration::from_millis(100), access)?;
+    let mut cmd = Conn::connect(addr, t, t, access)?;
     let keys = &sh.keys;
     let (hb, new) = (keys.heartbeat(), keys.new_symbols());
     let subscribe: &[u8] = if topo.cluster {

@@ -44,6 +44,7 @@ pub mod publish;
 pub mod replica;
 pub mod resp;
 pub mod server;
+pub mod tls;
 pub mod trust;
 
 use book::quotes::{Quote, SLOT};
@@ -154,11 +155,11 @@ pub fn now_ns() -> u64 {
 pub fn discover(
     seeds: &[SocketAddr],
     timeout: Duration,
-    auth: Option<&conn::Auth>,
+    access: &conn::Access,
 ) -> Result<Topology, String> {
     let mut last = String::from("no seed");
     for &seed in seeds {
-        let mut c = match Conn::connect(seed, timeout, timeout, auth) {
+        let mut c = match Conn::connect(seed, timeout, timeout, access) {
             Ok(c) => c,
             Err(e) => {
                 last = e;

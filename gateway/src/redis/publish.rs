@@ -33,8 +33,8 @@ pub struct PublisherCfg {
     /// event-loop turn and writes to subscribers between turns, while each extra round trip
     /// costs a wake-up on both sides (measured: `scripts/bench redis --pipeline N`).
     pub max_pipeline: usize,
-    /// Sent first on every connection (`AUTH`), when Redis asks for a password.
-    pub auth: Option<super::conn::Auth>,
+    /// Credentials and TLS for every connection.
+    pub access: super::conn::Access,
 }
 
 impl PublisherCfg {
@@ -45,7 +45,7 @@ impl PublisherCfg {
             prefix: "quotes".into(),
             timeout: Duration::from_secs(2),
             max_pipeline: 1024,
-            auth: None,
+            access: super::conn::Access::default(),
         }
     }
 }
@@ -390,12 +390,7 @@ impl Publisher {
             if link.conns[k].is_none() && now >= link.retry[k] {
                 // a short connect timeout: publishing to the other nodes waits meanwhile
                 let t = self.cfg.timeout.min(Duration::from_millis(100));
-                match Conn::connect(
-                    link.topo.nodes[k],
-                    t,
-                    self.cfg.timeout,
-                    self.cfg.auth.as_ref(),
-                ) {
+                match Conn::connect(link.topo.nodes[k], t, self.cfg.timeout, &self.cfg.access) {
                     Ok(c) => {
                         link.conns[k] = Some(c);
                         back = true;
@@ -417,7 +412,7 @@ impl Publisher {
                 .map(|k| link.topo.nodes[k])
                 .collect();
             let t = self.cfg.timeout.min(Duration::from_millis(500));
-            if let Ok(topo) = discover(&live, t, self.cfg.auth.as_ref())
+            if let Ok(topo) = discover(&live, t, &self.cfg.access)
                 && topo != link.topo
             {
                 self.fail("the cluster's slot map changed (a failover?)".into());
@@ -438,7 +433,7 @@ impl Publisher {
             return false;
         }
         let t = self.cfg.timeout;
-        let topo = match discover(&self.cfg.seeds, t, self.cfg.auth.as_ref()) {
+        let topo = match discover(&self.cfg.seeds, t, &self.cfg.access) {
             Ok(topo) => topo,
             Err(e) => {
                 self.fail(e);
@@ -450,7 +445,7 @@ impl Publisher {
             .nodes
             .iter()
             .map(|&a| {
-                Conn::connect(a, t, t, self.cfg.auth.as_ref())
+                Conn::connect(a, t, t, &self.cfg.access)
                     .map_err(|e| first_err.get_or_insert(e).clone())
                     .ok()
             })

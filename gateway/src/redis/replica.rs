@@ -50,8 +50,8 @@ pub struct ReplicaCfg {
     pub spin: bool,
     /// Called with every value taken (quote, publish time), e.g. to measure the hop.
     pub on_value: Option<OnValue>,
-    /// Sent first on every connection (`AUTH`), when Redis asks for a password.
-    pub auth: Option<super::conn::Auth>,
+    /// Credentials and TLS for every connection.
+    pub access: super::conn::Access,
 }
 
 impl std::fmt::Debug for ReplicaCfg {
@@ -72,7 +72,7 @@ impl ReplicaCfg {
             timeout: Duration::from_secs(2),
             spin: false,
             on_value: None,
-            auth: None,
+            access: super::conn::Access::default(),
         }
     }
 }
