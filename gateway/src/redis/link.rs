@@ -340,54 +340,19 @@ fn follow(
             sh.take_bars(&mut Vec::new(), reloaded);
         }
         if !gets.is_empty() {
-            for ch in gets.iter() {
-                cmd.queue(&[b"GET", ch]);
-            }
-            cmd.flush()?;
-            let deadline = Instant::now() + t;
-            for _ in 0..gets.len() {
-                let v = cmd.next_by(deadline, |r| match r {
-                    super::resp::Reply::Error(e) => Err(String::from_utf8_lossy(e).into_owned()),
-                    r => Ok(r.bytes().map(<[u8]>::to_vec)),
-                })?;
-                match v {
-                    Ok(Some(v)) => values.push(v),
-                    Ok(None) => {}
-                    Err(e) => {
-                        if e.starts_with("MOVED") || e.starts_with("ASK") {
-                            sh.topology_changed.store(true, Ordering::Relaxed);
-                        }
-                        return Err(super::conn::err(addr, e));
-                    }
-                }
-            }
+            load(&mut cmd, sh, b"GET", gets, |r| {
+                values.extend(r.bytes().map(<[u8]>::to_vec))
+            })?;
             gets.clear();
         }
         if !venue_loads.is_empty() {
             // every venue's latest quote; later changes come on the channel
-            for h in venue_loads.iter() {
-                cmd.queue(&[b"HGETALL", h]);
-            }
-            cmd.flush()?;
-            let deadline = Instant::now() + t;
-            for _ in 0..venue_loads.len() {
-                let failed = cmd.next_by(deadline, |r| {
-                    if let super::resp::Reply::Error(e) = r {
-                        return Some(String::from_utf8_lossy(e).into_owned());
-                    }
-                    // field, value, field, value, ...
-                    let fields = r.items().unwrap_or(&[]);
-                    let values = fields.iter().skip(1).step_by(2);
-                    venue_values.extend(values.filter_map(|x| x.bytes().map(<[u8]>::to_vec)));
-                    None
-                })?;
-                if let Some(e) = failed {
-                    if e.starts_with("MOVED") || e.starts_with("ASK") {
-                        sh.topology_changed.store(true, Ordering::Relaxed);
-                    }
-                    return Err(super::conn::err(addr, e));
-                }
-            }
+            load(&mut cmd, sh, b"HGETALL", venue_loads, |r| {
+                // field, value, field, value, ...
+                let fields = r.items().unwrap_or(&[]);
+                let values = fields.iter().skip(1).step_by(2);
+                venue_values.extend(values.filter_map(|x| x.bytes().map(<[u8]>::to_vec)));
+            })?;
             venue_loads.clear();
         }
         if !venue_values.is_empty() {
@@ -408,6 +373,38 @@ fn follow(
                     }
                 }
             });
+        }
+    }
+    Ok(())
+}
+
+/// Sends `command KEY` for each of `keys` in one pipeline and gives each reply to `f`. An error
+/// reply fails the link (MOVED or ASK also says the cluster moved slots).
+fn load(
+    cmd: &mut Conn,
+    sh: &Shared,
+    command: &[u8],
+    keys: &[Vec<u8>],
+    mut f: impl FnMut(super::resp::Reply<'_>),
+) -> Result<(), String> {
+    for k in keys {
+        cmd.queue(&[command, k]);
+    }
+    cmd.flush()?;
+    let deadline = Instant::now() + sh.cfg.timeout;
+    for _ in 0..keys.len() {
+        let failed = cmd.next_by(deadline, |r| match r {
+            super::resp::Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+            r => {
+                f(r);
+                None
+            }
+        })?;
+        if let Some(e) = failed {
+            if e.starts_with("MOVED") || e.starts_with("ASK") {
+                sh.topology_changed.store(true, Ordering::Relaxed);
+            }
+            return Err(super::conn::err(cmd.addr(), e));
         }
     }
     Ok(())
