@@ -119,31 +119,21 @@ pub fn run(o: &DecodeBench) -> Result<(), String> {
         t.elapsed().as_secs_f64()
     );
     let msgs = sum.messages;
-    let time = |f: &dyn Fn(&[u8]) -> (u64, u64)| {
-        let t = Instant::now();
-        let r = f(black_box(&bytes));
-        (t.elapsed().as_secs_f64(), r)
+    // the best of `passes` (seconds) and what the walk returned
+    let best = |f: &dyn Fn(&[u8]) -> (u64, u64)| {
+        let mut best = (f64::MAX, (0, 0));
+        for _ in 0..o.passes {
+            let t = Instant::now();
+            let r = f(black_box(&bytes));
+            best = (best.0.min(t.elapsed().as_secs_f64()), r);
+        }
+        best
     };
-    // warm the pages once, then the best of `passes`
-    let _ = time(&walk_framing);
-    let mut walk_best = f64::MAX;
-    for _ in 0..o.passes {
-        walk_best = walk_best.min(time(&walk_framing).0);
-    }
-    let mut ours_best = f64::MAX;
-    let mut ours = (0, 0);
-    for _ in 0..o.passes {
-        let (s, r) = time(&decode_ours);
-        ours_best = ours_best.min(s);
-        ours = r;
-    }
-    let mut itchy_s = f64::MAX;
-    let mut itchy = (0, 0);
-    for _ in 0..o.passes {
-        let (s, r) = time(&decode_itchy);
-        itchy_s = itchy_s.min(s);
-        itchy = r;
-    }
+    // warm the pages once
+    let _ = walk_framing(black_box(&bytes));
+    let (walk_best, _) = best(&walk_framing);
+    let (ours_best, ours) = best(&decode_ours);
+    let (itchy_s, itchy) = best(&decode_itchy);
     let extra = [("msgs", msgs.to_string())];
     let ns = |s: f64| s * 1e9 / msgs as f64;
     report("decode_framing_ns_per_msg", ns(walk_best), "ns", &extra);
