@@ -344,6 +344,19 @@ impl Drop for Replay {
     }
 }
 
+/// Waits (at most 20 s) until `get` gives `want`.
+fn comes_to<T: PartialEq + std::fmt::Debug>(what: &str, want: &T, get: impl Fn() -> T) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = get();
+        if got == *want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} {got:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The same replay on two venues, served by a gateway on the quote table and by one on a Redis
 /// replica: clients of both end with the same values, equal to the table's, and the same
 /// charts and per-venue quotes.
@@ -406,15 +419,9 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
     for s in &symbols {
         let want = bars(local.addr, s);
         charted += want.contains("\"o\":") as usize;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while bars(remote.addr(), s) != want {
-            assert!(
-                Instant::now() < deadline,
-                "{s}: remote bars {} vs local {want}",
-                bars(remote.addr(), s)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        comes_to(&format!("{s}: remote bars"), &want, || {
+            bars(remote.addr(), s)
+        });
     }
     assert!(charted > 30, "bars to compare: {charted} symbols");
     // each venue's quote: the remote gateway's (through Redis) are the local one's (the book's
@@ -440,15 +447,9 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
             "{s}: both venues locally"
         );
         assert!(want.iter().all(|e| e.1["stale"] == false), "{s}: {want:?}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while venues(remote.addr(), s) != want {
-            assert!(
-                Instant::now() < deadline,
-                "{s}: remote venues {:?} vs local {want:?}",
-                venues(remote.addr(), s)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        comes_to(&format!("{s}: remote venues"), &want, || {
+            venues(remote.addr(), s)
+        });
     }
     drop((publisher, local, remote));
 }
