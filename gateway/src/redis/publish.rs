@@ -608,8 +608,9 @@ impl Publisher {
                 let v = &self.values[j];
                 match self.venue[i] {
                     Some(ch) => {
-                        let mut field = [0u8; 5];
-                        c.queue(&[b"HSET", key, decimal(ch, &mut field), v]);
+                        let mut field = [0u8; 20];
+                        let field = super::resp::decimal(ch as usize, &mut field);
+                        c.queue(&[b"HSET", key, field, v]);
                     }
                     None if link.topo.cluster => c.queue(&[b"SET", key, v]),
                     None => {}
@@ -659,19 +660,6 @@ impl Publisher {
             self.announced[i] = false;
         }
         Ok(())
-    }
-}
-
-/// `n` in decimal, written into `buf`.
-fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
     }
 }
 

@@ -87,18 +87,21 @@ pub fn bulk(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_usize(out: &mut Vec<u8>, mut n: usize) {
-    let mut d = [0u8; 20];
-    let mut i = d.len();
+fn push_usize(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
+}
+
+/// `n` in decimal, written into the end of `buf`.
+pub fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        d[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[i..];
         }
     }
-    out.extend_from_slice(&d[i..]);
 }
 
 /// Parses one reply from the front of `buf`: `Ok(None)` when more bytes are needed, else the
