@@ -54,18 +54,8 @@ enum Cmd {
         /// Key and channel prefix.
         #[arg(long, default_value = "quotes")]
         prefix: String,
-        /// A file whose first line is PASSWORD or USER PASSWORD, sent with AUTH on every
-        /// connection (Redis `requirepass` or an ACL user).
-        #[arg(long)]
-        redis_auth_file: Option<PathBuf>,
-        /// With rediss://: the CA certificates (PEM) Redis's certificates must chain to
-        /// (default: the system's bundle).
-        #[arg(long)]
-        redis_tls_ca: Option<PathBuf>,
-        /// With rediss://: the name every node's certificate must carry (default: the URL's
-        /// host name, or each node's IP address when the URL gives addresses).
-        #[arg(long)]
-        redis_tls_name: Option<String>,
+        #[command(flatten)]
+        redis_access: RedisAccessArgs,
         /// When the quote table had no change: 0 polls it without sleeping (yielding the CPU to
         /// anything runnable); otherwise the publisher sleeps on the table's doorbell until
         /// book publishes (at most 1 ms), or, without write access to the table (no doorbell),
@@ -96,6 +86,45 @@ enum Cmd {
     },
 }
 
+/// How `gateway publish` and a `--source redis://` gateway reach Redis.
+#[derive(clap::Args, Debug)]
+struct RedisAccessArgs {
+    /// Redis: a file whose first line is PASSWORD or USER PASSWORD, sent with AUTH on every
+    /// connection (Redis `requirepass` or an ACL user).
+    #[arg(long)]
+    redis_auth_file: Option<PathBuf>,
+    /// Redis over TLS (rediss://): the CA certificates (PEM) Redis's certificates must chain to
+    /// (default: the system's bundle).
+    #[arg(long)]
+    redis_tls_ca: Option<PathBuf>,
+    /// Redis over TLS (rediss://): the name every node's certificate must carry (default: the
+    /// URL's host name, or each node's IP address when the URL gives addresses).
+    #[arg(long)]
+    redis_tls_name: Option<String>,
+}
+
+impl RedisAccessArgs {
+    /// How to reach the Redis of `url`: the credentials file's, and TLS for `rediss://`.
+    fn access(&self, url: &str) -> Result<gateway::redis::conn::Access, String> {
+        let tls = url.starts_with("rediss://");
+        if !tls && (self.redis_tls_ca.is_some() || self.redis_tls_name.is_some()) {
+            return Err(format!(
+                "{url}: --redis-tls-ca and --redis-tls-name need a rediss:// URL"
+            ));
+        }
+        let name =
+            (self.redis_tls_name.as_deref()).or_else(|| gateway::redis::cluster::url_host(url));
+        Ok(gateway::redis::conn::Access {
+            auth: (self.redis_auth_file.as_deref())
+                .map(gateway::redis::conn::Auth::from_file)
+                .transpose()?,
+            tls: tls
+                .then(|| gateway::redis::tls::Tls::new(self.redis_tls_ca.as_deref(), name))
+                .transpose()?,
+        })
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Address and port to listen on.
@@ -118,18 +147,8 @@ struct RunArgs {
     /// With a Redis source: the key and channel prefix.
     #[arg(long, default_value = "quotes")]
     redis_prefix: String,
-    /// With a Redis source: a file whose first line is PASSWORD or USER PASSWORD, sent with
-    /// AUTH on every connection (Redis `requirepass` or an ACL user).
-    #[arg(long)]
-    redis_auth_file: Option<PathBuf>,
-    /// With a rediss:// source: the CA certificates (PEM) Redis's certificates must chain to
-    /// (default: the system's bundle).
-    #[arg(long)]
-    redis_tls_ca: Option<PathBuf>,
-    /// With a rediss:// source: the name every node's certificate must carry (default: the
-    /// URL's host name, or each node's IP address when the URL gives addresses).
-    #[arg(long)]
-    redis_tls_name: Option<String>,
+    #[command(flatten)]
+    redis_access: RedisAccessArgs,
     /// With a Redis source: symbols go stale after this long without a publisher heartbeat, ms.
     #[arg(long, default_value_t = 2000)]
     redis_heartbeat_timeout_ms: u64,
@@ -188,30 +207,6 @@ fn path_of(ring: &str, quotes: Option<String>) -> PathBuf {
     book::quotes::table_path(ring, quotes.as_deref())
 }
 
-/// How to reach the Redis of `url`: the credentials file's, and TLS for `rediss://`.
-fn access(
-    url: &str,
-    auth_file: Option<&std::path::Path>,
-    tls_ca: Option<&std::path::Path>,
-    tls_name: Option<&str>,
-) -> Result<gateway::redis::conn::Access, String> {
-    let tls = url.starts_with("rediss://");
-    if !tls && (tls_ca.is_some() || tls_name.is_some()) {
-        return Err(format!(
-            "{url}: --redis-tls-ca and --redis-tls-name need a rediss:// URL"
-        ));
-    }
-    let name = tls_name.or_else(|| gateway::redis::cluster::url_host(url));
-    Ok(gateway::redis::conn::Access {
-        auth: auth_file
-            .map(gateway::redis::conn::Auth::from_file)
-            .transpose()?,
-        tls: tls
-            .then(|| gateway::redis::tls::Tls::new(tls_ca, name))
-            .transpose()?,
-    })
-}
-
 fn run(a: RunArgs) -> Result<(), String> {
     let stop = feed_handler::agent::stop_on_signals();
     let source = a.source.clone();
@@ -226,12 +221,7 @@ fn run(a: RunArgs) -> Result<(), String> {
             rc.slots = a.replica_slots;
             rc.hb_timeout_ns = a.redis_heartbeat_timeout_ms * 1_000_000;
             rc.spin = a.redis_spin;
-            rc.access = access(
-                url,
-                a.redis_auth_file.as_deref(),
-                a.redis_tls_ca.as_deref(),
-                a.redis_tls_name.as_deref(),
-            )?;
+            rc.access = a.redis_access.access(url)?;
             Some(Replica::start(rc, stop)?)
         }
         None => None,
@@ -425,9 +415,7 @@ fn main() -> ExitCode {
             quotes,
             redis,
             prefix,
-            redis_auth_file,
-            redis_tls_ca,
-            redis_tls_name,
+            redis_access,
             idle_us,
             pipeline,
         } => (|| {
@@ -436,12 +424,7 @@ fn main() -> ExitCode {
             let mut cfg = PublisherCfg::new(gateway::redis::cluster::parse_url(&redis)?);
             cfg.prefix = prefix;
             cfg.max_pipeline = pipeline;
-            cfg.access = access(
-                &redis,
-                redis_auth_file.as_deref(),
-                redis_tls_ca.as_deref(),
-                redis_tls_name.as_deref(),
-            )?;
+            cfg.access = redis_access.access(&redis)?;
             eprintln!("gateway publish: {} into {redis}", path.display());
             gateway::redis::publish::run(
                 &path,

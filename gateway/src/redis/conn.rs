@@ -228,7 +228,9 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = (self.s.write_all(&self.out))
+        let r = self
+            .s
+            .write_all(&self.out)
             .and_then(|()| self.s.flush())
             .map_err(|e| err(self.addr, e));
         self.out.clear();

@@ -171,17 +171,16 @@ impl Publisher {
         self.venue_src = Some((crate::source::ShmSource::new(path), Instant::now()));
     }
 
-    /// Takes the per-venue table's changes; returns how many.
-    fn poll_venues(&mut self) -> usize {
+    /// Takes the per-venue table's changes.
+    fn poll_venues(&mut self) {
         use crate::source::QuoteSource;
         let Some((mut src, t0)) = self.venue_src.take() else {
-            return 0;
+            return;
         };
-        let n = src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| {
+        src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| {
             self.take(q, Some(q.channel))
         });
         self.venue_src = Some((src, t0));
-        n
     }
 
     /// Reads the bar log's new records (every 100 ms at most).
