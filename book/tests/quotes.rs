@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// A feed agent on its own thread for test `idx` (groups 239.203.idx.1/.2, ports 35000 +
-/// 100 idx, re-request server 127.0.0.1:35500 + 100 idx), with `extra` channel settings.
+/// A feed agent on its own thread for test `idx` (groups 239.203.idx.1/.2, ports 25000 +
+/// 100 idx, re-request server 127.0.0.1:25500 + 100 idx), with `extra` channel settings.
 fn start_feed(
     ring: &std::path::Path,
     idx: u16,
@@ -26,9 +26,9 @@ fn start_feed(
         "ring = \"{}\"\nring_capacity = 65536\nidle = \"yield\"\n[[channel]]\nname = \"t\"\nsession = \"GEN0000001\"\nstart_seq = 1\n{extra}\n\
          line_a = {{ group = \"239.203.{idx}.1\", port = {} }}\nline_b = {{ group = \"239.203.{idx}.2\", port = {} }}\nrerequest = \"127.0.0.1:{}\"\n",
         ring.display(),
-        35_000 + 100 * idx,
-        35_001 + 100 * idx,
-        35_500 + 100 * idx,
+        25_000 + 100 * idx,
+        25_001 + 100 * idx,
+        25_500 + 100 * idx,
     );
     let mut agent = Agent::new(Config::parse(&cfg).unwrap()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -39,8 +39,8 @@ fn start_feed(
 /// The lines of test `idx`'s feed.
 fn test_lines(idx: u16) -> Vec<pcap_replays::lines::LineSpec> {
     let mut lines = default_lines();
-    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, idx as u8, 1), 35_000 + 100 * idx);
-    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, idx as u8, 2), 35_001 + 100 * idx);
+    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, idx as u8, 1), 25_000 + 100 * idx);
+    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 203, idx as u8, 2), 25_001 + 100 * idx);
     lines
 }
 
@@ -86,7 +86,7 @@ fn replay_to_quote_table_matches_the_session() {
         store,
         Some(Exchange::server_at(SocketAddrV4::new(
             Ipv4Addr::LOCALHOST,
-            35_500,
+            25_500,
         ))),
     )
     .unwrap();
@@ -263,7 +263,7 @@ fn an_unrecovered_gap_marks_stale_then_a_full_rerequest_rebuilds() {
             ..Default::default()
         },
     );
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 35_600);
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 25_600);
     let mut server = Exchange::server_at(addr);
     server.off_file = Some(off.clone());
     let exchange = Arc::new(Exchange::start(store, Some(server)).unwrap());

@@ -28,10 +28,10 @@ fn group(k: u16, v: u16, line: u8) -> Ipv4Addr {
     Ipv4Addr::new(239, 204, (4 * k + v) as u8, line)
 }
 fn port(k: u16, v: u16, line: u16) -> u16 {
-    36_000 + 100 * k + 10 * v + line
+    26_000 + 100 * k + 10 * v + line
 }
 fn server(k: u16, v: u16) -> u16 {
-    36_500 + 100 * k + v
+    26_500 + 100 * k + v
 }
 
 /// Replays the three venues into a feed handler and a conflation thread until every record

@@ -53,9 +53,9 @@ impl Rig {
             } else {
                 1 << 16
             },
-            32_000 + idx as u16 * 10,
-            32_001 + idx as u16 * 10,
-            33_000 + idx as u16,
+            22_000 + idx as u16 * 10,
+            22_001 + idx as u16 * 10,
+            23_000 + idx as u16,
         )
         .replace("small_ring = true", "");
         let cfg = Config::parse(&cfg).unwrap();
@@ -79,11 +79,11 @@ impl Rig {
         let mut l = default_lines();
         l[0].dst = SocketAddrV4::new(
             Ipv4Addr::new(239, 201, self.idx, 1),
-            32_000 + self.idx as u16 * 10,
+            22_000 + self.idx as u16 * 10,
         );
         l[1].dst = SocketAddrV4::new(
             Ipv4Addr::new(239, 201, self.idx, 2),
-            32_001 + self.idx as u16 * 10,
+            22_001 + self.idx as u16 * 10,
         );
         l[0].faults = LineFaults::parse(fa).unwrap();
         l[1].faults = LineFaults::parse(fb).unwrap();
@@ -103,7 +103,7 @@ impl Rig {
         lines: LinesConfig,
         server: bool,
     ) -> Arc<ServerStats> {
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 33_000 + self.idx as u16);
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 23_000 + self.idx as u16);
         let exchange = Exchange::start(store, server.then(|| Exchange::server_at(addr))).unwrap();
         exchange.play(packets, Pace::Rate(200_000), lines).unwrap();
         // Serve re-requests until the feed handler has finished the session.
@@ -321,7 +321,7 @@ fn malformed_packets_are_counted_and_skipped() {
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
     )
     .unwrap();
-    let a = SocketAddrV4::new(Ipv4Addr::new(239, 201, 5, 1), 32_050);
+    let a = SocketAddrV4::new(Ipv4Addr::new(239, 201, 5, 1), 22_050);
     let (packets, store, msgs) = session(5, 2_000);
     let good = &packets[3].payload;
     let mut truncated = good.clone();
