@@ -691,7 +691,8 @@ fn over_tls_the_commands_publish_and_serve() {
 /// A node reached over TLS: (the node, the `rediss://` URL, the CA file).
 fn tls_node(tag: &str) -> (RedisNode, String, PathBuf) {
     let tls_port = server::free_port_pair();
-    let (ca, args) = tls_files(&tmp(&format!("{tag}-pki")), tls_port);
+    // in the node's directory, removed with it
+    let (ca, args) = tls_files(&tmp(tag).join("pki"), tls_port);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let node = RedisNode::start_with(server::free_port_pair(), &tmp(tag), false, &args).unwrap();
     (node, format!("rediss://127.0.0.1:{tls_port}"), ca)
@@ -841,7 +842,8 @@ fn tls_refuses_a_certificate_it_cannot_trust() {
         .unwrap();
     assert_eq!(pong.as_deref(), Some(&b"PONG"[..]));
     // another CA
-    let (other_ca, _) = tls_files(&tmp("tls-other-pki"), 1);
+    let other = tmp("tls-refused").join("other-pki");
+    let (other_ca, _) = tls_files(&other, 1);
     let e = Conn::connect(addr, t, t, &with(Tls::new(Some(&other_ca), None).unwrap())).unwrap_err();
     assert!(
         e.contains("TLS handshake") && e.contains("certificate"),
@@ -857,10 +859,9 @@ fn tls_refuses_a_certificate_it_cannot_trust() {
         .unwrap_err();
     assert!(e.contains(&addr.to_string()), "{e}");
     // a CA file with no certificate in it
-    let empty = tmp("tls-empty.pem");
+    let empty = other.join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     assert!(Tls::new(Some(&empty), None).unwrap_err().contains("no CA"));
-    let _ = std::fs::remove_file(&empty);
     drop(node);
 }
 
