@@ -94,9 +94,9 @@ fn run(
         name = "bench"
         session = "GEN0000001"
         start_seq = 1
-        line_a = {{ group = "239.202.0.1", port = 34000 }}
-        line_b = {{ group = "239.202.0.2", port = 34001 }}
-        rerequest = "127.0.0.1:34500"
+        line_a = {{ group = "239.202.0.1", port = 24000 }}
+        line_b = {{ group = "239.202.0.2", port = 24001 }}
+        rerequest = "127.0.0.1:24500"
         "#,
         ring.display(),
         journal = journal,
@@ -121,15 +121,15 @@ fn run(
     });
     // the re-request server (recovers kernel drops, if any)
     let total: u64 = packets.iter().map(|p| p.messages as u64).sum();
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 34_500);
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 24_500);
     let exchange = Exchange::start(
         replay::MessageStore::from_packets(packets),
         Some(Exchange::server_at(addr)),
     )
     .map_err(|e| format!("{addr}: {e}"))?;
     let mut lines = default_lines();
-    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 202, 0, 1), 34_000);
-    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 202, 0, 2), 34_001);
+    lines[0].dst = SocketAddrV4::new(Ipv4Addr::new(239, 202, 0, 1), 24_000);
+    lines[1].dst = SocketAddrV4::new(Ipv4Addr::new(239, 202, 0, 2), 24_001);
     let lines = LinesConfig {
         lines,
         gaps: vec![],

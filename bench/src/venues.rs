@@ -82,9 +82,9 @@ fn live(o: &VenuesBench, files: &[Vec<u8>], counts: &[u64]) -> Result<(), String
              line_a = {{ group = \"239.205.{v}.1\", port = {} }}\n\
              line_b = {{ group = \"239.205.{v}.2\", port = {} }}\n\
              rerequest = \"127.0.0.1:{}\"\n",
-            37_000 + 10 * v,
-            37_001 + 10 * v,
-            37_500 + v
+            28_000 + 10 * v,
+            28_001 + 10 * v,
+            28_500 + v
         );
     }
     let mut agent = Agent::new(Config::parse(&cfg)?)?;
@@ -102,14 +102,14 @@ fn live(o: &VenuesBench, files: &[Vec<u8>], counts: &[u64]) -> Result<(), String
         let file = dir.join(format!("v{v}.itch"));
         std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
         let (packets, store) = replay::load(&file, PacketizerConfig::default())?;
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 37_500 + v as u16);
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 28_500 + v as u16);
         let ex = Exchange::start(store, Some(Exchange::server_at(addr)))
             .map_err(|e| format!("{addr}: {e}"))?;
         let mut lines = default_lines();
         lines[0].dst =
-            SocketAddrV4::new(Ipv4Addr::new(239, 205, v as u8, 1), 37_000 + 10 * v as u16);
+            SocketAddrV4::new(Ipv4Addr::new(239, 205, v as u8, 1), 28_000 + 10 * v as u16);
         lines[1].dst =
-            SocketAddrV4::new(Ipv4Addr::new(239, 205, v as u8, 2), 37_001 + 10 * v as u16);
+            SocketAddrV4::new(Ipv4Addr::new(239, 205, v as u8, 2), 28_001 + 10 * v as u16);
         let lc = LinesConfig {
             lines,
             gaps: vec![],
