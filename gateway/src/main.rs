@@ -112,10 +112,14 @@ impl RedisAccessArgs {
                 "{url}: --redis-tls-ca and --redis-tls-name need a rediss:// URL"
             ));
         }
-        let name =
-            (self.redis_tls_name.as_deref()).or_else(|| gateway::redis::cluster::url_host(url));
+        let name = self
+            .redis_tls_name
+            .as_deref()
+            .or_else(|| gateway::redis::cluster::url_host(url));
         Ok(gateway::redis::conn::Access {
-            auth: (self.redis_auth_file.as_deref())
+            auth: self
+                .redis_auth_file
+                .as_deref()
                 .map(gateway::redis::conn::Auth::from_file)
                 .transpose()?,
             tls: tls

@@ -140,8 +140,16 @@ impl Shared {
     /// `f` on both: what happens to a link (up, down, a heartbeat, time) happens to every
     /// quote it brought.
     pub(super) fn with_both(&self, f: impl Fn(&mut ReplicaCore, Out<'_>)) {
-        self.with(&f);
-        self.with_venues(&f);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State {
+            core,
+            table,
+            venues,
+            venue_table,
+            ..
+        } = &mut *st;
+        f(core, &mut |i, q| table.publish(i, q));
+        f(venues, &mut |i, q| venue_table.publish(i, q));
     }
 
     pub(super) fn take_bars(&self, live: &mut Vec<Vec<u8>>, reloaded: &mut Vec<Vec<Vec<u8>>>) {
