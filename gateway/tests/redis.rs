@@ -14,7 +14,7 @@ use gateway::redis::server::{self, RedisServer as RedisNode};
 use gateway::source::{QuoteSource, ShmSource};
 use pcap_replays::market::{Market, MarketConfig};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1014,4 +1014,123 @@ fn a_failover_to_a_promoted_replica() {
     )
     .unwrap();
     assert!(!after.nodes.contains(&victim), "a replica took over");
+}
+
+/// Slots move between live masters (`redis-cli --cluster reshard`: keys migrated one slot at a
+/// time) while prices keep moving: the symbols whose slots stay put stay fresh all along (the
+/// replica's links to the masters stay up and follow the map in place); no symbol is ever shown
+/// fresh with an older volume than it was already shown (an old value taken for current); and
+/// once the slots have moved every symbol is fresh with the values of now, from the masters
+/// that hold them now. (Before links followed the map in place, every symbol went stale for most
+/// of the resharding.)
+#[test]
+fn slots_moving_between_live_masters() {
+    if !have_redis() {
+        return;
+    }
+    let nodes = cluster("reshard");
+    let t = Table::new("redis-reshard", 200);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let discover =
+        || gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let keys = gateway::redis::Keys::new("quotes");
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let owners = |topo: &gateway::redis::cluster::Topology| -> Vec<SocketAddr> {
+        symbols
+            .iter()
+            .map(|s| topo.nodes[topo.node_of(keys.quote(s).as_bytes())])
+            .collect()
+    };
+    let before = owners(&discover());
+    let _publisher = PubThread::spawn(&t.path, seeds.clone());
+    let remote = Remote::start(seeds.clone(), 2_000);
+    wait_symbols(remote.addr(), 200);
+    let mut c = View::subscribe(remote.addr(), &symbols);
+    becomes_current_never_wrong(&mut c, &truth(&t), "before the resharding");
+
+    // prices move all along: every symbol's volume goes up every 10 ms
+    let moving = Arc::new(AtomicBool::new(true));
+    let mover = {
+        let (moving, mut t) = (moving.clone(), t);
+        std::thread::spawn(move || {
+            while moving.load(Ordering::Relaxed) {
+                for i in 0..t.quotes.len() {
+                    t.set(i, |q| q.volume += 1);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            t
+        })
+    };
+    // the first 2,000 slots of the master that holds slot 0 move to another master
+    let id = |n: &RedisNode| server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from, to) = (id(&nodes[0]), id(&nodes[1]));
+    let mut reshard = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &nodes[0].addr().to_string()])
+        .args(["--cluster-from", &from, "--cluster-to", &to])
+        .args(["--cluster-slots", "2000", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // the highest volume each symbol was shown fresh with, and the symbols shown stale
+    let mut top: HashMap<String, u64> = HashMap::new();
+    let mut backwards = Vec::new();
+    let mut went_stale: HashSet<String> = HashSet::new();
+    let mut check = |s: &str, m: &Map<String, Value>| {
+        if m["stale"] == true {
+            went_stale.insert(s.to_string());
+            return;
+        }
+        let vol = m["vol"].as_u64().unwrap();
+        let t = top.entry(s.to_string()).or_default();
+        if vol < *t {
+            backwards.push(format!("{s}: volume {vol} fresh after {t}"));
+        }
+        *t = vol.max(*t);
+    };
+    let done = loop {
+        if let Some(st) = reshard.try_wait().unwrap() {
+            break st;
+        }
+        for s in c.read() {
+            check(&s, &c.q[&s]);
+        }
+    };
+    assert!(done.success(), "redis-cli --cluster reshard: {done}");
+    moving.store(false, Ordering::Relaxed);
+    let mut t = mover.join().unwrap();
+    let after = owners(&discover());
+    let moved: HashSet<&String> = (0..symbols.len())
+        .filter(|&i| before[i] != after[i])
+        .map(|i| &symbols[i])
+        .collect();
+    assert!(!moved.is_empty(), "no symbol's slot moved");
+    for i in 0..t.quotes.len() {
+        t.set(i, |q| q.volume += 1_000);
+    }
+    let now = truth(&t);
+    let reached = c.until(30, &mut check, |v| all_current(&now, v));
+    assert!(
+        backwards.is_empty(),
+        "old values shown fresh: {backwards:?}"
+    );
+    assert!(
+        reached,
+        "after the resharding: every symbol fresh and current"
+    );
+    let mut stayed_put_stale: Vec<&String> =
+        went_stale.iter().filter(|s| !moved.contains(s)).collect();
+    stayed_put_stale.sort();
+    assert!(
+        stayed_put_stale.is_empty(),
+        "stale though their slots stayed put ({} of {}): {stayed_put_stale:?}",
+        stayed_put_stale.len(),
+        symbols.len() - moved.len()
+    );
+    eprintln!(
+        "{} of 200 symbols moved master, {} of them shown stale on the way",
+        moved.len(),
+        went_stale.len()
+    );
 }

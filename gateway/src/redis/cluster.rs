@@ -96,7 +96,24 @@ pub struct Topology {
     /// Which node (by cluster node ID, whatever address a client reaches it by) serves each
     /// slot, hashed: equal for every client of one slot map. 0 for a plain server.
     pub map_id: u64,
+    /// Each node's cluster node ID, hashed (the same whatever address a client reaches it
+    /// by); 0 for a plain server.
+    pub ids: Vec<u64>,
 }
+
+/// FNV-1a, 64 bits.
+fn fnv(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
+    for b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Most ranges [`Topology::map_text`] writes: a map cut into more (a cluster in the middle of a
+/// resharding that moves scattered slots) is named by its ID alone.
+pub const MAP_TEXT_RANGES: usize = 512;
 
 impl Topology {
     /// One plain server owning everything.
@@ -106,7 +123,32 @@ impl Topology {
             owner: vec![0; SLOTS],
             cluster: false,
             map_id: 0,
+            ids: vec![0],
         }
+    }
+
+    /// The slot map as text, for the publisher's heartbeat: `FIRST-LAST:NODE` per run of slots
+    /// served by one node (NODE its hashed ID in hex), comma-separated, in slot order. `None`
+    /// past [`MAP_TEXT_RANGES`] runs.
+    pub fn map_text(&self) -> Option<String> {
+        let mut out = String::new();
+        let mut runs = 0;
+        let mut lo = 0;
+        for s in 1..=SLOTS {
+            if s == SLOTS || self.owner[s] != self.owner[lo] {
+                runs += 1;
+                if runs > MAP_TEXT_RANGES {
+                    return None;
+                }
+                let id = self.ids.get(self.owner[lo] as usize).copied().unwrap_or(0);
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(&format!("{lo}-{}:{id:x}", s - 1));
+                lo = s;
+            }
+        }
+        Some(out)
     }
 
     /// From a `CLUSTER SLOTS` reply; `seed` replaces an empty host (a node that does not know
@@ -118,6 +160,7 @@ impl Topology {
             owner: vec![u16::MAX; SLOTS],
             cluster: true,
             map_id: 0,
+            ids: Vec::new(),
         };
         // FNV-1a over (first slot, last slot, master ID) of every range, in slot order
         let mut ranges: Vec<(i64, i64, Vec<u8>)> = Vec::new();
@@ -146,12 +189,12 @@ impl Topology {
                 .get(2)
                 .and_then(Reply::bytes)
                 .map_or_else(|| format!("{host}:{port}").into_bytes(), <[u8]>::to_vec);
-            ranges.push((*lo, *hi, id));
             let addr = SocketAddr::new(ip, port);
             let k = match t.nodes.iter().position(|n| *n == addr) {
                 Some(k) => k,
                 None => {
                     t.nodes.push(addr);
+                    t.ids.push(fnv(id.iter().copied(), FNV_START));
                     t.nodes.len() - 1
                 }
             };
@@ -161,6 +204,7 @@ impl Topology {
             for s in *lo as usize..=*hi as usize {
                 t.owner[s] = k as u16;
             }
+            ranges.push((*lo, *hi, id));
         }
         if t.nodes.is_empty() {
             return Err("the cluster has no slots assigned yet".into());
@@ -171,20 +215,42 @@ impl Topology {
             ));
         }
         ranges.sort();
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut h = FNV_START;
         for (lo, hi, id) in &ranges {
-            for b in lo.to_le_bytes().iter().chain(&hi.to_le_bytes()).chain(id) {
-                h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
-            }
+            h = fnv(lo.to_le_bytes().into_iter().chain(hi.to_le_bytes()), h);
+            h = fnv(id.iter().copied(), h);
         }
         t.map_id = h | 1;
         Ok(t)
+    }
+
+    /// The node serving `slot`.
+    pub fn node_of_slot(&self, slot: u16) -> usize {
+        self.owner[slot as usize] as usize
     }
 
     /// The node serving `key`.
     pub fn node_of(&self, key: &[u8]) -> usize {
         self.owner[key_slot(key) as usize] as usize
     }
+}
+
+/// Which node (hashed ID) serves each slot, from [`Topology::map_text`]'s text; `None` when
+/// the text is not a full map.
+pub fn parse_map_text(text: &str) -> Option<Vec<u64>> {
+    let mut owner = vec![0u64; SLOTS];
+    let mut next = 0usize;
+    for run in text.split(',') {
+        let (range, id) = run.split_once(':')?;
+        let (lo, hi) = range.split_once('-')?;
+        let (lo, hi): (usize, usize) = (lo.parse().ok()?, hi.parse().ok()?);
+        if lo != next || hi < lo || hi >= SLOTS {
+            return None;
+        }
+        owner[lo..=hi].fill(u64::from_str_radix(id, 16).ok()?);
+        next = hi + 1;
+    }
+    (next == SLOTS).then_some(owner)
 }
 
 #[cfg(test)]
@@ -244,6 +310,34 @@ mod tests {
         );
         assert_eq!(t.owner[8191], 0);
         assert_eq!(t.owner[8192], 1);
+        // the map as the heartbeat carries it, and back
+        let text = t.map_text().unwrap();
+        let ids = &t.ids;
+        assert_eq!(text, format!("0-8191:{:x},8192-16383:{:x}", ids[0], ids[1]));
+        let owner = parse_map_text(&text).unwrap();
+        assert_eq!(
+            (owner[0], owner[8191], owner[8192]),
+            (ids[0], ids[0], ids[1])
+        );
+        assert_eq!(owner[16383], ids[1]);
+        for bad in [
+            "",
+            "0-8191:1",
+            "0-8191:1,8193-16383:2",
+            "0-16384:1",
+            "0-16383:xyz",
+            "x",
+        ] {
+            assert_eq!(parse_map_text(bad), None, "{bad:?}");
+        }
+        let mut scattered = t.clone();
+        for s in (0..SLOTS).step_by(2) {
+            scattered.owner[s] = 0;
+        }
+        for s in (1..SLOTS).step_by(2) {
+            scattered.owner[s] = 1;
+        }
+        assert_eq!(scattered.map_text(), None, "too many runs");
         let ids = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nn1\r\n";
         let ids_nat = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$8\r\n10.9.9.9\r\n:7777\r\n$2\r\nn1\r\n";
         let ids_new = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nn2\r\n";

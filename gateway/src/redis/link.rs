@@ -3,12 +3,14 @@
 //! loads each symbol once its subscription is confirmed, and follows what is published.
 
 use super::Keys;
-use super::cluster::Topology;
+use super::cluster::{Topology, key_slot};
 use super::conn::Conn;
 use super::decode;
 use super::discover;
 use super::replica::Shared;
-use std::collections::HashSet;
+use super::trust::Heartbeat;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,15 +26,53 @@ fn nodes_then_seeds(
     v
 }
 
-/// Finds the topology and runs one link per node; restarts them when the topology changes.
+/// A link thread and how to stop it.
+struct Running {
+    k: usize,
+    quit: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Finds the topology, runs one link per master and follows changes: a new master gets a link,
+/// a master gone has its link stopped, and the links of masters that stay keep their
+/// connections (they subscribe to what their node gained; the server drops what it lost), so a
+/// slot moving stales only the symbols in it. Each node keeps its link index for as long as the
+/// replica runs (one per address ever seen).
 pub(super) fn supervise(sh: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
-    let mut prev: Option<Topology> = None;
+    let mut prev: Option<Arc<Topology>> = None;
+    let mut index: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut running: HashMap<SocketAddr, Running> = HashMap::new();
+    let mut next_check = Instant::now();
+    let mut next_tick = Instant::now();
+    let mut last_report: Option<Instant> = None;
+    let mut unreported = 0u64;
     while !sh.stop.load(Ordering::Relaxed) {
+        let now_i = Instant::now();
+        if now_i >= next_tick {
+            next_tick = now_i + Duration::from_millis(100);
+            let now = sh.now_ns();
+            sh.with_both(|c, out| c.tick(now, out));
+        }
+        let moved = sh.topology_changed.swap(false, Ordering::Relaxed);
+        if !moved && now_i < next_check {
+            pause(&sh, Duration::from_millis(20));
+            continue;
+        }
+        next_check = now_i + Duration::from_secs(5);
         let known = prev.as_ref().map_or(&[][..], |t| &t.nodes[..]);
         let seeds = nodes_then_seeds(known, &sh.cfg.seeds);
         let topo = match discover(&seeds, sh.cfg.timeout, &sh.cfg.access) {
             Ok(t) => t,
+            Err(_) if prev.is_some() => {
+                // the links report their own nodes; ask again soon
+                if moved {
+                    sh.topology_changed.store(true, Ordering::Relaxed);
+                }
+                next_check = Instant::now() + Duration::from_secs(1);
+                pause(&sh, Duration::from_millis(100));
+                continue;
+            }
             Err(e) => {
                 {
                     let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -41,27 +81,13 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                     }
                     st.topo_down = Some(e);
                 }
-                let now = sh.now_ns();
-                sh.with_both(|c, out| {
-                    for k in 0..c.links() {
-                        c.link_down(k, now, out);
-                    }
-                });
                 pause(&sh, backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+                next_check = Instant::now();
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
-        if prev.as_ref().is_some_and(|p| p.map_id != topo.map_id) {
-            eprintln!(
-                "gateway: the cluster's slot map changed; trusting nothing until the publisher \
-                 has rewritten every key on it"
-            );
-        }
-        let now = sh.now_ns();
-        sh.with_both(|c, out| c.set_map(topo.map_id, now, out));
-        prev = Some(topo.clone());
         {
             let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.topo_down.take().is_some() {
@@ -71,43 +97,94 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                     if topo.nodes.len() == 1 { "" } else { "s" }
                 );
             }
-            st.down = vec![Some("connecting".into()); topo.nodes.len()];
         }
-        let quit = Arc::new(AtomicBool::new(false));
-        let topo = Arc::new(topo);
-        let links: Vec<_> = (0..topo.nodes.len())
-            .map(|k| {
-                let (sh, topo, quit) = (sh.clone(), topo.clone(), quit.clone());
-                std::thread::Builder::new()
-                    .name(format!("redis-link-{k}"))
-                    .spawn(move || link(sh, topo, k, quit))
-            })
+        if prev.as_deref() == Some(&topo) {
+            if moved {
+                // the map is the same: have the links check what they follow all the same
+                let _g = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
+                sh.topo_version.fetch_add(1, Ordering::AcqRel);
+                next_check = Instant::now() + Duration::from_millis(200);
+            }
+            continue;
+        }
+        if let Some(p) = &prev {
+            let changed = (0..topo.owner.len())
+                .filter(|&s| p.ids[p.owner[s] as usize] != topo.ids[topo.owner[s] as usize])
+                .count();
+            unreported += 1;
+            // at most one line a second (a resharding changes the map every few ms)
+            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                eprintln!(
+                    "gateway: the cluster's slot map changed ({unreported} time{} since the last report; {changed} slot{} on another node in the latest); symbols in moved slots are stale until the publisher has written them on the new map",
+                    if unreported == 1 { "" } else { "s" },
+                    if changed == 1 { "" } else { "s" }
+                );
+                last_report = Some(Instant::now());
+                unreported = 0;
+            }
+        }
+        for &a in &topo.nodes {
+            let n = index.len();
+            index.entry(a).or_insert(n);
+        }
+        let link_of = |n: usize| index[&topo.nodes[n]];
+        let owner: Vec<u16> = if topo.cluster {
+            topo.owner
+                .iter()
+                .map(|&n| link_of(n as usize) as u16)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ids: Vec<(usize, u64)> = (0..topo.nodes.len())
+            .map(|n| (link_of(n), topo.ids[n]))
             .collect();
-        // recheck the topology every 5 s, or at once when a link saw slots move
-        let mut next = Instant::now() + Duration::from_secs(5);
-        while !sh.stop.load(Ordering::Relaxed) {
-            pause(&sh, Duration::from_millis(100));
-            let now = sh.now_ns();
-            sh.with_both(|c, out| c.tick(now, out));
-            let moved = sh.topology_changed.swap(false, Ordering::Relaxed);
-            if moved || Instant::now() >= next {
-                next = Instant::now() + Duration::from_secs(5);
-                match discover(
-                    &nodes_then_seeds(&topo.nodes, &sh.cfg.seeds),
-                    sh.cfg.timeout,
-                    &sh.cfg.access,
-                ) {
-                    Ok(t) if t == *topo && !moved => {}
-                    Ok(_) => break,
-                    Err(_) if moved => break,
-                    Err(_) => {}
+        let now = sh.now_ns();
+        sh.with_both(|c, out| c.set_map(topo.map_id, owner.clone(), &ids, now, out));
+        let topo = Arc::new(topo);
+        {
+            let mut t = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
+            *t = Some(topo.clone());
+            sh.topo_version.fetch_add(1, Ordering::AcqRel);
+        }
+        // masters gone: their links stop (their symbols are stale: another link serves them)
+        let gone: Vec<SocketAddr> = running
+            .keys()
+            .filter(|a| !topo.nodes.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            let r = running.remove(&a).expect("running");
+            r.quit.store(true, Ordering::Relaxed);
+            let _ = r.handle.join();
+            sh.set_active(r.k, false);
+        }
+        for &a in &topo.nodes {
+            if running.contains_key(&a) {
+                continue;
+            }
+            let k = index[&a];
+            sh.set_active(k, true);
+            let quit = Arc::new(AtomicBool::new(false));
+            let (sh2, q2) = (sh.clone(), quit.clone());
+            match std::thread::Builder::new()
+                .name(format!("redis-link-{k}"))
+                .spawn(move || link(sh2, a, k, q2))
+            {
+                Ok(handle) => {
+                    running.insert(a, Running { k, quit, handle });
+                }
+                Err(e) => {
+                    sh.set_down(k, Some(format!("cannot start a link thread: {e}")));
+                    next_check = Instant::now() + Duration::from_secs(1);
                 }
             }
         }
-        quit.store(true, Ordering::Relaxed);
-        for l in links.into_iter().flatten() {
-            let _ = l.join();
-        }
+        prev = Some(topo);
+    }
+    for (_, r) in running {
+        r.quit.store(true, Ordering::Relaxed);
+        let _ = r.handle.join();
     }
 }
 
@@ -119,13 +196,13 @@ fn pause(sh: &Shared, d: Duration) {
 }
 
 /// One node's link: connect, subscribe, load, follow; reconnect with a backoff on any failure.
-fn link(sh: Arc<Shared>, topo: Arc<Topology>, k: usize, quit: Arc<AtomicBool>) {
+fn link(sh: Arc<Shared>, addr: SocketAddr, k: usize, quit: Arc<AtomicBool>) {
     let done = || sh.stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed);
     let mut backoff = Duration::from_millis(100);
     let mut reported: Option<String> = None;
     while !done() {
         let mut up = false;
-        let r = follow(&sh, &topo, k, &done, &mut up, &mut reported);
+        let r = follow(&sh, addr, k, &done, &mut up, &mut reported);
         let now = sh.now_ns();
         sh.with_both(|c, out| c.link_down(k, now, out));
         if up {
@@ -150,26 +227,59 @@ fn link(sh: Arc<Shared>, topo: Arc<Topology>, k: usize, quit: Arc<AtomicBool>) {
     }
 }
 
+/// What one link subscribes to: the channels of the wanted symbols whose slot its node serves.
+struct Subs<'a> {
+    sh: &'a Shared,
+    addr: SocketAddr,
+    /// Only these symbols (None: every one).
+    wanted: Option<HashSet<&'a str>>,
+    /// The quote channels subscribed (each with its bars and venues channels), at most as many
+    /// as the replica holds symbols: announcements of names that never get a value cannot grow
+    /// this without bound.
+    subscribed: HashSet<Vec<u8>>,
+    command: &'static [u8],
+}
+
+impl Subs<'_> {
+    /// Subscribes to `sym`'s channels if its slot is this node's and it is wanted.
+    fn want(&mut self, topo: &Topology, sym: &str, sub: &mut Conn) {
+        let keys = &self.sh.keys;
+        let ch = keys.quote(sym);
+        if topo.nodes[topo.node_of(ch.as_bytes())] == self.addr
+            && self.wanted.as_ref().is_none_or(|w| w.contains(sym))
+            && self.subscribed.len() < self.sh.cfg.slots
+            && self.subscribed.insert(ch.clone().into_bytes())
+        {
+            sub.queue_push(&[self.command, ch.as_bytes()]);
+            sub.queue_push(&[self.command, keys.bars_channel(sym).as_bytes()]);
+            sub.queue_push(&[self.command, keys.venues(sym).as_bytes()]);
+        }
+    }
+
+    /// Forgets the channels of slots this node no longer serves (the server has unsubscribed
+    /// them, or will), so they are subscribed again should the slots come back.
+    fn retain(&mut self, mine: impl Fn(u16) -> bool) {
+        self.subscribed.retain(|ch| mine(key_slot(ch)));
+    }
+}
+
 fn follow(
     sh: &Shared,
-    topo: &Topology,
+    addr: SocketAddr,
     k: usize,
     done: &dyn Fn() -> bool,
     up: &mut bool,
     reported: &mut Option<String>,
 ) -> Result<(), String> {
-    let addr = topo.nodes[k];
+    let (Some(mut topo), mut version) = sh.topology() else {
+        return Err(format!("redis {addr}: no slot map yet"));
+    };
     let t = sh.cfg.timeout;
     let access = &sh.cfg.access;
     let mut sub = Conn::connect(addr, t, Duration::from_millis(100), access)?;
     let mut cmd = Conn::connect(addr, t, t, access)?;
     let keys = &sh.keys;
     let (hb, new) = (keys.heartbeat(), keys.new_symbols());
-    let subscribe: &[u8] = if topo.cluster {
-        b"SSUBSCRIBE"
-    } else {
-        b"SUBSCRIBE"
-    };
     // announcements first (confirmed), then the symbols already there: none falls in between
     sub.queue_push(&[b"SUBSCRIBE", hb.as_bytes(), new.as_bytes()]);
     sub.flush()?;
@@ -188,30 +298,25 @@ fn follow(
     if reported.take().is_some() {
         eprintln!("gateway: redis {addr}: connected again; resyncing its symbols");
     }
-    let wanted: Option<HashSet<&str>> = sh
-        .cfg
-        .symbols
-        .as_ref()
-        .map(|v| v.iter().map(String::as_str).collect());
-    let mut subscribed: HashSet<Vec<u8>> = HashSet::new();
-    // at most as many subscriptions as the replica holds symbols: announcements of names that
-    // never get a value cannot grow this without bound
-    let want = |sym: &str, sub: &mut Conn, subscribed: &mut HashSet<Vec<u8>>| {
-        let ch = keys.quote(sym);
-        if topo.node_of(ch.as_bytes()) == k
-            && wanted.as_ref().is_none_or(|w| w.contains(sym))
-            && subscribed.len() < sh.cfg.slots
-            && subscribed.insert(ch.clone().into_bytes())
-        {
-            sub.queue_push(&[subscribe, ch.as_bytes()]);
-            sub.queue_push(&[subscribe, keys.bars_channel(sym).as_bytes()]);
-            sub.queue_push(&[subscribe, keys.venues(sym).as_bytes()]);
-        }
+    let mut subs = Subs {
+        sh,
+        addr,
+        wanted: sh
+            .cfg
+            .symbols
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect()),
+        subscribed: HashSet::new(),
+        command: if topo.cluster {
+            b"SSUBSCRIBE"
+        } else {
+            b"SUBSCRIBE"
+        },
     };
     match &sh.cfg.symbols {
         Some(list) => {
             for s in list {
-                want(s, &mut sub, &mut subscribed);
+                subs.want(&topo, s, &mut sub);
             }
         }
         None => {
@@ -244,7 +349,7 @@ fn follow(
                     },
                 )?;
                 for s in &found {
-                    want(s, &mut sub, &mut subscribed);
+                    subs.want(&topo, s, &mut sub);
                 }
                 if next == b"0" {
                     break;
@@ -259,6 +364,22 @@ fn follow(
     }
     let mut inbox = Inbox::default();
     while !done() {
+        // the slot map changed: drop what this node lost, subscribe to what it gained
+        let (latest, v) = sh.topology();
+        if v != version
+            && let Some(latest) = latest
+        {
+            version = v;
+            topo = latest;
+            subs.retain(|slot| topo.nodes[topo.node_of_slot(slot)] == addr);
+            let known: Vec<String> = match &sh.cfg.symbols {
+                Some(list) => list.clone(),
+                None => sh.with(|c, _| c.symbols()).iter().map(trim).collect(),
+            };
+            for s in &known {
+                subs.want(&topo, s, &mut sub);
+            }
+        }
         // everything that has arrived, then the GETs it asked for
         let mut first = true;
         loop {
@@ -276,9 +397,11 @@ fn follow(
                     }
                     break;
                 }
-                Some(Ok(Some(epoch))) => {
+                Some(Ok(Some(beat))) => {
                     let now = sh.now_ns();
-                    sh.with_both(|c, out| c.heartbeat(k, epoch.0, epoch.1, now, out));
+                    if let Some(h) = Heartbeat::parse(&beat) {
+                        sh.with_both(|c, out| c.heartbeat(k, &h, now, out));
+                    }
                 }
                 Some(Ok(None)) => {}
                 Some(Err(e)) => {
@@ -296,8 +419,23 @@ fn follow(
                 break;
             }
         }
+        if !inbox.lost.is_empty() || !inbox.moved.is_empty() {
+            // slots moved away: the server dropped their channels, or refused them
+            sh.topology_changed.store(true, Ordering::Relaxed);
+            let moved = std::mem::take(&mut inbox.moved);
+            subs.retain(|slot| !moved.contains(&slot));
+            let lost = std::mem::take(&mut inbox.lost);
+            for s in &lost {
+                subs.subscribed.remove(keys.quote(s).as_bytes());
+            }
+            sh.with_both(|c, out| {
+                for s in &lost {
+                    c.lost(k, &super::padded(s.as_bytes()), out);
+                }
+            });
+        }
         for s in std::mem::take(&mut inbox.news) {
-            want(&s, &mut sub, &mut subscribed);
+            subs.want(&topo, &s, &mut sub);
         }
         sub.flush()?;
         let Inbox {
@@ -325,6 +463,11 @@ fn follow(
             let deadline = Instant::now() + t;
             for _ in 0..bar_loads.len() * 2 {
                 cmd.next_by(deadline, |r| {
+                    if r.error().is_some() {
+                        // moved away meanwhile: its new node loads it
+                        sh.topology_changed.store(true, Ordering::Relaxed);
+                        return;
+                    }
                     let list: Vec<Vec<u8>> = r
                         .items()
                         .unwrap_or(&[])
@@ -339,21 +482,25 @@ fn follow(
         if !reloaded.is_empty() {
             sh.take_bars(&mut Vec::new(), reloaded);
         }
+        let mut moved = Vec::new();
         if !gets.is_empty() {
-            load(&mut cmd, sh, b"GET", gets, |r| {
+            load(&mut cmd, sh, b"GET", gets, &mut moved, |r| {
                 values.extend(r.bytes().map(<[u8]>::to_vec))
             })?;
             gets.clear();
         }
         if !venue_loads.is_empty() {
             // every venue's latest quote; later changes come on the channel
-            load(&mut cmd, sh, b"HGETALL", venue_loads, |r| {
+            load(&mut cmd, sh, b"HGETALL", venue_loads, &mut moved, |r| {
                 // field, value, field, value, ...
                 let fields = r.items().unwrap_or(&[]);
                 let values = fields.iter().skip(1).step_by(2);
                 venue_values.extend(values.filter_map(|x| x.bytes().map(<[u8]>::to_vec)));
             })?;
             venue_loads.clear();
+        }
+        if !moved.is_empty() {
+            subs.retain(|slot| !moved.contains(&slot));
         }
         if !venue_values.is_empty() {
             sh.with_venues(|c, out| {
@@ -378,13 +525,28 @@ fn follow(
     Ok(())
 }
 
-/// Sends `command KEY` for each of `keys` in one pipeline and gives each reply to `f`. An error
-/// reply fails the link (MOVED or ASK also says the cluster moved slots).
+/// A symbol without its padding.
+fn trim(s: &[u8; 8]) -> String {
+    String::from_utf8_lossy(s).trim_end().to_string()
+}
+
+/// The slot of a `MOVED SLOT HOST:PORT` or `ASK SLOT HOST:PORT` error, if it is one.
+fn redirect_slot(e: &str) -> Option<u16> {
+    let mut w = e.split(' ');
+    matches!(w.next(), Some("MOVED" | "ASK"))
+        .then(|| w.next()?.parse().ok())
+        .flatten()
+}
+
+/// Sends `command KEY` for each of `keys` in one pipeline and gives each reply to `f`. A key
+/// whose slot moved (MOVED, ASK) is skipped, its slot put in `moved` and the supervisor told;
+/// any other error reply fails the link.
 fn load(
     cmd: &mut Conn,
     sh: &Shared,
     command: &[u8],
     keys: &[Vec<u8>],
+    moved: &mut Vec<u16>,
     mut f: impl FnMut(super::resp::Reply<'_>),
 ) -> Result<(), String> {
     for k in keys {
@@ -392,22 +554,30 @@ fn load(
     }
     cmd.flush()?;
     let deadline = Instant::now() + sh.cfg.timeout;
+    let mut failed = None;
     for _ in 0..keys.len() {
-        let failed = cmd.next_by(deadline, |r| match r {
+        let e = cmd.next_by(deadline, |r| match r {
             super::resp::Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
             r => {
                 f(r);
                 None
             }
         })?;
-        if let Some(e) = failed {
-            if e.starts_with("MOVED") || e.starts_with("ASK") {
+        match e.as_deref().map(|e| (redirect_slot(e), e)) {
+            None => {}
+            Some((Some(slot), _)) => {
                 sh.topology_changed.store(true, Ordering::Relaxed);
+                moved.push(slot);
             }
-            return Err(super::conn::err(cmd.addr(), e));
+            Some((None, e)) => {
+                failed.get_or_insert_with(|| e.to_string());
+            }
         }
     }
-    Ok(())
+    match failed {
+        Some(e) => Err(super::conn::err(cmd.addr(), e)),
+        None => Ok(()),
+    }
 }
 
 /// What the subscriber connection brought, sorted.
@@ -429,19 +599,29 @@ struct Inbox {
     venue_loads: Vec<Vec<u8>>,
     /// Venue quote values (from the channel or a load).
     venue_values: Vec<Vec<u8>>,
+    /// Symbols whose channels the server unsubscribed (their slot moved away).
+    lost: Vec<String>,
+    /// Slots of subscriptions the server redirected (MOVED, ASK).
+    moved: Vec<u16>,
 }
 
-/// Sorts one pushed message into `inbox`; a heartbeat gives its epoch and slot map. An `Err` is a sign the
-/// cluster moved slots (a forced unsubscribe, MOVED).
+/// Sorts one pushed message into `inbox`; a heartbeat is returned. An `Err` is an error reply
+/// other than a redirect.
 fn classify(
     r: &super::resp::Reply<'_>,
     keys: &Keys,
     hb: &str,
     new: &str,
     inbox: &mut Inbox,
-) -> Result<Option<(u64, u64)>, String> {
+) -> Result<Option<Vec<u8>>, String> {
     if let Some(e) = r.error() {
-        return Err(e);
+        return match redirect_slot(&e) {
+            Some(slot) => {
+                inbox.moved.push(slot);
+                Ok(None)
+            }
+            None => Err(e),
+        };
     }
     let it = r.items().unwrap_or(&[]);
     let kind = it.first().and_then(|x| x.bytes()).unwrap_or(b"");
@@ -450,13 +630,7 @@ fn classify(
     let name = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
     match kind {
         b"message" | b"smessage" if ch == hb.as_bytes() => {
-            // "EPOCH_NS SENT_NS MAP_ID"
-            let f: Vec<u64> = std::str::from_utf8(payload)
-                .unwrap_or("")
-                .split(' ')
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            return Ok((f.len() == 3).then(|| (f[0], f[2])));
+            return Ok(Some(payload.to_vec()));
         }
         b"message"
             if ch == new.as_bytes()
@@ -487,10 +661,12 @@ fn classify(
             }
         }
         b"sunsubscribe" => {
-            return Err(format!(
-                "the server unsubscribed {}",
-                String::from_utf8_lossy(ch)
-            ));
+            // the slot moved to another node (the quote channel is enough to say which symbol)
+            if let Some(s) = keys.symbol_of(ch) {
+                inbox.lost.push(name(s));
+            } else {
+                inbox.moved.push(key_slot(ch));
+            }
         }
         _ => {}
     }

@@ -16,17 +16,22 @@
 //!                          for `/v1/venues`): field the venue's channel number, value as above
 //!  channel  P:{SYM}:venues the same values on every change of one venue's quote
 //!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
-//!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID" every 250 ms (broadcast); EPOCH_NS is when
-//!                          the publisher last (re)connected and began rewriting every key,
-//!                          MAP_ID the slot map it writes by (cluster node IDs; 0: one server)
+//!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID MAP" every 250 ms (broadcast); EPOCH_NS is
+//!                          when the publisher last (re)connected and began rewriting every
+//!                          key, MAP_ID the slot map it writes by (cluster node IDs hashed; 0:
+//!                          one server), MAP that map, `FIRST-LAST:NODE,...` (NODE a node ID
+//!                          hashed, hex; left out past 512 runs of slots)
 //! ```
 //!
 //! Trust: a replica shows a quote fresh only when the quote itself is not stale, its node's link
 //! is up, a heartbeat came through that link since it (re)connected and within the timeout, the
 //! value arrived through that link since it (re)connected, it was published at or after the
 //! heartbeat's epoch (so values left in a restarted Redis by a dead publisher never show fresh),
-//! and the heartbeat names the slot map the replica links by (so after a failover nothing shows
-//! fresh until the publisher has rewritten every key on the new map).
+//! the link is the one of the node that serves the quote's slot in the replica's slot map, and
+//! the publisher's latest heartbeat puts that slot on the same node (so after a failover, or
+//! while slots move, a slot that changed node shows nothing fresh until the publisher has
+//! written it on the new map, while the other slots stay fresh). A quote whose slot changed
+//! node is confirmed again only by a value that arrives after the change.
 //!
 //! - [`resp`]: the wire protocol (fuzzed).
 //! - [`cluster`]: addresses, hash slots, the cluster's slot map.

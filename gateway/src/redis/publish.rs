@@ -82,6 +82,8 @@ struct Link {
     retry: Vec<Instant>,
     /// When to ask for the slot map again while a node is down.
     next_map_check: Instant,
+    /// The slot map as the heartbeat carries it ([`Topology::map_text`]).
+    map_text: Option<String>,
 }
 
 /// The publisher (sans threads: the caller offers quotes and calls [`Publisher::flush`]).
@@ -457,6 +459,7 @@ impl Publisher {
         self.link = Some(Link {
             retry: vec![now + Duration::from_millis(500); conns.len()],
             next_map_check: now + Duration::from_secs(1),
+            map_text: topo.map_text(),
             topo,
             conns,
         });
@@ -531,7 +534,12 @@ impl Publisher {
         let Some(k) = link.conns.iter().position(Option::is_some) else {
             return;
         };
-        let msg = format!("{} {now} {}", self.epoch_ns, link.topo.map_id);
+        // the map itself too, so a replica on another map still trusts the slots both agree on
+        let mut msg = format!("{} {now} {}", self.epoch_ns, link.topo.map_id);
+        if let Some(text) = &link.map_text {
+            msg.push(' ');
+            msg.push_str(text);
+        }
         let c = link.conns[k].as_mut().expect("up");
         c.queue(&[b"PUBLISH", self.keys.heartbeat().as_bytes(), msg.as_bytes()]);
         let r = c.flush().and_then(|()| read_owed(c, self.cfg.timeout));

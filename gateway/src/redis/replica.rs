@@ -5,8 +5,11 @@
 //! subscriber connection and a command connection: it subscribes to the heartbeat, to new-symbol
 //! announcements and to each wanted symbol's channel on its node, and after each symbol's
 //! subscription is confirmed it GETs the symbol's key, so nothing published in between is
-//! missed. A supervisor thread finds the topology (`CLUSTER SLOTS`) and restarts the links when
-//! it changes (the threads are in `redis/link.rs`). Every value goes through [`ReplicaCore`]
+//! missed. A supervisor thread finds the topology (`CLUSTER SLOTS`) and follows its changes: a
+//! new master gets a link, a master gone has its link stopped, and the links of masters that
+//! stay keep their connections and subscribe to the slots their node gained (the server drops
+//! the channels of slots it lost), so a slot moving stales only its symbols (the threads are in
+//! `redis/link.rs`). Every value goes through [`ReplicaCore`]
 //! ([`super::trust`]: sans I/O, clock passed in), which decides what is fresh (see the module
 //! docs of [`super`]) and writes the result into a quote table in memory (a memfd), which each
 //! worker follows with the same [`ShmSource`] that reads a local table; bars go into a bar log in
@@ -23,7 +26,7 @@ use book::quotes::{Quote, QuoteWriter};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +88,8 @@ pub(super) struct State {
     pub(super) venue_table: QuoteWriter,
     /// Why each link is down (None: up), and the topology's trouble.
     pub(super) down: Vec<Option<String>>,
+    /// Links (by index) to a node of the current topology; the others are retired.
+    pub(super) active: Vec<bool>,
     pub(super) topo_down: Option<String>,
 }
 
@@ -112,6 +117,9 @@ pub(super) struct Shared {
     pub(super) clock: Instant,
     /// Set by a link that saw the cluster move slots.
     pub(super) topology_changed: AtomicBool,
+    /// The topology the links follow, and how many times it was set (links compare).
+    pub(super) topo: Mutex<Option<Arc<super::cluster::Topology>>>,
+    pub(super) topo_version: AtomicU64,
 }
 
 impl Shared {
@@ -165,8 +173,29 @@ impl Shared {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.down.len() <= k {
             st.down.resize(k + 1, None);
+            st.active.resize(k + 1, false);
         }
         st.down[k] = why;
+    }
+
+    /// Link `k` follows a node of the topology (or no longer does).
+    pub(super) fn set_active(&self, k: usize, active: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.down.len() <= k {
+            st.down.resize(k + 1, None);
+            st.active.resize(k + 1, false);
+        }
+        st.active[k] = active;
+        st.down[k] = active.then(|| "connecting".into());
+    }
+
+    /// The topology the links follow, and its version.
+    pub(super) fn topology(&self) -> (Option<Arc<super::cluster::Topology>>, u64) {
+        let t = self.topo.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            t.clone(),
+            self.topo_version.load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 
     pub(super) fn health(&self) -> Health {
@@ -174,11 +203,18 @@ impl Shared {
         if let Some(why) = &st.topo_down {
             return Health::Down(why.clone());
         }
-        if let Some(why) = st.down.iter().flatten().next() {
+        let active = |k: &usize| st.active.get(*k).copied().unwrap_or(false);
+        if let Some(why) = (0..st.down.len())
+            .filter(active)
+            .find_map(|k| st.down[k].as_ref())
+        {
             return Health::Down(why.clone());
         }
         let now = self.now_ns();
-        match (0..st.down.len()).find(|&k| !st.core.link_ok(k, now)) {
+        match (0..st.down.len())
+            .filter(active)
+            .find(|&k| !st.core.link_ok(k, now))
+        {
             Some(k) => Health::Down(format!(
                 "no publisher heartbeat through Redis node {} for {} ms (is `gateway publish` running?)",
                 k,
@@ -222,6 +258,7 @@ impl Replica {
                 venues: ReplicaCore::per_venue(cfg.slots, cfg.hb_timeout_ns),
                 venue_table,
                 down: vec![Some("not connected yet".into())],
+                active: vec![true],
                 topo_down: None,
             }),
             bars: Mutex::new(BarMirror {
@@ -233,6 +270,8 @@ impl Replica {
             stop,
             clock: Instant::now(),
             topology_changed: AtomicBool::new(false),
+            topo: Mutex::new(None),
+            topo_version: AtomicU64::new(0),
         });
         let s = shared.clone();
         let sup = std::thread::Builder::new()
@@ -297,10 +336,11 @@ impl QuoteSource for RedisSource {
         use std::fmt::Write;
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.shared.now_ns();
-        let up = st.down.iter().filter(|d| d.is_none()).count();
-        let trusted = (0..st.down.len())
-            .filter(|&k| st.core.link_ok(k, now))
-            .count();
+        let active: Vec<usize> = (0..st.down.len())
+            .filter(|&k| st.active.get(k).copied().unwrap_or(false))
+            .collect();
+        let up = active.iter().filter(|&&k| st.down[k].is_none()).count();
+        let trusted = active.iter().filter(|&&k| st.core.link_ok(k, now)).count();
         let c = &st.core;
         let bad_bars = self
             .shared
@@ -313,7 +353,7 @@ impl QuoteSource for RedisSource {
                 "redis_nodes",
                 "gauge",
                 "Redis nodes the replica links to.",
-                st.down.len() as u64,
+                active.len() as u64,
             ),
             (
                 "redis_links_up",
