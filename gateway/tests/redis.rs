@@ -646,37 +646,60 @@ fn with_a_password_the_commands_authenticate_from_a_file() {
 
 /// A CA, and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (CA file, the
 /// redis-server arguments that serve TLS with it on `tls_port`).
-fn tls_files(dir: &Path, tls_port: u16) -> (PathBuf, Vec<String>) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &Issuer::new(ca, ca_key))
-        .unwrap();
-    let write = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    };
-    let ca_file = write("ca.pem", ca_cert.pem());
-    let args = vec![
-        "--tls-port".into(),
-        tls_port.to_string(),
-        "--tls-cert-file".into(),
-        write("server.pem", cert.pem()),
-        "--tls-key-file".into(),
-        write("server.key", key.serialize_pem()),
-        "--tls-ca-cert-file".into(),
-        ca_file.clone(),
-        "--tls-auth-clients".into(),
-        "no".into(),
-    ];
-    (PathBuf::from(ca_file), args)
+/// A test CA and one certificate for 127.0.0.1 it signed (every node of a test shares it),
+/// written under `dir`.
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // distinct names: OpenSSL (redis-cli, the cluster bus) takes a certificate whose
+        // subject is its issuer's for a self-signed one
+        ca.distinguished_name
+            .push(DnType::CommonName, "gateway test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+        let write = |name: &str, text: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        Pki {
+            ca: write("ca.pem", ca_cert.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+        }
+    }
+
+    /// `redis-server` arguments for TLS on `tls_port` (clients without certificates).
+    fn args(&self, tls_port: u16) -> Vec<String> {
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &self.cert,
+            "--tls-key-file",
+            &self.key,
+            "--tls-ca-cert-file",
+            &self.ca,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
 }
 
 /// The same over TLS (`rediss://`, Redis's `tls-port`), the server's certificate checked
@@ -692,17 +715,59 @@ fn over_tls_the_commands_publish_and_serve() {
 fn tls_node(tag: &str) -> (RedisNode, String, PathBuf) {
     let tls_port = server::free_port_pair();
     // in the node's directory, removed with it
-    let (ca, args) = tls_files(&tmp(tag).join("pki"), tls_port);
+    let pki = Pki::new(&tmp(tag).join("pki"));
+    let args = pki.args(tls_port);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let node = RedisNode::start_with(server::free_port_pair(), &tmp(tag), false, &args).unwrap();
-    (node, format!("rediss://127.0.0.1:{tls_port}"), ca)
+    (
+        node,
+        format!("rediss://127.0.0.1:{tls_port}"),
+        PathBuf::from(pki.ca),
+    )
+}
+
+/// A 3-master Redis Cluster whose clients and cluster bus speak TLS (`tls-cluster yes`; made
+/// with `redis-cli --tls --cluster create`): (the nodes, a `rediss://` seed list, the CA file).
+/// Each node keeps a port in clear for the helpers' `redis-cli` checks; `CLUSTER SLOTS` over
+/// TLS names the TLS ports.
+fn tls_cluster(tag: &str) -> (Vec<RedisNode>, String, PathBuf) {
+    let dir = tmp(tag);
+    let pki = Pki::new(&dir.join("pki"));
+    let mut nodes = Vec::new();
+    let mut tls_addrs = Vec::new();
+    for k in 0..3 {
+        let tls_port = server::free_port_pair();
+        let mut args = pki.args(tls_port);
+        args.extend(["--tls-cluster".into(), "yes".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node_dir = dir.join(k.to_string());
+        nodes
+            .push(RedisNode::start_with(server::free_port_pair(), &node_dir, true, &args).unwrap());
+        tls_addrs.push(format!("127.0.0.1:{tls_port}"));
+    }
+    let nodes =
+        server::create_cluster(nodes, &tls_addrs, 0, &["--tls", "--cacert", &pki.ca]).unwrap();
+    let url = format!("rediss://{}", tls_addrs.join(","));
+    // the certificates go with the nodes' directories (the last node removes the parent)
+    (nodes, url, PathBuf::from(pki.ca))
+}
+
+/// The same through a Redis Cluster over TLS: the publisher and the remote gateway reach every
+/// master by the TLS port `CLUSTER SLOTS` names, and check each one's certificate.
+#[test]
+fn over_tls_through_a_cluster_the_commands_publish_and_serve() {
+    if have_redis() {
+        commands_publish_and_serve("cli-cluster-tls", None);
+    }
 }
 
 fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
-    let tls = tag.ends_with("-tls");
-    let (node, url, ca) = if tls {
+    let (nodes, url, ca) = if tag.ends_with("-cluster-tls") {
+        let (nodes, url, ca) = tls_cluster(tag);
+        (nodes, url, Some(ca))
+    } else if tag.ends_with("-tls") {
         let (node, url, ca) = tls_node(tag);
-        (node, url, Some(ca))
+        (vec![node], url, Some(ca))
     } else {
         let node = match password {
             None => single(tag),
@@ -715,7 +780,7 @@ fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
             .unwrap(),
         };
         let url = format!("redis://{}", node.addr());
-        (node, url, None)
+        (vec![node], url, None)
     };
     let auth_file = tmp(&format!("{tag}.auth"));
     let mut auth_args: Vec<String> = Vec::new();
@@ -817,7 +882,9 @@ fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
             .all(|x| x["stale"] == false && x["bid"].is_string())
     );
     let _ = std::fs::remove_file(&auth_file);
-    drop(node);
+    drop(procs);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(tmp(tag));
 }
 
 /// Over TLS, a certificate from another CA, a name the certificate does not carry, or a
@@ -843,7 +910,7 @@ fn tls_refuses_a_certificate_it_cannot_trust() {
     assert_eq!(pong.as_deref(), Some(&b"PONG"[..]));
     // another CA
     let other = tmp("tls-refused").join("other-pki");
-    let (other_ca, _) = tls_files(&other, 1);
+    let other_ca = PathBuf::from(Pki::new(&other).ca);
     let e = Conn::connect(addr, t, t, &with(Tls::new(Some(&other_ca), None).unwrap())).unwrap_err();
     assert!(
         e.contains("TLS handshake") && e.contains("certificate"),

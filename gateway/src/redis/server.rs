@@ -153,16 +153,30 @@ pub fn cluster_with_replicas(
         .map(|k| RedisServer::start_with(free_port_pair(), &dir.join(k.to_string()), true, extra))
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    create_cluster(nodes, &addrs, replicas, &[])
+}
+
+/// Makes a Redis Cluster of `nodes` (started as cluster nodes), reached by `redis-cli` at
+/// `addrs` with `cli_args` before its own (e.g. `--tls --cacert FILE`), `replicas` per master;
+/// returns them once every slot is assigned and each says `cluster_state:ok`.
+pub fn create_cluster(
+    nodes: Vec<RedisServer>,
+    addrs: &[String],
+    replicas: usize,
+    cli_args: &[&str],
+) -> Result<Vec<RedisServer>, String> {
     let out = Command::new("redis-cli")
+        .args(cli_args)
         .args(["--cluster", "create"])
-        .args(&addrs)
+        .args(addrs)
         .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .output()
         .map_err(|e| format!("redis-cli: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
