@@ -33,16 +33,99 @@ struct Running {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// The link threads: one per master of the current topology, each node keeping its link index
+/// for as long as the replica runs (one per address ever seen).
+#[derive(Default)]
+struct Links {
+    index: HashMap<SocketAddr, usize>,
+    running: HashMap<SocketAddr, Running>,
+    /// Told to quit (their master left the topology), not finished yet: joined once they are,
+    /// so the supervisor never waits on a link's connect timeout.
+    retiring: Vec<(SocketAddr, Running)>,
+}
+
+impl Links {
+    /// The link index of `a`, a new one the first time.
+    fn index(&mut self, a: SocketAddr) -> usize {
+        let n = self.index.len();
+        *self.index.entry(a).or_insert(n)
+    }
+
+    /// Stops the links of masters no longer in `topo` and starts one for each master without
+    /// one; false if a thread could not be started (try again later).
+    fn follow(&mut self, sh: &Arc<Shared>, topo: &Topology) -> bool {
+        let gone: Vec<SocketAddr> = self
+            .running
+            .keys()
+            .filter(|a| !topo.nodes.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            let r = self.running.remove(&a).expect("running");
+            r.quit.store(true, Ordering::Relaxed);
+            sh.set_active(r.k, false);
+            self.retiring.push((a, r));
+        }
+        self.reap(false);
+        let mut ok = true;
+        for &a in &topo.nodes {
+            if self.running.contains_key(&a) {
+                continue;
+            }
+            // a master back before its old link finished: one link per index at a time
+            while let Some(i) = self.retiring.iter().position(|(b, _)| *b == a) {
+                let _ = self.retiring.swap_remove(i).1.handle.join();
+            }
+            let k = self.index(a);
+            sh.set_active(k, true);
+            let quit = Arc::new(AtomicBool::new(false));
+            let (sh2, q2) = (sh.clone(), quit.clone());
+            match std::thread::Builder::new()
+                .name(format!("redis-link-{k}"))
+                .spawn(move || link(sh2, a, k, q2))
+            {
+                Ok(handle) => {
+                    self.running.insert(a, Running { k, quit, handle });
+                }
+                Err(e) => {
+                    sh.set_down(k, Some(format!("cannot start a link thread: {e}")));
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    /// Joins the retired links that have finished (all of them if `wait`).
+    fn reap(&mut self, wait: bool) {
+        let mut i = 0;
+        while i < self.retiring.len() {
+            if wait || self.retiring[i].1.handle.is_finished() {
+                let _ = self.retiring.swap_remove(i).1.handle.join();
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        let running: Vec<(SocketAddr, Running)> = self.running.drain().collect();
+        for (a, r) in running {
+            r.quit.store(true, Ordering::Relaxed);
+            self.retiring.push((a, r));
+        }
+        self.reap(true);
+    }
+}
+
 /// Finds the topology, runs one link per master and follows changes: a new master gets a link,
 /// a master gone has its link stopped, and the links of masters that stay keep their
 /// connections (they subscribe to what their node gained; the server drops what it lost), so a
-/// slot moving stales only the symbols in it. Each node keeps its link index for as long as the
-/// replica runs (one per address ever seen).
+/// slot moving stales only the symbols in it.
 pub(super) fn supervise(sh: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
     let mut prev: Option<Arc<Topology>> = None;
-    let mut index: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut running: HashMap<SocketAddr, Running> = HashMap::new();
+    let mut links = Links::default();
     let mut next_check = Instant::now();
     let mut next_tick = Instant::now();
     let mut last_report: Option<Instant> = None;
@@ -53,6 +136,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
             next_tick = now_i + Duration::from_millis(100);
             let now = sh.now_ns();
             sh.with_both(|c, out| c.tick(now, out));
+            links.reap(false);
         }
         let moved = sh.topology_changed.swap(false, Ordering::Relaxed);
         if !moved && now_i < next_check {
@@ -98,94 +182,60 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                 );
             }
         }
-        if prev.as_deref() == Some(&topo) {
-            if moved {
-                // the map is the same: have the links check what they follow all the same
-                let _g = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
+        let topo = match prev.take() {
+            Some(p) if *p == topo => {
+                if moved {
+                    // the same map: have the links check what they follow all the same
+                    let _g = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
+                    sh.topo_version.fetch_add(1, Ordering::AcqRel);
+                    next_check = Instant::now() + Duration::from_millis(200);
+                }
+                p
+            }
+            p => {
+                if let Some(p) = &p {
+                    let changed = (0..topo.owner.len())
+                        .filter(|&s| p.ids[p.owner[s] as usize] != topo.ids[topo.owner[s] as usize])
+                        .count();
+                    unreported += 1;
+                    // at most one line a second (a resharding changes the map every few ms)
+                    if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        eprintln!(
+                            "gateway: the cluster's slot map changed ({unreported} time{} since the last report; {changed} slot{} on another node in the latest); symbols in moved slots are stale until the publisher has written them on the new map",
+                            if unreported == 1 { "" } else { "s" },
+                            if changed == 1 { "" } else { "s" }
+                        );
+                        last_report = Some(Instant::now());
+                        unreported = 0;
+                    }
+                }
+                let link_of: Vec<usize> = topo.nodes.iter().map(|&a| links.index(a)).collect();
+                let owner: Vec<u16> = if topo.cluster {
+                    topo.owner
+                        .iter()
+                        .map(|&n| link_of[n as usize] as u16)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let ids: Vec<(usize, u64)> = (0..topo.nodes.len())
+                    .map(|n| (link_of[n], topo.ids[n]))
+                    .collect();
+                let now = sh.now_ns();
+                sh.with_both(|c, out| c.set_map(topo.map_id, owner.clone(), &ids, now, out));
+                let topo = Arc::new(topo);
+                let mut t = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
+                *t = Some(topo.clone());
                 sh.topo_version.fetch_add(1, Ordering::AcqRel);
-                next_check = Instant::now() + Duration::from_millis(200);
+                topo
             }
-            continue;
-        }
-        if let Some(p) = &prev {
-            let changed = (0..topo.owner.len())
-                .filter(|&s| p.ids[p.owner[s] as usize] != topo.ids[topo.owner[s] as usize])
-                .count();
-            unreported += 1;
-            // at most one line a second (a resharding changes the map every few ms)
-            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                eprintln!(
-                    "gateway: the cluster's slot map changed ({unreported} time{} since the last report; {changed} slot{} on another node in the latest); symbols in moved slots are stale until the publisher has written them on the new map",
-                    if unreported == 1 { "" } else { "s" },
-                    if changed == 1 { "" } else { "s" }
-                );
-                last_report = Some(Instant::now());
-                unreported = 0;
-            }
-        }
-        for &a in &topo.nodes {
-            let n = index.len();
-            index.entry(a).or_insert(n);
-        }
-        let link_of = |n: usize| index[&topo.nodes[n]];
-        let owner: Vec<u16> = if topo.cluster {
-            topo.owner
-                .iter()
-                .map(|&n| link_of(n as usize) as u16)
-                .collect()
-        } else {
-            Vec::new()
         };
-        let ids: Vec<(usize, u64)> = (0..topo.nodes.len())
-            .map(|n| (link_of(n), topo.ids[n]))
-            .collect();
-        let now = sh.now_ns();
-        sh.with_both(|c, out| c.set_map(topo.map_id, owner.clone(), &ids, now, out));
-        let topo = Arc::new(topo);
-        {
-            let mut t = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
-            *t = Some(topo.clone());
-            sh.topo_version.fetch_add(1, Ordering::AcqRel);
-        }
-        // masters gone: their links stop (their symbols are stale: another link serves them)
-        let gone: Vec<SocketAddr> = running
-            .keys()
-            .filter(|a| !topo.nodes.contains(a))
-            .copied()
-            .collect();
-        for a in gone {
-            let r = running.remove(&a).expect("running");
-            r.quit.store(true, Ordering::Relaxed);
-            let _ = r.handle.join();
-            sh.set_active(r.k, false);
-        }
-        for &a in &topo.nodes {
-            if running.contains_key(&a) {
-                continue;
-            }
-            let k = index[&a];
-            sh.set_active(k, true);
-            let quit = Arc::new(AtomicBool::new(false));
-            let (sh2, q2) = (sh.clone(), quit.clone());
-            match std::thread::Builder::new()
-                .name(format!("redis-link-{k}"))
-                .spawn(move || link(sh2, a, k, q2))
-            {
-                Ok(handle) => {
-                    running.insert(a, Running { k, quit, handle });
-                }
-                Err(e) => {
-                    sh.set_down(k, Some(format!("cannot start a link thread: {e}")));
-                    next_check = Instant::now() + Duration::from_secs(1);
-                }
-            }
+        if !links.follow(&sh, &topo) {
+            next_check = Instant::now() + Duration::from_secs(1);
         }
         prev = Some(topo);
     }
-    for (_, r) in running {
-        r.quit.store(true, Ordering::Relaxed);
-        let _ = r.handle.join();
-    }
+    links.stop();
 }
 
 fn pause(sh: &Shared, d: Duration) {
