@@ -130,6 +130,9 @@ pub(super) fn supervise(sh: Arc<Shared>) {
     let mut next_tick = Instant::now();
     let mut last_report: Option<Instant> = None;
     let mut unreported = 0u64;
+    // after a sign of slots moving that the map did not show yet, the next sign waits this long
+    // (the node asked may learn the new map a little after the one that redirected)
+    let mut quiet_until = Instant::now();
     while !sh.stop.load(Ordering::Relaxed) {
         let now_i = Instant::now();
         if now_i >= next_tick {
@@ -138,7 +141,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
             sh.with_both(|c, out| c.tick(now, out));
             links.reap(false);
         }
-        let moved = sh.topology_changed.swap(false, Ordering::Relaxed);
+        let moved = now_i >= quiet_until && sh.topology_changed.swap(false, Ordering::Relaxed);
         if !moved && now_i < next_check {
             pause(&sh, Duration::from_millis(20));
             continue;
@@ -188,6 +191,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                     // the same map: have the links check what they follow all the same
                     let _g = sh.topo.lock().unwrap_or_else(|p| p.into_inner());
                     sh.topo_version.fetch_add(1, Ordering::AcqRel);
+                    quiet_until = Instant::now() + Duration::from_millis(50);
                     next_check = Instant::now() + Duration::from_millis(200);
                 }
                 p
