@@ -1195,8 +1195,15 @@ fn slots_moving_between_live_masters() {
         stayed_put_stale.len(),
         symbols.len() - moved.len()
     );
+    // what an operator sees of it
+    let gw = remote.gw.as_ref().expect("running");
+    let (changes, redirects) = (
+        gw.metric("gateway_redis_slot_map_changes_total"),
+        gw.metric("gateway_redis_redirects_total"),
+    );
+    assert!(changes > 0 && redirects > 0, "{changes} {redirects}");
     eprintln!(
-        "{} of 200 symbols moved master, {} of them shown stale on the way",
+        "{} of 200 symbols moved master, {} of them shown stale on the way; {changes} map changes followed, {redirects} redirects",
         moved.len(),
         went_stale.len()
     );

@@ -202,6 +202,7 @@ pub(super) fn supervise(sh: Arc<Shared>) {
                         .filter(|&s| p.ids[p.owner[s] as usize] != topo.ids[topo.owner[s] as usize])
                         .count();
                     unreported += 1;
+                    sh.map_changes.fetch_add(1, Ordering::Relaxed);
                     // at most one line a second (a resharding changes the map every few ms)
                     if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                         eprintln!(
@@ -475,7 +476,7 @@ fn follow(
         }
         if !inbox.lost.is_empty() || !inbox.moved.is_empty() {
             // slots moved away: the server dropped their channels, or refused them
-            sh.topology_changed.store(true, Ordering::Relaxed);
+            sh.slots_moved(inbox.lost.len() + inbox.moved.len());
             let moved = std::mem::take(&mut inbox.moved);
             subs.retain(|slot| !moved.contains(&slot));
             let lost = std::mem::take(&mut inbox.lost);
@@ -519,7 +520,7 @@ fn follow(
                 cmd.next_by(deadline, |r| {
                     if r.error().is_some() {
                         // moved away meanwhile: its new node loads it
-                        sh.topology_changed.store(true, Ordering::Relaxed);
+                        sh.slots_moved(1);
                         return;
                     }
                     let list: Vec<Vec<u8>> = r
@@ -620,7 +621,7 @@ fn load(
         match e.as_deref().map(|e| (redirect_slot(e), e)) {
             None => {}
             Some((Some(slot), _)) => {
-                sh.topology_changed.store(true, Ordering::Relaxed);
+                sh.slots_moved(1);
                 moved.push(slot);
             }
             Some((None, e)) => {

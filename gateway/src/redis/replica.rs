@@ -120,6 +120,10 @@ pub(super) struct Shared {
     /// The topology the links follow, and how many times it was set (links compare).
     pub(super) topo: Mutex<Option<Arc<super::cluster::Topology>>>,
     pub(super) topo_version: AtomicU64,
+    /// Slot map changes followed (after the first map).
+    pub(super) map_changes: AtomicU64,
+    /// Subscriptions and loads the servers dropped or redirected because their slot moved.
+    pub(super) redirects: AtomicU64,
 }
 
 impl Shared {
@@ -187,6 +191,15 @@ impl Shared {
         }
         st.active[k] = active;
         st.down[k] = active.then(|| "connecting".into());
+    }
+
+    /// A link saw `n` subscriptions or loads dropped or redirected (their slots moved): the
+    /// supervisor asks for the map again.
+    pub(super) fn slots_moved(&self, n: usize) {
+        self.redirects
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.topology_changed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The topology the links follow, and its version.
@@ -272,6 +285,8 @@ impl Replica {
             topology_changed: AtomicBool::new(false),
             topo: Mutex::new(None),
             topo_version: AtomicU64::new(0),
+            map_changes: AtomicU64::new(0),
+            redirects: AtomicU64::new(0),
         });
         let s = shared.clone();
         let sup = std::thread::Builder::new()
@@ -334,6 +349,7 @@ impl QuoteSource for RedisSource {
     }
     fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.shared.now_ns();
         let active: Vec<usize> = (0..st.down.len())
@@ -408,6 +424,18 @@ impl QuoteSource for RedisSource {
                 "counter",
                 "Bar records that were not bars (ignored).",
                 bad_bars,
+            ),
+            (
+                "redis_slot_map_changes_total",
+                "counter",
+                "Changes of the cluster's slot map followed (failovers, resharding).",
+                self.shared.map_changes.load(Relaxed),
+            ),
+            (
+                "redis_redirects_total",
+                "counter",
+                "Subscriptions and loads a node dropped or redirected because their slot moved.",
+                self.shared.redirects.load(Relaxed),
             ),
         ] {
             let _ = writeln!(
