@@ -161,11 +161,6 @@ impl ReplicaCore {
         &mut self.links[k]
     }
 
-    /// Links known (the highest link index seen, plus one).
-    pub fn links(&self) -> usize {
-        self.links.len()
-    }
-
     /// The heartbeat timeout, ns.
     pub fn hb_timeout_ns(&self) -> u64 {
         self.hb_timeout_ns
