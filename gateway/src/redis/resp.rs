@@ -243,8 +243,10 @@ fn line_out(out: &mut Vec<u8>, kind: u8, b: &[u8]) {
 
 /// The body of the `resp_reply` fuzz target: replies parsed one after another from arbitrary
 /// bytes never panic, never claim more bytes than there are, and each one written back parses to
-/// itself; a value in a bulk string is decoded as a quote without panicking either.
+/// itself; a value in a bulk string is decoded as a quote and as a publisher heartbeat (with its
+/// slot map) without panicking either, and so are the bytes as a whole.
 pub fn fuzz(data: &[u8]) {
+    heartbeat(data);
     let mut at = 0;
     while at < data.len() {
         match parse(&data[at..]) {
@@ -258,11 +260,21 @@ pub fn fuzz(data: &[u8]) {
                 assert_eq!((r2, used2), (r.clone(), again.len()));
                 if let Reply::Bulk(Some(b)) = r {
                     let _ = super::decode(b);
+                    heartbeat(b);
                 }
                 at += used;
             }
             Ok(None) | Err(_) => break,
         }
+    }
+}
+
+/// A heartbeat parsed from arbitrary bytes: a slot map it carries maps every slot.
+fn heartbeat(b: &[u8]) {
+    if let Some(text) = super::trust::Heartbeat::parse(b).and_then(|h| h.map_text)
+        && let Some(owner) = super::cluster::parse_map_text(text)
+    {
+        assert_eq!(owner.len(), super::cluster::SLOTS);
     }
 }
 
