@@ -1208,3 +1208,117 @@ fn slots_moving_between_live_masters() {
         went_stale.len()
     );
 }
+
+/// A `gateway publish` process whose stderr lines come through a channel.
+struct PubProc {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PubProc {
+    fn spawn(table: &Path, url: &str) -> PubProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["publish", "--quotes"])
+            .arg(table)
+            .args(["--redis", url])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        PubProc { child, lines }
+    }
+
+    /// Waits for a line containing `pat`; the lines before it.
+    fn until(&self, pat: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(pat) => return seen,
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no line with {pat:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PubProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two `gateway publish` beside one quote table and one Redis: the second waits while the first
+/// holds the lease (one writer at a time); the first killed, the second takes over within the
+/// lease and the remote client shows the values of now, never an old one fresh; the second
+/// stopped cleanly (SIGTERM) gives the lease up, and a third takes over without waiting.
+#[test]
+fn a_second_publisher_waits_and_takes_over() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("standby");
+    let url = format!("redis://{}", node.addr());
+    let mut t = Table::new("redis-standby", 10);
+    let mut a = PubProc::spawn(&t.path, &url);
+    a.until("connected to");
+    let remote = Remote::start(vec![node.addr()], 1_000);
+    wait_symbols(remote.addr(), 10);
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let mut c = View::subscribe(remote.addr(), &symbols);
+    becomes_current_never_wrong(&mut c, &truth(&t), "one publisher");
+
+    let b = PubProc::spawn(&t.path, &url);
+    let before = b.until("another publisher");
+    assert!(
+        before.iter().all(|l| !l.contains("connected to")),
+        "{before:?}"
+    );
+    let holder = server::cli(node.port, &["GET", "quotes:publisher"]);
+    assert!(
+        holder.contains(&format!(":{}:", a.child.id())),
+        "the first still holds the lease: {holder}"
+    );
+    for i in 0..10 {
+        t.set(i, |q| q.volume += 10);
+    }
+    becomes_current_never_wrong(&mut c, &truth(&t), "the second waiting");
+
+    a.signal("-KILL");
+    for i in 0..10 {
+        t.set(i, |q| q.volume += 10);
+    }
+    b.until("connected to");
+    becomes_current_never_wrong(&mut c, &truth(&t), "after the takeover");
+
+    let mut b = b;
+    b.signal("-TERM");
+    let third = PubProc::spawn(&t.path, &url);
+    let before = third.until("connected to");
+    assert!(
+        before.iter().all(|l| !l.contains("another publisher")),
+        "the lease was given up: {before:?}"
+    );
+    for i in 0..10 {
+        t.set(i, |q| q.volume += 10);
+    }
+    becomes_current_never_wrong(&mut c, &truth(&t), "after a clean stop and a new publisher");
+}

@@ -16,6 +16,8 @@
 //!                          for `/v1/venues`): field the venue's channel number, value as above
 //!  channel  P:{SYM}:venues the same values on every change of one venue's quote
 //!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
+//!  key      P:publisher    the publisher that writes (host:pid:start_ns), a lease of 1.5 s renewed
+//!                          with each heartbeat: a second publisher waits until it lapses
 //!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID MAP" every 250 ms (broadcast); EPOCH_NS is
 //!                          when the publisher last (re)connected and began rewriting every
 //!                          key, MAP_ID the slot map it writes by (cluster node IDs hashed; 0:
@@ -121,6 +123,10 @@ impl Keys {
     /// Heartbeats.
     pub fn heartbeat(&self) -> String {
         format!("{}:heartbeat", self.prefix)
+    }
+    /// The publisher's lease: who writes under this prefix.
+    pub fn lease(&self) -> String {
+        format!("{}:publisher", self.prefix)
     }
 }
 

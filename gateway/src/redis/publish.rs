@@ -69,6 +69,8 @@ pub struct PubStats {
     pub bars: u64,
     /// Bars dropped because too many waited for Redis.
     pub bars_dropped: u64,
+    /// Connections given up because another publisher held the lease.
+    pub lease_waits: u64,
 }
 
 /// Bars held at most while Redis is away (48 bytes each).
@@ -120,7 +122,23 @@ pub struct Publisher {
     pub down: Option<String>,
     /// Counters.
     pub stats: PubStats,
+    /// Who this publisher is in the lease key (host, process, start time).
+    id: String,
 }
+
+/// How long a publisher's hold on Redis lasts unless renewed (it renews with every heartbeat,
+/// every 250 ms): a second publisher waits this long after the first stops renewing, ms.
+pub const LEASE_MS: u64 = 1_500;
+
+/// Takes or renews the lease `KEYS[1]` for `ARGV[1]` for `ARGV[2]` ms unless another holds it:
+/// 1 if held, else the holder.
+const LEASE_SCRIPT: &[u8] = b"local v = redis.call('GET', KEYS[1]) \
+    if v == false or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+    return v";
+
+/// Gives the lease `KEYS[1]` up if `ARGV[1]` holds it.
+const RELEASE_SCRIPT: &[u8] =
+    b"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +176,78 @@ impl Publisher {
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
+            id: format!(
+                "{}:{}:{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "host".into()),
+                std::process::id(),
+                now_ns()
+            ),
+        }
+    }
+
+    /// Takes or renews this publisher's lease on the Redis it writes (the key `P:publisher`,
+    /// [`LEASE_MS`]): one publisher writes at a time, and a second one started beside it
+    /// waits, then takes over once the first stops renewing. `Err` names the holder. While
+    /// the lease's node is down the lease is not checked (the other nodes are still written).
+    fn hold_lease(&mut self) -> Result<(), String> {
+        let key = self.keys.lease();
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let k = link.topo.node_of(key.as_bytes());
+        let Some(c) = link.conns[k].as_mut() else {
+            return Ok(());
+        };
+        let ttl = LEASE_MS.to_string();
+        let held = c.call(
+            &[
+                b"EVAL",
+                LEASE_SCRIPT,
+                b"1",
+                key.as_bytes(),
+                self.id.as_bytes(),
+                ttl.as_bytes(),
+            ],
+            self.cfg.timeout,
+            |r| match r {
+                super::resp::Reply::Int(1) => None,
+                r => Some(String::from_utf8_lossy(r.bytes().unwrap_or(b"?")).into_owned()),
+            },
+        );
+        match held {
+            Ok(None) => Ok(()),
+            Ok(Some(holder)) => {
+                self.stats.lease_waits += 1;
+                Err(format!(
+                    "another publisher ({holder}) holds {key}: one publisher writes at a time; \
+                     this one takes over within {LEASE_MS} ms of that one stopping"
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives up the lease (a clean stop), so a standby takes over at once.
+    pub fn release(&mut self) {
+        let key = self.keys.lease();
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let k = link.topo.node_of(key.as_bytes());
+        if let Some(c) = link.conns[k].as_mut() {
+            let _ = c.call(
+                &[
+                    b"EVAL",
+                    RELEASE_SCRIPT,
+                    b"1",
+                    key.as_bytes(),
+                    self.id.as_bytes(),
+                ],
+                self.cfg.timeout,
+                |_| (),
+            );
         }
     }
 
@@ -463,6 +553,10 @@ impl Publisher {
             topo,
             conns,
         });
+        if let Err(e) = self.hold_lease() {
+            self.fail(e);
+            return false;
+        }
         if let Err(e) = self.rewrite_all() {
             if self.link.is_some() {
                 self.fail(e);
@@ -528,6 +622,14 @@ impl Publisher {
             return;
         }
         self.next_hb_ns = now + HEARTBEAT_NS;
+        if self.link.is_none() {
+            return;
+        }
+        // still the one publisher (another may have taken over while this one was stalled)
+        if let Err(e) = self.hold_lease() {
+            self.fail(e);
+            return;
+        }
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -756,7 +858,8 @@ pub fn run(
             }
         }
     }
-    // one last write of what is pending
+    // one last write of what is pending; a standby takes over at once
     p.flush();
+    p.release();
     Ok(())
 }
