@@ -130,6 +130,14 @@ pub struct Publisher {
 /// every 250 ms): a second publisher waits this long after the first stops renewing, ms.
 pub const LEASE_MS: u64 = 1_500;
 
+/// Why the lease could not be held.
+enum LeaseErr {
+    /// Another publisher holds it.
+    Taken(String),
+    /// The lease's node (index) failed.
+    Node(usize, String),
+}
+
 /// Takes or renews the lease `KEYS[1]` for `ARGV[1]` for `ARGV[2]` ms unless another holds it:
 /// 1 if held, else the holder.
 const LEASE_SCRIPT: &[u8] = b"local v = redis.call('GET', KEYS[1]) \
@@ -189,9 +197,9 @@ impl Publisher {
 
     /// Takes or renews this publisher's lease on the Redis it writes (the key `P:publisher`,
     /// [`LEASE_MS`]): one publisher writes at a time, and a second one started beside it
-    /// waits, then takes over once the first stops renewing. `Err` names the holder. While
-    /// the lease's node is down the lease is not checked (the other nodes are still written).
-    fn hold_lease(&mut self) -> Result<(), String> {
+    /// waits, then takes over once the first stops renewing. While the lease's node is down
+    /// the lease is not checked (the other nodes are still written).
+    fn hold_lease(&mut self) -> Result<(), LeaseErr> {
         let key = self.keys.lease();
         let Some(link) = self.link.as_mut() else {
             return Ok(());
@@ -220,12 +228,20 @@ impl Publisher {
             Ok(None) => Ok(()),
             Ok(Some(holder)) => {
                 self.stats.lease_waits += 1;
-                Err(format!(
+                Err(LeaseErr::Taken(format!(
                     "another publisher ({holder}) holds {key}: one publisher writes at a time; \
                      this one takes over within {LEASE_MS} ms of that one stopping"
-                ))
+                )))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(LeaseErr::Node(k, e)),
+        }
+    }
+
+    /// Gives up for a lease held by another, or drops the lease's node when it failed.
+    fn lease_failed(&mut self, e: LeaseErr) {
+        match e {
+            LeaseErr::Taken(e) => self.fail(e),
+            LeaseErr::Node(k, e) => self.node_failed(k, e),
         }
     }
 
@@ -554,8 +570,10 @@ impl Publisher {
             conns,
         });
         if let Err(e) = self.hold_lease() {
-            self.fail(e);
-            return false;
+            self.lease_failed(e);
+            if self.link.is_none() {
+                return false;
+            }
         }
         if let Err(e) = self.rewrite_all() {
             if self.link.is_some() {
@@ -563,9 +581,13 @@ impl Publisher {
             }
             return false;
         }
+        // the heartbeat that ends the rewrite may have failed (its node, or the lease taken
+        // meanwhile): then this connection is already given up
+        let Some(l) = self.link.as_ref() else {
+            return false;
+        };
         self.stats.connects += 1;
         self.backoff = Duration::from_millis(100);
-        let l = self.link.as_ref().expect("connected");
         eprintln!(
             "gateway publish: connected to {} ({} of {} node{} up{}); {} symbols rewritten",
             l.topo.nodes[0],
@@ -627,8 +649,7 @@ impl Publisher {
         }
         // still the one publisher (another may have taken over while this one was stalled)
         if let Err(e) = self.hold_lease() {
-            self.fail(e);
-            return;
+            self.lease_failed(e);
         }
         let Some(link) = self.link.as_mut() else {
             return;
