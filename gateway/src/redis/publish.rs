@@ -195,45 +195,43 @@ impl Publisher {
         }
     }
 
+    /// Runs a lease script on the lease key's node with this publisher's ID (and `ttl_ms`);
+    /// `None` while not connected to that node. Else the node and the reply: `None` for 1,
+    /// otherwise what it said (for [`LEASE_SCRIPT`], the holder).
+    fn lease_script(
+        &mut self,
+        script: &[u8],
+        ttl_ms: Option<&str>,
+    ) -> Option<(usize, Result<Option<String>, String>)> {
+        let key = self.keys.lease();
+        let link = self.link.as_mut()?;
+        let k = link.topo.node_of(key.as_bytes());
+        let c = link.conns[k].as_mut()?;
+        let mut args: Vec<&[u8]> = vec![b"EVAL", script, b"1", key.as_bytes(), self.id.as_bytes()];
+        args.extend(ttl_ms.map(str::as_bytes));
+        let r = c.call(&args, self.cfg.timeout, |r| match r {
+            super::resp::Reply::Int(1) => None,
+            r => Some(String::from_utf8_lossy(r.bytes().unwrap_or(b"?")).into_owned()),
+        });
+        Some((k, r))
+    }
+
     /// Takes or renews this publisher's lease on the Redis it writes (the key `P:publisher`,
     /// [`LEASE_MS`]): one publisher writes at a time, and a second one started beside it
     /// waits, then takes over once the first stops renewing. While the lease's node is down
     /// the lease is not checked (the other nodes are still written).
     fn hold_lease(&mut self) -> Result<(), LeaseErr> {
-        let key = self.keys.lease();
-        let Some(link) = self.link.as_mut() else {
-            return Ok(());
-        };
-        let k = link.topo.node_of(key.as_bytes());
-        let Some(c) = link.conns[k].as_mut() else {
-            return Ok(());
-        };
-        let ttl = LEASE_MS.to_string();
-        let held = c.call(
-            &[
-                b"EVAL",
-                LEASE_SCRIPT,
-                b"1",
-                key.as_bytes(),
-                self.id.as_bytes(),
-                ttl.as_bytes(),
-            ],
-            self.cfg.timeout,
-            |r| match r {
-                super::resp::Reply::Int(1) => None,
-                r => Some(String::from_utf8_lossy(r.bytes().unwrap_or(b"?")).into_owned()),
-            },
-        );
-        match held {
-            Ok(None) => Ok(()),
-            Ok(Some(holder)) => {
+        match self.lease_script(LEASE_SCRIPT, Some(&LEASE_MS.to_string())) {
+            None | Some((_, Ok(None))) => Ok(()),
+            Some((_, Ok(Some(holder)))) => {
                 self.stats.lease_waits += 1;
                 Err(LeaseErr::Taken(format!(
-                    "another publisher ({holder}) holds {key}: one publisher writes at a time; \
-                     this one takes over within {LEASE_MS} ms of that one stopping"
+                    "another publisher ({holder}) holds {}: one publisher writes at a time; \
+                     this one takes over within {LEASE_MS} ms of that one stopping",
+                    self.keys.lease()
                 )))
             }
-            Err(e) => Err(LeaseErr::Node(k, e)),
+            Some((k, Err(e))) => Err(LeaseErr::Node(k, e)),
         }
     }
 
@@ -247,24 +245,7 @@ impl Publisher {
 
     /// Gives up the lease (a clean stop), so a standby takes over at once.
     pub fn release(&mut self) {
-        let key = self.keys.lease();
-        let Some(link) = self.link.as_mut() else {
-            return;
-        };
-        let k = link.topo.node_of(key.as_bytes());
-        if let Some(c) = link.conns[k].as_mut() {
-            let _ = c.call(
-                &[
-                    b"EVAL",
-                    RELEASE_SCRIPT,
-                    b"1",
-                    key.as_bytes(),
-                    self.id.as_bytes(),
-                ],
-                self.cfg.timeout,
-                |_| (),
-            );
-        }
+        let _ = self.lease_script(RELEASE_SCRIPT, None);
     }
 
     /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
