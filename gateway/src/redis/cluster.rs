@@ -231,7 +231,7 @@ impl Topology {
 
     /// The node serving `key`.
     pub fn node_of(&self, key: &[u8]) -> usize {
-        self.owner[key_slot(key) as usize] as usize
+        self.node_of_slot(key_slot(key))
     }
 }
 

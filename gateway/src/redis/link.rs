@@ -429,7 +429,7 @@ fn follow(
             subs.retain(|slot| topo.nodes[topo.node_of_slot(slot)] == addr);
             let known: Vec<String> = match &sh.cfg.symbols {
                 Some(list) => list.clone(),
-                None => sh.with(|c, _| c.symbols()).iter().map(trim).collect(),
+                None => sh.with(|c, _| c.symbols()),
             };
             for s in &known {
                 subs.want(&topo, s, &mut sub);
@@ -578,11 +578,6 @@ fn follow(
         }
     }
     Ok(())
-}
-
-/// A symbol without its padding.
-fn trim(s: &[u8; 8]) -> String {
-    String::from_utf8_lossy(s).trim_end().to_string()
 }
 
 /// The slot of a `MOVED SLOT HOST:PORT` or `ASK SLOT HOST:PORT` error, if it is one.

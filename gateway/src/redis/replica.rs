@@ -93,6 +93,21 @@ pub(super) struct State {
     pub(super) topo_down: Option<String>,
 }
 
+impl State {
+    /// Room for link `k` in the per-link lists.
+    fn link_slot(&mut self, k: usize) {
+        if self.down.len() <= k {
+            self.down.resize(k + 1, None);
+            self.active.resize(k + 1, false);
+        }
+    }
+
+    /// The links to nodes of the current topology.
+    pub(super) fn active_links(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.active.len()).filter(|&k| self.active[k])
+    }
+}
+
 /// A running replica: its threads, the table it writes, its health.
 pub struct Replica {
     shared: Arc<Shared>,
@@ -175,20 +190,14 @@ impl Shared {
 
     pub(super) fn set_down(&self, k: usize, why: Option<String>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.down.len() <= k {
-            st.down.resize(k + 1, None);
-            st.active.resize(k + 1, false);
-        }
+        st.link_slot(k);
         st.down[k] = why;
     }
 
     /// Link `k` follows a node of the topology (or no longer does).
     pub(super) fn set_active(&self, k: usize, active: bool) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.down.len() <= k {
-            st.down.resize(k + 1, None);
-            st.active.resize(k + 1, false);
-        }
+        st.link_slot(k);
         st.active[k] = active;
         st.down[k] = active.then(|| "connecting".into());
     }
@@ -216,18 +225,11 @@ impl Shared {
         if let Some(why) = &st.topo_down {
             return Health::Down(why.clone());
         }
-        let active = |k: &usize| st.active.get(*k).copied().unwrap_or(false);
-        if let Some(why) = (0..st.down.len())
-            .filter(active)
-            .find_map(|k| st.down[k].as_ref())
-        {
+        if let Some(why) = st.active_links().find_map(|k| st.down[k].as_ref()) {
             return Health::Down(why.clone());
         }
         let now = self.now_ns();
-        match (0..st.down.len())
-            .filter(active)
-            .find(|&k| !st.core.link_ok(k, now))
-        {
+        match st.active_links().find(|&k| !st.core.link_ok(k, now)) {
             Some(k) => Health::Down(format!(
                 "no publisher heartbeat through Redis node {} for {} ms (is `gateway publish` running?)",
                 k,
@@ -352,9 +354,7 @@ impl QuoteSource for RedisSource {
         use std::sync::atomic::Ordering::Relaxed;
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.shared.now_ns();
-        let active: Vec<usize> = (0..st.down.len())
-            .filter(|&k| st.active.get(k).copied().unwrap_or(false))
-            .collect();
+        let active: Vec<usize> = st.active_links().collect();
         let up = active.iter().filter(|&&k| st.down[k].is_none()).count();
         let trusted = active.iter().filter(|&&k| st.core.link_ok(k, now)).count();
         let c = &st.core;

@@ -238,9 +238,9 @@ impl ReplicaCore {
         }
     }
 
-    /// The symbols held (once each).
-    pub fn symbols(&self) -> Vec<[u8; 8]> {
-        let mut v: Vec<[u8; 8]> = self.syms.iter().map(|s| s.q.symbol).collect();
+    /// The symbols held (once each, without padding).
+    pub fn symbols(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.syms.iter().map(|s| s.q.symbol_str()).collect();
         v.sort_unstable();
         v.dedup();
         v
