@@ -69,8 +69,6 @@ pub struct PubStats {
     pub bars: u64,
     /// Bars dropped because too many waited for Redis.
     pub bars_dropped: u64,
-    /// Connections given up because another publisher held the lease.
-    pub lease_waits: u64,
 }
 
 /// Bars held at most while Redis is away (48 bytes each).
@@ -223,14 +221,11 @@ impl Publisher {
     fn hold_lease(&mut self) -> Result<(), LeaseErr> {
         match self.lease_script(LEASE_SCRIPT, Some(&LEASE_MS.to_string())) {
             None | Some((_, Ok(None))) => Ok(()),
-            Some((_, Ok(Some(holder)))) => {
-                self.stats.lease_waits += 1;
-                Err(LeaseErr::Taken(format!(
-                    "another publisher ({holder}) holds {}: one publisher writes at a time; \
-                     this one takes over within {LEASE_MS} ms of that one stopping",
-                    self.keys.lease()
-                )))
-            }
+            Some((_, Ok(Some(holder)))) => Err(LeaseErr::Taken(format!(
+                "another publisher ({holder}) holds {}: one publisher writes at a time; \
+                 this one takes over within {LEASE_MS} ms of that one stopping",
+                self.keys.lease()
+            ))),
             Some((k, Err(e))) => Err(LeaseErr::Node(k, e)),
         }
     }
