@@ -1322,3 +1322,142 @@ fn a_second_publisher_waits_and_takes_over() {
     }
     becomes_current_never_wrong(&mut c, &truth(&t), "after a clean stop and a new publisher");
 }
+
+/// The commands a Redis node runs, as its `MONITOR` reports them, in the order it ran them.
+struct Monitor(std::io::BufReader<TcpStream>);
+
+impl Monitor {
+    fn attach(addr: SocketAddr) -> Monitor {
+        use std::io::{BufRead, Write};
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"MONITOR\r\n").unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut ok = String::new();
+        r.read_line(&mut ok).unwrap();
+        assert_eq!(ok.trim_end(), "+OK");
+        Monitor(r)
+    }
+
+    /// One `+TIME [DB ADDR] "ARG" "ARG" ...` line's arguments (escapes undone loosely: enough
+    /// for the plain ASCII of command names, keys and channels).
+    fn next(&mut self) -> Vec<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.0
+            .read_line(&mut line)
+            .expect("a MONITOR line within 10 s");
+        let mut args = Vec::new();
+        let mut rest = line[line.find(']').expect("monitor line") + 1..].chars();
+        while let Some(c) = rest.next() {
+            if c != '"' {
+                continue;
+            }
+            let mut a = String::new();
+            while let Some(c) = rest.next() {
+                match c {
+                    '"' => break,
+                    '\\' => {
+                        if rest.next() == Some('x') {
+                            rest.next();
+                            rest.next();
+                        }
+                        a.push('?');
+                    }
+                    c => a.push(c),
+                }
+            }
+            args.push(a);
+        }
+        args
+    }
+}
+
+/// Replicas subscribe and then load the keys, so the publisher must write a symbol's key before
+/// it publishes the change (else a replica subscribing in between loads the value before and
+/// never hears of the change) and must announce a new symbol only once its key holds a value.
+/// Redis's own `MONITOR` gives the order it ran the commands in, on one server and on every
+/// master of a cluster.
+#[test]
+fn each_key_is_written_before_its_change_is_published_or_announced() {
+    if !have_redis() {
+        return;
+    }
+    let one = single("order");
+    let three = cluster("order");
+    for nodes in [
+        vec![one.addr()],
+        three.iter().map(RedisNode::addr).collect(),
+    ] {
+        let mut monitors: Vec<Monitor> = nodes.iter().map(|&a| Monitor::attach(a)).collect();
+        let mut p = Publisher::new(PublisherCfg::new(nodes.clone()));
+        let syms: Vec<String> = (0..40).map(|i| format!("ORD{i}")).collect();
+        let quote = |s: &str, bid: u32| Quote {
+            symbol: gateway::redis::padded(s.as_bytes()),
+            bid: Some((bid, 100)),
+            state: b'T',
+            ..Quote::default()
+        };
+        for round in 0..3u32 {
+            for s in &syms {
+                p.offer(&quote(s, 1_000 + round));
+            }
+            // the first connects and writes them all as its rewrite
+            let n = p.flush();
+            assert!(p.connected());
+            assert_eq!(n, if round == 0 { 0 } else { syms.len() }, "round {round}");
+        }
+        // everything the publisher sent has run (flush read every reply): a mark after it on
+        // each node ends that node's share
+        for &a in &nodes {
+            let port = a.port().to_string();
+            let out = Command::new("redis-cli")
+                .args(["-p", &port, "ECHO", "end-of-order-test"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        let keys = gateway::redis::Keys::new("quotes");
+        let sym_of = |key: &str| syms.iter().find(|s| key == keys.quote(s)).cloned();
+        // per symbol: (key writes, changes published, announced), in the order Redis ran them
+        let mut seen: HashMap<String, (u32, u32, bool)> = HashMap::new();
+        for m in &mut monitors {
+            loop {
+                let args = m.next();
+                let cmd = args
+                    .first()
+                    .map(|c| c.to_ascii_uppercase())
+                    .unwrap_or_default();
+                match cmd.as_str() {
+                    "ECHO" if args[1] == "end-of-order-test" => break,
+                    "MSET" | "SET" => {
+                        for k in args[1..].iter().step_by(2) {
+                            if let Some(s) = sym_of(k) {
+                                seen.entry(s).or_default().0 += 1;
+                            }
+                        }
+                    }
+                    "PUBLISH" if args[1] == keys.new_symbols() => {
+                        let s = args[2].trim_end().to_string();
+                        let e = seen.entry(s.clone()).or_default();
+                        assert!(e.0 > 0, "{s} announced before its key was written");
+                        e.2 = true;
+                    }
+                    "PUBLISH" | "SPUBLISH" => {
+                        if let Some(s) = sym_of(&args[1]) {
+                            let e = seen.entry(s.clone()).or_default();
+                            e.1 += 1;
+                            assert!(e.0 >= e.1, "{s}: change {} published first", e.1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(seen.len(), syms.len(), "{seen:?}");
+        for (s, (writes, published, announced)) in &seen {
+            assert_eq!((*writes, *published), (3, 3), "{s}");
+            assert!(announced, "{s} announced");
+        }
+    }
+}

@@ -708,6 +708,12 @@ impl Publisher {
                     }
                 });
             }
+            // each key is written before its change is published, and a new symbol announced
+            // after both: a replica subscribes and then loads, so a publish ahead of its key
+            // write would let one that subscribes in between load the value before and never
+            // hear of this change (publishing first would reach replicas sooner, as Redis
+            // would not run the batch's key writes first; the test
+            // `each_key_is_written_before_its_change_is_published_or_announced` holds the order)
             for &j in mine {
                 let i = batch[j];
                 let key = self.key_names[i].as_bytes();
