@@ -1461,3 +1461,130 @@ fn each_key_is_written_before_its_change_is_published_or_announced() {
         }
     }
 }
+
+/// The publisher's heartbeats as a subscriber sees them.
+struct Heartbeats(std::io::BufReader<TcpStream>, String);
+
+impl Heartbeats {
+    fn subscribe(addr: SocketAddr, channel: &str) -> Heartbeats {
+        use std::io::Write;
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "SUBSCRIBE {channel}\r\n").unwrap();
+        let mut h = Heartbeats(std::io::BufReader::new(s), channel.to_string());
+        h.next(); // the subscription's confirmation names the channel too
+        h
+    }
+
+    /// Waits for the next one (10 s at most).
+    fn next(&mut self) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        while line.trim_end() != self.1 {
+            line.clear();
+            let n = self
+                .0
+                .read_line(&mut line)
+                .expect("a heartbeat within 10 s");
+            assert!(n > 0, "the subscription closed");
+        }
+    }
+}
+
+/// A slot left half-moved (a resharding interrupted between `MIGRATE` and `SETSLOT NODE`, until
+/// an operator runs `redis-cli --cluster fix`): its owner answers ASK for the keys already on
+/// the importing node. The publisher follows the redirect (ASKING, then the write) for those
+/// keys alone, its lease's included; every other symbol goes on as before, and the half-moved
+/// symbol too.
+#[test]
+fn a_slot_left_half_moved_does_not_stop_publishing() {
+    if !have_redis() {
+        return;
+    }
+    let nodes = cluster("halfmoved");
+    let mut t = Table::new("redis-halfmoved", 20);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let keys = gateway::redis::Keys::new("quotes");
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let _publisher = PubThread::spawn(&t.path, seeds.clone());
+    let remote = Remote::start(seeds.clone(), 1_000);
+    wait_symbols(remote.addr(), 20);
+    let mut c = View::subscribe(remote.addr(), &symbols);
+    becomes_current_never_wrong(&mut c, &truth(&t), "before");
+
+    // two slots, the first symbol's and the publisher lease's: MIGRATING on the owner,
+    // IMPORTING on another master, and their keys moved over, but never handed over
+    let id = |n: &RedisNode| server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string();
+    let ok = |n: &RedisNode, args: &[&str]| {
+        let out = server::cli(n.port, args);
+        assert!(out.trim() == "OK", "{args:?}: {out}");
+    };
+    let key = keys.quote(&symbols[0]);
+    let mut moves = Vec::new(); // (slot, from, to)
+    for k in [key.clone(), keys.lease()] {
+        let owner = topo.nodes[topo.node_of(k.as_bytes())].port();
+        let from = nodes.iter().position(|n| n.port == owner).unwrap();
+        let to = (from + 1) % nodes.len();
+        let slot = gateway::redis::cluster::key_slot(k.as_bytes()).to_string();
+        let (from_id, to_id) = (id(&nodes[from]), id(&nodes[to]));
+        ok(
+            &nodes[to],
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        );
+        ok(
+            &nodes[from],
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        );
+        let in_slot = server::cli(
+            nodes[from].port,
+            &["CLUSTER", "GETKEYSINSLOT", &slot, "100"],
+        );
+        assert!(in_slot.contains(&k), "{in_slot}");
+        let to_port = nodes[to].port.to_string();
+        for k in in_slot.split_whitespace() {
+            ok(
+                &nodes[from],
+                &["MIGRATE", "127.0.0.1", &to_port, k, "0", "5000"],
+            );
+        }
+        moves.push((slot, from, to));
+    }
+    // prices move for 2 s, longer than the remote's heartbeat timeout, and the publisher's
+    // heartbeats go on (none would come while it started over on every redirect)
+    let mut hb = Heartbeats::subscribe(nodes[0].addr(), &keys.heartbeat());
+    for round in 0..8 {
+        for i in 0..t.quotes.len() {
+            t.set(i, |q| q.volume += 100);
+        }
+        becomes_current_never_wrong(&mut c, &truth(&t), &format!("half-moved, round {round}"));
+        hb.next();
+    }
+    assert_eq!(remote.health(), gateway::source::Health::Live);
+    // the key was written where it is now (ASKING, then SET on the importing node)
+    let t2 = Duration::from_secs(2);
+    let to = moves[0].2;
+    let mut conn =
+        gateway::redis::conn::Conn::connect(nodes[to].addr(), t2, t2, &Default::default()).unwrap();
+    conn.call(&[b"ASKING"], t2, |_| ()).unwrap();
+    let held = conn
+        .call(&[b"GET", key.as_bytes()], t2, |r| {
+            r.bytes().map(<[u8]>::to_vec)
+        })
+        .unwrap()
+        .and_then(|v| gateway::redis::decode(&v))
+        .expect("the importing node holds the key");
+    assert_eq!(held.1.volume, t.quotes[0].volume, "and its latest value");
+
+    // the operator finishes the moves: the slots are the importing nodes'
+    for (slot, from, to) in &moves {
+        let to_id = id(&nodes[*to]);
+        ok(&nodes[*to], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        ok(&nodes[*from], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+    }
+    for i in 0..t.quotes.len() {
+        t.set(i, |q| q.volume += 100);
+    }
+    becomes_current_never_wrong(&mut c, &truth(&t), "after the move was finished");
+}

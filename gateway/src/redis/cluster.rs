@@ -235,6 +235,14 @@ impl Topology {
     }
 }
 
+/// The node an `ASK SLOT HOST:PORT` error reply names (anywhere in `e`, which may carry a
+/// prefix), if it is one: the slot is being moved there and the key already has been.
+pub fn ask_target(e: &str) -> Option<SocketAddr> {
+    let mut w = e.split(' ').skip_while(|&t| t != "ASK").skip(1);
+    w.next()?.parse::<u16>().ok()?;
+    w.next()?.parse().ok()
+}
+
 /// Which node (hashed ID) serves each slot, from [`Topology::map_text`]'s text; `None` when
 /// the text is not a full map.
 pub fn parse_map_text(text: &str) -> Option<Vec<u64>> {
@@ -329,6 +337,22 @@ mod tests {
             "x",
         ] {
             assert_eq!(parse_map_text(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            ask_target("redis 127.0.0.1:7000: ASK 3999 127.0.0.1:7001"),
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert_eq!(
+            ask_target("ASK 3999 127.0.0.1:7001"),
+            ask_target("x: ASK 3999 127.0.0.1:7001")
+        );
+        for no in [
+            "MOVED 3999 127.0.0.1:7001",
+            "ASK x 127.0.0.1:7001",
+            "ASK 3999",
+            "ASK 1 host:1",
+        ] {
+            assert_eq!(ask_target(no), None, "{no}");
         }
         let mut scattered = t.clone();
         for s in (0..SLOTS).step_by(2) {

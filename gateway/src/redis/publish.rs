@@ -1,7 +1,11 @@
 //! The publisher: every quote change from the quote table into Redis, conflated per batch and
 //! pipelined (one write per node per batch): the keys `P:{SYM}` (one `MSET` per batch on a
 //! plain server, a `SET` each in a cluster, where keys of a batch live in different slots) and
-//! `PUBLISH`/`SPUBLISH P:{SYM}` with the same bytes, plus a heartbeat every 250 ms. When Redis fails (a refused connection, a
+//! `PUBLISH`/`SPUBLISH P:{SYM}` with the same bytes (always after the key's write, so a replica
+//! that subscribes and then loads misses nothing), plus a heartbeat every 250 ms. A key whose
+//! slot is being moved and that already has been (ASK) is written on the node the ASK names and
+//! its change published again after that; the rest of the batch is not held up, even while a
+//! slot stays half-moved. When Redis fails (a refused connection, a
 //! closed one, an error reply, MOVED during a resharding) the publisher drops every connection,
 //! keeps reading the quote table (its latest state stays current), and retries with a backoff up
 //! to a second; once connected again it rewrites every symbol's latest quote before its first
@@ -65,6 +69,8 @@ pub struct PubStats {
     pub failures: u64,
     /// Full rewrites after a connection.
     pub republished: u64,
+    /// Key writes sent on to the node an ASK named (their slot half-moved to it).
+    pub asked: u64,
     /// Bars written.
     pub bars: u64,
     /// Bars dropped because too many waited for Redis.
@@ -102,6 +108,8 @@ pub struct Publisher {
     /// The new-symbol announcement channel.
     new_channel: String,
     by_node: Vec<Vec<usize>>,
+    /// Per node, the batch's key writes: (the reply that answers it, batch entry).
+    key_writes: Vec<Vec<(usize, usize)>>,
     index: HashMap<([u8; 8], Option<u16>), usize>,
     dirty: Vec<bool>,
     pending: Vec<usize>,
@@ -167,6 +175,7 @@ impl Publisher {
             key_names: Vec::new(),
             values: Vec::new(),
             by_node: Vec::new(),
+            key_writes: Vec::new(),
             index: HashMap::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
@@ -204,13 +213,24 @@ impl Publisher {
         let key = self.keys.lease();
         let link = self.link.as_mut()?;
         let k = link.topo.node_of(key.as_bytes());
-        let c = link.conns[k].as_mut()?;
         let mut args: Vec<&[u8]> = vec![b"EVAL", script, b"1", key.as_bytes(), self.id.as_bytes()];
         args.extend(ttl_ms.map(str::as_bytes));
-        let r = c.call(&args, self.cfg.timeout, |r| match r {
-            super::resp::Reply::Int(1) => None,
-            r => Some(String::from_utf8_lossy(r.bytes().unwrap_or(b"?")).into_owned()),
-        });
+        let t = self.cfg.timeout;
+        let run = |c: &mut Conn| {
+            c.call(&args, t, |r| match r {
+                super::resp::Reply::Int(1) => None,
+                r => Some(String::from_utf8_lossy(r.bytes().unwrap_or(b"?")).into_owned()),
+            })
+        };
+        let r = run(link.conns[k].as_mut()?);
+        // the lease key's slot half-moved, the key with it: run it where the key is now
+        let to = r.as_ref().err().and_then(|e| super::cluster::ask_target(e));
+        let there = to.and_then(|to| link.topo.nodes.iter().position(|&a| a == to));
+        if let Some(kk) = there
+            && let Some(c) = link.conns[kk].as_mut()
+        {
+            return Some((kk, c.call(&[b"ASKING"], t, |_| ()).and_then(|()| run(c))));
+        }
         Some((k, r))
     }
 
@@ -657,6 +677,73 @@ impl Publisher {
         self.heartbeat();
     }
 
+    /// Writes the keys a node answered ASK for (their slot is being moved, and they already
+    /// have been) on the node it named, each after `ASKING`, then publishes those changes
+    /// again through the slot's owner, so a publish still follows each key write; everything
+    /// else in the batch went on. One whose named node is down waits in `unsent`, as that
+    /// node's own symbols do; an `Err` starts over, as any other redirect does.
+    fn follow_asks(
+        &mut self,
+        batch: &[usize],
+        asked: &[(usize, usize, SocketAddr)],
+        unsent: &mut Vec<usize>,
+    ) -> Result<(), String> {
+        let timeout = self.cfg.timeout;
+        let link = self.link.as_mut().ok_or("not connected")?;
+        let (mut here, mut away) = (Vec::new(), Vec::new());
+        for &(k, j, to) in asked {
+            let Some(kk) = link.topo.nodes.iter().position(|&a| a == to) else {
+                return Err(format!("ASK to {to}, a node not in the slot map"));
+            };
+            match link.conns[kk] {
+                Some(_) => here.push((k, j, kk)),
+                None => away.push(batch[j]),
+            }
+        }
+        unsent.extend_from_slice(&away);
+        let mut used = vec![false; link.conns.len()];
+        for &(_, j, kk) in &here {
+            let c = link.conns[kk].as_mut().expect("up");
+            let i = batch[j];
+            c.queue(&[b"ASKING"]);
+            queue_write(
+                c,
+                self.key_names[i].as_bytes(),
+                self.venue[i],
+                &self.values[j],
+            );
+            used[kk] = true;
+        }
+        let finish = |conns: &mut Vec<Option<Conn>>, used: &mut Vec<bool>| {
+            for (k, c) in conns.iter_mut().enumerate() {
+                if let Some(c) = c.as_mut().filter(|_| used[k]) {
+                    c.flush()?;
+                    read_owed(c, timeout)?;
+                }
+            }
+            used.fill(false);
+            Ok::<(), String>(())
+        };
+        finish(&mut link.conns, &mut used)?;
+        for &(k, j, _) in &here {
+            let c = link.conns[k].as_mut().ok_or("a node went down")?;
+            let i = batch[j];
+            let key = self.key_names[i].as_bytes();
+            c.queue(&[b"SPUBLISH", key, &self.values[j]]);
+            if !self.announced[i] {
+                c.queue(&[
+                    b"PUBLISH",
+                    self.new_channel.as_bytes(),
+                    self.names[i].as_bytes(),
+                ]);
+            }
+            used[k] = true;
+        }
+        finish(&mut link.conns, &mut used)?;
+        self.stats.asked += here.len() as u64;
+        Ok(())
+    }
+
     /// Writes `batch`; the symbols of nodes that are down or fail now go to `unsent`. An `Err`
     /// means the cluster changed under us (MOVED, ASK, CLUSTERDOWN, TRYAGAIN): start over.
     fn send(&mut self, batch: &[usize], unsent: &mut Vec<usize>) -> Result<(), String> {
@@ -678,9 +765,11 @@ impl Publisher {
         if self.by_node.len() < nodes {
             self.by_node.resize_with(nodes, Vec::new);
         }
-        for v in self.by_node.iter_mut() {
-            v.clear();
+        if self.key_writes.len() < nodes {
+            self.key_writes.resize_with(nodes, Vec::new);
         }
+        self.by_node.iter_mut().for_each(Vec::clear);
+        self.key_writes.iter_mut().for_each(Vec::clear);
         for (j, &i) in batch.iter().enumerate() {
             let k = link.topo.node_of(self.key_names[i].as_bytes());
             if link.conns[k].is_some() {
@@ -695,9 +784,12 @@ impl Publisher {
             if mine.is_empty() {
                 continue;
             }
+            // the replies owed so far, to know which one answers which key write
+            let mut replies = 0;
             let quotes = mine.iter().filter(|&&j| self.venue[batch[j]].is_none());
             let n_quotes = quotes.clone().count();
             if !link.topo.cluster && n_quotes > 0 {
+                replies += 1;
                 // one MSET for the batch's keys (a command per key costs Redis twice the work)
                 let (keys, values) = (&self.key_names, &self.values);
                 c.queue_parts(1 + 2 * n_quotes, |out| {
@@ -718,22 +810,20 @@ impl Publisher {
                 let i = batch[j];
                 let key = self.key_names[i].as_bytes();
                 let v = &self.values[j];
-                match self.venue[i] {
-                    Some(ch) => {
-                        let mut field = [0u8; 20];
-                        let field = super::resp::decimal(ch as usize, &mut field);
-                        c.queue(&[b"HSET", key, field, v]);
-                    }
-                    None if link.topo.cluster => c.queue(&[b"SET", key, v]),
-                    None => {}
+                if self.venue[i].is_some() || link.topo.cluster {
+                    self.key_writes[k].push((replies, j));
+                    queue_write(c, key, self.venue[i], v);
+                    replies += 1;
                 }
                 c.queue(&[publish, key, v]);
+                replies += 1;
                 if !self.announced[i] {
                     c.queue(&[
                         b"PUBLISH",
                         self.new_channel.as_bytes(),
                         self.names[i].as_bytes(),
                     ]);
+                    replies += 1;
                 }
             }
         }
@@ -745,13 +835,20 @@ impl Publisher {
                 failed.push((k, e));
             }
         }
+        // key writes a node answered ASK for: (node, batch entry, the node named)
+        let mut asked: Vec<(usize, usize, SocketAddr)> = Vec::new();
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let Some(c) = conn.as_mut() else { continue };
             if failed.iter().any(|f| f.0 == k) {
                 continue;
             }
-            match read_owed(c, self.cfg.timeout) {
-                Ok(()) => {}
+            let writes = &self.key_writes[k];
+            let write_of = |n: usize| {
+                let w = writes.binary_search_by_key(&n, |w| w.0).ok()?;
+                Some(writes[w].1)
+            };
+            match read_replies(c, self.cfg.timeout, write_of) {
+                Ok(node_asked) => asked.extend(node_asked.into_iter().map(|(j, to)| (k, j, to))),
                 Err(e) if moved(&e) => return Err(e),
                 Err(e) => failed.push((k, e)),
             }
@@ -762,6 +859,9 @@ impl Publisher {
         }
         if self.link.is_none() {
             return Err(self.down.clone().unwrap_or_default());
+        }
+        if !asked.is_empty() {
+            self.follow_asks(batch, &asked, unsent)?;
         }
         for v in &self.by_node {
             for &j in v {
@@ -775,11 +875,52 @@ impl Publisher {
     }
 }
 
+/// A key write: `HSET KEY VENUE VALUE` for one venue's quote, else `SET KEY VALUE`.
+fn queue_write(c: &mut Conn, key: &[u8], venue: Option<u16>, v: &[u8]) {
+    match venue {
+        Some(ch) => {
+            let mut field = [0u8; 20];
+            let field = super::resp::decimal(ch as usize, &mut field);
+            c.queue(&[b"HSET", key, field, v]);
+        }
+        None => c.queue(&[b"SET", key, v]),
+    }
+}
+
 /// An error reply that says the slot map changed or the cluster cannot serve.
 fn moved(e: &str) -> bool {
     ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"]
         .iter()
         .any(|p| e.contains(&format!(": {p}")) || e.starts_with(p))
+}
+
+/// Reads every reply owed. An ASK answering a key write (`write_of` the reply's index gives its
+/// batch entry) is given back with the node it names; any other error reply fails the batch
+/// (the first one, after all are read).
+fn read_replies(
+    c: &mut Conn,
+    timeout: Duration,
+    write_of: impl Fn(usize) -> Option<usize>,
+) -> Result<Vec<(usize, SocketAddr)>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut first_err = None;
+    let mut asked = Vec::new();
+    let mut n = 0;
+    while c.owed > 0 {
+        if let Some(e) = c.next_by(deadline, |r| r.error())? {
+            match (write_of(n), super::cluster::ask_target(&e)) {
+                (Some(j), Some(to)) => asked.push((j, to)),
+                _ => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        n += 1;
+    }
+    match first_err {
+        Some(e) => Err(super::conn::err(c.addr(), e)),
+        None => Ok(asked),
+    }
 }
 
 /// Reads every reply owed; the first error reply fails the batch (after all are read).
@@ -840,13 +981,14 @@ pub fn run(
             let s = &p.stats;
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
-                 dropped), {} failures, {}",
+                 dropped), {} failures, {} writes sent on after ASK, {}",
                 s.published,
                 s.batches,
                 s.conflated,
                 s.bars,
                 s.bars_dropped,
                 s.failures,
+                s.asked,
                 p.down.as_deref().unwrap_or("connected")
             );
         }
