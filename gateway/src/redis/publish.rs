@@ -925,17 +925,7 @@ fn read_replies(
 
 /// Reads every reply owed; the first error reply fails the batch (after all are read).
 fn read_owed(c: &mut Conn, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut first_err = None;
-    while c.owed > 0 {
-        if let Some(e) = c.next_by(deadline, |r| r.error())? {
-            first_err.get_or_insert(e);
-        }
-    }
-    match first_err {
-        Some(e) => Err(super::conn::err(c.addr(), e)),
-        None => Ok(()),
-    }
+    read_replies(c, timeout, |_| None).map(|_| ())
 }
 
 /// Longest sleep on the quote table's doorbell when it had nothing new: how late a heartbeat,
