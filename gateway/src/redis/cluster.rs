@@ -190,7 +190,7 @@ impl Topology {
                 .and_then(Reply::bytes)
                 .map_or_else(|| format!("{host}:{port}").into_bytes(), <[u8]>::to_vec);
             let addr = SocketAddr::new(ip, port);
-            let k = match t.nodes.iter().position(|n| *n == addr) {
+            let k = match t.index_of(addr) {
                 Some(k) => k,
                 None => {
                     t.nodes.push(addr);
@@ -224,6 +224,11 @@ impl Topology {
         Ok(t)
     }
 
+    /// The index of the node at `addr`, if it is one of the map's.
+    pub fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes.iter().position(|&a| a == addr)
+    }
+
     /// The node serving `slot`.
     pub fn node_of_slot(&self, slot: u16) -> usize {
         self.owner[slot as usize] as usize
@@ -235,12 +240,27 @@ impl Topology {
     }
 }
 
-/// The node an `ASK SLOT HOST:PORT` error reply names (anywhere in `e`, which may carry a
-/// prefix), if it is one: the slot is being moved there and the key already has been.
+/// A `MOVED SLOT HOST:PORT` or `ASK SLOT HOST:PORT` error reply: whether it is an ASK, the
+/// slot, and the node it names (when it names one).
+pub fn redirect(e: &str) -> Option<(bool, u16, Option<&str>)> {
+    let mut w = e.split(' ');
+    let ask = match w.next()? {
+        "MOVED" => false,
+        "ASK" => true,
+        _ => return None,
+    };
+    Some((ask, w.next()?.parse().ok()?, w.next()))
+}
+
+/// The node an ASK error reply names (the reply anywhere in `e`, which may carry a prefix), if
+/// it is one: the slot is being moved there and the key already has been.
 pub fn ask_target(e: &str) -> Option<SocketAddr> {
-    let mut w = e.split(' ').skip_while(|&t| t != "ASK").skip(1);
-    w.next()?.parse::<u16>().ok()?;
-    w.next()?.parse().ok()
+    let at = e.split(' ').position(|t| t == "ASK")?;
+    let reply = e.splitn(at + 1, ' ').last()?;
+    match redirect(reply)? {
+        (true, _, Some(to)) => to.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Which node (hashed ID) serves each slot, from [`Topology::map_text`]'s text; `None` when
@@ -346,6 +366,9 @@ mod tests {
             ask_target("ASK 3999 127.0.0.1:7001"),
             ask_target("x: ASK 3999 127.0.0.1:7001")
         );
+        assert_eq!(redirect("MOVED 12 h:1"), Some((false, 12, Some("h:1"))));
+        assert_eq!(redirect("ASK 12"), Some((true, 12, None)));
+        assert_eq!(redirect("ERR x"), None);
         for no in [
             "MOVED 3999 127.0.0.1:7001",
             "ASK x 127.0.0.1:7001",

@@ -582,10 +582,7 @@ fn follow(
 
 /// The slot of a `MOVED SLOT HOST:PORT` or `ASK SLOT HOST:PORT` error, if it is one.
 fn redirect_slot(e: &str) -> Option<u16> {
-    let mut w = e.split(' ');
-    matches!(w.next(), Some("MOVED" | "ASK"))
-        .then(|| w.next()?.parse().ok())
-        .flatten()
+    super::cluster::redirect(e).map(|r| r.1)
 }
 
 /// Sends `command KEY` for each of `keys` in one pipeline and gives each reply to `f`. A key

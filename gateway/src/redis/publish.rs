@@ -225,7 +225,7 @@ impl Publisher {
         let r = run(link.conns[k].as_mut()?);
         // the lease key's slot half-moved, the key with it: run it where the key is now
         let to = r.as_ref().err().and_then(|e| super::cluster::ask_target(e));
-        let there = to.and_then(|to| link.topo.nodes.iter().position(|&a| a == to));
+        let there = to.and_then(|to| link.topo.index_of(to));
         if let Some(kk) = there
             && let Some(c) = link.conns[kk].as_mut()
         {
@@ -692,7 +692,7 @@ impl Publisher {
         let link = self.link.as_mut().ok_or("not connected")?;
         let (mut here, mut away) = (Vec::new(), Vec::new());
         for &(k, j, to) in asked {
-            let Some(kk) = link.topo.nodes.iter().position(|&a| a == to) else {
+            let Some(kk) = link.topo.index_of(to) else {
                 return Err(format!("ASK to {to}, a node not in the slot map"));
             };
             match link.conns[kk] {
@@ -731,11 +731,7 @@ impl Publisher {
             let key = self.key_names[i].as_bytes();
             c.queue(&[b"SPUBLISH", key, &self.values[j]]);
             if !self.announced[i] {
-                c.queue(&[
-                    b"PUBLISH",
-                    self.new_channel.as_bytes(),
-                    self.names[i].as_bytes(),
-                ]);
+                queue_announce(c, &self.new_channel, &self.names[i]);
             }
             used[k] = true;
         }
@@ -744,8 +740,9 @@ impl Publisher {
         Ok(())
     }
 
-    /// Writes `batch`; the symbols of nodes that are down or fail now go to `unsent`. An `Err`
-    /// means the cluster changed under us (MOVED, ASK, CLUSTERDOWN, TRYAGAIN): start over.
+    /// Writes `batch`; the symbols of nodes that are down or fail now go to `unsent`. A key
+    /// write answered ASK is followed ([`Publisher::follow_asks`]); an `Err` means the cluster
+    /// changed under us (MOVED, ASK to anything else, CLUSTERDOWN, TRYAGAIN): start over.
     fn send(&mut self, batch: &[usize], unsent: &mut Vec<usize>) -> Result<(), String> {
         let link = self.link.as_mut().ok_or("not connected")?;
         let publish: &[u8] = if link.topo.cluster {
@@ -818,11 +815,7 @@ impl Publisher {
                 c.queue(&[publish, key, v]);
                 replies += 1;
                 if !self.announced[i] {
-                    c.queue(&[
-                        b"PUBLISH",
-                        self.new_channel.as_bytes(),
-                        self.names[i].as_bytes(),
-                    ]);
+                    queue_announce(c, &self.new_channel, &self.names[i]);
                     replies += 1;
                 }
             }
@@ -885,6 +878,11 @@ fn queue_write(c: &mut Conn, key: &[u8], venue: Option<u16>, v: &[u8]) {
         }
         None => c.queue(&[b"SET", key, v]),
     }
+}
+
+/// A new symbol's announcement on `channel`.
+fn queue_announce(c: &mut Conn, channel: &str, name: &str) {
+    c.queue(&[b"PUBLISH", channel.as_bytes(), name.as_bytes()]);
 }
 
 /// An error reply that says the slot map changed or the cluster cannot serve.
