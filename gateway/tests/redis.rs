@@ -8,7 +8,7 @@ use book::quotes::{Quote, QuoteReader};
 use common::{Gw, Raw, Table, test_cfg};
 use feed_handler::journal::{JournalWriter, journal_path};
 use feed_handler::ring::{Record, RingWriter};
-use gateway::redis::publish::{Publisher, PublisherCfg};
+use gateway::redis::publish::{PubStats, Publisher, PublisherCfg};
 use gateway::redis::replica::{Replica, ReplicaCfg};
 use gateway::redis::server::{self, RedisServer as RedisNode};
 use gateway::source::{QuoteSource, ShmSource};
@@ -51,7 +51,7 @@ fn cluster(tag: &str) -> Vec<RedisNode> {
 /// The publisher beside the quote table, on its own thread until dropped.
 struct PubThread {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    handle: Option<std::thread::JoinHandle<PubStats>>,
 }
 
 impl PubThread {
@@ -72,11 +72,20 @@ impl PubThread {
                 p.tick();
                 std::thread::sleep(Duration::from_micros(200));
             }
+            p.stats
         });
         PubThread {
             stop,
             handle: Some(h),
         }
+    }
+}
+
+impl PubThread {
+    /// Stops it; what it counted.
+    fn stop(mut self) -> PubStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().expect("running").join().unwrap()
     }
 }
 
@@ -1109,7 +1118,7 @@ fn slots_moving_between_live_masters() {
             .collect()
     };
     let before = owners(&discover());
-    let _publisher = PubThread::spawn(&t.path, seeds.clone());
+    let publisher = PubThread::spawn(&t.path, seeds.clone());
     let remote = Remote::start(seeds.clone(), 2_000);
     wait_symbols(remote.addr(), 200);
     let mut c = View::subscribe(remote.addr(), &symbols);
@@ -1202,10 +1211,19 @@ fn slots_moving_between_live_masters() {
         gw.metric("gateway_redis_redirects_total"),
     );
     assert!(changes > 0 && redirects > 0, "{changes} {redirects}");
+    // the publisher followed each new map in place: no connection dropped, no epoch begun,
+    // only the moved symbols written again
+    let s = publisher.stop();
+    assert!(
+        s.connects == 1 && s.failures == 0 && s.republished == 1 && s.remaps > 0,
+        "the publisher started over during the resharding: {s:?}"
+    );
     eprintln!(
-        "{} of 200 symbols moved master, {} of them shown stale on the way; {changes} map changes followed, {redirects} redirects",
+        "{} of 200 symbols moved master, {} of them shown stale on the way; {changes} map changes followed, {redirects} redirects; the publisher followed {} maps in place and wrote {} changes again after MOVED",
         moved.len(),
-        went_stale.len()
+        went_stale.len(),
+        s.remaps,
+        s.moved
     );
 }
 

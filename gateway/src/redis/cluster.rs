@@ -252,15 +252,26 @@ pub fn redirect(e: &str) -> Option<(bool, u16, Option<&str>)> {
     Some((ask, w.next()?.parse().ok()?, w.next()))
 }
 
-/// The node an ASK error reply names (the reply anywhere in `e`, which may carry a prefix), if
-/// it is one: the slot is being moved there and the key already has been.
-pub fn ask_target(e: &str) -> Option<SocketAddr> {
-    let at = e.split(' ').position(|t| t == "ASK")?;
+/// The redirect in an error reply (anywhere in `e`, which may carry a prefix), if it is one:
+/// whether it is an ASK, and the node it names.
+fn redirect_in(e: &str) -> Option<(bool, SocketAddr)> {
+    let at = e.split(' ').position(|t| t == "ASK" || t == "MOVED")?;
     let reply = e.splitn(at + 1, ' ').last()?;
     match redirect(reply)? {
-        (true, _, Some(to)) => to.parse().ok(),
+        (ask, _, Some(to)) => Some((ask, to.parse().ok()?)),
         _ => None,
     }
+}
+
+/// The node an ASK error reply names: the slot is being moved there and the key already has
+/// been.
+pub fn ask_target(e: &str) -> Option<SocketAddr> {
+    redirect_in(e).filter(|r| r.0).map(|r| r.1)
+}
+
+/// The node a MOVED error reply names: the slot is served there now.
+pub fn moved_target(e: &str) -> Option<SocketAddr> {
+    redirect_in(e).filter(|r| !r.0).map(|r| r.1)
 }
 
 /// Which node (hashed ID) serves each slot, from [`Topology::map_text`]'s text; `None` when
@@ -366,6 +377,11 @@ mod tests {
             ask_target("ASK 3999 127.0.0.1:7001"),
             ask_target("x: ASK 3999 127.0.0.1:7001")
         );
+        assert_eq!(
+            moved_target("redis 127.0.0.1:7000: MOVED 3999 127.0.0.1:7001"),
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert_eq!(moved_target("ASK 3999 127.0.0.1:7001"), None);
         assert_eq!(redirect("MOVED 12 h:1"), Some((false, 12, Some("h:1"))));
         assert_eq!(redirect("ASK 12"), Some((true, 12, None)));
         assert_eq!(redirect("ERR x"), None);

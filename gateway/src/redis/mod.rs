@@ -177,20 +177,25 @@ pub fn discover(
                 continue;
             }
         };
-        c.queue(&[b"CLUSTER", b"SLOTS"]);
-        c.flush()?;
-        let deadline = std::time::Instant::now() + timeout;
-        let r = c.next_by(deadline, |r| match r.error() {
-            Some(e) if e.contains("cluster support disabled") => Ok(Topology::single(seed)),
-            Some(e) => Err(conn::err(seed, e)),
-            None => Topology::from_cluster_slots(&r, seed).map_err(|e| conn::err(seed, e)),
-        });
-        match r {
-            Ok(Ok(t)) => return Ok(t),
-            Ok(Err(e)) | Err(e) => last = e,
+        match slot_map(&mut c, timeout) {
+            Ok(t) => return Ok(t),
+            Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// The slot map as the node behind `c` sees it (`CLUSTER SLOTS`; one plain server owning
+/// everything when it has no cluster support), asked over a connection already open.
+pub fn slot_map(c: &mut Conn, timeout: Duration) -> Result<Topology, String> {
+    let seed = c.addr();
+    match c.call(&[b"CLUSTER", b"SLOTS"], timeout, |r| {
+        Topology::from_cluster_slots(&r, seed)
+    }) {
+        Ok(t) => t.map_err(|e| conn::err(seed, e)),
+        Err(e) if e.contains("cluster support disabled") => Ok(Topology::single(seed)),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,15 @@
 //! that subscribes and then loads misses nothing), plus a heartbeat every 250 ms. A key whose
 //! slot is being moved and that already has been (ASK) is written on the node the ASK names and
 //! its change published again after that; the rest of the batch is not held up, even while a
-//! slot stays half-moved. When Redis fails (a refused connection, a
-//! closed one, an error reply, MOVED during a resharding) the publisher drops every connection,
-//! keeps reading the quote table (its latest state stays current), and retries with a backoff up
-//! to a second; once connected again it rewrites every symbol's latest quote before its first
-//! heartbeat, so replicas trust nothing older than that.
+//! slot stays half-moved. A key whose slot has moved (MOVED) makes the publisher ask the node
+//! named for the slot map; when only slots moved between the masters it writes (a resharding),
+//! it takes the new map in place, writes the moved slots' symbols again on their new node and
+//! says the new map in a heartbeat at once, and the other symbols are not touched. When Redis
+//! fails (a refused connection, a closed one, an error reply, a map with a node it has not
+//! written, as after a failover) the publisher drops every connection, keeps reading the quote
+//! table (its latest state stays current), and retries with a backoff up to a second; once
+//! connected again it rewrites every symbol's latest quote before its first heartbeat, so
+//! replicas trust nothing older than that.
 //!
 //! With [`Publisher::follow_venues`] it also writes the book's per-venue table: each venue's
 //! quote of a symbol into the hash `P:{SYM}:venues` (`HSET`, field the venue's channel) and on
@@ -71,6 +75,10 @@ pub struct PubStats {
     pub republished: u64,
     /// Key writes sent on to the node an ASK named (their slot half-moved to it).
     pub asked: u64,
+    /// Changes answered MOVED, written again after the slot map was followed.
+    pub moved: u64,
+    /// Slot maps taken in place (slots moved between the masters written; no new epoch).
+    pub remaps: u64,
     /// Bars written.
     pub bars: u64,
     /// Bars dropped because too many waited for Redis.
@@ -108,8 +116,16 @@ pub struct Publisher {
     /// The new-symbol announcement channel.
     new_channel: String,
     by_node: Vec<Vec<usize>>,
-    /// Per node, the batch's key writes: (the reply that answers it, batch entry).
-    key_writes: Vec<Vec<(usize, usize)>>,
+    /// Per node, the batch's commands about one symbol: (the reply that answers it, batch
+    /// entry, whether it is the key write).
+    tied: Vec<Vec<(usize, usize, bool)>>,
+    /// Each entry's hash slot (of its key and channel).
+    slots: Vec<u16>,
+    /// A MOVED named this node: follow the slot map before the next batch.
+    remap: Option<SocketAddr>,
+    /// When the next "slot map changed" line may be logged, and what it says: maps followed,
+    /// slots moved, symbols written again since the last one.
+    remap_log: (Instant, [usize; 3]),
     index: HashMap<([u8; 8], Option<u16>), usize>,
     dirty: Vec<bool>,
     pending: Vec<usize>,
@@ -175,7 +191,10 @@ impl Publisher {
             key_names: Vec::new(),
             values: Vec::new(),
             by_node: Vec::new(),
-            key_writes: Vec::new(),
+            tied: Vec::new(),
+            slots: Vec::new(),
+            remap: None,
+            remap_log: (Instant::now(), [0; 3]),
             index: HashMap::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
@@ -246,7 +265,14 @@ impl Publisher {
                  this one takes over within {LEASE_MS} ms of that one stopping",
                 self.keys.lease()
             ))),
-            Some((k, Err(e))) => Err(LeaseErr::Node(k, e)),
+            Some((k, Err(e))) => match super::cluster::moved_target(&e) {
+                // the lease key's slot moved: renewed on the next heartbeat, on the new map
+                Some(to) => {
+                    self.remap = Some(to);
+                    Ok(())
+                }
+                None => Err(LeaseErr::Node(k, e)),
+            },
         }
     }
 
@@ -345,6 +371,9 @@ impl Publisher {
         }
         match failed {
             // kept: a replica takes a bar again only if it is not older than its last
+            Some((_, e)) if super::cluster::moved_target(&e).is_some() => {
+                self.remap = super::cluster::moved_target(&e);
+            }
             Some((k, e)) => self.node_failed(k, e),
             None => {
                 self.bars_pending.drain(..n);
@@ -380,6 +409,8 @@ impl Publisher {
                     None => self.keys.quote(&q.symbol_str()),
                     Some(_) => self.keys.venues(&q.symbol_str()),
                 });
+                let key = self.key_names[i].as_bytes();
+                self.slots.push(super::cluster::key_slot(key));
                 self.dirty.push(false);
                 // the symbol is announced by its consolidated quote
                 self.announced.push(venue.is_some());
@@ -437,6 +468,14 @@ impl Publisher {
         self.stats.published += done as u64;
         if done > 0 {
             self.stats.batches += 1;
+        }
+        // a resharding: at most a few maps in a row, the rest on the next flush
+        let mut rounds = 0;
+        while rounds < 4
+            && let Some(to) = self.remap.take()
+        {
+            self.follow_map(Some(to));
+            rounds += 1;
         }
         if self.pending.is_empty() {
             // keep the allocation
@@ -503,23 +542,14 @@ impl Publisher {
             }
         }
         // a node that stays down may have been replaced (a replica promoted in its place), or
-        // slots may have moved: ask a live node for the slot map, and start over (a new epoch,
-        // every key rewritten) on the new one if it changed
+        // slots may have moved: ask a live node for the slot map, and follow it if it changed
         if !back && now >= link.next_map_check {
             // every second while a node is down, every 5 s otherwise: replicas trust no value
             // from before a map change until this publisher's next epoch
             let down = link.conns.iter().any(Option::is_none);
             link.next_map_check = now + Duration::from_secs(if down { 1 } else { 5 });
-            let live: Vec<SocketAddr> = (0..link.conns.len())
-                .filter(|&k| link.conns[k].is_some())
-                .map(|k| link.topo.nodes[k])
-                .collect();
-            let t = self.cfg.timeout.min(Duration::from_millis(500));
-            if let Ok(topo) = discover(&live, t, &self.cfg.access)
-                && topo != link.topo
-            {
-                self.fail("the cluster's slot map changed (a failover?)".into());
-                self.next_try = Instant::now();
+            self.follow_map(None);
+            if self.link.is_none() {
                 return;
             }
         }
@@ -612,14 +642,7 @@ impl Publisher {
             self.announced[i] = self.venue[i].is_some();
         }
         let all: Vec<usize> = (0..self.latest.len()).collect();
-        let mut unsent = Vec::new();
-        for chunk in all.chunks(self.cfg.max_pipeline.max(1)) {
-            self.send(chunk, &mut unsent)?;
-        }
-        for &i in &unsent {
-            self.dirty[i] = true;
-        }
-        self.pending = unsent;
+        self.write_now(&all)?;
         self.stats.republished += 1;
         self.next_hb_ns = 0;
         self.heartbeat();
@@ -631,6 +654,130 @@ impl Publisher {
             self.down = None;
         }
         Ok(())
+    }
+
+    /// Writes these entries now (none of them pending); those that cannot be written yet
+    /// (their node down, or their slot moved) wait in `pending`.
+    fn write_now(&mut self, which: &[usize]) -> Result<(), String> {
+        let mut unsent = Vec::new();
+        for chunk in which.chunks(self.cfg.max_pipeline.max(1)) {
+            self.send(chunk, &mut unsent)?;
+        }
+        for &i in &unsent {
+            if !self.dirty[i] {
+                self.dirty[i] = true;
+                self.pending.push(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the cluster's slot map, asked of the node a MOVED named (`hint`) or else of any
+    /// node up. When only slots moved between the masters already written (a resharding: the
+    /// keys went with their slot, or the slot was given without them), the new map is taken in
+    /// place: each moved slot's symbols are written again on their new node, and a heartbeat
+    /// says the new map at once (replicas show those symbols fresh again only once it agrees
+    /// with theirs); nothing else is rewritten and the epoch stays. A map with any other node
+    /// (a replica promoted after a failover, which may lag the master it replaced; a node
+    /// added) starts over: every key rewritten under a new epoch.
+    fn follow_map(&mut self, hint: Option<SocketAddr>) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let first = match hint {
+            Some(to) => match link.topo.index_of(to) {
+                Some(k) => Some(k),
+                None => {
+                    self.fail(format!(
+                        "MOVED to {to}, a node not in the slot map (a failover? a node added?)"
+                    ));
+                    self.next_try = Instant::now();
+                    return;
+                }
+            },
+            None => None,
+        };
+        let t = self.cfg.timeout.min(Duration::from_millis(500));
+        let mut asked = Err(String::new());
+        let mut failed = Vec::new();
+        let rest = (0..link.conns.len()).filter(|&k| Some(k) != first);
+        for k in first.into_iter().chain(rest) {
+            if let Some(c) = link.conns[k].as_mut() {
+                asked = super::slot_map(c, t);
+                match &asked {
+                    Ok(_) => break,
+                    Err(e) => failed.push((k, e.clone())),
+                }
+            }
+        }
+        // a node that did not answer is dropped (a late reply would answer the wrong command)
+        for (k, e) in failed {
+            self.node_failed(k, e);
+        }
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let old = &link.topo;
+        let topo = match asked {
+            Ok(topo) if topo != *old => topo,
+            _ => return,
+        };
+        let known = topo.cluster
+            && (topo.nodes.iter().zip(&topo.ids))
+                .all(|(&a, &id)| old.index_of(a).is_some_and(|k| old.ids[k] == id));
+        if !known {
+            self.fail(
+                "the cluster's slot map changed to one with another node (a failover?)".into(),
+            );
+            self.next_try = Instant::now();
+            return;
+        }
+        let node = |t: &Topology, slot: usize| t.nodes[t.owner[slot] as usize];
+        let slots_moved = (0..super::cluster::SLOTS)
+            .filter(|&s| node(old, s) != node(&topo, s))
+            .count();
+        let moving: Vec<usize> = (0..self.latest.len())
+            .filter(|&i| node(old, self.slots[i] as usize) != node(&topo, self.slots[i] as usize))
+            .collect();
+        let at = |a: SocketAddr| old.index_of(a).expect("a known node");
+        let mut conns = std::mem::take(&mut link.conns);
+        link.conns = topo.nodes.iter().map(|&a| conns[at(a)].take()).collect();
+        link.retry = topo.nodes.iter().map(|&a| link.retry[at(a)]).collect();
+        link.map_text = topo.map_text();
+        link.topo = topo;
+        if link.conns.iter().all(Option::is_none) {
+            self.fail("no master of the new slot map is up".into());
+            return;
+        }
+        self.stats.remaps += 1;
+        for &i in &moving {
+            self.dirty[i] = false;
+        }
+        let dirty = &self.dirty;
+        self.pending.retain(|&i| dirty[i]);
+        if let Err(e) = self.write_now(&moving) {
+            if self.link.is_some() {
+                self.fail(e);
+            }
+            return;
+        }
+        self.next_hb_ns = 0;
+        self.heartbeat();
+        let (at, seen) = &mut self.remap_log;
+        *seen = [seen[0] + 1, seen[1] + slots_moved, seen[2] + moving.len()];
+        if Instant::now() >= *at {
+            eprintln!(
+                "gateway publish: the cluster's slot map changed ({} time{} since the last report; {} slot{} moved between masters, {} symbol{} with them, written again there); followed in place",
+                seen[0],
+                if seen[0] == 1 { "" } else { "s" },
+                seen[1],
+                if seen[1] == 1 { "" } else { "s" },
+                seen[2],
+                if seen[2] == 1 { "" } else { "s" },
+            );
+            *at = Instant::now() + Duration::from_secs(1);
+            *seen = [0; 3];
+        }
     }
 
     /// The heartbeat through the first node up, when due.
@@ -725,24 +872,45 @@ impl Publisher {
             Ok::<(), String>(())
         };
         finish(&mut link.conns, &mut used)?;
+        // per node, each publish's reply and batch entry: the slot may have finished moving
+        // meanwhile (MOVED), and then the change is written again on the new map
+        let mut publishes = vec![Vec::new(); link.conns.len()];
         for &(k, j, _) in &here {
             let c = link.conns[k].as_mut().ok_or("a node went down")?;
             let i = batch[j];
             let key = self.key_names[i].as_bytes();
+            publishes[k].push((c.owed, j));
             c.queue(&[b"SPUBLISH", key, &self.values[j]]);
             if !self.announced[i] {
                 queue_announce(c, &self.new_channel, &self.names[i]);
             }
-            used[k] = true;
         }
-        finish(&mut link.conns, &mut used)?;
+        for (k, c) in link.conns.iter_mut().enumerate() {
+            let Some(c) = c.as_mut().filter(|_| !publishes[k].is_empty()) else {
+                continue;
+            };
+            c.flush()?;
+            let p = &publishes[k];
+            let tied_to = |n| {
+                let w = p.binary_search_by_key(&n, |w: &(usize, usize)| w.0).ok()?;
+                Some((p[w].1, false))
+            };
+            for (j, to) in read_replies(c, timeout, tied_to)?.moved {
+                unsent.push(batch[j]);
+                self.remap = Some(to);
+                self.stats.moved += 1;
+            }
+        }
         self.stats.asked += here.len() as u64;
         Ok(())
     }
 
     /// Writes `batch`; the symbols of nodes that are down or fail now go to `unsent`. A key
-    /// write answered ASK is followed ([`Publisher::follow_asks`]); an `Err` means the cluster
-    /// changed under us (MOVED, ASK to anything else, CLUSTERDOWN, TRYAGAIN): start over.
+    /// write answered ASK is followed ([`Publisher::follow_asks`]); a symbol whose write or
+    /// publish is answered MOVED goes to `unsent` too, and the slot map is followed before the
+    /// next batch ([`Publisher::follow_map`]); an `Err` means the cluster changed under us in
+    /// another way (a redirect of anything else, ASK on a publish, CLUSTERDOWN, TRYAGAIN):
+    /// start over.
     fn send(&mut self, batch: &[usize], unsent: &mut Vec<usize>) -> Result<(), String> {
         let link = self.link.as_mut().ok_or("not connected")?;
         let publish: &[u8] = if link.topo.cluster {
@@ -762,11 +930,11 @@ impl Publisher {
         if self.by_node.len() < nodes {
             self.by_node.resize_with(nodes, Vec::new);
         }
-        if self.key_writes.len() < nodes {
-            self.key_writes.resize_with(nodes, Vec::new);
+        if self.tied.len() < nodes {
+            self.tied.resize_with(nodes, Vec::new);
         }
         self.by_node.iter_mut().for_each(Vec::clear);
-        self.key_writes.iter_mut().for_each(Vec::clear);
+        self.tied.iter_mut().for_each(Vec::clear);
         for (j, &i) in batch.iter().enumerate() {
             let k = link.topo.node_of(self.key_names[i].as_bytes());
             if link.conns[k].is_some() {
@@ -808,10 +976,11 @@ impl Publisher {
                 let key = self.key_names[i].as_bytes();
                 let v = &self.values[j];
                 if self.venue[i].is_some() || link.topo.cluster {
-                    self.key_writes[k].push((replies, j));
+                    self.tied[k].push((replies, j, true));
                     queue_write(c, key, self.venue[i], v);
                     replies += 1;
                 }
+                self.tied[k].push((replies, j, false));
                 c.queue(&[publish, key, v]);
                 replies += 1;
                 if !self.announced[i] {
@@ -828,24 +997,38 @@ impl Publisher {
                 failed.push((k, e));
             }
         }
-        // key writes a node answered ASK for: (node, batch entry, the node named)
+        // key writes a node answered ASK for: (node, batch entry, the node named); entries a
+        // node answered MOVED for (their slot has moved since the map was read)
         let mut asked: Vec<(usize, usize, SocketAddr)> = Vec::new();
+        let mut moved_away: Vec<usize> = Vec::new();
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let Some(c) = conn.as_mut() else { continue };
             if failed.iter().any(|f| f.0 == k) {
                 continue;
             }
-            let writes = &self.key_writes[k];
-            let write_of = |n: usize| {
-                let w = writes.binary_search_by_key(&n, |w| w.0).ok()?;
-                Some(writes[w].1)
+            let tied = &self.tied[k];
+            let tied_to = |n: usize| {
+                let w = tied.binary_search_by_key(&n, |w| w.0).ok()?;
+                Some((tied[w].1, tied[w].2))
             };
-            match read_replies(c, self.cfg.timeout, write_of) {
-                Ok(node_asked) => asked.extend(node_asked.into_iter().map(|(j, to)| (k, j, to))),
+            match read_replies(c, self.cfg.timeout, tied_to) {
+                Ok(r) => {
+                    asked.extend(r.asked.into_iter().map(|(j, to)| (k, j, to)));
+                    for (j, to) in r.moved {
+                        moved_away.push(j);
+                        self.remap = Some(to);
+                    }
+                }
                 Err(e) if moved(&e) => return Err(e),
                 Err(e) => failed.push((k, e)),
             }
         }
+        // written again once the map is followed (announced again after that write)
+        moved_away.sort_unstable();
+        moved_away.dedup();
+        asked.retain(|a| moved_away.binary_search(&a.1).is_err());
+        unsent.extend(moved_away.iter().map(|&j| batch[j]));
+        self.stats.moved += moved_away.len() as u64;
         for (k, e) in failed {
             unsent.extend(self.by_node[k].iter().map(|&j| batch[j]));
             self.node_failed(k, e);
@@ -892,22 +1075,33 @@ fn moved(e: &str) -> bool {
         .any(|p| e.contains(&format!(": {p}")) || e.starts_with(p))
 }
 
-/// Reads every reply owed. An ASK answering a key write (`write_of` the reply's index gives its
-/// batch entry) is given back with the node it names; any other error reply fails the batch
-/// (the first one, after all are read).
+/// The redirects answering commands about one batch entry: (entry, the node named).
+#[derive(Default)]
+struct Redirected {
+    /// ASK answering a key write: write it there.
+    asked: Vec<(usize, SocketAddr)>,
+    /// MOVED answering a key write or a publish: write it again on the map now.
+    moved: Vec<(usize, SocketAddr)>,
+}
+
+/// Reads every reply owed. A redirect answering a command about one batch entry (`tied_to` the
+/// reply's index gives the entry, and whether the command is its key write) is given back; any
+/// other error reply fails the batch (the first one, after all are read).
 fn read_replies(
     c: &mut Conn,
     timeout: Duration,
-    write_of: impl Fn(usize) -> Option<usize>,
-) -> Result<Vec<(usize, SocketAddr)>, String> {
+    tied_to: impl Fn(usize) -> Option<(usize, bool)>,
+) -> Result<Redirected, String> {
+    use super::cluster::{ask_target, moved_target};
     let deadline = Instant::now() + timeout;
     let mut first_err = None;
-    let mut asked = Vec::new();
+    let mut r = Redirected::default();
     let mut n = 0;
     while c.owed > 0 {
         if let Some(e) = c.next_by(deadline, |r| r.error())? {
-            match (write_of(n), super::cluster::ask_target(&e)) {
-                (Some(j), Some(to)) => asked.push((j, to)),
+            match (tied_to(n), ask_target(&e), moved_target(&e)) {
+                (Some((j, true)), Some(to), _) => r.asked.push((j, to)),
+                (Some((j, _)), _, Some(to)) => r.moved.push((j, to)),
                 _ => {
                     first_err.get_or_insert(e);
                 }
@@ -917,7 +1111,7 @@ fn read_replies(
     }
     match first_err {
         Some(e) => Err(super::conn::err(c.addr(), e)),
-        None => Ok(asked),
+        None => Ok(r),
     }
 }
 
@@ -969,7 +1163,8 @@ pub fn run(
             let s = &p.stats;
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
-                 dropped), {} failures, {} writes sent on after ASK, {}",
+                 dropped), {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
+                 maps followed in place, {}",
                 s.published,
                 s.batches,
                 s.conflated,
@@ -977,6 +1172,8 @@ pub fn run(
                 s.bars_dropped,
                 s.failures,
                 s.asked,
+                s.moved,
+                s.remaps,
                 p.down.as_deref().unwrap_or("connected")
             );
         }
