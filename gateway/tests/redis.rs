@@ -1606,3 +1606,73 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
     }
     becomes_current_never_wrong(&mut c, &truth(&t), "after the move was finished");
 }
+
+/// A publisher's new epoch (after a reconnect, or a second publisher taking over) is the rewrite
+/// of every key and then a heartbeat that names the epoch. A replica that receives the rewritten
+/// values and that heartbeat in one read takes them in that order. It used to take the heartbeat
+/// first, which marked those quotes stale for as long as the rest of the read took: seen as
+/// symbols that had not moved flickering stale while a cluster was resharded.
+#[test]
+fn a_heartbeat_is_taken_after_the_values_that_came_before_it() {
+    use gateway::redis::conn::{Access, Conn};
+    if !have_redis() {
+        return;
+    }
+    let node = single("hb-order");
+    // no heartbeat timeout within the test: only the order can mark the quote stale
+    let remote = Remote::start(vec![node.addr()], 600_000);
+    let keys = gateway::redis::Keys::new("quotes");
+    let key = keys.quote("ORDR");
+    let t = Duration::from_secs(5);
+    let mut c = Conn::connect(node.addr(), t, t, &Access::default()).unwrap();
+    // what a publisher sends, in one write: the key, its change, then a heartbeat
+    let mut publish = |bid: u32, epoch_ns: u64, first: bool| {
+        let q = Quote {
+            symbol: *b"ORDR    ",
+            bid: Some((bid, 100)),
+            ..Quote::default()
+        };
+        let v = gateway::redis::encode(epoch_ns + 1, &q);
+        c.queue(&[b"SET", key.as_bytes(), &v]);
+        c.queue(&[b"PUBLISH", key.as_bytes(), &v]);
+        if first {
+            c.queue(&[b"PUBLISH", keys.new_symbols().as_bytes(), b"ORDR"]);
+        }
+        let hb = format!("{epoch_ns} {} 0", epoch_ns + 2);
+        c.queue(&[b"PUBLISH", keys.heartbeat().as_bytes(), hb.as_bytes()]);
+        c.flush().unwrap();
+        while c.owed > 0 {
+            c.next_by(Instant::now() + t, |r| assert!(r.error().is_none()))
+                .unwrap();
+        }
+    };
+    let gw = remote.gw.as_ref().expect("running");
+    let shown = |v: &View| {
+        let q = v.q.get("ORDR")?;
+        Some((
+            q.get("bid")?.as_str()?.to_string(),
+            q.get("stale")?.as_bool()?,
+        ))
+    };
+    comes_to("links up", &1, || gw.metric("gateway_redis_links_up"));
+    let epoch = gateway::redis::now_ns();
+    publish(1_000_000, epoch, true);
+    wait_symbols(remote.addr(), 1);
+    let mut v = View::subscribe(remote.addr(), &["ORDR".to_string()]);
+    while shown(&v) != Some(("100.0000".into(), false)) {
+        v.read();
+    }
+    // a new epoch: the rewritten value and the heartbeat arrive together
+    publish(1_010_000, epoch + 1_000_000, false);
+    while shown(&v) != Some(("101.0000".into(), false)) {
+        v.read();
+    }
+    comes_to("values taken", &2, || {
+        gw.metric("gateway_redis_values_total")
+    });
+    assert_eq!(
+        gw.metric("gateway_redis_marked_stale_total"),
+        0,
+        "a quote rewritten before the heartbeat was marked stale"
+    );
+}

@@ -435,8 +435,12 @@ fn follow(
                 subs.want(&topo, s, &mut sub);
             }
         }
-        // everything that has arrived, then the GETs it asked for
+        // everything that has arrived up to a heartbeat, then the GETs it asked for; the
+        // heartbeat is taken after the values that came before it (a new epoch's heartbeat
+        // follows the rewrite of every key, and taken first it would mark them stale until
+        // they were)
         let mut first = true;
+        let mut beat = None;
         loop {
             let got = if first {
                 sub.next(|r| classify(&r, keys, &hb, &new, &mut inbox))?
@@ -452,11 +456,9 @@ fn follow(
                     }
                     break;
                 }
-                Some(Ok(Some(beat))) => {
-                    let now = sh.now_ns();
-                    if let Some(h) = Heartbeat::parse(&beat) {
-                        sh.with_both(|c, out| c.heartbeat(k, &h, now, out));
-                    }
+                Some(Ok(Some(b))) => {
+                    beat = Some(b);
+                    break;
                 }
                 Some(Ok(None)) => {}
                 Some(Err(e)) => {
@@ -575,6 +577,10 @@ fn follow(
                     }
                 }
             });
+        }
+        if let Some(h) = beat.as_deref().and_then(Heartbeat::parse) {
+            let now = sh.now_ns();
+            sh.with_both(|c, out| c.heartbeat(k, &h, now, out));
         }
     }
     Ok(())

@@ -408,6 +408,12 @@ impl QuoteSource for RedisSource {
                 c.older,
             ),
             (
+                "redis_marked_stale_total",
+                "counter",
+                "Quotes shown fresh that the replica then marked stale (a link down or without a heartbeat in time, a slot moved, a new publisher epoch before the quote's rewrite arrived).",
+                c.marked_stale,
+            ),
+            (
                 "redis_bad_values_total",
                 "counter",
                 "Values that were not quotes (ignored).",

@@ -82,6 +82,9 @@ pub struct ReplicaCore {
     pub older: u64,
     /// Values taken.
     pub values: u64,
+    /// Quotes shown fresh that this replica then showed stale (their link down or without a
+    /// heartbeat in time, their slot moved, a new epoch before their rewrite arrived).
+    pub marked_stale: u64,
     /// The slot map this replica links by ([`super::cluster::Topology::map_id`]), and which
     /// link serves each slot in it (empty: any link, as before the first map).
     map_id: u64,
@@ -126,6 +129,7 @@ impl ReplicaCore {
             bad_values: 0,
             older: 0,
             values: 0,
+            marked_stale: 0,
             map_id: 0,
             owner: Vec::new(),
             link_ids: Vec::new(),
@@ -262,6 +266,9 @@ impl ReplicaCore {
             && self.agrees(s.slot, s.link);
         let mut q = s.q;
         q.stale = !fresh;
+        if !fresh && !s.q.stale && s.shown.is_some_and(|x| !x.stale) {
+            self.marked_stale += 1;
+        }
         if s.shown != Some(q) {
             self.syms[i].shown = Some(q);
             out(i, &q);
@@ -442,6 +449,8 @@ mod tests {
         assert!(seen.take().is_empty());
         c.tick(3 * S, &mut out);
         assert_eq!(seen.take(), vec![(4, true)]);
+        // counted as the replica's doing; the source's own stale flag above was not
+        assert_eq!(c.marked_stale, 1);
         c.heartbeat(0, &hb(50, 0), 3 * S + 1, &mut out);
         assert_eq!(seen.take(), vec![(4, false)]);
 
