@@ -258,6 +258,7 @@ pub fn fuzz(data: &[u8]) {
                     .expect("a written reply parses")
                     .expect("whole");
                 assert_eq!((r2, used2), (r.clone(), again.len()));
+                cluster_reply(&r);
                 if let Reply::Bulk(Some(b)) = r {
                     let _ = super::decode(b);
                     heartbeat(b);
@@ -266,6 +267,23 @@ pub fn fuzz(data: &[u8]) {
             }
             Ok(None) | Err(_) => break,
         }
+    }
+}
+
+/// A reply read as a `CLUSTER SLOTS` map, and as a MOVED or ASK redirect: a map that parses
+/// puts every slot on one of its nodes, and its heartbeat text maps every slot back.
+fn cluster_reply(r: &Reply<'_>) {
+    use super::cluster::{SLOTS, Topology, ask_target, moved_target, parse_map_text};
+    if let Ok(t) = Topology::from_cluster_slots(r, ([127, 0, 0, 1], 7000).into()) {
+        assert_eq!(t.owner.len(), SLOTS);
+        assert!(t.owner.iter().all(|&o| (o as usize) < t.nodes.len()));
+        assert_eq!(t.ids.len(), t.nodes.len());
+        if let Some(text) = t.map_text() {
+            assert!(parse_map_text(&text).is_some(), "{text}");
+        }
+    }
+    if let Some(e) = r.error() {
+        assert!(ask_target(&e).is_none() || moved_target(&e).is_none());
     }
 }
 
