@@ -544,8 +544,8 @@ impl Publisher {
         // a node that stays down may have been replaced (a replica promoted in its place), or
         // slots may have moved: ask a live node for the slot map, and follow it if it changed
         if !back && now >= link.next_map_check {
-            // every second while a node is down, every 5 s otherwise: replicas trust no value
-            // from before a map change until this publisher's next epoch
+            // every second while a node is down, every 5 s otherwise: replicas trust no slot
+            // that changed node until this publisher's heartbeat carries the map it is on
             let down = link.conns.iter().any(Option::is_none);
             link.next_map_check = now + Duration::from_secs(if down { 1 } else { 5 });
             self.follow_map(None);
