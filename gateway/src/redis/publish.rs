@@ -371,10 +371,10 @@ impl Publisher {
         }
         match failed {
             // kept: a replica takes a bar again only if it is not older than its last
-            Some((_, e)) if super::cluster::moved_target(&e).is_some() => {
-                self.remap = super::cluster::moved_target(&e);
-            }
-            Some((k, e)) => self.node_failed(k, e),
+            Some((k, e)) => match super::cluster::moved_target(&e) {
+                Some(to) => self.remap = Some(to),
+                None => self.node_failed(k, e),
+            },
             None => {
                 self.bars_pending.drain(..n);
                 self.stats.bars += n as u64;
@@ -879,7 +879,7 @@ impl Publisher {
             let c = link.conns[k].as_mut().ok_or("a node went down")?;
             let i = batch[j];
             let key = self.key_names[i].as_bytes();
-            publishes[k].push((c.owed, j));
+            publishes[k].push((c.owed, j, false));
             c.queue(&[b"SPUBLISH", key, &self.values[j]]);
             if !self.announced[i] {
                 queue_announce(c, &self.new_channel, &self.names[i]);
@@ -890,12 +890,7 @@ impl Publisher {
                 continue;
             };
             c.flush()?;
-            let p = &publishes[k];
-            let tied_to = |n| {
-                let w = p.binary_search_by_key(&n, |w: &(usize, usize)| w.0).ok()?;
-                Some((p[w].1, false))
-            };
-            for (j, to) in read_replies(c, timeout, tied_to)?.moved {
+            for (j, to) in read_replies(c, timeout, tied_to(&publishes[k]))?.moved {
                 unsent.push(batch[j]);
                 self.remap = Some(to);
                 self.stats.moved += 1;
@@ -1006,12 +1001,7 @@ impl Publisher {
             if failed.iter().any(|f| f.0 == k) {
                 continue;
             }
-            let tied = &self.tied[k];
-            let tied_to = |n: usize| {
-                let w = tied.binary_search_by_key(&n, |w| w.0).ok()?;
-                Some((tied[w].1, tied[w].2))
-            };
-            match read_replies(c, self.cfg.timeout, tied_to) {
+            match read_replies(c, self.cfg.timeout, tied_to(&self.tied[k])) {
                 Ok(r) => {
                     asked.extend(r.asked.into_iter().map(|(j, to)| (k, j, to)));
                     for (j, to) in r.moved {
@@ -1082,6 +1072,15 @@ struct Redirected {
     asked: Vec<(usize, SocketAddr)>,
     /// MOVED answering a key write or a publish: write it again on the map now.
     moved: Vec<(usize, SocketAddr)>,
+}
+
+/// Which batch entry the reply of index `n` is about, and whether it answers the entry's key
+/// write, from `tied` ((reply, entry, key write), by reply).
+fn tied_to(tied: &[(usize, usize, bool)]) -> impl Fn(usize) -> Option<(usize, bool)> + '_ {
+    |n| {
+        let w = tied.binary_search_by_key(&n, |w| w.0).ok()?;
+        Some((tied[w].1, tied[w].2))
+    }
 }
 
 /// Reads every reply owed. A redirect answering a command about one batch entry (`tied_to` the
