@@ -1676,3 +1676,148 @@ fn a_heartbeat_is_taken_after_the_values_that_came_before_it() {
         "a quote rewritten before the heartbeat was marked stale"
     );
 }
+
+/// A slot moving away is told to a replica's link by the server dropping the slot's channels
+/// (`sunsubscribe`); a change published there just before comes in the same read. The link
+/// takes them in that order: the change, then the loss, so the quote stays unconfirmed until a
+/// value comes through the slot's new node (taken the other way round, the change confirmed it
+/// again through the node that had just given the slot away).
+#[test]
+fn a_change_read_with_its_slot_moving_away_does_not_confirm_it_again() {
+    use gateway::redis::cluster::{Topology, key_slot};
+    use gateway::redis::conn::{Access, Conn};
+    if !have_redis() {
+        return;
+    }
+    let nodes = cluster("lostorder");
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let discover =
+        || gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let topo = discover();
+    let keys = gateway::redis::Keys::new("quotes");
+    let key = keys.quote("MOVR");
+    let slot = key_slot(key.as_bytes());
+    let at = |t: &Topology| {
+        let a = t.nodes[t.node_of_slot(slot)];
+        nodes.iter().position(|n| n.addr() == a).unwrap()
+    };
+    let (from, to) = (at(&topo), (at(&topo) + 1) % nodes.len());
+    // no heartbeat timeout within the test: only the move can mark the quote stale
+    let remote = Remote::start(seeds.clone(), 600_000);
+    let gw = remote.gw.as_ref().expect("running");
+    comes_to("links up", &3, || gw.metric("gateway_redis_links_up"));
+    let t = Duration::from_secs(5);
+    let conn = |n: &RedisNode| Conn::connect(n.addr(), t, t, &Access::default()).unwrap();
+    let run = |c: &mut Conn| {
+        c.flush().unwrap();
+        while c.owed > 0 {
+            let e = c.next_by(Instant::now() + t, |r| r.error()).unwrap();
+            assert!(e.is_none(), "{e:?}");
+        }
+    };
+    let epoch = gateway::redis::now_ns();
+    let value = |bid: u32, n: u64| {
+        let q = Quote {
+            symbol: *b"MOVR    ",
+            bid: Some((bid, 100)),
+            ..Quote::default()
+        };
+        gateway::redis::encode(epoch + n, &q)
+    };
+    let heartbeat = |c: &mut Conn, map: &Topology| {
+        let sent = gateway::redis::now_ns();
+        let text = map.map_text().unwrap();
+        let msg = format!("{epoch} {sent} {} {text}", map.map_id);
+        c.queue(&[b"PUBLISH", keys.heartbeat().as_bytes(), msg.as_bytes()]);
+    };
+    let shown = |v: &View| {
+        let q = v.q.get("MOVR")?;
+        let bid = q.get("bid")?.as_str()?.to_string();
+        Some((bid, q.get("stale")?.as_bool()?))
+    };
+    let until = |v: &mut View, bid: &str| {
+        while shown(v) != Some((bid.to_string(), false)) {
+            v.read();
+        }
+    };
+    // written as the publisher writes it, on the slot's master
+    let mut a = conn(&nodes[from]);
+    let v1 = value(1_000_000, 1);
+    a.queue(&[b"SET", key.as_bytes(), &v1]);
+    a.queue(&[b"SPUBLISH", key.as_bytes(), &v1]);
+    a.queue(&[b"PUBLISH", keys.new_symbols().as_bytes(), b"MOVR"]);
+    heartbeat(&mut a, &topo);
+    run(&mut a);
+    wait_symbols(remote.addr(), 1);
+    let mut v = View::subscribe(remote.addr(), &["MOVR".to_string()]);
+    until(&mut v, "100.0000");
+
+    // the slot moves to another master: its key first; then, in one write to the old master,
+    // a change published there and the slot handed over, so the replica's link reads the
+    // change and the unsubscribe together
+    let id = |n: &RedisNode| server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string();
+    let ok = |n: &RedisNode, args: &[&str]| {
+        let out = server::cli(n.port, args);
+        assert!(out.trim() == "OK", "{args:?}: {out}");
+    };
+    let (s, from_id, to_id) = (slot.to_string(), id(&nodes[from]), id(&nodes[to]));
+    ok(
+        &nodes[to],
+        &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id],
+    );
+    ok(
+        &nodes[from],
+        &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id],
+    );
+    let to_port = nodes[to].port.to_string();
+    ok(
+        &nodes[from],
+        &["MIGRATE", "127.0.0.1", &to_port, &key, "0", "5000"],
+    );
+    let v2 = value(1_010_000, 2);
+    a.queue(&[b"SPUBLISH", key.as_bytes(), &v2]);
+    a.queue(&[
+        b"CLUSTER",
+        b"SETSLOT",
+        s.as_bytes(),
+        b"NODE",
+        to_id.as_bytes(),
+    ]);
+    run(&mut a);
+    for n in (0..nodes.len()).filter(|&n| n != from) {
+        ok(&nodes[n], &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    // the change written again where the slot is now, and the new map said
+    let moved = loop {
+        let m = discover();
+        if at(&m) == to {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut b = conn(&nodes[to]);
+    let v3 = value(1_020_000, 3);
+    b.queue(&[b"SET", key.as_bytes(), &v3]);
+    b.queue(&[b"SPUBLISH", key.as_bytes(), &v3]);
+    heartbeat(&mut b, &moved);
+    run(&mut b);
+    until(&mut v, "102.0000");
+    // read from the replica now (the gateway's /metrics copy is up to a second old)
+    let mut text = String::new();
+    remote
+        .replica
+        .as_ref()
+        .expect("running")
+        .source()
+        .prometheus(&mut text);
+    let marked: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_redis_marked_stale_total "))
+        .expect("the counter")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        marked, 1,
+        "stale once, when its slot moved away (not confirmed again, then made stale again when the replica followed the map)"
+    );
+}

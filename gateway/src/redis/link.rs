@@ -435,10 +435,12 @@ fn follow(
                 subs.want(&topo, s, &mut sub);
             }
         }
-        // everything that has arrived up to a heartbeat, then the GETs it asked for; the
-        // heartbeat is taken after the values that came before it (a new epoch's heartbeat
-        // follows the rewrite of every key, and taken first it would mark them stale until
-        // they were)
+        // everything that has arrived up to a heartbeat or a slot's channels dropped, then the
+        // GETs it asked for; those two are taken after the values that came before them, in
+        // the order of the wire (a new epoch's heartbeat follows the rewrite of every key, and
+        // taken first it would mark them stale until they were; a change published just before
+        // its slot moved away, taken after the loss, would confirm the quote again through
+        // the node that gave the slot away)
         let mut first = true;
         let mut beat = None;
         loop {
@@ -466,12 +468,13 @@ fn follow(
                     return Err(super::conn::err(addr, e));
                 }
             }
-            if inbox.values.len()
-                + inbox.gets.len()
-                + inbox.bars.len()
-                + inbox.venue_values.len()
-                + inbox.venue_loads.len()
-                >= 1024
+            if !inbox.lost.is_empty()
+                || inbox.values.len()
+                    + inbox.gets.len()
+                    + inbox.bars.len()
+                    + inbox.venue_values.len()
+                    + inbox.venue_loads.len()
+                    >= 1024
             {
                 break;
             }
@@ -481,15 +484,9 @@ fn follow(
             sh.slots_moved(inbox.lost.len() + inbox.moved.len());
             let moved = std::mem::take(&mut inbox.moved);
             subs.retain(|slot| !moved.contains(&slot));
-            let lost = std::mem::take(&mut inbox.lost);
-            for s in &lost {
+            for s in &inbox.lost {
                 subs.subscribed.remove(keys.quote(s).as_bytes());
             }
-            sh.with_both(|c, out| {
-                for s in &lost {
-                    c.lost(k, &super::padded(s.as_bytes()), out);
-                }
-            });
         }
         for s in std::mem::take(&mut inbox.news) {
             subs.want(&topo, &s, &mut sub);
@@ -575,6 +572,14 @@ fn follow(
                     {
                         f(&q, pub_ns);
                     }
+                }
+            });
+        }
+        let lost = std::mem::take(&mut inbox.lost);
+        if !lost.is_empty() {
+            sh.with_both(|c, out| {
+                for s in &lost {
+                    c.lost(k, &super::padded(s.as_bytes()), out);
                 }
             });
         }
