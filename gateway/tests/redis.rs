@@ -48,6 +48,37 @@ fn cluster(tag: &str) -> Vec<RedisNode> {
     server::cluster(3, &tmp(tag)).unwrap()
 }
 
+/// A cluster node's ID.
+fn node_id(n: &RedisNode) -> String {
+    server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string()
+}
+
+/// A redis-cli command that must answer OK.
+fn cli_ok(n: &RedisNode, args: &[&str]) {
+    let out = server::cli(n.port, args);
+    assert!(out.trim() == "OK", "{args:?}: {out}");
+}
+
+/// Starts moving `slot` from one master to another as `redis-cli --cluster reshard` does:
+/// IMPORTING on the target, MIGRATING on the source, then every key in it migrated; the slot
+/// is not handed over. Returns the keys moved, whitespace-separated.
+fn migrate_slot(from: &RedisNode, to: &RedisNode, slot: &str) -> String {
+    cli_ok(
+        to,
+        &["CLUSTER", "SETSLOT", slot, "IMPORTING", &node_id(from)],
+    );
+    cli_ok(
+        from,
+        &["CLUSTER", "SETSLOT", slot, "MIGRATING", &node_id(to)],
+    );
+    let in_slot = server::cli(from.port, &["CLUSTER", "GETKEYSINSLOT", slot, "100"]);
+    let to_port = to.port.to_string();
+    for k in in_slot.split_whitespace() {
+        cli_ok(from, &["MIGRATE", "127.0.0.1", &to_port, k, "0", "5000"]);
+    }
+    in_slot
+}
+
 /// The publisher beside the quote table, on its own thread until dropped.
 struct PubThread {
     stop: Arc<AtomicBool>,
@@ -1152,8 +1183,7 @@ fn slots_moving_between_live_masters() {
         })
     };
     // the first 2,000 slots of the master that holds slot 0 move to another master
-    let id = |n: &RedisNode| server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string();
-    let (from, to) = (id(&nodes[0]), id(&nodes[1]));
+    let (from, to) = (node_id(&nodes[0]), node_id(&nodes[1]));
     let mut reshard = Command::new("redis-cli")
         .args(["--cluster", "reshard", &nodes[0].addr().to_string()])
         .args(["--cluster-from", &from, "--cluster-to", &to])
@@ -1547,11 +1577,6 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
 
     // two slots, the first symbol's and the publisher lease's: MIGRATING on the owner,
     // IMPORTING on another master, and their keys moved over, but never handed over
-    let id = |n: &RedisNode| server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string();
-    let ok = |n: &RedisNode, args: &[&str]| {
-        let out = server::cli(n.port, args);
-        assert!(out.trim() == "OK", "{args:?}: {out}");
-    };
     let key = keys.quote(&symbols[0]);
     let mut moves = Vec::new(); // (slot, from, to)
     for k in [key.clone(), keys.lease()] {
@@ -1559,27 +1584,8 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
         let from = nodes.iter().position(|n| n.port == owner).unwrap();
         let to = (from + 1) % nodes.len();
         let slot = gateway::redis::cluster::key_slot(k.as_bytes()).to_string();
-        let (from_id, to_id) = (id(&nodes[from]), id(&nodes[to]));
-        ok(
-            &nodes[to],
-            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
-        );
-        ok(
-            &nodes[from],
-            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
-        );
-        let in_slot = server::cli(
-            nodes[from].port,
-            &["CLUSTER", "GETKEYSINSLOT", &slot, "100"],
-        );
+        let in_slot = migrate_slot(&nodes[from], &nodes[to], &slot);
         assert!(in_slot.contains(&k), "{in_slot}");
-        let to_port = nodes[to].port.to_string();
-        for k in in_slot.split_whitespace() {
-            ok(
-                &nodes[from],
-                &["MIGRATE", "127.0.0.1", &to_port, k, "0", "5000"],
-            );
-        }
         moves.push((slot, from, to));
     }
     // prices move for 2 s, longer than the remote's heartbeat timeout, and the publisher's
@@ -1610,9 +1616,9 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
 
     // the operator finishes the moves: the slots are the importing nodes'
     for (slot, from, to) in &moves {
-        let to_id = id(&nodes[*to]);
-        ok(&nodes[*to], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
-        ok(&nodes[*from], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        let to_id = node_id(&nodes[*to]);
+        cli_ok(&nodes[*to], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        cli_ok(&nodes[*from], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
     }
     for i in 0..t.quotes.len() {
         t.set(i, |q| q.volume += 100);
@@ -1765,25 +1771,9 @@ fn a_change_read_with_its_slot_moving_away_does_not_confirm_it_again() {
     // the slot moves to another master: its key first; then, in one write to the old master,
     // a change published there and the slot handed over, so the replica's link reads the
     // change and the unsubscribe together
-    let id = |n: &RedisNode| server::cli(n.port, &["CLUSTER", "MYID"]).trim().to_string();
-    let ok = |n: &RedisNode, args: &[&str]| {
-        let out = server::cli(n.port, args);
-        assert!(out.trim() == "OK", "{args:?}: {out}");
-    };
-    let (s, from_id, to_id) = (slot.to_string(), id(&nodes[from]), id(&nodes[to]));
-    ok(
-        &nodes[to],
-        &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id],
-    );
-    ok(
-        &nodes[from],
-        &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id],
-    );
-    let to_port = nodes[to].port.to_string();
-    ok(
-        &nodes[from],
-        &["MIGRATE", "127.0.0.1", &to_port, &key, "0", "5000"],
-    );
+    let (s, to_id) = (slot.to_string(), node_id(&nodes[to]));
+    let in_slot = migrate_slot(&nodes[from], &nodes[to], &s);
+    assert_eq!(in_slot.trim(), key, "the slot holds its key only");
     let v2 = value(1_010_000, 2);
     a.queue(&[b"SPUBLISH", key.as_bytes(), &v2]);
     a.queue(&[
@@ -1795,7 +1785,7 @@ fn a_change_read_with_its_slot_moving_away_does_not_confirm_it_again() {
     ]);
     run(&mut a);
     for n in (0..nodes.len()).filter(|&n| n != from) {
-        ok(&nodes[n], &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        cli_ok(&nodes[n], &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
     }
     // the change written again where the slot is now, and the new map said
     let moved = loop {
