@@ -1148,8 +1148,75 @@ fn slots_moving_between_live_masters() {
     if !have_redis() {
         return;
     }
-    let nodes = cluster("reshard");
-    let t = Table::new("redis-reshard", 200);
+    reshard_while_prices_move("reshard", false);
+}
+
+/// A master added to a running cluster and given 2,000 slots, as `redis-cli --cluster
+/// add-node` and `reshard` do: the publisher meets it first through an ASK (its first slot
+/// importing) and then in the slot map, and writes there without starting over.
+#[test]
+fn a_master_added_and_given_slots() {
+    if !have_redis() {
+        return;
+    }
+    reshard_while_prices_move("addnode", true);
+}
+
+/// Adds a master that joins the cluster of `nodes` as `redis-cli --cluster add-node` does, and
+/// waits until every node knows it.
+fn add_master(nodes: &[RedisNode], tag: &str) -> RedisNode {
+    let new = RedisNode::start(server::free_port_pair(), &tmp(tag), true).unwrap();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "add-node"])
+        .arg(new.addr().to_string())
+        .arg(nodes[0].addr().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster add-node: {out:?}"
+    );
+    // every node knows the new one (each is told where each slot goes), they agree on the
+    // slots (what `reshard` checks first), and the new master says the cluster is ok (it
+    // takes migrated keys only then, and a master waits 2 s after it starts before it does)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = node_id(&new);
+    let knows = |n: &RedisNode| {
+        let all = server::cli(n.port, &["CLUSTER", "NODES"]);
+        let lines = all.lines().filter(|l| !l.contains("handshake"));
+        lines.count() == nodes.len() + 1 && all.contains(&id)
+    };
+    let agreed = || {
+        if !server::cli(new.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            || !nodes.iter().all(knows)
+        {
+            return false;
+        }
+        let c = Command::new("redis-cli")
+            .args(["--cluster", "check"])
+            .arg(new.addr().to_string())
+            .output()
+            .unwrap();
+        let masters = format!("in {} masters", nodes.len() + 1);
+        c.status.success() && String::from_utf8_lossy(&c.stdout).contains(&masters)
+    };
+    while !agreed() {
+        assert!(
+            Instant::now() < deadline,
+            "the new master did not join in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    new
+}
+
+/// Moves the first 2,000 slots of the master that holds slot 0 to another master (a new one
+/// added first when `to_new`) while prices move: the symbols whose slots stay put never go
+/// stale, none is ever shown fresh with an older value, all end fresh and current, and the
+/// publisher follows every map in place.
+fn reshard_while_prices_move(tag: &str, to_new: bool) {
+    let nodes = cluster(tag);
+    let t = Table::new(&format!("redis-{tag}"), 200);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
     let discover =
         || gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
@@ -1183,12 +1250,17 @@ fn slots_moving_between_live_masters() {
         })
     };
     // the first 2,000 slots of the master that holds slot 0 move to another master
-    let (from, to) = (node_id(&nodes[0]), node_id(&nodes[1]));
+    let added = to_new.then(|| add_master(&nodes, &format!("{tag}-new")));
+    let (from, to) = (
+        node_id(&nodes[0]),
+        node_id(added.as_ref().unwrap_or(&nodes[1])),
+    );
+    let log = tmp(&format!("{tag}-reshard.log"));
     let mut reshard = Command::new("redis-cli")
         .args(["--cluster", "reshard", &nodes[0].addr().to_string()])
         .args(["--cluster-from", &from, "--cluster-to", &to])
         .args(["--cluster-slots", "2000", "--cluster-yes"])
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -1216,7 +1288,13 @@ fn slots_moving_between_live_masters() {
             check(&s, &c.q[&s]);
         }
     };
-    assert!(done.success(), "redis-cli --cluster reshard: {done}");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let tail: Vec<&str> = said.lines().rev().take(8).collect();
+    assert!(
+        done.success(),
+        "redis-cli --cluster reshard: {done}; its last lines: {tail:?}"
+    );
     moving.store(false, Ordering::Relaxed);
     let mut t = mover.join().unwrap();
     let after = owners(&discover());
@@ -1261,12 +1339,18 @@ fn slots_moving_between_live_masters() {
         s.connects == 1 && s.failures == 0 && s.republished == 1 && s.remaps > 0,
         "the publisher started over during the resharding: {s:?}"
     );
+    assert_eq!(
+        s.joined,
+        u64::from(to_new),
+        "masters joined in place: {s:?}"
+    );
     eprintln!(
-        "{} of 200 symbols moved master, {} of them shown stale on the way; {changes} map changes followed, {redirects} redirects; the publisher followed {} maps in place and wrote {} changes again after MOVED",
+        "{} of 200 symbols moved master, {} of them shown stale on the way; {changes} map changes followed, {redirects} redirects; the publisher followed {} maps in place, wrote {} changes again after MOVED and followed {} ASK",
         moved.len(),
         went_stale.len(),
         s.remaps,
-        s.moved
+        s.moved,
+        s.asked
     );
 }
 
@@ -1562,14 +1646,31 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
     if !have_redis() {
         return;
     }
-    let nodes = cluster("halfmoved");
-    let mut t = Table::new("redis-halfmoved", 20);
+    half_moved("halfmoved", false);
+}
+
+/// The same, the two slots half-moved to a master just added, which owns no slot yet and so is
+/// in no slot map: the publisher follows the ASKs over a connection of its own to that node,
+/// takes the node into its map in place once the moves are finished, and never starts over.
+#[test]
+fn a_slot_half_moved_to_a_master_just_added() {
+    if !have_redis() {
+        return;
+    }
+    half_moved("halfnew", true);
+}
+
+fn half_moved(tag: &str, to_new: bool) {
+    let nodes = cluster(tag);
+    let added = to_new.then(|| add_master(&nodes, &format!("{tag}-new")));
+    let node = |port: u16| nodes.iter().chain(&added).find(|n| n.port == port).unwrap();
+    let mut t = Table::new(&format!("redis-{tag}"), 20);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
     let topo =
         gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
     let keys = gateway::redis::Keys::new("quotes");
     let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
-    let _publisher = PubThread::spawn(&t.path, seeds.clone());
+    let publisher = PubThread::spawn(&t.path, seeds.clone());
     let remote = Remote::start(seeds.clone(), 1_000);
     wait_symbols(remote.addr(), 20);
     let mut c = View::subscribe(remote.addr(), &symbols);
@@ -1582,11 +1683,11 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
     for k in [key.clone(), keys.lease()] {
         let owner = topo.nodes[topo.node_of(k.as_bytes())].port();
         let from = nodes.iter().position(|n| n.port == owner).unwrap();
-        let to = (from + 1) % nodes.len();
+        let to = added.as_ref().unwrap_or(&nodes[(from + 1) % nodes.len()]);
         let slot = gateway::redis::cluster::key_slot(k.as_bytes()).to_string();
-        let in_slot = migrate_slot(&nodes[from], &nodes[to], &slot);
+        let in_slot = migrate_slot(&nodes[from], to, &slot);
         assert!(in_slot.contains(&k), "{in_slot}");
-        moves.push((slot, from, to));
+        moves.push((slot, owner, to.port));
     }
     // prices move for 2 s, longer than the remote's heartbeat timeout, and the publisher's
     // heartbeats go on (none would come while it started over on every redirect)
@@ -1601,9 +1702,8 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
     assert_eq!(remote.health(), gateway::source::Health::Live);
     // the key was written where it is now (ASKING, then SET on the importing node)
     let t2 = Duration::from_secs(2);
-    let to = moves[0].2;
-    let mut conn =
-        gateway::redis::conn::Conn::connect(nodes[to].addr(), t2, t2, &Default::default()).unwrap();
+    let to = node(moves[0].2).addr();
+    let mut conn = gateway::redis::conn::Conn::connect(to, t2, t2, &Default::default()).unwrap();
     conn.call(&[b"ASKING"], t2, |_| ()).unwrap();
     let held = conn
         .call(&[b"GET", key.as_bytes()], t2, |r| {
@@ -1616,14 +1716,24 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
 
     // the operator finishes the moves: the slots are the importing nodes'
     for (slot, from, to) in &moves {
-        let to_id = node_id(&nodes[*to]);
-        cli_ok(&nodes[*to], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
-        cli_ok(&nodes[*from], &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        let to_id = node_id(node(*to));
+        cli_ok(node(*to), &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        cli_ok(node(*from), &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
     }
     for i in 0..t.quotes.len() {
         t.set(i, |q| q.volume += 100);
     }
     becomes_current_never_wrong(&mut c, &truth(&t), "after the move was finished");
+    let s = publisher.stop();
+    assert!(
+        s.connects == 1 && s.failures == 0 && s.republished == 1 && s.asked > 0,
+        "the publisher started over, or never followed an ASK: {s:?}"
+    );
+    assert_eq!(
+        s.joined,
+        u64::from(to_new),
+        "masters joined in place: {s:?}"
+    );
 }
 
 /// A publisher's new epoch (after a reconnect, or a second publisher taking over) is the rewrite

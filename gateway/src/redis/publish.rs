@@ -77,8 +77,10 @@ pub struct PubStats {
     pub asked: u64,
     /// Changes answered MOVED, written again after the slot map was followed.
     pub moved: u64,
-    /// Slot maps taken in place (slots moved between the masters written; no new epoch).
+    /// Slot maps taken in place (slots moved between masters; no new epoch).
     pub remaps: u64,
+    /// Masters added to the cluster that were connected to and written in place.
+    pub joined: u64,
     /// Bars written.
     pub bars: u64,
     /// Bars dropped because too many waited for Redis.
@@ -98,6 +100,10 @@ struct Link {
     next_map_check: Instant,
     /// The slot map as the heartbeat carries it ([`Topology::map_text`]).
     map_text: Option<String>,
+    /// A node an ASK named that is not in the slot map yet (a master being added, importing
+    /// its first slot): key writes follow the ASK over this connection, which becomes the
+    /// node's own once the map has it ([`Publisher::follow_map`]).
+    side: Option<(SocketAddr, Conn)>,
 }
 
 /// The publisher (sans threads: the caller offers quotes and calls [`Publisher::flush`]).
@@ -221,9 +227,9 @@ impl Publisher {
         }
     }
 
-    /// Runs a lease script on the lease key's node with this publisher's ID (and `ttl_ms`);
-    /// `None` while not connected to that node. Else the node and the reply: `None` for 1,
-    /// otherwise what it said (for [`LEASE_SCRIPT`], the holder).
+    /// Runs a lease script on the lease key's node with this publisher's ID (and `ttl_ms`),
+    /// or where an ASK sends it; `None` while not connected to that node. Else the node and
+    /// the reply: `None` for 1, otherwise what it said (for [`LEASE_SCRIPT`], the holder).
     fn lease_script(
         &mut self,
         script: &[u8],
@@ -243,14 +249,29 @@ impl Publisher {
         };
         let r = run(link.conns[k].as_mut()?);
         // the lease key's slot half-moved, the key with it: run it where the key is now
-        let to = r.as_ref().err().and_then(|e| super::cluster::ask_target(e));
-        let there = to.and_then(|to| link.topo.index_of(to));
-        if let Some(kk) = there
-            && let Some(c) = link.conns[kk].as_mut()
-        {
-            return Some((kk, c.call(&[b"ASKING"], t, |_| ()).and_then(|()| run(c))));
+        let Some(to) = r.as_ref().err().and_then(|e| super::cluster::ask_target(e)) else {
+            return Some((k, r));
+        };
+        let asking = |c: &mut Conn| c.call(&[b"ASKING"], t, |_| ()).and_then(|()| run(c));
+        match link.topo.index_of(to) {
+            // that node down: the lease is not checked meanwhile
+            Some(kk) => link.conns[kk].as_mut().map(|c| (kk, asking(c))),
+            None => {
+                // a node not in the slot map yet (a master being added): over the side
+                // connection; unreachable, the lease is not checked meanwhile
+                if link.side.as_ref().is_none_or(|(a, _)| *a != to) {
+                    let c =
+                        Conn::connect(to, t.min(Duration::from_millis(100)), t, &self.cfg.access);
+                    link.side = c.ok().map(|c| (to, c));
+                }
+                let r = asking(&mut link.side.as_mut()?.1);
+                if r.is_err() {
+                    link.side = None;
+                    return None;
+                }
+                Some((k, r))
+            }
         }
-        Some((k, r))
     }
 
     /// Takes or renews this publisher's lease on the Redis it writes (the key `P:publisher`,
@@ -594,6 +615,7 @@ impl Publisher {
             map_text: topo.map_text(),
             topo,
             conns,
+            side: None,
         });
         if let Err(e) = self.hold_lease() {
             self.lease_failed(e);
@@ -673,40 +695,57 @@ impl Publisher {
     }
 
     /// Follows the cluster's slot map, asked of the node a MOVED named (`hint`) or else of any
-    /// node up. When only slots moved between the masters already written (a resharding: the
-    /// keys went with their slot, or the slot was given without them), the new map is taken in
-    /// place: each moved slot's symbols are written again on their new node, and a heartbeat
-    /// says the new map at once (replicas show those symbols fresh again only once it agrees
-    /// with theirs); nothing else is rewritten and the epoch stays. A map with any other node
-    /// (a replica promoted after a failover, which may lag the master it replaced; a node
-    /// added) starts over: every key rewritten under a new epoch.
+    /// node up. When only slots moved between masters (a resharding: the keys went with their
+    /// slot, or the slot was given without them), the new map is taken in place: each moved
+    /// slot's symbols are written again on their new node, and a heartbeat says the new map at
+    /// once (replicas show those symbols fresh again only once it agrees with theirs); nothing
+    /// else is rewritten and the epoch stays. That includes a master added to the cluster and
+    /// given slots, as long as every master already written is still one: it is connected to
+    /// and written in place. A map where a master written is gone and another has come (a
+    /// replica promoted after a failover, which may lag the master it replaced), or where an
+    /// address answers with another node ID, starts over: every key rewritten under a new
+    /// epoch.
     fn follow_map(&mut self, hint: Option<SocketAddr>) {
         let Some(link) = self.link.as_mut() else {
             return;
         };
+        let t = self.cfg.timeout.min(Duration::from_millis(500));
+        // a MOVED to a node not written yet (added to the cluster, or a replica promoted): it
+        // knows the map that sent us there, so ask it, over a connection kept if it stays
+        let mut added: Option<(SocketAddr, Conn)> = None;
+        let mut asked = Err(String::new());
         let first = match hint {
             Some(to) => match link.topo.index_of(to) {
                 Some(k) => Some(k),
                 None => {
-                    self.fail(format!(
-                        "MOVED to {to}, a node not in the slot map (a failover? a node added?)"
-                    ));
-                    self.next_try = Instant::now();
-                    return;
+                    let c = match link.side.take_if(|(a, _)| *a == to) {
+                        Some((_, c)) => Ok(c),
+                        None => Conn::connect(to, t, self.cfg.timeout, &self.cfg.access),
+                    };
+                    match c {
+                        Ok(mut c) => {
+                            asked = super::slot_map(&mut c, t);
+                            if asked.is_ok() {
+                                added = Some((to, c));
+                            }
+                        }
+                        Err(e) => asked = Err(e),
+                    }
+                    None
                 }
             },
             None => None,
         };
-        let t = self.cfg.timeout.min(Duration::from_millis(500));
-        let mut asked = Err(String::new());
         let mut failed = Vec::new();
-        let rest = (0..link.conns.len()).filter(|&k| Some(k) != first);
-        for k in first.into_iter().chain(rest) {
-            if let Some(c) = link.conns[k].as_mut() {
-                asked = super::slot_map(c, t);
-                match &asked {
-                    Ok(_) => break,
-                    Err(e) => failed.push((k, e.clone())),
+        if asked.is_err() {
+            let rest = (0..link.conns.len()).filter(|&k| Some(k) != first);
+            for k in first.into_iter().chain(rest) {
+                if let Some(c) = link.conns[k].as_mut() {
+                    asked = super::slot_map(c, t);
+                    match &asked {
+                        Ok(_) => break,
+                        Err(e) => failed.push((k, e.clone())),
+                    }
                 }
             }
         }
@@ -722,16 +761,23 @@ impl Publisher {
             Ok(topo) if topo != *old => topo,
             _ => return,
         };
-        let known = topo.cluster
-            && (topo.nodes.iter().zip(&topo.ids))
-                .all(|(&a, &id)| old.index_of(a).is_some_and(|k| old.ids[k] == id));
-        if !known {
+        let same_node = |a: &Topology, b: &Topology, k: usize| {
+            b.index_of(a.nodes[k]).map(|j| b.ids[j] == a.ids[k])
+        };
+        // every address still the node it was; a new master only beside every old one
+        let kept = (0..topo.nodes.len()).all(|k| same_node(&topo, old, k) != Some(false));
+        let new = (0..topo.nodes.len()).filter(|&k| same_node(&topo, old, k).is_none());
+        let all_stay = (0..old.nodes.len()).all(|k| same_node(old, &topo, k) == Some(true));
+        if !(topo.cluster && kept && (new.clone().count() == 0 || all_stay)) {
             self.fail(
-                "the cluster's slot map changed to one with another node (a failover?)".into(),
+                "the cluster's slot map changed to one where a master written is gone and \
+                 another has come, or an address is another node (a failover?)"
+                    .into(),
             );
             self.next_try = Instant::now();
             return;
         }
+        let joined: Vec<SocketAddr> = new.map(|k| topo.nodes[k]).collect();
         let node = |t: &Topology, slot: usize| t.nodes[t.owner[slot] as usize];
         let slots_moved = (0..super::cluster::SLOTS)
             .filter(|&s| node(old, s) != node(&topo, s))
@@ -739,12 +785,49 @@ impl Publisher {
         let moving: Vec<usize> = (0..self.latest.len())
             .filter(|&i| node(old, self.slots[i] as usize) != node(&topo, self.slots[i] as usize))
             .collect();
-        let at = |a: SocketAddr| old.index_of(a).expect("a known node");
         let mut conns = std::mem::take(&mut link.conns);
-        link.conns = topo.nodes.iter().map(|&a| conns[at(a)].take()).collect();
-        link.retry = topo.nodes.iter().map(|&a| link.retry[at(a)]).collect();
+        let retry = std::mem::take(&mut link.retry);
+        let mut unreached = Vec::new();
+        for &a in &topo.nodes {
+            let (c, r) = match old.index_of(a) {
+                Some(k) => (conns[k].take(), retry[k]),
+                None => {
+                    let c = match added.take_if(|(b, _)| *b == a) {
+                        Some((_, c)) => Ok(c),
+                        None => match link.side.take_if(|(b, _)| *b == a) {
+                            Some((_, c)) => Ok(c),
+                            None => Conn::connect(a, t, self.cfg.timeout, &self.cfg.access),
+                        },
+                    };
+                    let c = c.map_err(|e| unreached.push(format!("{a}: {e}"))).ok();
+                    (c, Instant::now() + Duration::from_millis(500))
+                }
+            };
+            link.conns.push(c);
+            link.retry.push(r);
+        }
         link.map_text = topo.map_text();
         link.topo = topo;
+        if !joined.is_empty() {
+            self.stats.joined += joined.len() as u64;
+            eprintln!(
+                "gateway publish: {} joined the cluster's masters; written there in place{}",
+                joined
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if unreached.is_empty() {
+                    String::new()
+                } else {
+                    format!(" once reached (not yet: {})", unreached.join("; "))
+                }
+            );
+        }
+        if !unreached.is_empty() {
+            self.stats.failures += 1;
+            self.down = Some(unreached.join("; "));
+        }
         if link.conns.iter().all(Option::is_none) {
             self.fail("no master of the new slot map is up".into());
             return;
@@ -837,20 +920,42 @@ impl Publisher {
     ) -> Result<(), String> {
         let timeout = self.cfg.timeout;
         let link = self.link.as_mut().ok_or("not connected")?;
+        // (node that answered ASK, batch entry, node named: its index, or None for `side`)
         let (mut here, mut away) = (Vec::new(), Vec::new());
         for &(k, j, to) in asked {
             let Some(kk) = link.topo.index_of(to) else {
-                return Err(format!("ASK to {to}, a node not in the slot map"));
+                // a node not in the map yet: a master being added, importing its first slot
+                if link.side.as_ref().is_none_or(|(a, _)| *a != to) {
+                    let t = timeout.min(Duration::from_millis(100));
+                    match Conn::connect(to, t, timeout, &self.cfg.access) {
+                        Ok(c) => link.side = Some((to, c)),
+                        Err(_) => {
+                            away.push(batch[j]);
+                            continue;
+                        }
+                    }
+                }
+                here.push((k, j, None));
+                continue;
             };
             match link.conns[kk] {
-                Some(_) => here.push((k, j, kk)),
+                Some(_) => here.push((k, j, Some(kk))),
                 None => away.push(batch[j]),
             }
         }
-        unsent.extend_from_slice(&away);
         let mut used = vec![false; link.conns.len()];
+        let mut side_used = false;
         for &(_, j, kk) in &here {
-            let c = link.conns[kk].as_mut().expect("up");
+            let c = match kk {
+                Some(kk) => {
+                    used[kk] = true;
+                    link.conns[kk].as_mut().expect("up")
+                }
+                None => {
+                    side_used = true;
+                    &mut link.side.as_mut().expect("connected").1
+                }
+            };
             let i = batch[j];
             c.queue(&[b"ASKING"]);
             queue_write(
@@ -859,19 +964,23 @@ impl Publisher {
                 self.venue[i],
                 &self.values[j],
             );
-            used[kk] = true;
         }
-        let finish = |conns: &mut Vec<Option<Conn>>, used: &mut Vec<bool>| {
-            for (k, c) in conns.iter_mut().enumerate() {
-                if let Some(c) = c.as_mut().filter(|_| used[k]) {
-                    c.flush()?;
-                    read_owed(c, timeout)?;
-                }
+        for (k, c) in link.conns.iter_mut().enumerate() {
+            if let Some(c) = c.as_mut().filter(|_| used[k]) {
+                c.flush()?;
+                read_owed(c, timeout)?;
             }
-            used.fill(false);
-            Ok::<(), String>(())
-        };
-        finish(&mut link.conns, &mut used)?;
+        }
+        // the side connection failing costs only its writes: they wait, and it is dropped
+        if side_used {
+            let (_, c) = link.side.as_mut().expect("connected");
+            if c.flush().and_then(|()| read_owed(c, timeout)).is_err() {
+                link.side = None;
+                away.extend(here.iter().filter(|h| h.2.is_none()).map(|h| batch[h.1]));
+                here.retain(|h| h.2.is_some());
+            }
+        }
+        unsent.extend_from_slice(&away);
         // per node, each publish's reply and batch entry: the slot may have finished moving
         // meanwhile (MOVED), and then the change is written again on the new map
         let mut publishes = vec![Vec::new(); link.conns.len()];
@@ -1163,7 +1272,7 @@ pub fn run(
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
                  dropped), {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
-                 maps followed in place, {}",
+                 maps followed in place, {} masters joined in place, {}",
                 s.published,
                 s.batches,
                 s.conflated,
@@ -1173,6 +1282,7 @@ pub fn run(
                 s.asked,
                 s.moved,
                 s.remaps,
+                s.joined,
                 p.down.as_deref().unwrap_or("connected")
             );
         }
