@@ -398,7 +398,7 @@ impl Drop for Replay {
 }
 
 /// Waits (at most 20 s) until `get` gives `want`.
-fn comes_to<T: PartialEq + std::fmt::Debug>(what: &str, want: &T, get: impl Fn() -> T) {
+fn comes_to<T: PartialEq + std::fmt::Debug>(what: &str, want: &T, mut get: impl FnMut() -> T) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = get();
@@ -1670,13 +1670,16 @@ fn half_moved(tag: &str, to_new: bool) {
         gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
     let keys = gateway::redis::Keys::new("quotes");
     let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    // the bar log the publisher follows: the first symbol's bars close while its slot is
+    // half-moved
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
     let publisher = PubThread::spawn(&t.path, seeds.clone());
     let remote = Remote::start(seeds.clone(), 1_000);
     wait_symbols(remote.addr(), 20);
     let mut c = View::subscribe(remote.addr(), &symbols);
     becomes_current_never_wrong(&mut c, &truth(&t), "before");
 
-    // two slots, the first symbol's and the publisher lease's: MIGRATING on the owner,
+    // two slots, the first symbol's (its quote and its bars) and the publisher lease's: MIGRATING on the owner,
     // IMPORTING on another master, and their keys moved over, but never handed over
     let key = keys.quote(&symbols[0]);
     let mut moves = Vec::new(); // (slot, from, to)
@@ -1692,14 +1695,54 @@ fn half_moved(tag: &str, to_new: bool) {
     // prices move for 2 s, longer than the remote's heartbeat timeout, and the publisher's
     // heartbeats go on (none would come while it started over on every redirect)
     let mut hb = Heartbeats::subscribe(nodes[0].addr(), &keys.heartbeat());
+    let first = t.quotes[0].symbol;
+    let bar = |round: u64| book::barlog::BarRecord {
+        symbol: first,
+        channel: 0,
+        interval_s: 1,
+        bar: book::bars::Bar {
+            start_ns: 34_200_000_000_000 + round * 1_000_000_000,
+            open: 1_000_000,
+            high: 1_000_100 + round as u32,
+            low: 999_900,
+            close: 1_000_000,
+            volume: 100 * (round + 1),
+            trades: 1,
+        },
+    };
     for round in 0..8 {
         for i in 0..t.quotes.len() {
             t.set(i, |q| q.volume += 100);
         }
+        bar_log.append(bar(round)).unwrap();
+        bar_log.flush().unwrap();
         becomes_current_never_wrong(&mut c, &truth(&t), &format!("half-moved, round {round}"));
         hb.next();
     }
     assert_eq!(remote.health(), gateway::source::Health::Live);
+    // each bar appended to its list where the list is now, once
+    let list = keys.bars(&symbols[0], 1);
+    let mut conn = gateway::redis::conn::Conn::connect(
+        node(moves[0].2).addr(),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+        &Default::default(),
+    )
+    .unwrap();
+    let want: Vec<Vec<u8>> = (0..8).map(|r| bar(r).to_bytes().to_vec()).collect();
+    let mut bars_there = || {
+        let t2 = Duration::from_secs(2);
+        conn.call(&[b"ASKING"], t2, |_| ()).unwrap();
+        conn.call(&[b"LRANGE", list.as_bytes(), b"0", b"-1"], t2, |r| {
+            let items = r.items().unwrap_or(&[]);
+            items
+                .iter()
+                .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+    };
+    comes_to("the bars on the importing node", &want, &mut bars_there);
     // the key was written where it is now (ASKING, then SET on the importing node)
     let t2 = Duration::from_secs(2);
     let to = node(moves[0].2).addr();
@@ -1725,6 +1768,7 @@ fn half_moved(tag: &str, to_new: bool) {
     }
     becomes_current_never_wrong(&mut c, &truth(&t), "after the move was finished");
     let s = publisher.stop();
+    assert_eq!(bars_there(), want, "the bars, each once");
     assert!(
         s.connects == 1 && s.failures == 0 && s.republished == 1 && s.asked > 0,
         "the publisher started over, or never followed an ASK: {s:?}"

@@ -106,6 +106,26 @@ struct Link {
     side: Option<(SocketAddr, Conn)>,
 }
 
+impl Link {
+    /// The connection to `to`, a node an ASK named: its own, or the side connection when no
+    /// slot map has it yet (connected now if need be); `None` while it is down or unreachable.
+    fn ask_conn(
+        &mut self,
+        to: SocketAddr,
+        timeout: Duration,
+        access: &super::conn::Access,
+    ) -> Option<&mut Conn> {
+        if let Some(k) = self.topo.index_of(to) {
+            return self.conns[k].as_mut();
+        }
+        if self.side.as_ref().is_none_or(|(a, _)| *a != to) {
+            let t = timeout.min(Duration::from_millis(100));
+            self.side = Conn::connect(to, t, timeout, access).ok().map(|c| (to, c));
+        }
+        self.side.as_mut().map(|(_, c)| c)
+    }
+}
+
 /// The publisher (sans threads: the caller offers quotes and calls [`Publisher::flush`]).
 pub struct Publisher {
     cfg: PublisherCfg,
@@ -252,25 +272,18 @@ impl Publisher {
         let Some(to) = r.as_ref().err().and_then(|e| super::cluster::ask_target(e)) else {
             return Some((k, r));
         };
-        let asking = |c: &mut Conn| c.call(&[b"ASKING"], t, |_| ()).and_then(|()| run(c));
-        match link.topo.index_of(to) {
-            // that node down: the lease is not checked meanwhile
-            Some(kk) => link.conns[kk].as_mut().map(|c| (kk, asking(c))),
-            None => {
-                // a node not in the slot map yet (a master being added): over the side
-                // connection; unreachable, the lease is not checked meanwhile
-                if link.side.as_ref().is_none_or(|(a, _)| *a != to) {
-                    let c =
-                        Conn::connect(to, t.min(Duration::from_millis(100)), t, &self.cfg.access);
-                    link.side = c.ok().map(|c| (to, c));
-                }
-                let r = asking(&mut link.side.as_mut()?.1);
-                if r.is_err() {
-                    link.side = None;
-                    return None;
-                }
-                Some((k, r))
+        // that node down or unreachable: the lease is not checked meanwhile
+        let kk = link.topo.index_of(to);
+        let c = link.ask_conn(to, t, &self.cfg.access)?;
+        let r = c.call(&[b"ASKING"], t, |_| ()).and_then(|()| run(c));
+        match kk {
+            Some(kk) => Some((kk, r)),
+            // the side connection (a node in no slot map yet) failing costs only itself
+            None if r.is_err() => {
+                link.side = None;
+                None
             }
+            None => Some((k, r)),
         }
     }
 
@@ -356,7 +369,10 @@ impl Publisher {
     }
 
     /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
-    /// series, and the record on the symbol's bars channel.
+    /// series, and the record on the symbol's bars channel. A bar whose slot moved (MOVED)
+    /// waits for the new map; one whose slot is half-moved (ASK) is appended where its list
+    /// is now and published again; the bars of a node that failed wait for it. The others are
+    /// done: a retry never appends a bar twice.
     fn flush_bars(&mut self) {
         self.poll_bars();
         let Some(link) = self.link.as_mut() else {
@@ -370,36 +386,94 @@ impl Publisher {
         } else {
             b"PUBLISH"
         };
+        let t = self.cfg.timeout;
         let n = self.bars_pending.len().min(4096);
-        for r in self.bars_pending.iter().take(n) {
-            let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
-            let key = self.keys.bars(&sym, r.interval_s);
-            let ch = self.keys.bars_channel(&sym);
-            let b = r.to_bytes();
-            let c = link.conns[link.topo.node_of(key.as_bytes())]
-                .as_mut()
-                .expect("every node is up");
+        // per node, each command's reply tied to its bar (whether it writes the bar's list)
+        let mut tied: Vec<Vec<(usize, usize, bool)>> = vec![Vec::new(); link.conns.len()];
+        let mut at = Vec::with_capacity(n);
+        for (j, r) in self.bars_pending.iter().take(n).enumerate() {
+            let (key, ch, b) = bar_names(&self.keys, r);
+            let k = link.topo.node_of(key.as_bytes());
+            let c = link.conns[k].as_mut().expect("every node is up");
+            tied[k].push((c.owed, j, true));
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
+            tied[k].push((c.owed, j, true));
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+            tied[k].push((c.owed, j, false));
             c.queue(&[publish, ch.as_bytes(), &b]);
+            at.push(k);
         }
+        let mut done = vec![true; n];
+        let mut asked: Vec<(usize, usize, SocketAddr)> = Vec::new();
         let mut failed = None;
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let c = conn.as_mut().expect("every node is up");
-            if let Err(e) = c.flush().and_then(|()| read_owed(c, self.cfg.timeout)) {
-                failed.get_or_insert((k, e));
+            match c
+                .flush()
+                .and_then(|()| read_replies(c, t, tied_to(&tied[k])))
+            {
+                Ok(r) => {
+                    // its slot moved: it waits for the new map
+                    for (j, to) in r.moved {
+                        done[j] = false;
+                        self.remap = Some(to);
+                    }
+                    for (j, to) in r.asked {
+                        if !asked.iter().any(|a| a.1 == j) {
+                            asked.push((k, j, to));
+                        }
+                    }
+                }
+                Err(e) => {
+                    (0..n).filter(|&j| at[j] == k).for_each(|j| done[j] = false);
+                    failed.get_or_insert((k, e));
+                }
             }
         }
-        match failed {
-            // kept: a replica takes a bar again only if it is not older than its last
-            Some((k, e)) => match super::cluster::moved_target(&e) {
-                Some(to) => self.remap = Some(to),
-                None => self.node_failed(k, e),
-            },
-            None => {
-                self.bars_pending.drain(..n);
-                self.stats.bars += n as u64;
+        // its slot half-moved, its list with it: appended there after ASKING, then published
+        // again, so a publish follows the write
+        for (k, j, to) in asked {
+            if !done[j] {
+                continue;
             }
+            let (key, ch, b) = bar_names(&self.keys, &self.bars_pending[j]);
+            let wrote = link.ask_conn(to, t, &self.cfg.access).map(|c| {
+                c.queue(&[b"ASKING"]);
+                c.queue(&[b"RPUSH", key.as_bytes(), &b]);
+                c.queue(&[b"ASKING"]);
+                c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+                c.flush().and_then(|()| read_owed(c, t))
+            });
+            match wrote {
+                Some(Ok(())) => {
+                    let c = link.conns[k].as_mut().expect("every node is up");
+                    c.queue(&[publish, ch.as_bytes(), &b]);
+                    if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
+                        failed.get_or_insert((k, e));
+                    }
+                }
+                Some(Err(e)) => {
+                    done[j] = false;
+                    match link.topo.index_of(to) {
+                        Some(kk) => drop(failed.get_or_insert((kk, e))),
+                        None => link.side = None,
+                    }
+                }
+                None => done[j] = false,
+            }
+        }
+        // the bars not done stay first, in order; the others are gone, never appended twice
+        let mut kept = 0;
+        for (j, &d) in done.iter().enumerate() {
+            if !d {
+                self.bars_pending.swap(kept, j);
+                kept += 1;
+            }
+        }
+        self.bars_pending.drain(kept..n);
+        self.stats.bars += (n - kept) as u64;
+        if let Some((k, e)) = failed {
+            self.node_failed(k, e);
         }
     }
 
@@ -923,23 +997,10 @@ impl Publisher {
         // (node that answered ASK, batch entry, node named: its index, or None for `side`)
         let (mut here, mut away) = (Vec::new(), Vec::new());
         for &(k, j, to) in asked {
-            let Some(kk) = link.topo.index_of(to) else {
-                // a node not in the map yet: a master being added, importing its first slot
-                if link.side.as_ref().is_none_or(|(a, _)| *a != to) {
-                    let t = timeout.min(Duration::from_millis(100));
-                    match Conn::connect(to, t, timeout, &self.cfg.access) {
-                        Ok(c) => link.side = Some((to, c)),
-                        Err(_) => {
-                            away.push(batch[j]);
-                            continue;
-                        }
-                    }
-                }
-                here.push((k, j, None));
-                continue;
-            };
-            match link.conns[kk] {
-                Some(_) => here.push((k, j, Some(kk))),
+            // a node in no map yet (a master being added, importing its first slot): None
+            let kk = link.topo.index_of(to);
+            match link.ask_conn(to, timeout, &self.cfg.access) {
+                Some(_) => here.push((k, j, kk)),
                 None => away.push(batch[j]),
             }
         }
@@ -1151,6 +1212,19 @@ impl Publisher {
 }
 
 /// A key write: `HSET KEY VENUE VALUE` for one venue's quote, else `SET KEY VALUE`.
+/// A bar's list key, channel and bytes.
+fn bar_names(
+    keys: &Keys,
+    r: &book::barlog::BarRecord,
+) -> (String, String, [u8; book::barlog::RECORD]) {
+    let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
+    (
+        keys.bars(&sym, r.interval_s),
+        keys.bars_channel(&sym),
+        r.to_bytes(),
+    )
+}
+
 fn queue_write(c: &mut Conn, key: &[u8], venue: Option<u16>, v: &[u8]) {
     match venue {
         Some(ch) => {
