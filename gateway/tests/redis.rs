@@ -1148,7 +1148,7 @@ fn slots_moving_between_live_masters() {
     if !have_redis() {
         return;
     }
-    reshard_while_prices_move("reshard", false);
+    reshard_while_prices_move("reshard", Reshard::Between);
 }
 
 /// A master added to a running cluster and given 2,000 slots, as `redis-cli --cluster
@@ -1159,7 +1159,29 @@ fn a_master_added_and_given_slots() {
     if !have_redis() {
         return;
     }
-    reshard_while_prices_move("addnode", true);
+    reshard_while_prices_move("addnode", Reshard::ToNewMaster);
+}
+
+/// A master drained (every slot it has moved to another) and removed from the cluster, as
+/// `redis-cli --cluster reshard` and `del-node` do: the publisher drops it from its map in place
+/// and never starts over.
+#[test]
+fn a_master_drained_and_removed() {
+    if !have_redis() {
+        return;
+    }
+    reshard_while_prices_move("delnode", Reshard::Drain);
+}
+
+/// What [`reshard_while_prices_move`] moves where.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reshard {
+    /// 2,000 slots of one master to another.
+    Between,
+    /// 2,000 slots of one master to a master added first.
+    ToNewMaster,
+    /// Every slot of one master to another, then that master removed (and shut down).
+    Drain,
 }
 
 /// Adds a master that joins the cluster of `nodes` as `redis-cli --cluster add-node` does, and
@@ -1210,11 +1232,10 @@ fn add_master(nodes: &[RedisNode], tag: &str) -> RedisNode {
     new
 }
 
-/// Moves the first 2,000 slots of the master that holds slot 0 to another master (a new one
-/// added first when `to_new`) while prices move: the symbols whose slots stay put never go
-/// stale, none is ever shown fresh with an older value, all end fresh and current, and the
-/// publisher follows every map in place.
-fn reshard_while_prices_move(tag: &str, to_new: bool) {
+/// Moves slots of the master that holds slot 0 to another master as `how` says while prices
+/// move: the symbols whose slots stay put never go stale, none is ever shown fresh with an
+/// older value, all end fresh and current, and the publisher follows every map in place.
+fn reshard_while_prices_move(tag: &str, how: Reshard) {
     let nodes = cluster(tag);
     let t = Table::new(&format!("redis-{tag}"), 200);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
@@ -1249,17 +1270,25 @@ fn reshard_while_prices_move(tag: &str, to_new: bool) {
             t
         })
     };
-    // the first 2,000 slots of the master that holds slot 0 move to another master
-    let added = to_new.then(|| add_master(&nodes, &format!("{tag}-new")));
+    // the first 2,000 slots of the master that holds slot 0 (or all of them) move to another
+    let added = (how == Reshard::ToNewMaster).then(|| add_master(&nodes, &format!("{tag}-new")));
     let (from, to) = (
         node_id(&nodes[0]),
         node_id(added.as_ref().unwrap_or(&nodes[1])),
     );
+    let slots = match how {
+        Reshard::Drain => {
+            let topo = discover();
+            let k = topo.index_of(nodes[0].addr()).unwrap();
+            topo.owner.iter().filter(|&&o| o as usize == k).count()
+        }
+        _ => 2000,
+    };
     let log = tmp(&format!("{tag}-reshard.log"));
     let mut reshard = Command::new("redis-cli")
         .args(["--cluster", "reshard", &nodes[0].addr().to_string()])
         .args(["--cluster-from", &from, "--cluster-to", &to])
-        .args(["--cluster-slots", "2000", "--cluster-yes"])
+        .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -1295,6 +1324,16 @@ fn reshard_while_prices_move(tag: &str, to_new: bool) {
         done.success(),
         "redis-cli --cluster reshard: {done}; its last lines: {tail:?}"
     );
+    if how == Reshard::Drain {
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "del-node", &nodes[1].addr().to_string(), &from])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster del-node: {out:?}"
+        );
+    }
     moving.store(false, Ordering::Relaxed);
     let mut t = mover.join().unwrap();
     let after = owners(&discover());
@@ -1325,23 +1364,25 @@ fn reshard_while_prices_move(tag: &str, to_new: bool) {
         stayed_put_stale.len(),
         symbols.len() - moved.len()
     );
-    // what an operator sees of it
-    let gw = remote.gw.as_ref().expect("running");
+    // what an operator sees of it (the replica's counters, which `/metrics` copies each second)
     let (changes, redirects) = (
-        gw.metric("gateway_redis_slot_map_changes_total"),
-        gw.metric("gateway_redis_redirects_total"),
+        remote.replica_metric("gateway_redis_slot_map_changes_total"),
+        remote.replica_metric("gateway_redis_redirects_total"),
     );
     assert!(changes > 0 && redirects > 0, "{changes} {redirects}");
     // the publisher followed each new map in place: no connection dropped, no epoch begun,
     // only the moved symbols written again
     let s = publisher.stop();
+    // a drained master shut down may be found gone by a write before the map without it is
+    // read: that node alone is dropped, once
+    let failures = if how == Reshard::Drain { 1 } else { 0 };
     assert!(
-        s.connects == 1 && s.failures == 0 && s.republished == 1 && s.remaps > 0,
+        s.connects == 1 && s.failures <= failures && s.republished == 1 && s.remaps > 0,
         "the publisher started over during the resharding: {s:?}"
     );
     assert_eq!(
         s.joined,
-        u64::from(to_new),
+        u64::from(how == Reshard::ToNewMaster),
         "masters joined in place: {s:?}"
     );
     eprintln!(
@@ -1819,7 +1860,6 @@ fn a_heartbeat_is_taken_after_the_values_that_came_before_it() {
                 .unwrap();
         }
     };
-    let gw = remote.gw.as_ref().expect("running");
     let shown = |v: &View| {
         let q = v.q.get("ORDR")?;
         Some((
@@ -1827,7 +1867,9 @@ fn a_heartbeat_is_taken_after_the_values_that_came_before_it() {
             q.get("stale")?.as_bool()?,
         ))
     };
-    comes_to("links up", &1, || gw.metric("gateway_redis_links_up"));
+    comes_to("links up", &1, || {
+        remote.replica_metric("gateway_redis_links_up")
+    });
     let epoch = gateway::redis::now_ns();
     publish(1_000_000, epoch, true);
     wait_symbols(remote.addr(), 1);
@@ -1874,8 +1916,9 @@ fn a_change_read_with_its_slot_moving_away_does_not_confirm_it_again() {
     let (from, to) = (at(&topo), (at(&topo) + 1) % nodes.len());
     // no heartbeat timeout within the test: only the move can mark the quote stale
     let remote = Remote::start(seeds.clone(), 600_000);
-    let gw = remote.gw.as_ref().expect("running");
-    comes_to("links up", &3, || gw.metric("gateway_redis_links_up"));
+    comes_to("links up", &3, || {
+        remote.replica_metric("gateway_redis_links_up")
+    });
     let t = Duration::from_secs(5);
     let conn = |n: &RedisNode| Conn::connect(n.addr(), t, t, &Access::default()).unwrap();
     let run = |c: &mut Conn| {

@@ -901,6 +901,9 @@ impl Publisher {
         if !unreached.is_empty() {
             self.stats.failures += 1;
             self.down = Some(unreached.join("; "));
+        } else if link.conns.iter().all(Option::is_some) {
+            // a node that was down and has left the map (its slots moved off, then removed)
+            self.down = None;
         }
         if link.conns.iter().all(Option::is_none) {
             self.fail("no master of the new slot map is up".into());
