@@ -3,8 +3,7 @@
 //! stale and 200 again when it clears, `/metrics`, `/`, and the errors.
 
 mod common;
-use book::barlog::{BarLogWriter, BarRecord};
-use book::bars::Bar;
+use book::barlog::BarLogWriter;
 use common::*;
 
 fn json(addr: std::net::SocketAddr, path: &str) -> (String, serde_json::Value) {
@@ -20,21 +19,7 @@ fn rest_directory_bars_health_and_errors() {
     let bars_path = book::barlog::beside(&t.path);
     let mut log = BarLogWriter::create(&bars_path).unwrap();
     for k in 0..5u64 {
-        log.append(BarRecord {
-            symbol: *b"AAAA    ",
-            channel: 0,
-            interval_s: 60,
-            bar: Bar {
-                start_ns: 34_200_000_000_000 + k * 60_000_000_000,
-                open: 1_000_000,
-                high: 1_000_500 + k as u32,
-                low: 999_900,
-                close: 1_000_100,
-                volume: 100 * (k + 1),
-                trades: 3,
-            },
-        })
-        .unwrap();
+        log.append(bar(*b"AAAA    ", 60, k)).unwrap();
     }
     log.flush().unwrap();
     let (cfg, lim) = test_cfg(&t.path);
@@ -74,21 +59,9 @@ fn rest_directory_bars_health_and_errors() {
     assert_eq!(b[2]["h"], "100.0504");
     assert_eq!(b[2]["v"], 500);
     // bars appended later are read on the next request
-    log.append(BarRecord {
-        symbol: *b"AAAA    ",
-        channel: 0,
-        interval_s: 60,
-        bar: Bar {
-            start_ns: 34_200_000_000_000 + 5 * 60_000_000_000,
-            open: 1,
-            high: 1,
-            low: 1,
-            close: 1,
-            volume: 1,
-            trades: 1,
-        },
-    })
-    .unwrap();
+    let mut sixth = bar(*b"AAAA    ", 60, 5);
+    sixth.bar.close = 1;
+    log.append(sixth).unwrap();
     log.flush().unwrap();
     let (_, v) = json(a, "/v1/bars?symbol=AAAA&interval=1m&limit=1");
     assert_eq!(v["bars"][0]["c"], "0.0001");

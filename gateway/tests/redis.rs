@@ -1737,20 +1737,7 @@ fn half_moved(tag: &str, to_new: bool) {
     // heartbeats go on (none would come while it started over on every redirect)
     let mut hb = Heartbeats::subscribe(nodes[0].addr(), &keys.heartbeat());
     let first = t.quotes[0].symbol;
-    let bar = |round: u64| book::barlog::BarRecord {
-        symbol: first,
-        channel: 0,
-        interval_s: 1,
-        bar: book::bars::Bar {
-            start_ns: 34_200_000_000_000 + round * 1_000_000_000,
-            open: 1_000_000,
-            high: 1_000_100 + round as u32,
-            low: 999_900,
-            close: 1_000_000,
-            volume: 100 * (round + 1),
-            trades: 1,
-        },
-    };
+    let bar = |round: u64| common::bar(first, 1, round);
     for round in 0..8 {
         for i in 0..t.quotes.len() {
             t.set(i, |q| q.volume += 100);

@@ -74,6 +74,25 @@ pub struct Gw {
     stop: &'static AtomicBool,
 }
 
+/// The `k`-th bar of a series of `symbol` (space padded) at `interval_s`: it starts `k`
+/// intervals after 9:30; its high and volume rise with `k`.
+pub fn bar(symbol: [u8; 8], interval_s: u8, k: u64) -> book::barlog::BarRecord {
+    book::barlog::BarRecord {
+        symbol,
+        channel: 0,
+        interval_s,
+        bar: book::bars::Bar {
+            start_ns: 34_200_000_000_000 + k * interval_s as u64 * 1_000_000_000,
+            open: 1_000_000,
+            high: 1_000_500 + k as u32,
+            low: 999_900,
+            close: 1_000_100,
+            volume: 100 * (k + 1),
+            trades: 3,
+        },
+    }
+}
+
 pub fn test_cfg(path: &std::path::Path) -> (ServerCfg, Limits) {
     let cfg = ServerCfg {
         listen: "127.0.0.1:0".parse().unwrap(),
