@@ -39,7 +39,8 @@ const USAGE: &str = "usage: bench NAME [options]
            [--cluster N] (0: one plain server; N: a Redis Cluster of N masters)
            [--tick-us N] (1,000: the synthetic market writes a burst of what is due this often)
   hiccup   the machine's own stalls: a thread pinned to each CPU reads the clock in a loop and
-           counts the gaps (the floor under every latency percentile here): [--duration S] (10)
+           counts the gaps (the floor under every latency percentile here), and the time every
+           CPU was stalled at once: [--duration S] (10)
   fanout-client  the load client one process of the fanout benchmark runs:
            --connect ADDR --conns N [--sources IP,IP] [--universe N] [--per-conn N]
            [--throttle MS] [--duration-s N] [--hdr FILE] [--ready-file FILE]
