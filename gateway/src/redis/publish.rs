@@ -833,7 +833,13 @@ impl Publisher {
         let old = &link.topo;
         let topo = match asked {
             Ok(topo) if topo != *old => topo,
-            _ => return,
+            _ => {
+                // no new map yet: the node asked is kept for the next try (one at most)
+                if added.is_some() {
+                    link.side = added;
+                }
+                return;
+            }
         };
         let same_node = |a: &Topology, b: &Topology, k: usize| {
             b.index_of(a.nodes[k]).map(|j| b.ids[j] == a.ids[k])
