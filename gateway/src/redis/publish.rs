@@ -100,11 +100,14 @@ struct Link {
     next_map_check: Instant,
     /// The slot map as the heartbeat carries it ([`Topology::map_text`]).
     map_text: Option<String>,
-    /// A node an ASK named that is not in the slot map yet (a master being added, importing
-    /// its first slot): key writes follow the ASK over this connection, which becomes the
-    /// node's own once the map has it ([`Publisher::follow_map`]).
-    side: Option<(SocketAddr, Conn)>,
+    /// Nodes an ASK named that are in no slot map yet (masters being added, importing their
+    /// first slot), at most [`MAX_SIDE`]: key writes follow the ASK over these connections,
+    /// and each becomes its node's own once the map has it ([`Publisher::follow_map`]).
+    side: Vec<(SocketAddr, Conn)>,
 }
+
+/// Side connections kept at most (the oldest goes first).
+const MAX_SIDE: usize = 4;
 
 impl Link {
     /// The connection to `to`, a node an ASK named: its own, or the side connection when no
@@ -118,11 +121,36 @@ impl Link {
         if let Some(k) = self.topo.index_of(to) {
             return self.conns[k].as_mut();
         }
-        if self.side.as_ref().is_none_or(|(a, _)| *a != to) {
-            let t = timeout.min(Duration::from_millis(100));
-            self.side = Conn::connect(to, t, timeout, access).ok().map(|c| (to, c));
+        let i = match self.side.iter().position(|(a, _)| *a == to) {
+            Some(i) => i,
+            None => {
+                let t = timeout.min(Duration::from_millis(100));
+                self.keep_side(to, Conn::connect(to, t, timeout, access).ok()?);
+                self.side.len() - 1
+            }
+        };
+        Some(&mut self.side[i].1)
+    }
+
+    /// Keeps `c` as the side connection to `to`.
+    fn keep_side(&mut self, to: SocketAddr, c: Conn) {
+        self.drop_side(to);
+        if self.side.len() == MAX_SIDE {
+            self.side.remove(0);
         }
-        self.side.as_mut().map(|(_, c)| c)
+        self.side.push((to, c));
+    }
+
+    /// Takes the side connection to `to` out of `side`, if there is one (a function of the
+    /// list alone, so it can run while the map is borrowed).
+    fn take_side(side: &mut Vec<(SocketAddr, Conn)>, to: SocketAddr) -> Option<Conn> {
+        let i = side.iter().position(|(a, _)| *a == to)?;
+        Some(side.remove(i).1)
+    }
+
+    /// Drops the side connection to `to`, if there is one.
+    fn drop_side(&mut self, to: SocketAddr) {
+        self.side.retain(|(a, _)| *a != to);
     }
 }
 
@@ -280,7 +308,7 @@ impl Publisher {
             Some(kk) => Some((kk, r)),
             // the side connection (a node in no slot map yet) failing costs only itself
             None if r.is_err() => {
-                link.side = None;
+                link.drop_side(to);
                 None
             }
             None => Some((k, r)),
@@ -456,7 +484,7 @@ impl Publisher {
                     done[j] = false;
                     match link.topo.index_of(to) {
                         Some(kk) => drop(failed.get_or_insert((kk, e))),
-                        None => link.side = None,
+                        None => link.drop_side(to),
                     }
                 }
                 None => done[j] = false,
@@ -689,7 +717,7 @@ impl Publisher {
             map_text: topo.map_text(),
             topo,
             conns,
-            side: None,
+            side: Vec::new(),
         });
         if let Err(e) = self.hold_lease() {
             self.lease_failed(e);
@@ -792,8 +820,8 @@ impl Publisher {
             Some(to) => match link.topo.index_of(to) {
                 Some(k) => Some(k),
                 None => {
-                    let c = match link.side.take_if(|(a, _)| *a == to) {
-                        Some((_, c)) => Ok(c),
+                    let c = match Link::take_side(&mut link.side, to) {
+                        Some(c) => Ok(c),
                         None => Conn::connect(to, t, self.cfg.timeout, &self.cfg.access),
                     };
                     match c {
@@ -834,9 +862,9 @@ impl Publisher {
         let topo = match asked {
             Ok(topo) if topo != *old => topo,
             _ => {
-                // no new map yet: the node asked is kept for the next try (one at most)
-                if added.is_some() {
-                    link.side = added;
+                // no new map yet: the node asked is kept for the next try
+                if let Some((to, c)) = added {
+                    link.keep_side(to, c);
                 }
                 return;
             }
@@ -874,8 +902,8 @@ impl Publisher {
                 None => {
                     let c = match added.take_if(|(b, _)| *b == a) {
                         Some((_, c)) => Ok(c),
-                        None => match link.side.take_if(|(b, _)| *b == a) {
-                            Some((_, c)) => Ok(c),
+                        None => match Link::take_side(&mut link.side, a) {
+                            Some(c) => Ok(c),
                             None => Conn::connect(a, t, self.cfg.timeout, &self.cfg.access),
                         },
                     };
@@ -1003,28 +1031,16 @@ impl Publisher {
     ) -> Result<(), String> {
         let timeout = self.cfg.timeout;
         let link = self.link.as_mut().ok_or("not connected")?;
-        // (node that answered ASK, batch entry, node named: its index, or None for `side`)
+        // (node that answered ASK, batch entry, node named: its index, or its address when
+        // it is in no map yet and written over a side connection)
         let (mut here, mut away) = (Vec::new(), Vec::new());
-        for &(k, j, to) in asked {
-            // a node in no map yet (a master being added, importing its first slot): None
-            let kk = link.topo.index_of(to);
-            match link.ask_conn(to, timeout, &self.cfg.access) {
-                Some(_) => here.push((k, j, kk)),
-                None => away.push(batch[j]),
-            }
-        }
         let mut used = vec![false; link.conns.len()];
-        let mut side_used = false;
-        for &(_, j, kk) in &here {
-            let c = match kk {
-                Some(kk) => {
-                    used[kk] = true;
-                    link.conns[kk].as_mut().expect("up")
-                }
-                None => {
-                    side_used = true;
-                    &mut link.side.as_mut().expect("connected").1
-                }
+        let mut sides: Vec<SocketAddr> = Vec::new();
+        for &(k, j, to) in asked {
+            let kk = link.topo.index_of(to);
+            let Some(c) = link.ask_conn(to, timeout, &self.cfg.access) else {
+                away.push(batch[j]);
+                continue;
             };
             let i = batch[j];
             c.queue(&[b"ASKING"]);
@@ -1034,6 +1050,12 @@ impl Publisher {
                 self.venue[i],
                 &self.values[j],
             );
+            match kk {
+                Some(kk) => used[kk] = true,
+                None if !sides.contains(&to) => sides.push(to),
+                None => {}
+            }
+            here.push((k, j, kk.ok_or(to)));
         }
         for (k, c) in link.conns.iter_mut().enumerate() {
             if let Some(c) = c.as_mut().filter(|_| used[k]) {
@@ -1041,13 +1063,15 @@ impl Publisher {
                 read_owed(c, timeout)?;
             }
         }
-        // the side connection failing costs only its writes: they wait, and it is dropped
-        if side_used {
-            let (_, c) = link.side.as_mut().expect("connected");
-            if c.flush().and_then(|()| read_owed(c, timeout)).is_err() {
-                link.side = None;
-                away.extend(here.iter().filter(|h| h.2.is_none()).map(|h| batch[h.1]));
-                here.retain(|h| h.2.is_some());
+        // a side connection failing costs only its writes: they wait, and it is dropped
+        for to in sides {
+            let side = link.side.iter_mut().find(|(a, _)| *a == to);
+            let ok =
+                side.is_some_and(|(_, c)| c.flush().and_then(|()| read_owed(c, timeout)).is_ok());
+            if !ok {
+                link.drop_side(to);
+                away.extend(here.iter().filter(|h| h.2 == Err(to)).map(|h| batch[h.1]));
+                here.retain(|h| h.2 != Err(to));
             }
         }
         unsent.extend_from_slice(&away);
