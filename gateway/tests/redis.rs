@@ -1186,7 +1186,7 @@ enum Reshard {
 
 /// Adds a master that joins the cluster of `nodes` as `redis-cli --cluster add-node` does, and
 /// waits until every node knows it.
-fn add_master(nodes: &[RedisNode], tag: &str) -> RedisNode {
+fn add_master(nodes: &[&RedisNode], tag: &str) -> RedisNode {
     let new = RedisNode::start(server::free_port_pair(), &tmp(tag), true).unwrap();
     let out = Command::new("redis-cli")
         .args(["--cluster", "add-node"])
@@ -1210,7 +1210,7 @@ fn add_master(nodes: &[RedisNode], tag: &str) -> RedisNode {
     };
     let agreed = || {
         if !server::cli(new.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
-            || !nodes.iter().all(knows)
+            || !nodes.iter().all(|n| knows(n))
         {
             return false;
         }
@@ -1271,7 +1271,8 @@ fn reshard_while_prices_move(tag: &str, how: Reshard) {
         })
     };
     // the first 2,000 slots of the master that holds slot 0 (or all of them) move to another
-    let added = (how == Reshard::ToNewMaster).then(|| add_master(&nodes, &format!("{tag}-new")));
+    let everyone: Vec<&RedisNode> = nodes.iter().collect();
+    let added = (how == Reshard::ToNewMaster).then(|| add_master(&everyone, &format!("{tag}-new")));
     let (from, to) = (
         node_id(&nodes[0]),
         node_id(added.as_ref().unwrap_or(&nodes[1])),
@@ -1687,7 +1688,7 @@ fn a_slot_left_half_moved_does_not_stop_publishing() {
     if !have_redis() {
         return;
     }
-    half_moved("halfmoved", false);
+    half_moved("halfmoved", 0);
 }
 
 /// The same, the two slots half-moved to a master just added, which owns no slot yet and so is
@@ -1698,12 +1699,29 @@ fn a_slot_half_moved_to_a_master_just_added() {
     if !have_redis() {
         return;
     }
-    half_moved("halfnew", true);
+    half_moved("halfnew", 1);
 }
 
-fn half_moved(tag: &str, to_new: bool) {
+/// The same with two masters just added, a symbol's slot half-moved to each (and the lease's
+/// to the second): the publisher writes to both over connections of their own at once.
+#[test]
+fn slots_half_moved_to_two_masters_just_added() {
+    if !have_redis() {
+        return;
+    }
+    half_moved("halftwo", 2);
+}
+
+/// Half-moves the first symbol's slot and the lease's (and with two new masters the second
+/// symbol's too) to another master, or to `new_masters` masters added first.
+fn half_moved(tag: &str, new_masters: usize) {
     let nodes = cluster(tag);
-    let added = to_new.then(|| add_master(&nodes, &format!("{tag}-new")));
+    let mut added: Vec<RedisNode> = Vec::new();
+    for i in 0..new_masters {
+        let now: Vec<&RedisNode> = nodes.iter().chain(&added).collect();
+        let n = add_master(&now, &format!("{tag}-new{i}"));
+        added.push(n);
+    }
     let node = |port: u16| nodes.iter().chain(&added).find(|n| n.port == port).unwrap();
     let mut t = Table::new(&format!("redis-{tag}"), 20);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
@@ -1720,15 +1738,29 @@ fn half_moved(tag: &str, to_new: bool) {
     let mut c = View::subscribe(remote.addr(), &symbols);
     becomes_current_never_wrong(&mut c, &truth(&t), "before");
 
-    // two slots, the first symbol's (its quote and its bars) and the publisher lease's: MIGRATING on the owner,
-    // IMPORTING on another master, and their keys moved over, but never handed over
+    // two slots, the first symbol's (its quote and its bars) and the publisher lease's, and
+    // with two new masters the second symbol's: MIGRATING on the owner, IMPORTING on another
+    // master (a new one when there are), and their keys moved over, but never handed over
     let key = keys.quote(&symbols[0]);
-    let mut moves = Vec::new(); // (slot, from, to)
-    for k in [key.clone(), keys.lease()] {
+    let half: Vec<(String, Option<&RedisNode>)> = match new_masters {
+        0 => vec![(key.clone(), None), (keys.lease(), None)],
+        1 => vec![
+            (key.clone(), Some(&added[0])),
+            (keys.lease(), Some(&added[0])),
+        ],
+        _ => vec![
+            (key.clone(), Some(&added[0])),
+            (keys.quote(&symbols[1]), Some(&added[1])),
+            (keys.lease(), Some(&added[1])),
+        ],
+    };
+    let mut moves: Vec<(String, u16, u16)> = Vec::new(); // (slot, from, to)
+    for (k, to) in half {
         let owner = topo.nodes[topo.node_of(k.as_bytes())].port();
         let from = nodes.iter().position(|n| n.port == owner).unwrap();
-        let to = added.as_ref().unwrap_or(&nodes[(from + 1) % nodes.len()]);
+        let to = to.unwrap_or(&nodes[(from + 1) % nodes.len()]);
         let slot = gateway::redis::cluster::key_slot(k.as_bytes()).to_string();
+        assert!(moves.iter().all(|m| m.0 != slot), "two keys in slot {slot}");
         let in_slot = migrate_slot(&nodes[from], to, &slot);
         assert!(in_slot.contains(&k), "{in_slot}");
         moves.push((slot, owner, to.port));
@@ -1802,8 +1834,7 @@ fn half_moved(tag: &str, to_new: bool) {
         "the publisher started over, or never followed an ASK: {s:?}"
     );
     assert_eq!(
-        s.joined,
-        u64::from(to_new),
+        s.joined, new_masters as u64,
         "masters joined in place: {s:?}"
     );
 }
