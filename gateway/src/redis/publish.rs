@@ -6,11 +6,12 @@
 //! slot is being moved and that already has been (ASK) is written on the node the ASK names and
 //! its change published again after that; the rest of the batch is not held up, even while a
 //! slot stays half-moved. A key whose slot has moved (MOVED) makes the publisher ask the node
-//! named for the slot map; when only slots moved between the masters it writes (a resharding),
-//! it takes the new map in place, writes the moved slots' symbols again on their new node and
-//! says the new map in a heartbeat at once, and the other symbols are not touched. When Redis
-//! fails (a refused connection, a closed one, an error reply, a map with a node it has not
-//! written, as after a failover) the publisher drops every connection, keeps reading the quote
+//! named for the slot map; when only slots moved between masters (a resharding, a master added
+//! or drained), it takes the new map in place, writes the moved slots' symbols again on their
+//! new node and says the new map in a heartbeat at once, and the other symbols are not
+//! touched. When Redis fails (a refused connection, a closed one, an error reply, a map where a
+//! master it wrote is gone and another has come, as after a failover) the publisher drops
+//! every connection, keeps reading the quote
 //! table (its latest state stays current), and retries with a backoff up to a second; once
 //! connected again it rewrites every symbol's latest quote before its first heartbeat, so
 //! replicas trust nothing older than that.
@@ -813,8 +814,7 @@ impl Publisher {
         };
         let t = self.cfg.timeout.min(Duration::from_millis(500));
         // a MOVED to a node not written yet (added to the cluster, or a replica promoted): it
-        // knows the map that sent us there, so ask it, over a connection kept if it stays
-        let mut added: Option<(SocketAddr, Conn)> = None;
+        // knows the map that sent us there, so ask it, over a side connection kept for it
         let mut asked = Err(String::new());
         let first = match hint {
             Some(to) => match link.topo.index_of(to) {
@@ -828,7 +828,7 @@ impl Publisher {
                         Ok(mut c) => {
                             asked = super::slot_map(&mut c, t);
                             if asked.is_ok() {
-                                added = Some((to, c));
+                                link.keep_side(to, c);
                             }
                         }
                         Err(e) => asked = Err(e),
@@ -861,22 +861,20 @@ impl Publisher {
         let old = &link.topo;
         let topo = match asked {
             Ok(topo) if topo != *old => topo,
-            _ => {
-                // no new map yet: the node asked is kept for the next try
-                if let Some((to, c)) = added {
-                    link.keep_side(to, c);
-                }
-                return;
-            }
+            // no new map yet (a node asked stays a side connection for the next try)
+            _ => return,
         };
         let same_node = |a: &Topology, b: &Topology, k: usize| {
             b.index_of(a.nodes[k]).map(|j| b.ids[j] == a.ids[k])
         };
         // every address still the node it was; a new master only beside every old one
         let kept = (0..topo.nodes.len()).all(|k| same_node(&topo, old, k) != Some(false));
-        let new = (0..topo.nodes.len()).filter(|&k| same_node(&topo, old, k).is_none());
+        let joined: Vec<SocketAddr> = (0..topo.nodes.len())
+            .filter(|&k| same_node(&topo, old, k).is_none())
+            .map(|k| topo.nodes[k])
+            .collect();
         let all_stay = (0..old.nodes.len()).all(|k| same_node(old, &topo, k) == Some(true));
-        if !(topo.cluster && kept && (new.clone().count() == 0 || all_stay)) {
+        if !(topo.cluster && kept && (joined.is_empty() || all_stay)) {
             self.fail(
                 "the cluster's slot map changed to one where a master written is gone and \
                  another has come, or an address is another node (a failover?)"
@@ -885,7 +883,6 @@ impl Publisher {
             self.next_try = Instant::now();
             return;
         }
-        let joined: Vec<SocketAddr> = new.map(|k| topo.nodes[k]).collect();
         let node = |t: &Topology, slot: usize| t.nodes[t.owner[slot] as usize];
         let slots_moved = (0..super::cluster::SLOTS)
             .filter(|&s| node(old, s) != node(&topo, s))
@@ -900,12 +897,9 @@ impl Publisher {
             let (c, r) = match old.index_of(a) {
                 Some(k) => (conns[k].take(), retry[k]),
                 None => {
-                    let c = match added.take_if(|(b, _)| *b == a) {
-                        Some((_, c)) => Ok(c),
-                        None => match Link::take_side(&mut link.side, a) {
-                            Some(c) => Ok(c),
-                            None => Conn::connect(a, t, self.cfg.timeout, &self.cfg.access),
-                        },
+                    let c = match Link::take_side(&mut link.side, a) {
+                        Some(c) => Ok(c),
+                        None => Conn::connect(a, t, self.cfg.timeout, &self.cfg.access),
                     };
                     let c = c.map_err(|e| unreached.push(format!("{a}: {e}"))).ok();
                     (c, Instant::now() + Duration::from_millis(500))
@@ -1244,7 +1238,6 @@ impl Publisher {
     }
 }
 
-/// A key write: `HSET KEY VENUE VALUE` for one venue's quote, else `SET KEY VALUE`.
 /// A bar's list key, channel and bytes.
 fn bar_names(
     keys: &Keys,
@@ -1258,6 +1251,7 @@ fn bar_names(
     )
 }
 
+/// A key write: `HSET KEY VENUE VALUE` for one venue's quote, else `SET KEY VALUE`.
 fn queue_write(c: &mut Conn, key: &[u8], venue: Option<u16>, v: &[u8]) {
     match venue {
         Some(ch) => {
