@@ -1780,18 +1780,13 @@ fn half_moved(tag: &str, new_masters: usize) {
         hb.next();
     }
     assert_eq!(remote.health(), gateway::source::Health::Live);
-    // each bar appended to its list where the list is now, once
+    // each bar appended to its list where the list is now, once (read on the importing node)
+    let t2 = Duration::from_secs(2);
+    let to = node(moves[0].2).addr();
+    let mut conn = gateway::redis::conn::Conn::connect(to, t2, t2, &Default::default()).unwrap();
     let list = keys.bars(&symbols[0], 1);
-    let mut conn = gateway::redis::conn::Conn::connect(
-        node(moves[0].2).addr(),
-        Duration::from_secs(2),
-        Duration::from_secs(2),
-        &Default::default(),
-    )
-    .unwrap();
     let want: Vec<Vec<u8>> = (0..8).map(|r| bar(r).to_bytes().to_vec()).collect();
-    let mut bars_there = || {
-        let t2 = Duration::from_secs(2);
+    let bars_there = |conn: &mut gateway::redis::conn::Conn| {
         conn.call(&[b"ASKING"], t2, |_| ()).unwrap();
         conn.call(&[b"LRANGE", list.as_bytes(), b"0", b"-1"], t2, |r| {
             let items = r.items().unwrap_or(&[]);
@@ -1802,11 +1797,10 @@ fn half_moved(tag: &str, new_masters: usize) {
         })
         .unwrap()
     };
-    comes_to("the bars on the importing node", &want, &mut bars_there);
+    comes_to("the bars on the importing node", &want, || {
+        bars_there(&mut conn)
+    });
     // the key was written where it is now (ASKING, then SET on the importing node)
-    let t2 = Duration::from_secs(2);
-    let to = node(moves[0].2).addr();
-    let mut conn = gateway::redis::conn::Conn::connect(to, t2, t2, &Default::default()).unwrap();
     conn.call(&[b"ASKING"], t2, |_| ()).unwrap();
     let held = conn
         .call(&[b"GET", key.as_bytes()], t2, |r| {
@@ -1828,7 +1822,7 @@ fn half_moved(tag: &str, new_masters: usize) {
     }
     becomes_current_never_wrong(&mut c, &truth(&t), "after the move was finished");
     let s = publisher.stop();
-    assert_eq!(bars_there(), want, "the bars, each once");
+    assert_eq!(bars_there(&mut conn), want, "the bars, each once");
     assert!(
         s.connects == 1 && s.failures == 0 && s.republished == 1 && s.asked > 0,
         "the publisher started over, or never followed an ASK: {s:?}"
