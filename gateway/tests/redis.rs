@@ -1788,14 +1788,7 @@ fn half_moved(tag: &str, new_masters: usize) {
     let want: Vec<Vec<u8>> = (0..8).map(|r| bar(r).to_bytes().to_vec()).collect();
     let bars_there = |conn: &mut gateway::redis::conn::Conn| {
         conn.call(&[b"ASKING"], t2, |_| ()).unwrap();
-        conn.call(&[b"LRANGE", list.as_bytes(), b"0", b"-1"], t2, |r| {
-            let items = r.items().unwrap_or(&[]);
-            items
-                .iter()
-                .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
-                .collect::<Vec<_>>()
-        })
-        .unwrap()
+        lrange(conn, &list)
     };
     comes_to("the bars on the importing node", &want, || {
         bars_there(&mut conn)
@@ -1830,6 +1823,73 @@ fn half_moved(tag: &str, new_masters: usize) {
     assert_eq!(
         s.joined, new_masters as u64,
         "masters joined in place: {s:?}"
+    );
+}
+
+/// Every item of the list at `key` on `conn`'s node.
+fn lrange(conn: &mut gateway::redis::conn::Conn, key: &str) -> Vec<Vec<u8>> {
+    let t = Duration::from_secs(2);
+    conn.call(&[b"LRANGE", key.as_bytes(), b"0", b"-1"], t, |r| {
+        let items = r.items().unwrap_or(&[]);
+        items
+            .iter()
+            .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
+            .collect::<Vec<_>>()
+    })
+    .unwrap()
+}
+
+/// A bar Redis refuses (here its list key is a string, someone else's) is dropped and counted,
+/// and the node stays up: every other bar is appended once. Before, the refusal failed the
+/// node's whole batch: the publisher dropped the node (its symbols stale), reconnected, and wrote
+/// every bar of the batch again, appending twice the ones Redis had taken, at every retry.
+#[test]
+fn a_bar_redis_refuses_is_dropped_and_the_others_are_appended_once() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("bar-refused");
+    let t = Table::new("redis-bar-refused", 3);
+    let keys = gateway::redis::Keys::new("quotes");
+    let (a, b) = (t.quotes[0].symbol, t.quotes[1].symbol);
+    let (sym_a, sym_b) = (t.quotes[0].symbol_str(), t.quotes[1].symbol_str());
+    let theirs = keys.bars(&sym_a, 1);
+    cli_ok(&node, &["SET", &theirs, "not a list"]);
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    let t2 = Duration::from_secs(2);
+    let mut conn =
+        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
+    let ours = keys.bars(&sym_b, 1);
+    let want = |rounds: u64| -> Vec<Vec<u8>> {
+        (0..rounds)
+            .map(|k| common::bar(b, 1, k).to_bytes().to_vec())
+            .collect()
+    };
+    for k in 0..4 {
+        bar_log.append(common::bar(a, 1, k)).unwrap();
+        bar_log.append(common::bar(b, 1, k)).unwrap();
+    }
+    bar_log.flush().unwrap();
+    comes_to("the other symbol's bars", &want(4), || {
+        lrange(&mut conn, &ours)
+    });
+    // one more, so the publisher has flushed bars again since (a retry of the first batch
+    // would have come before it)
+    bar_log.append(common::bar(b, 1, 4)).unwrap();
+    bar_log.flush().unwrap();
+    comes_to("the other symbol's bars", &want(5), || {
+        lrange(&mut conn, &ours)
+    });
+    let s = publisher.stop();
+    assert_eq!(lrange(&mut conn, &ours), want(5), "each bar once");
+    assert_eq!(
+        server::cli(node.port, &["GET", &theirs]).trim(),
+        "not a list"
+    );
+    assert!(
+        s.bars_refused == 4 && s.bars == 5 && s.connects == 1 && s.failures == 0,
+        "the refused bars counted, the node never dropped: {s:?}"
     );
 }
 

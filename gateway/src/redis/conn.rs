@@ -306,6 +306,22 @@ impl Conn {
         }
     }
 
+    /// Reads every reply owed, by `deadline`: `f` takes each one's index (0 for the first read
+    /// here) and its error reply if it was one. An `Err` is the connection failing: the replies
+    /// not given to `f` by then never came.
+    pub fn read_each(
+        &mut self,
+        deadline: Instant,
+        mut f: impl FnMut(usize, Option<&str>),
+    ) -> Result<(), String> {
+        let mut n = 0;
+        while self.owed > 0 {
+            self.next_by(deadline, |r| f(n, r.error().as_deref()))?;
+            n += 1;
+        }
+        Ok(())
+    }
+
     /// Sends one command and waits for its reply (an error reply is an `Err`).
     pub fn call<R>(
         &mut self,

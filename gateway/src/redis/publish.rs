@@ -86,6 +86,8 @@ pub struct PubStats {
     pub bars: u64,
     /// Bars dropped because too many waited for Redis.
     pub bars_dropped: u64,
+    /// Bars Redis refused (an error reply other than a redirect), dropped.
+    pub bars_refused: u64,
 }
 
 /// Bars held at most while Redis is away (48 bytes each).
@@ -398,11 +400,13 @@ impl Publisher {
     }
 
     /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
-    /// series, and the record on the symbol's bars channel. A bar whose slot moved (MOVED)
-    /// waits for the new map; one whose slot is half-moved (ASK) is appended where its list
-    /// is now and published again; the bars of a node that failed wait for it. The others are
-    /// done: a retry never appends a bar twice.
+    /// series, and the record on the symbol's bars channel. Each bar's fate is decided by the
+    /// reply to its `RPUSH` ([`barfate`](super::barfate)): appended or refused, it is done (a
+    /// refusal is counted, and logged with Redis's reason); MOVED waits for the new map; ASK is
+    /// appended where its list is now and published again; no reply (the node failed) waits
+    /// for the node. A bar Redis appended is never appended again.
     fn flush_bars(&mut self) {
+        use super::barfate::{Aside, Cmd, Fate};
         self.poll_bars();
         let Some(link) = self.link.as_mut() else {
             return;
@@ -417,90 +421,110 @@ impl Publisher {
         };
         let t = self.cfg.timeout;
         let n = self.bars_pending.len().min(4096);
-        // per node, each command's reply tied to its bar (whether it writes the bar's list)
-        let mut tied: Vec<Vec<(usize, usize, bool)>> = vec![Vec::new(); link.conns.len()];
-        let mut at = Vec::with_capacity(n);
+        // per node, what each reply answers: (bar, command), in the order they were queued
+        let mut tied: Vec<Vec<(usize, Cmd)>> = vec![Vec::new(); link.conns.len()];
         for (j, r) in self.bars_pending.iter().take(n).enumerate() {
             let (key, ch, b) = bar_names(&self.keys, r);
             let k = link.topo.node_of(key.as_bytes());
             let c = link.conns[k].as_mut().expect("every node is up");
-            tied[k].push((c.owed, j, true));
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            tied[k].push((c.owed, j, true));
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-            tied[k].push((c.owed, j, false));
             c.queue(&[publish, ch.as_bytes(), &b]);
-            at.push(k);
+            tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim), (j, Cmd::Publish)]);
         }
-        let mut done = vec![true; n];
-        let mut asked: Vec<(usize, usize, SocketAddr)> = Vec::new();
+        let mut fate = vec![Fate::Unknown; n];
+        let mut aside: Option<String> = None;
         let mut failed = None;
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let c = conn.as_mut().expect("every node is up");
-            match c
-                .flush()
-                .and_then(|()| read_replies(c, t, tied_to(&tied[k])))
-            {
-                Ok(r) => {
-                    // its slot moved: it waits for the new map
-                    for (j, to) in r.moved {
-                        done[j] = false;
-                        self.remap = Some(to);
+            // replies owed from before this batch are not the bars'
+            let before = c.owed - tied[k].len();
+            let read = c.flush().and_then(|()| {
+                c.read_each(Instant::now() + t, |i, e| {
+                    let Some(&(j, cmd)) = i.checked_sub(before).and_then(|i| tied[k].get(i)) else {
+                        return;
+                    };
+                    match fate[j].reply(cmd, e) {
+                        Aside::Nothing => {}
+                        Aside::Remap(to) => self.remap = Some(to),
+                        Aside::Refused(why) => drop(aside.get_or_insert(why)),
                     }
-                    for (j, to) in r.asked {
-                        if !asked.iter().any(|a| a.1 == j) {
-                            asked.push((k, j, to));
-                        }
-                    }
-                }
-                Err(e) => {
-                    (0..n).filter(|&j| at[j] == k).for_each(|j| done[j] = false);
-                    failed.get_or_insert((k, e));
-                }
+                })
+            });
+            if let Err(e) = read {
+                failed.get_or_insert((k, e));
             }
         }
         // its slot half-moved, its list with it: appended there after ASKING, then published
         // again, so a publish follows the write
-        for (k, j, to) in asked {
-            if !done[j] {
+        for (f, r) in fate.iter_mut().zip(&self.bars_pending) {
+            let Fate::Asked(to) = *f else { continue };
+            let (key, ch, b) = bar_names(&self.keys, r);
+            let Some(c) = link.ask_conn(to, t, &self.cfg.access) else {
+                continue;
+            };
+            c.queue(&[b"ASKING"]);
+            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
+            c.queue(&[b"ASKING"]);
+            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+            let mut there = Fate::Unknown;
+            let before = c.owed - 4;
+            let read = c.flush().and_then(|()| {
+                c.read_each(Instant::now() + t, |i, e| match i.checked_sub(before) {
+                    Some(1) => drop(there.reply(Cmd::Push, e)),
+                    Some(3) => drop(there.reply(Cmd::Trim, e)),
+                    _ => {}
+                })
+            });
+            if let Err(e) = read {
+                match link.topo.index_of(to) {
+                    Some(kk) => drop(failed.get_or_insert((kk, e))),
+                    None => link.drop_side(to),
+                }
+            }
+            // asked again, or moved meanwhile: it waits for the next flush or the new map
+            if let Fate::Moved(to) = there {
+                self.remap = Some(to);
+            }
+            if !there.settled() {
                 continue;
             }
-            let (key, ch, b) = bar_names(&self.keys, &self.bars_pending[j]);
-            let wrote = link.ask_conn(to, t, &self.cfg.access).map(|c| {
-                c.queue(&[b"ASKING"]);
-                c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-                c.queue(&[b"ASKING"]);
-                c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-                c.flush().and_then(|()| read_owed(c, t))
-            });
-            match wrote {
-                Some(Ok(())) => {
-                    let c = link.conns[k].as_mut().expect("every node is up");
-                    c.queue(&[publish, ch.as_bytes(), &b]);
-                    if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
-                        failed.get_or_insert((k, e));
-                    }
-                }
-                Some(Err(e)) => {
-                    done[j] = false;
-                    match link.topo.index_of(to) {
-                        Some(kk) => drop(failed.get_or_insert((kk, e))),
-                        None => link.drop_side(to),
-                    }
-                }
-                None => done[j] = false,
+            *f = there;
+            let k = link.topo.node_of(key.as_bytes());
+            let c = link.conns[k].as_mut().expect("every node is up");
+            c.queue(&[publish, ch.as_bytes(), &b]);
+            if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
+                failed.get_or_insert((k, e));
             }
         }
-        // the bars not done stay first, in order; the others are gone, never appended twice
+        // refusals are logged with the first reason, once a batch
+        let refused: Vec<(usize, &str)> = (0..n)
+            .filter_map(|j| match &fate[j] {
+                Fate::Refused(why) => Some((j, why.as_str())),
+                _ => None,
+            })
+            .collect();
+        if let Some(&(j, why)) = refused.first() {
+            let (key, _, _) = bar_names(&self.keys, &self.bars_pending[j]);
+            eprintln!(
+                "gateway publish: Redis refused {} bars (dropped); the first, {key}: {why}",
+                refused.len()
+            );
+        }
+        if let Some(why) = aside {
+            eprintln!("gateway publish: a bar was appended but its trim or publish refused: {why}");
+        }
+        self.stats.bars_refused += refused.len() as u64;
+        // the bars not settled stay first, in order; the others are gone, never appended twice
         let mut kept = 0;
-        for (j, &d) in done.iter().enumerate() {
-            if !d {
+        for (j, f) in fate.iter().enumerate() {
+            if !f.settled() {
                 self.bars_pending.swap(kept, j);
                 kept += 1;
             }
         }
         self.bars_pending.drain(kept..n);
-        self.stats.bars += (n - kept) as u64;
+        self.stats.bars += (n - kept) as u64 - refused.len() as u64;
         if let Some((k, e)) = failed {
             self.node_failed(k, e);
         }
@@ -1302,22 +1326,16 @@ fn read_replies(
     tied_to: impl Fn(usize) -> Option<(usize, bool)>,
 ) -> Result<Redirected, String> {
     use super::cluster::{ask_target, moved_target};
-    let deadline = Instant::now() + timeout;
     let mut first_err = None;
     let mut r = Redirected::default();
-    let mut n = 0;
-    while c.owed > 0 {
-        if let Some(e) = c.next_by(deadline, |r| r.error())? {
-            match (tied_to(n), ask_target(&e), moved_target(&e)) {
-                (Some((j, true)), Some(to), _) => r.asked.push((j, to)),
-                (Some((j, _)), _, Some(to)) => r.moved.push((j, to)),
-                _ => {
-                    first_err.get_or_insert(e);
-                }
-            }
+    c.read_each(Instant::now() + timeout, |n, e| {
+        let Some(e) = e else { return };
+        match (tied_to(n), ask_target(e), moved_target(e)) {
+            (Some((j, true)), Some(to), _) => r.asked.push((j, to)),
+            (Some((j, _)), _, Some(to)) => r.moved.push((j, to)),
+            _ => drop(first_err.get_or_insert_with(|| e.to_string())),
         }
-        n += 1;
-    }
+    })?;
     match first_err {
         Some(e) => Err(super::conn::err(c.addr(), e)),
         None => Ok(r),
@@ -1372,13 +1390,14 @@ pub fn run(
             let s = &p.stats;
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
-                 dropped), {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
+                 dropped, {} refused), {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
                  maps followed in place, {} masters joined in place, {}",
                 s.published,
                 s.batches,
                 s.conflated,
                 s.bars,
                 s.bars_dropped,
+                s.bars_refused,
                 s.failures,
                 s.asked,
                 s.moved,
