@@ -44,6 +44,9 @@ pub struct FanoutBench {
     /// Bind each efficiency run's server to CPU [`SERVER_CPU`] and its load client to
     /// [`CLIENT_CPU`] from the start (see [`SERVER_CPU`]).
     pub eff_pin: bool,
+    /// The efficiency runs' load client polls every this many µs instead of blocking in
+    /// epoll (0: it blocks; see `LoadOpts::poll_interval_us`).
+    pub eff_client_poll_us: u64,
     /// Idle connections in the memory run.
     pub idle_conns: usize,
     /// Which parts: "capacity", "memory", "efficiency" (all when empty).
@@ -121,6 +124,7 @@ fn client(
     hdr: &Path,
     ready: Option<&Path>,
     cpu: Option<usize>,
+    poll_us: u64,
 ) -> Result<Child, String> {
     let mut c = Command::new(exe("bench"));
     if let Some(cpu) = cpu {
@@ -134,6 +138,7 @@ fn client(
         .args(["--per-conn", &per_conn.to_string()])
         .args(["--throttle", &throttle.to_string()])
         .args(["--duration-s", &o.duration_s.to_string()])
+        .args(["--poll-interval-us", &poll_us.to_string()])
         .arg("--hdr")
         .arg(hdr)
         .stdout(Stdio::piped());
@@ -204,6 +209,7 @@ fn capacity(o: &FanoutBench, quotes: &str) -> Result<(), String> {
                 &hdr,
                 None,
                 None,
+                0,
             )?,
             hdr,
         ));
@@ -293,6 +299,7 @@ fn memory(o: &FanoutBench, quotes: &str) -> Result<(), String> {
         &hdr,
         Some(&ready),
         None,
+        0,
     )?;
     wait_until("the idle connections", 300, || ready.exists())?;
     let held = metric(addr, "gateway_connections").unwrap_or(0.0);
@@ -338,6 +345,7 @@ fn efficiency_one(
         &hdr,
         Some(&ready),
         o.eff_pin.then_some(CLIENT_CPU),
+        o.eff_client_poll_us,
     )?;
     wait_until("connections", 180, || ready.exists())?;
     let t0 = cpu_ticks(pid);

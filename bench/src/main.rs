@@ -22,6 +22,7 @@ const USAGE: &str = "usage: bench NAME [options]
            [--conns N] (38,000) [--gateways N] (2) [--clients N] (2) [--symbols N] (5,000)
            [--rate N] (20,000) [--per-conn N] (50) [--throttle N] (1000 ms) [--duration N] (30 s)
            [--eff-conns N] (2,000) [--eff-no-pin] (servers and client unbound)
+           [--eff-client-poll-us N] (0: the client blocks in epoll; N: it polls every N µs)
            [--idle-conns N] (19,000) [--only capacity|memory|efficiency]
   e2e      replayer -> feed-handler -> book -> gateway -> load client, each a process, with the
            age at each stage boundary; markdown summary and plot in bench/results/:
@@ -109,6 +110,7 @@ fn main() -> ExitCode {
                 duration_s: flag(&args, "--duration", 30)?,
                 eff_conns: flag(&args, "--eff-conns", 2000)? as usize,
                 eff_pin: !args.iter().any(|a| a == "--eff-no-pin"),
+                eff_client_poll_us: flag(&args, "--eff-client-poll-us", 0)?,
                 idle_conns: flag(&args, "--idle-conns", 19_000)? as usize,
                 only: text_flag(&args, "--only")
                     .map(|s| s.split(',').map(String::from).collect())
