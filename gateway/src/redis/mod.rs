@@ -38,12 +38,12 @@
 //! - [`resp`]: the wire protocol (fuzzed).
 //! - [`cluster`]: addresses, hash slots, the cluster's slot map.
 //! - [`conn`]: one pipelined blocking connection.
-//! - [`publish`]: the publisher; what the replies to its bar writes decide in `barfate`.
+//! - [`publish`]: the publisher; its lease in `lease`, its bars in `bars` (what the replies to a
+//!   bar's write decide in `barfate`).
 //! - [`replica`]: the gateway-side replica and its quote source; its threads in `link`, its bar
 //!   log in `mirror`, its trust rule in [`trust`].
 //! - [`server`]: real redis-server processes for the tests and the benchmark.
 
-mod barfate;
 pub mod cluster;
 pub mod conn;
 mod link;

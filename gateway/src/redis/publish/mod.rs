@@ -20,6 +20,13 @@
 //! quote of a symbol into the hash `P:{SYM}:venues` (`HSET`, field the venue's channel) and on
 //! the channel of the same name, through the same batches, rewrites and heartbeats.
 
+mod barfate;
+mod bars;
+mod lease;
+
+pub use bars::MAX_PENDING_BARS;
+pub use lease::LEASE_MS;
+
 use super::cluster::Topology;
 use super::conn::Conn;
 use super::{HEARTBEAT_NS, Keys, VALUE_LEN, discover, encode, now_ns};
@@ -89,9 +96,6 @@ pub struct PubStats {
     /// Bars Redis refused (an error reply other than a redirect), dropped.
     pub bars_refused: u64,
 }
-
-/// Bars held at most while Redis is away (48 bytes each).
-pub const MAX_PENDING_BARS: usize = 1 << 20;
 
 struct Link {
     topo: Topology,
@@ -205,28 +209,6 @@ pub struct Publisher {
     id: String,
 }
 
-/// How long a publisher's hold on Redis lasts unless renewed (it renews with every heartbeat,
-/// every 250 ms): a second publisher waits this long after the first stops renewing, ms.
-pub const LEASE_MS: u64 = 1_500;
-
-/// Why the lease could not be held.
-enum LeaseErr {
-    /// Another publisher holds it.
-    Taken(String),
-    /// The lease's node (index) failed.
-    Node(usize, String),
-}
-
-/// Takes or renews the lease `KEYS[1]` for `ARGV[1]` for `ARGV[2]` ms unless another holds it:
-/// 1 if held, else the holder.
-const LEASE_SCRIPT: &[u8] = b"local v = redis.call('GET', KEYS[1]) \
-    if v == false or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
-    return v";
-
-/// Gives the lease `KEYS[1]` up if `ARGV[1]` holds it.
-const RELEASE_SCRIPT: &[u8] =
-    b"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Publisher({:?})", self.cfg.seeds)
@@ -278,87 +260,6 @@ impl Publisher {
         }
     }
 
-    /// Runs a lease script on the lease key's node with this publisher's ID (and `ttl_ms`),
-    /// or where an ASK sends it; `None` while not connected to that node. Else the node and
-    /// the reply: `None` for 1, otherwise what it said (for [`LEASE_SCRIPT`], the holder).
-    fn lease_script(
-        &mut self,
-        script: &[u8],
-        ttl_ms: Option<&str>,
-    ) -> Option<(usize, Result<Option<String>, String>)> {
-        let key = self.keys.lease();
-        let link = self.link.as_mut()?;
-        let k = link.topo.node_of(key.as_bytes());
-        let mut args: Vec<&[u8]> = vec![b"EVAL", script, b"1", key.as_bytes(), self.id.as_bytes()];
-        args.extend(ttl_ms.map(str::as_bytes));
-        let t = self.cfg.timeout;
-        let run = |c: &mut Conn| {
-            c.call(&args, t, |r| match r {
-                super::resp::Reply::Int(1) => None,
-                r => Some(String::from_utf8_lossy(r.bytes().unwrap_or(b"?")).into_owned()),
-            })
-        };
-        let r = run(link.conns[k].as_mut()?);
-        // the lease key's slot half-moved, the key with it: run it where the key is now
-        let Some(to) = r.as_ref().err().and_then(|e| super::cluster::ask_target(e)) else {
-            return Some((k, r));
-        };
-        // that node down or unreachable: the lease is not checked meanwhile
-        let kk = link.topo.index_of(to);
-        let c = link.ask_conn(to, t, &self.cfg.access)?;
-        let r = c.call(&[b"ASKING"], t, |_| ()).and_then(|()| run(c));
-        match kk {
-            Some(kk) => Some((kk, r)),
-            // the side connection (a node in no slot map yet) failing costs only itself
-            None if r.is_err() => {
-                link.drop_side(to);
-                None
-            }
-            None => Some((k, r)),
-        }
-    }
-
-    /// Takes or renews this publisher's lease on the Redis it writes (the key `P:publisher`,
-    /// [`LEASE_MS`]): one publisher writes at a time, and a second one started beside it
-    /// waits, then takes over once the first stops renewing. While the lease's node is down
-    /// the lease is not checked (the other nodes are still written).
-    fn hold_lease(&mut self) -> Result<(), LeaseErr> {
-        match self.lease_script(LEASE_SCRIPT, Some(&LEASE_MS.to_string())) {
-            None | Some((_, Ok(None))) => Ok(()),
-            Some((_, Ok(Some(holder)))) => Err(LeaseErr::Taken(format!(
-                "another publisher ({holder}) holds {}: one publisher writes at a time; \
-                 this one takes over within {LEASE_MS} ms of that one stopping",
-                self.keys.lease()
-            ))),
-            Some((k, Err(e))) => match super::cluster::moved_target(&e) {
-                // the lease key's slot moved: renewed on the next heartbeat, on the new map
-                Some(to) => {
-                    self.remap = Some(to);
-                    Ok(())
-                }
-                None => Err(LeaseErr::Node(k, e)),
-            },
-        }
-    }
-
-    /// Gives up for a lease held by another, or drops the lease's node when it failed.
-    fn lease_failed(&mut self, e: LeaseErr) {
-        match e {
-            LeaseErr::Taken(e) => self.fail(e),
-            LeaseErr::Node(k, e) => self.node_failed(k, e),
-        }
-    }
-
-    /// Gives up the lease (a clean stop), so a standby takes over at once.
-    pub fn release(&mut self) {
-        let _ = self.lease_script(RELEASE_SCRIPT, None);
-    }
-
-    /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
-    pub fn follow_bars(&mut self, path: std::path::PathBuf) {
-        self.bar_tail = Some(crate::bars::Tail::new(path));
-    }
-
     /// Also publishes the quotes of the per-venue table at `path` (the book's
     /// `<quotes>.venues`), read on every [`Publisher::flush`]; while that table's writer is gone
     /// its quotes go out stale, as the consolidated ones do.
@@ -376,158 +277,6 @@ impl Publisher {
             self.take(q, Some(q.channel))
         });
         self.venue_src = Some((src, t0));
-    }
-
-    /// Reads the bar log's new records (every 100 ms at most).
-    fn poll_bars(&mut self) {
-        let Some(t) = self.bar_tail.as_mut() else {
-            return;
-        };
-        if Instant::now() < self.next_bar_poll {
-            return;
-        }
-        self.next_bar_poll = Instant::now() + Duration::from_millis(100);
-        // no log yet (book not started): nothing to publish
-        if let Ok((_, new)) = t.read_new() {
-            for r in new {
-                if self.bars_pending.len() == MAX_PENDING_BARS {
-                    self.bars_pending.pop_front();
-                    self.stats.bars_dropped += 1;
-                }
-                self.bars_pending.push_back(r);
-            }
-        }
-    }
-
-    /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
-    /// series, and the record on the symbol's bars channel. Each bar's fate is decided by the
-    /// reply to its `RPUSH` ([`barfate`](super::barfate)): appended or refused, it is done (a
-    /// refusal is counted, and logged with Redis's reason); MOVED waits for the new map; ASK is
-    /// appended where its list is now and published again; no reply (the node failed) waits
-    /// for the node. A bar Redis appended is never appended again.
-    fn flush_bars(&mut self) {
-        use super::barfate::{Aside, Cmd, Fate};
-        self.poll_bars();
-        let Some(link) = self.link.as_mut() else {
-            return;
-        };
-        if self.bars_pending.is_empty() || link.conns.iter().any(Option::is_none) {
-            return;
-        }
-        let publish: &[u8] = if link.topo.cluster {
-            b"SPUBLISH"
-        } else {
-            b"PUBLISH"
-        };
-        let t = self.cfg.timeout;
-        let n = self.bars_pending.len().min(4096);
-        // per node, what each reply answers: (bar, command), in the order they were queued
-        let mut tied: Vec<Vec<(usize, Cmd)>> = vec![Vec::new(); link.conns.len()];
-        for (j, r) in self.bars_pending.iter().take(n).enumerate() {
-            let (key, ch, b) = bar_names(&self.keys, r);
-            let k = link.topo.node_of(key.as_bytes());
-            let c = link.conns[k].as_mut().expect("every node is up");
-            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-            c.queue(&[publish, ch.as_bytes(), &b]);
-            tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim), (j, Cmd::Publish)]);
-        }
-        let mut fate = vec![Fate::Unknown; n];
-        let mut aside: Option<String> = None;
-        let mut failed = None;
-        for (k, conn) in link.conns.iter_mut().enumerate() {
-            let c = conn.as_mut().expect("every node is up");
-            // replies owed from before this batch are not the bars'
-            let before = c.owed - tied[k].len();
-            let read = c.flush().and_then(|()| {
-                c.read_each(Instant::now() + t, |i, e| {
-                    let Some(&(j, cmd)) = i.checked_sub(before).and_then(|i| tied[k].get(i)) else {
-                        return;
-                    };
-                    match fate[j].reply(cmd, e) {
-                        Aside::Nothing => {}
-                        Aside::Remap(to) => self.remap = Some(to),
-                        Aside::Refused(why) => drop(aside.get_or_insert(why)),
-                    }
-                })
-            });
-            if let Err(e) = read {
-                failed.get_or_insert((k, e));
-            }
-        }
-        // its slot half-moved, its list with it: appended there after ASKING, then published
-        // again, so a publish follows the write
-        for (f, r) in fate.iter_mut().zip(&self.bars_pending) {
-            let Fate::Asked(to) = *f else { continue };
-            let (key, ch, b) = bar_names(&self.keys, r);
-            let Some(c) = link.ask_conn(to, t, &self.cfg.access) else {
-                continue;
-            };
-            c.queue(&[b"ASKING"]);
-            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            c.queue(&[b"ASKING"]);
-            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-            let mut there = Fate::Unknown;
-            let before = c.owed - 4;
-            let read = c.flush().and_then(|()| {
-                c.read_each(Instant::now() + t, |i, e| match i.checked_sub(before) {
-                    Some(1) => drop(there.reply(Cmd::Push, e)),
-                    Some(3) => drop(there.reply(Cmd::Trim, e)),
-                    _ => {}
-                })
-            });
-            if let Err(e) = read {
-                match link.topo.index_of(to) {
-                    Some(kk) => drop(failed.get_or_insert((kk, e))),
-                    None => link.drop_side(to),
-                }
-            }
-            // asked again, or moved meanwhile: it waits for the next flush or the new map
-            if let Fate::Moved(to) = there {
-                self.remap = Some(to);
-            }
-            if !there.settled() {
-                continue;
-            }
-            *f = there;
-            let k = link.topo.node_of(key.as_bytes());
-            let c = link.conns[k].as_mut().expect("every node is up");
-            c.queue(&[publish, ch.as_bytes(), &b]);
-            if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
-                failed.get_or_insert((k, e));
-            }
-        }
-        // refusals are logged with the first reason, once a batch
-        let refused: Vec<(usize, &str)> = (0..n)
-            .filter_map(|j| match &fate[j] {
-                Fate::Refused(why) => Some((j, why.as_str())),
-                _ => None,
-            })
-            .collect();
-        if let Some(&(j, why)) = refused.first() {
-            let (key, _, _) = bar_names(&self.keys, &self.bars_pending[j]);
-            eprintln!(
-                "gateway publish: Redis refused {} bars (dropped); the first, {key}: {why}",
-                refused.len()
-            );
-        }
-        if let Some(why) = aside {
-            eprintln!("gateway publish: a bar was appended but its trim or publish refused: {why}");
-        }
-        self.stats.bars_refused += refused.len() as u64;
-        // the bars not settled stay first, in order; the others are gone, never appended twice
-        let mut kept = 0;
-        for (j, f) in fate.iter().enumerate() {
-            if !f.settled() {
-                self.bars_pending.swap(kept, j);
-                kept += 1;
-            }
-        }
-        self.bars_pending.drain(kept..n);
-        self.stats.bars += (n - kept) as u64 - refused.len() as u64;
-        if let Some((k, e)) = failed {
-            self.node_failed(k, e);
-        }
     }
 
     /// Whether connected (to at least one node).
@@ -1260,19 +1009,6 @@ impl Publisher {
         }
         Ok(())
     }
-}
-
-/// A bar's list key, channel and bytes.
-fn bar_names(
-    keys: &Keys,
-    r: &book::barlog::BarRecord,
-) -> (String, String, [u8; book::barlog::RECORD]) {
-    let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
-    (
-        keys.bars(&sym, r.interval_s),
-        keys.bars_channel(&sym),
-        r.to_bytes(),
-    )
 }
 
 /// A key write: `HSET KEY VENUE VALUE` for one venue's quote, else `SET KEY VALUE`.

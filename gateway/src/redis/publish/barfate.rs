@@ -13,7 +13,7 @@
 //! - no reply (the connection failed first): waits for the node, and is written again then (if
 //!   Redis had taken it before the connection failed, it is there twice: nothing can tell).
 
-use super::cluster::{ask_target, moved_target};
+use crate::redis::cluster::{ask_target, moved_target};
 use std::net::SocketAddr;
 
 /// Which of a bar's commands a reply answers.

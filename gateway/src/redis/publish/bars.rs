@@ -1,0 +1,182 @@
+//! Bars: the book's bar log followed, each new bar appended to its series' capped list and
+//! published on its symbol's bars channel, its fate decided by the reply to its write
+//! ([`barfate`](super::barfate)).
+
+use super::{Publisher, read_owed};
+use crate::redis::Keys;
+use std::time::{Duration, Instant};
+
+/// Bars held at most while Redis is away (48 bytes each).
+pub const MAX_PENDING_BARS: usize = 1 << 20;
+
+impl Publisher {
+    /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
+    pub fn follow_bars(&mut self, path: std::path::PathBuf) {
+        self.bar_tail = Some(crate::bars::Tail::new(path));
+    }
+
+    /// Reads the bar log's new records (every 100 ms at most).
+    fn poll_bars(&mut self) {
+        let Some(t) = self.bar_tail.as_mut() else {
+            return;
+        };
+        if Instant::now() < self.next_bar_poll {
+            return;
+        }
+        self.next_bar_poll = Instant::now() + Duration::from_millis(100);
+        // no log yet (book not started): nothing to publish
+        if let Ok((_, new)) = t.read_new() {
+            for r in new {
+                if self.bars_pending.len() == MAX_PENDING_BARS {
+                    self.bars_pending.pop_front();
+                    self.stats.bars_dropped += 1;
+                }
+                self.bars_pending.push_back(r);
+            }
+        }
+    }
+
+    /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
+    /// series, and the record on the symbol's bars channel. Each bar's fate is decided by the
+    /// reply to its `RPUSH` ([`barfate`](super::barfate)): appended or refused, it is done (a
+    /// refusal is counted, and logged with Redis's reason); MOVED waits for the new map; ASK is
+    /// appended where its list is now and published again; no reply (the node failed) waits
+    /// for the node. A bar Redis appended is never appended again.
+    pub(super) fn flush_bars(&mut self) {
+        use super::barfate::{Aside, Cmd, Fate};
+        self.poll_bars();
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if self.bars_pending.is_empty() || link.conns.iter().any(Option::is_none) {
+            return;
+        }
+        let publish: &[u8] = if link.topo.cluster {
+            b"SPUBLISH"
+        } else {
+            b"PUBLISH"
+        };
+        let t = self.cfg.timeout;
+        let n = self.bars_pending.len().min(4096);
+        // per node, what each reply answers: (bar, command), in the order they were queued
+        let mut tied: Vec<Vec<(usize, Cmd)>> = vec![Vec::new(); link.conns.len()];
+        for (j, r) in self.bars_pending.iter().take(n).enumerate() {
+            let (key, ch, b) = bar_names(&self.keys, r);
+            let k = link.topo.node_of(key.as_bytes());
+            let c = link.conns[k].as_mut().expect("every node is up");
+            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
+            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+            c.queue(&[publish, ch.as_bytes(), &b]);
+            tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim), (j, Cmd::Publish)]);
+        }
+        let mut fate = vec![Fate::Unknown; n];
+        let mut aside: Option<String> = None;
+        let mut failed = None;
+        for (k, conn) in link.conns.iter_mut().enumerate() {
+            let c = conn.as_mut().expect("every node is up");
+            // replies owed from before this batch are not the bars'
+            let before = c.owed - tied[k].len();
+            let read = c.flush().and_then(|()| {
+                c.read_each(Instant::now() + t, |i, e| {
+                    let Some(&(j, cmd)) = i.checked_sub(before).and_then(|i| tied[k].get(i)) else {
+                        return;
+                    };
+                    match fate[j].reply(cmd, e) {
+                        Aside::Nothing => {}
+                        Aside::Remap(to) => self.remap = Some(to),
+                        Aside::Refused(why) => drop(aside.get_or_insert(why)),
+                    }
+                })
+            });
+            if let Err(e) = read {
+                failed.get_or_insert((k, e));
+            }
+        }
+        // its slot half-moved, its list with it: appended there after ASKING, then published
+        // again, so a publish follows the write
+        for (f, r) in fate.iter_mut().zip(&self.bars_pending) {
+            let Fate::Asked(to) = *f else { continue };
+            let (key, ch, b) = bar_names(&self.keys, r);
+            let Some(c) = link.ask_conn(to, t, &self.cfg.access) else {
+                continue;
+            };
+            c.queue(&[b"ASKING"]);
+            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
+            c.queue(&[b"ASKING"]);
+            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+            let mut there = Fate::Unknown;
+            let before = c.owed - 4;
+            let read = c.flush().and_then(|()| {
+                c.read_each(Instant::now() + t, |i, e| match i.checked_sub(before) {
+                    Some(1) => drop(there.reply(Cmd::Push, e)),
+                    Some(3) => drop(there.reply(Cmd::Trim, e)),
+                    _ => {}
+                })
+            });
+            if let Err(e) = read {
+                match link.topo.index_of(to) {
+                    Some(kk) => drop(failed.get_or_insert((kk, e))),
+                    None => link.drop_side(to),
+                }
+            }
+            // asked again, or moved meanwhile: it waits for the next flush or the new map
+            if let Fate::Moved(to) = there {
+                self.remap = Some(to);
+            }
+            if !there.settled() {
+                continue;
+            }
+            *f = there;
+            let k = link.topo.node_of(key.as_bytes());
+            let c = link.conns[k].as_mut().expect("every node is up");
+            c.queue(&[publish, ch.as_bytes(), &b]);
+            if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
+                failed.get_or_insert((k, e));
+            }
+        }
+        // refusals are logged with the first reason, once a batch
+        let refused: Vec<(usize, &str)> = (0..n)
+            .filter_map(|j| match &fate[j] {
+                Fate::Refused(why) => Some((j, why.as_str())),
+                _ => None,
+            })
+            .collect();
+        if let Some(&(j, why)) = refused.first() {
+            let (key, _, _) = bar_names(&self.keys, &self.bars_pending[j]);
+            eprintln!(
+                "gateway publish: Redis refused {} bars (dropped); the first, {key}: {why}",
+                refused.len()
+            );
+        }
+        if let Some(why) = aside {
+            eprintln!("gateway publish: a bar was appended but its trim or publish refused: {why}");
+        }
+        self.stats.bars_refused += refused.len() as u64;
+        // the bars not settled stay first, in order; the others are gone, never appended twice
+        let mut kept = 0;
+        for (j, f) in fate.iter().enumerate() {
+            if !f.settled() {
+                self.bars_pending.swap(kept, j);
+                kept += 1;
+            }
+        }
+        self.bars_pending.drain(kept..n);
+        self.stats.bars += (n - kept) as u64 - refused.len() as u64;
+        if let Some((k, e)) = failed {
+            self.node_failed(k, e);
+        }
+    }
+}
+
+/// A bar's list key, channel and bytes.
+fn bar_names(
+    keys: &Keys,
+    r: &book::barlog::BarRecord,
+) -> (String, String, [u8; book::barlog::RECORD]) {
+    let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
+    (
+        keys.bars(&sym, r.interval_s),
+        keys.bars_channel(&sym),
+        r.to_bytes(),
+    )
+}
