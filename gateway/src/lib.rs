@@ -22,6 +22,8 @@
 
 pub mod bars;
 pub mod encode;
+#[cfg(test)]
+mod fuzzed;
 pub mod http;
 pub mod market;
 pub mod metrics;

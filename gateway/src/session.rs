@@ -778,12 +778,89 @@ pub fn parse_e4(s: &str) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
+/// The body of the `client_messages` fuzz target: each line of `data` is one message from a
+/// client (a text frame, or a binary one when the line starts with a 0 byte), handled by one
+/// session over a market of four symbols that moves and is flushed after each, 7 ms apart (so
+/// windows, heartbeats and the rate limit all come into play). Checks beyond "no panic": every
+/// message the server sends is a JSON object with a `type` and the next `seq` (from 1, no
+/// holes); a close comes with a code the protocol names (1008, 1013); the session holds at most
+/// [`Limits::max_symbols`] subscriptions; and once detached it is on no symbol's list.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    use book::quotes::Quote;
+    const MS: u64 = 1_000_000;
+    let lim = Limits {
+        max_symbols: 3,
+        max_message_bytes: 4096,
+        ..Limits::default()
+    };
+    let mut mkt = Market::new(8);
+    let syms = [b"AAAA    ", b"BBBB    ", b"CC.D    ", b"E       "];
+    for (i, s) in syms.iter().enumerate() {
+        mkt.apply(&Quote {
+            symbol: **s,
+            bid: Some((10_000 * (i as u32 + 1), 100)),
+            ask: Some((10_000 * (i as u32 + 1) + 100, 100)),
+            last: Some((10_000, 10)),
+            state: b'T',
+            ..Quote::default()
+        });
+    }
+    let mut s = Session::new(1, 0, 3 * MS, &lim);
+    let mut out = Outbox::default();
+    let mut seq = 0u64;
+    let mut check = |out: &mut Outbox| {
+        for m in out.messages() {
+            let v: Value = serde_json::from_slice(m).expect("every server message is JSON");
+            assert!(v["type"].is_string(), "no type: {v}");
+            seq += 1;
+            assert_eq!(v["seq"].as_u64(), Some(seq), "seq with a hole: {v}");
+        }
+        out.clear();
+    };
+    let mut now = 0;
+    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+        now += 7 * MS;
+        let verdict = match line.split_first() {
+            Some((0, _)) => s.on_binary(now, &lim, &mut out),
+            _ => s.on_text(
+                now,
+                &String::from_utf8_lossy(line),
+                &mut mkt,
+                &lim,
+                &mut out,
+            ),
+        };
+        check(&mut out);
+        if let Verdict::Close(code, _) = verdict {
+            assert!(code == 1008 || code == 1013, "close code {code}");
+            break;
+        }
+        assert!(s.subscriptions() <= lim.max_symbols);
+        let k = i % syms.len();
+        let mut q = mkt.syms[k].quote;
+        q.bid = q.bid.map(|(p, n)| (p + 1, n + 1));
+        q.volume += 10;
+        mkt.apply(&q);
+        s.flush(now, &mut mkt, &lim, &mut out);
+        check(&mut out);
+    }
+    s.detach(&mut mkt);
+    assert!(mkt.syms.iter().all(|y| !y.immediate.contains(&1)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use book::quotes::Quote;
 
     const MS: u64 = 1_000_000;
+
+    /// The fuzz target over its committed seeds and deterministic mutations of them.
+    #[test]
+    fn the_fuzz_target_survives_its_seeds_and_their_mutations() {
+        crate::fuzzed::seeds_and_mutations("client_messages", 4, fuzz);
+    }
 
     fn market() -> Market {
         let mut m = Market::new(100);

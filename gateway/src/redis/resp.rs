@@ -331,40 +331,7 @@ mod tests {
     /// deterministic mutations of them: bit flips, truncations, splices.
     #[test]
     fn the_fuzz_target_survives_its_seeds_and_their_mutations() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../feed-handler/fuzz/seeds/resp_reply");
-        let seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-            .collect();
-        assert!(seeds.len() >= 5, "seeds in {}", dir.display());
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n.max(1) as u64) as usize
-        };
-        for s in &seeds {
-            fuzz(s);
-            for _ in 0..1500 {
-                let mut m = s.clone();
-                match rnd(3) {
-                    0 if !m.is_empty() => {
-                        let i = rnd(m.len());
-                        m[i] ^= 1 << rnd(8);
-                    }
-                    1 => m.truncate(rnd(m.len() + 1)),
-                    _ => {
-                        let o = &seeds[rnd(seeds.len())];
-                        let cut = rnd(m.len() + 1);
-                        m.truncate(cut);
-                        m.extend_from_slice(&o[rnd(o.len() + 1)..]);
-                    }
-                }
-                fuzz(&m);
-            }
-        }
+        crate::fuzzed::seeds_and_mutations("resp_reply", 5, fuzz);
     }
 
     #[test]
