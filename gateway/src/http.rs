@@ -292,11 +292,10 @@ fn bars(head: &Head, ctx: &Ctx) -> Vec<u8> {
         Ok(b) => b,
         Err(e) => return error("503 Service Unavailable", &e),
     };
-    let mut b = Vec::new();
+    let mut b = symbol_object(&sym);
     let _ = write!(
         b,
-        "{{\"symbol\":\"{}\",\"interval\":\"{}\",\"bars\":[",
-        String::from_utf8_lossy(&sym).trim_end(),
+        ",\"interval\":\"{}\",\"bars\":[",
         if interval == 1 { "1s" } else { "1m" }
     );
     for (i, r) in bars.iter().enumerate() {
@@ -317,6 +316,14 @@ fn bars(head: &Head, ctx: &Ctx) -> Vec<u8> {
     response("200 OK", "application/json", &b)
 }
 
+/// `{"symbol":"SYM"`, the start of a per-symbol answer: the symbol is whatever printable ASCII
+/// the request gave, `"` and `\` included, so it is escaped like any JSON string.
+fn symbol_object(sym: &[u8; 8]) -> Vec<u8> {
+    let mut b = b"{\"symbol\":".to_vec();
+    encode::json_str(&mut b, String::from_utf8_lossy(sym).trim_end());
+    b
+}
+
 /// `/v1/venues?symbol=AAPL`: the symbol's quote on each venue (feed channel) from the book's
 /// per-venue table, beside the consolidated one the other endpoints serve.
 fn venues(head: &Head, ctx: &Ctx) -> Vec<u8> {
@@ -327,12 +334,8 @@ fn venues(head: &Head, ctx: &Ctx) -> Vec<u8> {
         Ok(r) => r,
         Err(e) => return error("503 Service Unavailable", &format!("per-venue table: {e}")),
     };
-    let mut b = Vec::new();
-    let _ = write!(
-        b,
-        "{{\"symbol\":\"{}\",\"venues\":[",
-        String::from_utf8_lossy(&sym).trim_end()
-    );
+    let mut b = symbol_object(&sym);
+    b.extend_from_slice(b",\"venues\":[");
     let mut n = 0;
     for i in 0..r.slots() {
         let Some(q) = r.read(i) else { break };
@@ -372,9 +375,83 @@ fn healthz(ctx: &Ctx) -> Vec<u8> {
     }
 }
 
+/// The body of the `http_request` fuzz target: a request head as a client sends it, parsed,
+/// then answered (unless it asks for a WebSocket) from a market of four symbols, an empty bar
+/// log and no per-venue table. Checks beyond "no panic": a head never takes more bytes than given;
+/// every answer is one HTTP/1.1 response whose `Content-Length` is its body's; a JSON body
+/// parses.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    let head = match parse_head(data) {
+        Ok(Some(h)) => h,
+        _ => return,
+    };
+    assert!(head.len <= data.len());
+    if head.upgrade {
+        return;
+    }
+    let mut market = Market::new(8);
+    for (i, s) in [b"AAAA    ", b"BBBB    ", b"CC.D    ", b"E       "]
+        .iter()
+        .enumerate()
+    {
+        market.apply(&book::quotes::Quote {
+            symbol: **s,
+            bid: Some((10_000 * (i as u32 + 1), 100)),
+            last: Some((10_000, 10)),
+            state: b'T',
+            ..Default::default()
+        });
+    }
+    // an empty bar log in memory, made once (the file stays open: its path is /proc/self/fd/N)
+    static BARS: std::sync::OnceLock<(std::fs::File, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, bars) = BARS.get_or_init(|| {
+        let (f, path) = crate::redis::replica::memfd(c"fuzz-bars").expect("memfd");
+        book::barlog::BarLogWriter::create_in(f.try_clone().expect("dup")).expect("bar log");
+        (f, path)
+    });
+    let nowhere = std::path::Path::new("/nonexistent/fuzz");
+    let ctx = Ctx {
+        market: &market,
+        metrics: &Metrics::default(),
+        source_text: &Mutex::new(String::new()),
+        health: Health::Live,
+        bars: &Mutex::new(BarIndex::new(bars.clone())),
+        max_symbols: 3,
+        venues_table: &nowhere.join("q.venues"),
+        quotes_table: &nowhere.join("q.quotes"),
+    };
+    let r = answer(&head, &ctx);
+    let end = r.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let text = std::str::from_utf8(&r[..end]).expect("an ASCII head");
+    assert!(text.starts_with("HTTP/1.1 "), "{text}");
+    let body = &r[end + 4..];
+    let len = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "));
+    assert_eq!(len.and_then(|l| l.parse().ok()), Some(body.len()), "{text}");
+    if text.contains("application/json") {
+        let v = serde_json::from_slice::<serde_json::Value>(body);
+        assert!(v.is_ok(), "not JSON: {}", String::from_utf8_lossy(body));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzz target over its committed seeds and deterministic mutations of them.
+    #[test]
+    fn the_fuzz_target_survives_its_seeds_and_their_mutations() {
+        crate::fuzzed::seeds_and_mutations("http_request", 4, fuzz);
+    }
+
+    #[test]
+    fn a_symbol_with_a_quote_or_backslash_in_it_stays_inside_its_json_string() {
+        fuzz(b"GET /v1/bars?symbol=A%22B HTTP/1.1\r\n\r\n");
+        fuzz(b"GET /v1/bars?symbol=%5C HTTP/1.1\r\n\r\n");
+    }
 
     #[test]
     fn heads_queries_and_limits() {

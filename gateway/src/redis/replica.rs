@@ -241,7 +241,7 @@ impl Shared {
 }
 
 /// A new memory file and the path other code opens it by.
-fn memfd(name: &std::ffi::CStr) -> Result<(std::fs::File, PathBuf), String> {
+pub(crate) fn memfd(name: &std::ffi::CStr) -> Result<(std::fs::File, PathBuf), String> {
     // SAFETY: memfd_create with a NUL-terminated name and no flags has no memory effects.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
     if fd < 0 {
