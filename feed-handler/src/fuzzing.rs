@@ -101,3 +101,149 @@ pub fn soup_stream(data: &[u8]) {
         rest = &rest[n..];
     }
 }
+
+/// A message's bytes in [`arbiter`]'s packets: made from its sequence number, so any message
+/// delivered under another number, or cut, is seen.
+fn arb_msg(seq: u64) -> [u8; 3] {
+    let b = seq.to_le_bytes();
+    [b[0] ^ 0x5a, b[1], b[7]]
+}
+
+/// The arbiter's output as checked by [`arbiter`]: in sequence, each exactly once, gaps exactly
+/// where nothing was delivered.
+struct ArbCheck {
+    expected: Option<u64>,
+    content: bool,
+    max_request: u16,
+}
+
+impl crate::arbiter::ArbSink for ArbCheck {
+    fn message(&mut self, seq: u64, msg: &[u8], _recv_ns: u64, _line: crate::arbiter::Line) {
+        let e = self.expected.get_or_insert(seq);
+        assert_eq!(seq, *e, "delivered out of sequence");
+        *e += 1;
+        if self.content {
+            assert_eq!(msg, arb_msg(seq), "message {seq} is not its own bytes");
+        }
+    }
+    fn gap(&mut self, first: u64, count: u64) {
+        let e = self.expected.get_or_insert(first);
+        assert_eq!(first, *e, "a gap not at the head");
+        assert!(count > 0, "an empty gap");
+        *e = first
+            .checked_add(count)
+            .expect("a gap past the last sequence");
+    }
+    fn request(&mut self, req: Request) {
+        assert!(req.count >= 1 && req.count <= self.max_request, "{req:?}");
+    }
+    fn end_of_session(&mut self, next_seq: u64) {
+        if let Some(e) = self.expected {
+            assert_eq!(
+                next_seq, e,
+                "end of session before everything was delivered"
+            );
+        }
+    }
+}
+
+/// A/B arbitration and recovery over packets an adversary chooses. Each event of `data` is an op
+/// byte (bits 0-1: line A, B, recovery, or none: only time passes; bit 2: raw bytes instead of
+/// a built packet; bit 3: another session), a time step in µs (u16), then for a built packet
+/// its first sequence relative to the next expected (u16, minus 64: duplicates and packets far
+/// ahead) and its message count (u8; 0 is a heartbeat, 255 an end of session), and for raw bytes
+/// a length (u8) and the bytes. The arbiter has a small window and small request limits, so
+/// every path is near. Checks beyond no panic: messages in sequence, each once, each with its
+/// own bytes; gaps only at the head, never empty; requests within the limit; what is held and
+/// outstanding within their bounds; an end of session only after everything before it.
+pub fn arbiter(data: &[u8]) {
+    use crate::arbiter::{ArbConfig, Arbiter, Line};
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let session = *b"FUZZSESS01";
+    let cfg = ArbConfig {
+        session: (first & 1 == 0).then_some(crate::itch::Alpha(session)),
+        start_seq: (first & 2 == 0).then_some(1),
+        window_slots: 16,
+        max_payload: 200,
+        line_wait_ns: 200_000,
+        recovery: first & 4 == 0,
+        request_timeout_ns: 1_000_000,
+        max_retries: 1,
+        max_request: 4,
+        max_outstanding: 32,
+        max_requests: 8,
+    };
+    let (window, max_outstanding) = (cfg.window_slots, cfg.max_outstanding);
+    let mut arb = Arbiter::new(cfg);
+    let mut check = ArbCheck {
+        expected: None,
+        content: true,
+        max_request: 4,
+    };
+    let mut now = 0u64;
+    let mut pkt = Vec::with_capacity(1500);
+    while rest.len() >= 3 {
+        let op = rest[0];
+        now += u16::from_be_bytes([rest[1], rest[2]]) as u64 * 1_000;
+        rest = &rest[3..];
+        let line = match op & 3 {
+            0 => Line::A,
+            1 => Line::B,
+            2 => Line::Recovery,
+            _ => {
+                arb.poll(now, &mut check);
+                continue;
+            }
+        };
+        pkt.clear();
+        if op & 4 != 0 {
+            let Some((&n, tail)) = rest.split_first() else {
+                break;
+            };
+            let n = (n as usize).min(tail.len());
+            pkt.extend_from_slice(&tail[..n]);
+            rest = &tail[n..];
+            // a raw packet may carry any bytes under any sequence
+            check.content = false;
+        } else {
+            let [d0, d1, count, ..] = *rest else { break };
+            rest = &rest[3..];
+            let seq = arb
+                .next_seq()
+                .max(1)
+                .saturating_add(u16::from_be_bytes([d0, d1]) as u64)
+                .saturating_sub(64)
+                .max(1);
+            let wrong = *b"OTHERSESS1";
+            pkt.extend_from_slice(if op & 8 != 0 { &wrong } else { &session });
+            pkt.extend_from_slice(&seq.to_be_bytes());
+            let n = match count {
+                0 => 0,
+                255 => 0xffff,
+                n => n as u16 % 40,
+            };
+            pkt.extend_from_slice(&n.to_be_bytes());
+            if n != 0xffff {
+                for s in seq..seq.saturating_add(n as u64) {
+                    pkt.extend_from_slice(&3u16.to_be_bytes());
+                    pkt.extend_from_slice(&arb_msg(s));
+                }
+            }
+        }
+        arb.on_packet(now, line, &pkt, &mut check);
+        arb.poll(now, &mut check);
+        assert!(arb.held() <= window, "held {}", arb.held());
+        assert!(
+            arb.outstanding() <= max_outstanding,
+            "outstanding {}",
+            arb.outstanding()
+        );
+    }
+    // time runs on: every hole is filled or given up
+    for _ in 0..8 {
+        now += 5_000_000;
+        arb.poll(now, &mut check);
+    }
+}

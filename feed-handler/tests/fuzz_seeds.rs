@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("pcapng_file", fuzzing::pcapng_file),
     ("binaryfile", fuzzing::binaryfile),
     ("soup_stream", fuzzing::soup_stream),
+    ("arbiter", fuzzing::arbiter),
 ];
 
 fn seeds_dir() -> PathBuf {
@@ -194,6 +195,52 @@ fn make_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         soupbintcp::encode(&p, &mut soup);
     }
     out.push(("soup_stream", "session".into(), soup));
+    // the arbiter's events (see fuzzing::arbiter): op, µs step (u16), then a built packet's
+    // sequence offset (u16, 64 = the next expected) and count, or a raw packet's length and bytes
+    let built = |line: u8, us: u16, offset: u16, count: u8| {
+        let mut e = vec![line];
+        e.extend_from_slice(&us.to_be_bytes());
+        e.extend_from_slice(&offset.to_be_bytes());
+        e.push(count);
+        e
+    };
+    let poll = |us: u16| {
+        let mut e = vec![3u8];
+        e.extend_from_slice(&us.to_be_bytes());
+        e
+    };
+    let arb = |flags: u8, events: &[Vec<u8>]| {
+        let mut v = vec![flags];
+        v.extend(events.iter().flatten());
+        v
+    };
+    // in order on A, every packet again on B
+    let mut ab = Vec::new();
+    for _ in 0..6 {
+        ab.push(built(0, 10, 64, 5));
+        ab.push(built(1, 5, 59, 5));
+    }
+    out.push(("arbiter", "a_and_b".into(), arb(0, &ab)));
+    // A drops: a packet 10 ahead, B fills part, the rest is requested and the recovery line
+    // answers; then a heartbeat ahead and the end of session
+    let holes = [
+        built(0, 1, 64, 3),
+        built(0, 1, 74, 4),
+        built(1, 100, 64, 4),
+        poll(300),
+        built(2, 50, 64, 3),
+        poll(2_000),
+        built(2, 10, 64, 10),
+        built(0, 10, 80, 0),
+        poll(5_000),
+        built(0, 10, 64, 255),
+    ];
+    out.push(("arbiter", "recovery".into(), arb(0, &holes)));
+    // recovery off, a late join, another session, and raw bytes
+    let mut odd = vec![built(0, 1, 200, 6), built(8, 1, 64, 2), poll(1_000)];
+    odd.push(vec![4, 0, 1, 5, 1, 2, 3, 4, 5]);
+    odd.push(built(1, 1, 64, 7));
+    out.push(("arbiter", "late_join_no_recovery".into(), arb(6, &odd)));
     out
 }
 
