@@ -247,3 +247,52 @@ pub fn arbiter(data: &[u8]) {
         arb.poll(now, &mut check);
     }
 }
+
+/// xorshift64*, for mutations that are the same on every run.
+fn rnd(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Runs the fuzz target body `f` the way the tests do (every crate's targets share this): over
+/// every committed seed of `target` (`feed-handler/fuzz/seeds/TARGET/`, at least `min` of them)
+/// and 1,500 deterministic mutations of each: bit flips, truncations, byte stomps, splices with
+/// another seed.
+pub fn seeds_and_mutations(target: &str, min: usize, f: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target);
+    let files: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("no seeds for {target} in {}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.expect("a seed").path()).expect("a seed's bytes"))
+        .collect();
+    assert!(files.len() >= min, "{target}: {} seeds", files.len());
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for seed in &files {
+        f(seed);
+        for _ in 0..1500 {
+            let mut m = seed.clone();
+            match rnd(&mut state) % 4 {
+                0 if !m.is_empty() => {
+                    for _ in 0..1 + rnd(&mut state) % 4 {
+                        let i = (rnd(&mut state) % m.len() as u64) as usize;
+                        m[i] ^= 1 << (rnd(&mut state) % 8);
+                    }
+                }
+                1 => m.truncate((rnd(&mut state) % (m.len() as u64 + 1)) as usize),
+                2 if !m.is_empty() => {
+                    let i = (rnd(&mut state) % m.len() as u64) as usize;
+                    m[i] = [0x00, 0xff, 0x7f, 0x80][(rnd(&mut state) % 4) as usize];
+                }
+                _ => {
+                    let other = &files[(rnd(&mut state) % files.len() as u64) as usize];
+                    let cut = (rnd(&mut state) % (other.len() as u64 + 1)) as usize;
+                    m.extend_from_slice(&other[..cut]);
+                }
+            }
+            f(&m);
+        }
+    }
+}

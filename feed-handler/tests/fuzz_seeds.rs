@@ -244,14 +244,6 @@ fn make_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out
 }
 
-/// xorshift64*, for mutations that are the same on every run.
-fn rnd(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
 #[test]
 fn seeds_are_committed_and_targets_survive_mutations() {
     let dir = seeds_dir();
@@ -261,37 +253,7 @@ fn seeds_are_committed_and_targets_survive_mutations() {
             std::fs::write(dir.join(t).join(name), bytes).unwrap();
         }
     }
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for (target, f) in TARGETS {
-        let files: Vec<Vec<u8>> = std::fs::read_dir(dir.join(target))
-            .unwrap_or_else(|_| panic!("no seeds for {target}: run with FUZZ_SEEDS_WRITE=1"))
-            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-            .collect();
-        assert!(!files.is_empty(), "{target} has seeds");
-        for seed in &files {
-            f(seed);
-            for _ in 0..1500 {
-                let mut m = seed.clone();
-                match rnd(&mut state) % 4 {
-                    0 if !m.is_empty() => {
-                        for _ in 0..1 + rnd(&mut state) % 4 {
-                            let i = (rnd(&mut state) % m.len() as u64) as usize;
-                            m[i] ^= 1 << (rnd(&mut state) % 8);
-                        }
-                    }
-                    1 => m.truncate((rnd(&mut state) % (m.len() as u64 + 1)) as usize),
-                    2 if !m.is_empty() => {
-                        let i = (rnd(&mut state) % m.len() as u64) as usize;
-                        m[i] = [0x00, 0xff, 0x7f, 0x80][(rnd(&mut state) % 4) as usize];
-                    }
-                    _ => {
-                        let other = &files[(rnd(&mut state) % files.len() as u64) as usize];
-                        let cut = (rnd(&mut state) % (other.len() as u64 + 1)) as usize;
-                        m.extend_from_slice(&other[..cut]);
-                    }
-                }
-                f(&m);
-            }
-        }
+        fuzzing::seeds_and_mutations(target, 1, *f);
     }
 }

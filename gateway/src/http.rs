@@ -444,7 +444,7 @@ mod tests {
     /// The fuzz target over its committed seeds and deterministic mutations of them.
     #[test]
     fn the_fuzz_target_survives_its_seeds_and_their_mutations() {
-        crate::fuzzed::seeds_and_mutations("http_request", 4, fuzz);
+        feed_handler::fuzzing::seeds_and_mutations("http_request", 4, fuzz);
     }
 
     #[test]

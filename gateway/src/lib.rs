@@ -22,8 +22,6 @@
 
 pub mod bars;
 pub mod encode;
-#[cfg(test)]
-mod fuzzed;
 pub mod http;
 pub mod market;
 pub mod metrics;

@@ -859,7 +859,7 @@ mod tests {
     /// The fuzz target over its committed seeds and deterministic mutations of them.
     #[test]
     fn the_fuzz_target_survives_its_seeds_and_their_mutations() {
-        crate::fuzzed::seeds_and_mutations("client_messages", 4, fuzz);
+        feed_handler::fuzzing::seeds_and_mutations("client_messages", 4, fuzz);
     }
 
     fn market() -> Market {

@@ -331,7 +331,7 @@ mod tests {
     /// deterministic mutations of them: bit flips, truncations, splices.
     #[test]
     fn the_fuzz_target_survives_its_seeds_and_their_mutations() {
-        crate::fuzzed::seeds_and_mutations("resp_reply", 5, fuzz);
+        feed_handler::fuzzing::seeds_and_mutations("resp_reply", 5, fuzz);
     }
 
     #[test]
