@@ -198,6 +198,26 @@ pub struct BookCounters {
     pub bad_sides: u64,
 }
 
+impl BookCounters {
+    /// Adds another's counts (channels summed).
+    pub fn add(&mut self, o: &BookCounters) {
+        self.messages += o.messages;
+        self.unknown_refs += o.unknown_refs;
+        self.duplicate_refs += o.duplicate_refs;
+        self.bad_locates += o.bad_locates;
+        self.broken_trades += o.broken_trades;
+        self.bad_messages += o.bad_messages;
+        self.anomalies += o.anomalies;
+        self.bad_sides += o.bad_sides;
+    }
+
+    /// What the feed sent that could not be applied: messages unread, and adds with no side or
+    /// for no instrument.
+    pub fn refused(&self) -> u64 {
+        self.bad_messages + self.bad_sides + self.bad_locates
+    }
+}
+
 /// Every instrument's book, indexed by stock locate.
 #[derive(Debug, Clone)]
 pub struct Books {

@@ -312,6 +312,15 @@ impl Conflator {
         self.books.get(&channel)
     }
 
+    /// Every channel's book counters, summed (a channel's start again when it is rebuilt).
+    pub fn book_counters(&self) -> crate::books::BookCounters {
+        let mut c = crate::books::BookCounters::default();
+        for b in self.books.values() {
+            c.add(&b.counters);
+        }
+        c
+    }
+
     /// One duty cycle: applies up to [`BATCH`] records, publishes what changed; returns how
     /// many records it applied.
     ///

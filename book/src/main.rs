@@ -217,6 +217,20 @@ fn run(
         );
     }
     let mut was = false;
+    // what the books could not apply, said when it grows (every 10 s at most)
+    let said = |b: &book::books::BookCounters| {
+        format!(
+            "{} messages refused (unreadable {}, adds of no side {}, adds for locate 0 {}), {} \
+             for orders not on the book",
+            b.refused(),
+            b.bad_messages,
+            b.bad_sides,
+            b.bad_locates,
+            b.unknown_refs
+        )
+    };
+    let mut last_said = (0, 0);
+    let mut next_say = std::time::Instant::now();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if c.do_work()? == 0 {
             c.idle();
@@ -225,10 +239,21 @@ fn run(
             was = true;
             eprintln!("book: caught up after {} records", c.records);
         }
+        if std::time::Instant::now() >= next_say {
+            next_say += std::time::Duration::from_secs(10);
+            let b = c.book_counters();
+            if (b.refused(), b.unknown_refs) != last_said {
+                last_said = (b.refused(), b.unknown_refs);
+                eprintln!("book: {}", said(&b));
+            }
+        }
     }
     eprintln!(
-        "book: {} records applied, {} quotes published, {} gaps",
-        c.records, c.published, c.gaps
+        "book: {} records applied, {} quotes published, {} gaps; {}",
+        c.records,
+        c.published,
+        c.gaps,
+        said(&c.book_counters())
     );
     Ok(())
 }
