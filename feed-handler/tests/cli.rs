@@ -27,12 +27,31 @@ fn sample(name: &str) -> String {
         .to_string()
 }
 
-fn tmp(name: &str, bytes: &[u8]) -> String {
+/// A file of `bytes` for one test, removed when dropped (its directory too, once no other
+/// test's file is left in it).
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> Tmp {
     let dir = std::env::temp_dir().join(format!("fh-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
-    p.display().to_string()
+    Tmp(p)
 }
 
 #[test]
@@ -97,7 +116,7 @@ fn text_summary_reads_well() {
 #[test]
 fn garbage_truncated_and_missing_files_fail_clearly() {
     let garbage = tmp("garbage.bin", b"this is not a capture at all, just text\n");
-    let (code, out, err) = decode(&[&garbage]);
+    let (code, out, err) = decode(&[garbage.path()]);
     assert_eq!(code, 1);
     assert!(out.is_empty());
     assert!(
@@ -107,7 +126,7 @@ fn garbage_truncated_and_missing_files_fail_clearly() {
 
     let full = std::fs::read(sample("ab-light-loss.pcap")).unwrap();
     let cut = tmp("cut.pcap", &full[..full.len() / 2]);
-    let (code, _, err) = decode(&[&cut, "--json"]);
+    let (code, _, err) = decode(&[cut.path(), "--json"]);
     assert_eq!(code, 1);
     assert!(err.contains("truncated"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -117,7 +136,7 @@ fn garbage_truncated_and_missing_files_fail_clearly() {
     assert!(err.contains("cannot open"), "{err}");
 
     let empty = tmp("empty", b"");
-    let (code, _, err) = decode(&[&empty]);
+    let (code, _, err) = decode(&[empty.path()]);
     assert_eq!(code, 1);
     assert!(err.contains("empty"), "{err}");
 }
@@ -141,7 +160,7 @@ fn corrupt_packets_inside_a_good_file_are_counted_not_fatal() {
         n += 1;
     }
     let f = tmp("corrupt.pcap", &bytes);
-    let (code, out, _) = decode(&[&f, "--json"]);
+    let (code, out, _) = decode(&[f.path(), "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["bad_packets"], corrupted);

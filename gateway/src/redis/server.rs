@@ -135,8 +135,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of `masters` nodes (no replicas) working under `dir`: every slot assigned and
-/// `cluster_state:ok` on each node before it returns.
+/// A Redis Cluster of `masters` nodes (no replicas), node `k` working in `DIR-k` (removed when
+/// it is dropped, so nothing is left behind): every slot assigned and `cluster_state:ok` on each
+/// node before it returns.
 pub fn cluster(masters: usize, dir: &Path) -> Result<Vec<RedisServer>, String> {
     cluster_with_replicas(masters, 0, &[], dir)
 }
@@ -150,7 +151,10 @@ pub fn cluster_with_replicas(
     dir: &Path,
 ) -> Result<Vec<RedisServer>, String> {
     let nodes = (0..masters * (1 + replicas))
-        .map(|k| RedisServer::start_with(free_port_pair(), &dir.join(k.to_string()), true, extra))
+        .map(|k| {
+            let node_dir = PathBuf::from(format!("{}-{k}", dir.display()));
+            RedisServer::start_with(free_port_pair(), &node_dir, true, extra)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
     create_cluster(nodes, &addrs, replicas, &[])

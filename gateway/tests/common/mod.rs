@@ -64,6 +64,8 @@ impl Table {
 impl Drop for Table {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        // and the bar log a test may have made beside it
+        let _ = std::fs::remove_file(book::barlog::beside(&self.path));
     }
 }
 
