@@ -616,11 +616,11 @@ impl Books {
 }
 
 /// The body of the `book_messages` fuzz target: `data` is BinaryFILE records (a u16 length,
-/// then the message; its locate folded into 0-7), applied to one [`Books`] directly and to another through [`Ahead`] (the
-/// conflation thread's prefetching path). Checks beyond no panic: at the end the books'
-/// structure holds ([`Books::validate_structure`]: a crossed book is allowed, the input being
-/// anyone's), and both paths end in the same state (live orders; each instrument's best bid and
-/// ask, last trade, volume, trading state).
+/// then the message; its locate folded into 0-7), applied to one [`Books`] directly and to
+/// another through [`Ahead`] (the conflation thread's prefetching path). Checks beyond no
+/// panic: at the end the books' structure holds ([`Books::validate_structure`]: a crossed book
+/// is allowed, the input being anyone's), and both paths end in the same state (live orders;
+/// each instrument's best bid and ask, last trade, volume, trading state).
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
     // small order tables: a run allocates and scans less, and the growth path is taken

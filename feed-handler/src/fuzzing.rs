@@ -176,12 +176,12 @@ pub fn arbiter(data: &[u8]) {
         max_requests: 8,
     };
     let (window, max_outstanding) = (cfg.window_slots, cfg.max_outstanding);
-    let mut arb = Arbiter::new(cfg);
     let mut check = ArbCheck {
         expected: None,
         content: true,
-        max_request: 4,
+        max_request: cfg.max_request,
     };
+    let mut arb = Arbiter::new(cfg);
     let mut now = 0u64;
     let mut pkt = Vec::with_capacity(1500);
     while rest.len() >= 3 {
