@@ -235,6 +235,15 @@ impl Config {
         if !(1..=1024).contains(&self.batch) {
             return bad("batch".into(), "must be between 1 and 1024 datagrams");
         }
+        // a sleep longer than this leaves the arbiter's timers and the stop flag unseen for as long
+        for (name, us) in [
+            ("park_us", self.park_us),
+            ("park_quiet_us", self.park_quiet_us),
+        ] {
+            if us > 1_000_000 {
+                return bad(name.into(), "must be at most 1,000,000 µs (1 s)");
+            }
+        }
         if let Some(core) = self.core {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             if core >= n {
@@ -286,8 +295,22 @@ impl Config {
             if !(0.0..=1.0).contains(&ch.breaker_gap_rate) {
                 return bad(at("breaker_gap_rate"), "must be a share between 0 and 1");
             }
-            if ch.breaker_window_s == 0 {
-                return bad(at("breaker_window_s"), "must be at least 1 second");
+            // one bucket a second is allocated: a day at most
+            if !(1..=86_400).contains(&ch.breaker_window_s) {
+                return bad(
+                    at("breaker_window_s"),
+                    "must be between 1 and 86,400 seconds (a day)",
+                );
+            }
+            // in ns they must fit the arbiter's clock arithmetic, and longer waits mean nothing
+            if ch.line_wait_us > 10_000_000 {
+                return bad(at("line_wait_us"), "must be at most 10,000,000 µs (10 s)");
+            }
+            if ch.request_timeout_ms > 3_600_000 {
+                return bad(
+                    at("request_timeout_ms"),
+                    "must be at most 3,600,000 ms (an hour)",
+                );
             }
         }
         Ok(())
@@ -387,6 +410,32 @@ mod tests {
             (
                 GOOD.replace("ring = \"t\"", "ring = \"t\"\ncore = 999"),
                 "core: CPU 999 does not exist",
+            ),
+            // each of these overflowed a u64 of ns, or allocated a bucket a second, unchecked
+            (
+                GOOD.replace(
+                    "rerequest =",
+                    "line_wait_us = 18446744073709551\nrerequest =",
+                ),
+                "line_wait_us: must be at most",
+            ),
+            (
+                GOOD.replace(
+                    "rerequest =",
+                    "request_timeout_ms = 18446744073710\nrerequest =",
+                ),
+                "request_timeout_ms: must be at most",
+            ),
+            (
+                GOOD.replace(
+                    "rerequest =",
+                    "breaker_window_s = 1000000000000\nrerequest =",
+                ),
+                "breaker_window_s: must be between 1 and 86,400",
+            ),
+            (
+                GOOD.replace("ring = \"t\"", "ring = \"t\"\npark_us = 5000000"),
+                "park_us: must be at most",
             ),
         ];
         for (text, want) in cases {
