@@ -129,6 +129,13 @@ impl RedisAccessArgs {
     }
 }
 
+/// The range of every millisecond setting: 1 ms to an hour. Each is multiplied into u64 ns, so
+/// an unbounded one could overflow (a panic, or a wrong timeout), and no wait of this gateway
+/// means anything past an hour.
+fn ms_bound() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=3_600_000)
+}
+
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Address and port to listen on.
@@ -154,7 +161,7 @@ struct RunArgs {
     #[command(flatten)]
     redis_access: RedisAccessArgs,
     /// With a Redis source: symbols go stale after this long without a publisher heartbeat, ms.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = ms_bound())]
     redis_heartbeat_timeout_ms: u64,
     /// With a Redis source: busy-poll the subscriber connections (a core per Redis node) instead
     /// of sleeping in read; for the lowest hop latency.
@@ -173,10 +180,11 @@ struct RunArgs {
     #[arg(long, default_value_t = 500)]
     max_symbols: usize,
     /// Outbound buffer per connection, KiB: a client that has this much unsent is conflated.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_048_576))]
     out_buffer_kib: usize,
     /// A client whose outbound buffer does not drain for this long is closed with 1013, ms.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = ms_bound())]
     stall_timeout_ms: u64,
     /// Largest inbound message handled (bigger: an error), bytes.
     #[arg(long, default_value_t = 128 * 1024)]
@@ -185,22 +193,22 @@ struct RunArgs {
     #[arg(long, default_value_t = 256 * 1024)]
     max_frame_bytes: usize,
     /// Inbound messages per second per connection (burst: twice this).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     msgs_per_s: u64,
     /// Errors within 10 s after which a connection is closed with 1008.
     #[arg(long, default_value_t = 20)]
     max_errors: u32,
     /// Heartbeat after this long without other messages, ms.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = ms_bound())]
     heartbeat_ms: u64,
     /// Request head / WebSocket handshake timeout, ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = ms_bound())]
     handshake_timeout_ms: u64,
     /// Close a WebSocket after this long with nothing received (pings are sent before), s.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     idle_timeout_s: u64,
     /// Poll tick (how often the quote table is read when no socket is ready), µs.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     tick_us: u64,
     /// SO_SNDBUF of client sockets, bytes (kernel default if unset).
     #[arg(long)]
