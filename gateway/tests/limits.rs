@@ -157,6 +157,9 @@ fn settings_past_their_bounds_are_refused_naming_the_flag() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag} {value} was taken");
-        assert!(err.contains(flag) && err.contains("not in"), "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("not in"),
+            "{flag}: {err}"
+        );
     }
 }
