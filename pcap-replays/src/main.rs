@@ -160,8 +160,8 @@ struct LineArgs {
     /// Largest MoldUDP64 payload in bytes.
     #[arg(long, default_value_t = 1400)]
     max_payload: usize,
-    /// Messages within this many microseconds share a packet.
-    #[arg(long, default_value_t = 5)]
+    /// Messages within this many microseconds share a packet (at most a second).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     batch_us: u64,
     /// Line A multicast group and port.
     #[arg(long, default_value = "239.100.1.1:26400")]
