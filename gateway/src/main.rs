@@ -62,8 +62,9 @@ enum Cmd {
         /// sleeps this many µs and looks again.
         #[arg(long, default_value_t = 50)]
         idle_us: u64,
-        /// Changes per pipeline (one write to a node, then its replies).
-        #[arg(long, default_value_t = 1024)]
+        /// Changes per pipeline (one write to a node, then its replies), 1 to 65,536.
+        #[arg(long, default_value_t = 1024,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
         pipeline: usize,
     },
     /// Write a synthetic market into a quote table (for benchmarks and trials) until Ctrl-C.

@@ -141,18 +141,27 @@ fn connections_past_the_limit_are_refused_with_a_reason() {
 /// setting is multiplied into u64 nanoseconds, so an unbounded one overflowed.
 #[test]
 fn settings_past_their_bounds_are_refused_naming_the_flag() {
-    for (flag, value) in [
-        ("--stall-timeout-ms", "99999999999999"),
-        ("--heartbeat-ms", "0"),
-        ("--handshake-timeout-ms", "3600001"),
-        ("--redis-heartbeat-timeout-ms", "18446744073710"),
-        ("--idle-timeout-s", "18446744074"),
-        ("--tick-us", "0"),
-        ("--msgs-per-s", "9223372036854775808"),
-        ("--out-buffer-kib", "0"),
-    ] {
+    for (cmd, flag, value) in [
+        ("publish", "--pipeline", "0"),
+        ("publish", "--pipeline", "1000000000"),
+    ]
+    .into_iter()
+    .chain(
+        [
+            ("--stall-timeout-ms", "99999999999999"),
+            ("--heartbeat-ms", "0"),
+            ("--handshake-timeout-ms", "3600001"),
+            ("--redis-heartbeat-timeout-ms", "18446744073710"),
+            ("--idle-timeout-s", "18446744074"),
+            ("--tick-us", "0"),
+            ("--msgs-per-s", "9223372036854775808"),
+            ("--out-buffer-kib", "0"),
+        ]
+        .map(|(f, v)| ("run", f, v)),
+    ) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["run", "--listen", "127.0.0.1:0", flag, value])
+            // --help after it: a value wrongly taken ends the run with help, not a server
+            .args([cmd, flag, value, "--help"])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
