@@ -1893,6 +1893,67 @@ fn a_bar_redis_refuses_is_dropped_and_the_others_are_appended_once() {
     );
 }
 
+/// A venue hash key that holds another type (someone else's value in the publisher's key space)
+/// is replaced: deleted, and every venue's quote of that symbol written again. `SET` replaces a
+/// quote key of any type by itself; `HSET` is refused (`WRONGTYPE`), which used to fail the
+/// node's whole batch: the publisher dropped the node (every symbol on it stale), reconnected,
+/// rewrote everything and was refused again, for as long as the key stayed.
+#[test]
+fn a_venue_key_holding_another_type_is_replaced_and_the_node_stays_up() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("venue-wrongtype");
+    let t = Table::new("redis-venue-wrongtype", 3);
+    let vpath = book::quotes::venues_beside(&t.path);
+    let mut vw = book::quotes::QuoteWriter::create(&vpath, 4, 16).unwrap();
+    let _rm = Rm(vpath);
+    let on_venue = |channel: u16, bid: u32| Quote {
+        channel,
+        bid: Some((bid, 100)),
+        ..t.quotes[0]
+    };
+    vw.publish(0, &on_venue(2, 1_000_000));
+    vw.publish(1, &on_venue(3, 1_010_000));
+    let sym0 = t.quotes[0].symbol_str();
+    let key = gateway::redis::Keys::new("quotes").venues(&sym0);
+    cli_ok(&node, &["SET", &key, "not a hash"]);
+    let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    comes_to("the venues' hash", &"2".to_string(), || {
+        server::cli(node.port, &["HLEN", &key]).trim().to_string()
+    });
+    // a venue that changes after the replacement is written in place
+    vw.publish(0, &on_venue(2, 1_020_000));
+    let remote = Remote::start(vec![node.addr()], 600_000);
+    wait_symbols(remote.addr(), 3);
+    // (venue, bid, stale) of each venue quote the remote gateway shows, by venue
+    let shown = || -> Vec<(u64, String, bool)> {
+        let body = common::http_get(remote.addr(), &format!("/v1/venues?symbol={sym0}")).1;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut got: Vec<_> = v["venues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                (
+                    x["venue"].as_u64().unwrap_or(0),
+                    x["quote"]["bid"].as_str().unwrap_or("").to_string(),
+                    x["quote"]["stale"].as_bool().unwrap_or(true),
+                )
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let want = vec![(2, "102.0000".into(), false), (3, "101.0000".into(), false)];
+    comes_to("both venues, fresh", &want, shown);
+    let s = publisher.stop();
+    assert!(
+        s.replaced == 1 && s.connects == 1 && s.failures == 0,
+        "the key replaced once, the node never dropped: {s:?}"
+    );
+}
+
 /// A publisher's new epoch (after a reconnect, or a second publisher taking over) is the rewrite
 /// of every key and then a heartbeat that names the epoch. A replica that receives the rewritten
 /// values and that heartbeat in one read takes them in that order. It used to take the heartbeat
@@ -1959,6 +2020,58 @@ fn a_heartbeat_is_taken_after_the_values_that_came_before_it() {
         0,
         "a quote rewritten before the heartbeat was marked stale"
     );
+}
+
+/// A replica loading a key that holds another type (here a symbol's venue hash is a string,
+/// someone else's, and no publisher is running to replace it) takes it as absent: the symbol's
+/// quote is shown. The refusal used to fail the link, which reconnected, loaded and failed again,
+/// so the quote was never shown.
+#[test]
+fn a_replica_takes_a_key_holding_another_type_as_absent() {
+    use gateway::redis::conn::{Access, Conn};
+    if !have_redis() {
+        return;
+    }
+    let node = single("replica-wrongtype");
+    let remote = Remote::start(vec![node.addr()], 600_000);
+    let keys = gateway::redis::Keys::new("quotes");
+    let t = Duration::from_secs(5);
+    let mut c = Conn::connect(node.addr(), t, t, &Access::default()).unwrap();
+    // subscribed to the announcements before the symbol is announced
+    comes_to("links up", &1, || {
+        remote.replica_metric("gateway_redis_links_up")
+    });
+    let q = Quote {
+        symbol: *b"ODDV    ",
+        bid: Some((1_000_000, 100)),
+        ..Quote::default()
+    };
+    let epoch = gateway::redis::now_ns();
+    let v = gateway::redis::encode(epoch + 1, &q);
+    let key = keys.quote("ODDV");
+    c.queue(&[b"SET", keys.venues("ODDV").as_bytes(), b"not a hash"]);
+    c.queue(&[b"SET", key.as_bytes(), &v]);
+    c.queue(&[b"PUBLISH", keys.new_symbols().as_bytes(), b"ODDV"]);
+    let hb = format!("{epoch} {} 0", epoch + 2);
+    c.queue(&[b"PUBLISH", keys.heartbeat().as_bytes(), hb.as_bytes()]);
+    c.flush().unwrap();
+    while c.owed > 0 {
+        c.next_by(Instant::now() + t, |r| assert!(r.error().is_none()))
+            .unwrap();
+    }
+    wait_symbols(remote.addr(), 1);
+    let mut view = View::subscribe(remote.addr(), &["ODDV".to_string()]);
+    let shown = |v: &V| {
+        v.get("ODDV").is_some_and(|q| {
+            q.get("bid") == Some(&Value::from("100.0000"))
+                && q.get("stale") == Some(&Value::Bool(false))
+        })
+    };
+    assert!(
+        view.until(10, |_, _| {}, shown),
+        "the quote shown fresh, the venue key taken as absent"
+    );
+    assert_eq!(remote.replica_metric("gateway_redis_links_up"), 1);
 }
 
 /// A slot moving away is told to a replica's link by the server dropping the slot's channels

@@ -597,8 +597,9 @@ fn redirect_slot(e: &str) -> Option<u16> {
 }
 
 /// Sends `command KEY` for each of `keys` in one pipeline and gives each reply to `f`. A key
-/// whose slot moved (MOVED, ASK) is skipped, its slot put in `moved` and the supervisor told;
-/// any other error reply fails the link.
+/// whose slot moved (MOVED, ASK) is skipped, its slot put in `moved` and the supervisor told; a
+/// key holding another type (`WRONGTYPE`: someone else's value in the key space, which the
+/// publisher replaces) is taken as absent; any other error reply fails the link.
 fn load(
     cmd: &mut Conn,
     sh: &Shared,
@@ -613,8 +614,16 @@ fn load(
     cmd.flush()?;
     let deadline = Instant::now() + sh.cfg.timeout;
     let mut failed = None;
-    for _ in 0..keys.len() {
+    for key in keys {
         let e = cmd.next_by(deadline, |r| match r {
+            super::resp::Reply::Error(e) if e.starts_with(b"WRONGTYPE") => {
+                eprintln!(
+                    "gateway: redis: {} holds another type, not a publisher's: taken as absent",
+                    String::from_utf8_lossy(key)
+                );
+                f(super::resp::Reply::Bulk(None));
+                None
+            }
             super::resp::Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
             r => {
                 f(r);

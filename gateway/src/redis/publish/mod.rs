@@ -95,6 +95,9 @@ pub struct PubStats {
     pub bars_dropped: u64,
     /// Bars Redis refused (an error reply other than a redirect), dropped.
     pub bars_refused: u64,
+    /// Venue hash keys that held another type (someone else's value in our key space):
+    /// deleted, and every venue's quote of the symbol written again.
+    pub replaced: u64,
 }
 
 struct Link {
@@ -356,11 +359,15 @@ impl Publisher {
             for &i in chunk {
                 self.dirty[i] = false;
             }
+            // (an entry may be in `unsent` twice, or be pending already: a replaced key's
+            // venues)
             for &i in &unsent {
-                self.dirty[i] = true;
+                if !self.dirty[i] {
+                    self.dirty[i] = true;
+                    self.pending.push(i);
+                }
             }
-            self.pending.extend_from_slice(&unsent);
-            done += chunk.len() - unsent.len();
+            done += chunk.iter().filter(|&&i| !self.dirty[i]).count();
         }
         self.stats.published += done as u64;
         if done > 0 {
@@ -870,6 +877,65 @@ impl Publisher {
         Ok(())
     }
 
+    /// Replaces the keys whose writes were answered `WRONGTYPE` (`foreign`: node, batch entry):
+    /// the key is in our key space but holds another type, someone else's value. Only a venue
+    /// hash can be refused so (`SET` replaces a key of any type), so the key is deleted and
+    /// every venue's quote of the symbol goes to `unsent`, to be written again: replicas load a
+    /// hash, and the node stays up (failing it would fail again at every rewrite, with all of
+    /// its symbols stale meanwhile). A node whose connection fails here is dropped as in
+    /// [`Publisher::send`].
+    fn replace_foreign(
+        &mut self,
+        batch: &[usize],
+        foreign: &[(usize, usize)],
+        unsent: &mut Vec<usize>,
+    ) {
+        let timeout = self.cfg.timeout;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let mut keys: Vec<(usize, &str)> = foreign
+            .iter()
+            .map(|&(k, j)| (k, self.key_names[batch[j]].as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut failed = Vec::new();
+        for (k, c) in link.conns.iter_mut().enumerate() {
+            let Some(c) = c.as_mut() else { continue };
+            let mine: Vec<&str> = keys.iter().filter(|x| x.0 == k).map(|x| x.1).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            for key in &mine {
+                c.queue(&[b"DEL", key.as_bytes()]);
+            }
+            let read = c.flush().and_then(|()| {
+                c.read_each(Instant::now() + timeout, |n, e| match e {
+                    // written again anyway: refused again, it is replaced again
+                    Some(e) => eprintln!("gateway publish: DEL {}: {e}", mine[n]),
+                    None => eprintln!(
+                        "gateway publish: {} held another type (WRONGTYPE), someone else's: \
+                         deleted, its venues' quotes written again",
+                        mine[n]
+                    ),
+                })
+            });
+            if let Err(e) = read {
+                failed.push((k, e));
+            }
+        }
+        self.stats.replaced += keys.len() as u64;
+        for (x, name) in self.key_names.iter().enumerate() {
+            if self.venue[x].is_some() && keys.iter().any(|k| k.1 == name) {
+                unsent.push(x);
+            }
+        }
+        for (k, e) in failed {
+            self.node_failed(k, e);
+        }
+    }
+
     /// Writes `batch`; the symbols of nodes that are down or fail now go to `unsent`. A key
     /// write answered ASK is followed ([`Publisher::follow_asks`]); a symbol whose write or
     /// publish is answered MOVED goes to `unsent` too, and the slot map is followed before the
@@ -966,6 +1032,7 @@ impl Publisher {
         // node answered MOVED for (their slot has moved since the map was read)
         let mut asked: Vec<(usize, usize, SocketAddr)> = Vec::new();
         let mut moved_away: Vec<usize> = Vec::new();
+        let mut foreign: Vec<(usize, usize)> = Vec::new();
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let Some(c) = conn.as_mut() else { continue };
             if failed.iter().any(|f| f.0 == k) {
@@ -974,6 +1041,7 @@ impl Publisher {
             match read_replies(c, self.cfg.timeout, tied_to(&self.tied[k])) {
                 Ok(r) => {
                     asked.extend(r.asked.into_iter().map(|(j, to)| (k, j, to)));
+                    foreign.extend(r.foreign.into_iter().map(|j| (k, j)));
                     for (j, to) in r.moved {
                         moved_away.push(j);
                         self.remap = Some(to);
@@ -998,6 +1066,9 @@ impl Publisher {
         }
         if !asked.is_empty() {
             self.follow_asks(batch, &asked, unsent)?;
+        }
+        if !foreign.is_empty() {
+            self.replace_foreign(batch, &foreign, unsent);
         }
         for v in &self.by_node {
             for &j in v {
@@ -1042,6 +1113,8 @@ struct Redirected {
     asked: Vec<(usize, SocketAddr)>,
     /// MOVED answering a key write or a publish: write it again on the map now.
     moved: Vec<(usize, SocketAddr)>,
+    /// WRONGTYPE answering a key write: the key holds another type; replace it.
+    foreign: Vec<usize>,
 }
 
 /// Which batch entry the reply of index `n` is about, and whether it answers the entry's key
@@ -1069,6 +1142,7 @@ fn read_replies(
         match (tied_to(n), ask_target(e), moved_target(e)) {
             (Some((j, true)), Some(to), _) => r.asked.push((j, to)),
             (Some((j, _)), _, Some(to)) => r.moved.push((j, to)),
+            (Some((j, true)), _, _) if e.starts_with("WRONGTYPE") => r.foreign.push(j),
             _ => drop(first_err.get_or_insert_with(|| e.to_string())),
         }
     })?;
@@ -1126,7 +1200,7 @@ pub fn run(
             let s = &p.stats;
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
-                 dropped, {} refused), {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
+                 dropped, {} refused), {} venue keys of another type replaced, {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
                  maps followed in place, {} masters joined in place, {}",
                 s.published,
                 s.batches,
@@ -1134,6 +1208,7 @@ pub fn run(
                 s.bars,
                 s.bars_dropped,
                 s.bars_refused,
+                s.replaced,
                 s.failures,
                 s.asked,
                 s.moved,
