@@ -507,19 +507,26 @@ fn follow(
         }
         if !bar_loads.is_empty() {
             // the latest bars of each interval, oldest first; newer ones come on the channel
-            for s in bar_loads.iter() {
-                for interval in [1u8, 60] {
-                    let key = keys.bars(s, interval);
-                    cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
-                }
+            let lists: Vec<String> = bar_loads
+                .iter()
+                .flat_map(|s| [keys.bars(s, 1), keys.bars(s, 60)])
+                .collect();
+            for key in &lists {
+                cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
             }
             cmd.flush()?;
             let deadline = Instant::now() + t;
-            for _ in 0..bar_loads.len() * 2 {
+            for key in &lists {
                 cmd.next_by(deadline, |r| {
-                    if r.error().is_some() {
-                        // moved away meanwhile: its new node loads it
-                        sh.slots_moved(1);
+                    if let Some(e) = r.error() {
+                        if redirect_slot(&e).is_some() {
+                            // moved away meanwhile: its new node loads it
+                            sh.slots_moved(1);
+                        } else {
+                            // (WRONGTYPE: someone else's key) the bars that come on the
+                            // channel are taken all the same
+                            eprintln!("gateway: redis: LRANGE {key}: {e}; its bars not loaded");
+                        }
                         return;
                     }
                     let list: Vec<Vec<u8>> = r
