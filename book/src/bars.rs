@@ -54,7 +54,7 @@ impl Series {
                 b.high = b.high.max(px);
                 b.low = b.low.min(px);
                 b.close = px;
-                b.volume += qty;
+                b.volume = b.volume.saturating_add(qty);
                 b.trades += 1;
                 None
             }

@@ -518,8 +518,12 @@ impl Books {
         let cfg = self.history;
         let x = self.inst(locate);
         x.last = Some(Last { px_e4, qty });
-        x.volume += qty;
-        x.notional_e4 += px_e4 as u128 * qty as u128;
+        // saturating: a cross's shares are a u64 anyone's input can fill (fuzzed:
+        // `book_messages`); the notional takes only the shares the volume took, so VWAP stays
+        // an average of the prices traded
+        let took = x.volume.saturating_add(qty) - x.volume;
+        x.volume += took;
+        x.notional_e4 += px_e4 as u128 * took as u128;
         x.last_trade_ns = ts;
         x.exch_ts_ns = ts;
         let h = x
@@ -842,6 +846,32 @@ mod tests {
             Some(10_100),
             "no phantom offer below"
         );
+        b.validate().unwrap();
+    }
+
+    /// Found by the `book_messages` fuzz target: a cross trade's shares are 64 bits, and two
+    /// crosses near 2^64 overflowed the instrument's volume (a panic where overflow is checked,
+    /// a wrapped volume and VWAP elsewhere). Volume and notional saturate now, and VWAP stays a
+    /// price.
+    #[test]
+    fn crosses_of_absurd_size_saturate_the_volume() {
+        let mut b = Books::new();
+        for px_e4 in [1_000_000, 2_000_000] {
+            let m = CrossTrade {
+                header: Header::new(b'Q', 1, 0, 1),
+                shares: u64::MAX.into(),
+                stock: Stock::new("T").unwrap(),
+                cross_price_e4: px_e4.into(),
+                match_number: 1.into(),
+                cross_type: b'O',
+            };
+            b.apply(m.as_bytes());
+        }
+        let x = b.get(1).unwrap();
+        assert_eq!(x.volume, u64::MAX);
+        assert_eq!(x.last.map(|l| l.px_e4), Some(2_000_000));
+        let vwap = crate::consolidate::vwap_e4(x.notional_e4, x.volume as u128).unwrap();
+        assert!((1_000_000..=2_000_000).contains(&vwap), "{vwap}");
         b.validate().unwrap();
     }
 

@@ -607,8 +607,7 @@ impl Conflator {
                 updates: x.updates,
                 channel,
                 locate,
-                vwap_e4: (x.volume > 0)
-                    .then(|| ((x.notional_e4 + x.volume as u128 / 2) / x.volume as u128) as u32),
+                vwap_e4: crate::consolidate::vwap_e4(x.notional_e4, x.volume as u128),
                 bid_venue: venue,
                 ask_venue: venue,
                 untrusted: if stale && channel < 8 {

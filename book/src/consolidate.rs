@@ -143,7 +143,9 @@ pub fn consolidate(venues: &[VenueQuote], distrust: impl Fn(u16) -> bool) -> Con
     let mut c = Consolidated::default();
     let mut last_ns = 0u64;
     let mut any_trusted = false;
-    let mut notional: u128 = 0;
+    // (each venue's are at most u64::MAX shares and u32::MAX times that: their sums over any
+    // number of venues a channel can name fit)
+    let (mut volume, mut notional) = (0u128, 0u128);
     for v in venues {
         let trusted = !v.stale && !distrust(v.channel);
         if !trusted {
@@ -188,7 +190,7 @@ pub fn consolidate(venues: &[VenueQuote], distrust: impl Fn(u16) -> bool) -> Con
                 last_ns = v.last_trade_ns;
             }
         }
-        c.volume += v.volume;
+        volume += v.volume as u128;
         notional += v.notional_e4;
     }
     if c.state == 0 {
@@ -198,12 +200,21 @@ pub fn consolidate(venues: &[VenueQuote], distrust: impl Fn(u16) -> bool) -> Con
             .find(|&s| s != 0)
             .unwrap_or(0);
     }
-    if c.volume > 0 {
-        let v = c.volume as u128;
-        c.vwap_e4 = Some(((notional + v / 2) / v) as u32);
-    }
+    c.volume = u64::try_from(volume).unwrap_or(u64::MAX);
+    c.vwap_e4 = vwap_e4(notional, volume);
     c.stale = !any_trusted;
     c
+}
+
+/// The volume-weighted average price of `notional_e4` over `volume` shares, rounded to the
+/// nearest 1e-4 (halves up); `None` with no volume. Never overflows, and never truncates: an
+/// average past `u32::MAX` (sums that do not go together) is `u32::MAX`.
+pub fn vwap_e4(notional_e4: u128, volume: u128) -> Option<u32> {
+    let v = volume;
+    (v > 0).then(|| {
+        let (q, r) = (notional_e4 / v, notional_e4 % v);
+        u32::try_from(q + (r * 2 >= v) as u128).unwrap_or(u32::MAX)
+    })
 }
 
 #[cfg(test)]
@@ -238,6 +249,22 @@ mod tests {
         let c = consolidate(&s, |_| true);
         assert!(c.stale, "no trusted venue left");
         assert_eq!((c.bid, c.ask), (None, None));
+    }
+
+    #[test]
+    fn vwap_rounds_to_the_nearest_and_never_overflows() {
+        assert_eq!(vwap_e4(0, 0), None);
+        // 10.5 rounds up, 10.4 down, as (notional + volume / 2) / volume did
+        assert_eq!(vwap_e4(21, 2), Some(11));
+        assert_eq!(vwap_e4(52, 5), Some(10));
+        for (n, v) in [(1_234_567u128, 89u128), (10_000 * 3, 3), (7, 1_000)] {
+            assert_eq!(vwap_e4(n, v), Some(((n + v / 2) / v) as u32));
+        }
+        // the largest sums: no overflow, no truncated price
+        let most = u32::MAX as u128 * u64::MAX as u128;
+        assert_eq!(vwap_e4(most, u64::MAX as u128), Some(u32::MAX));
+        assert_eq!(vwap_e4(u128::MAX, 1), Some(u32::MAX));
+        assert_eq!(vwap_e4(u128::MAX, u128::MAX), Some(1));
     }
 
     #[test]
