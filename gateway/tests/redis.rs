@@ -1954,6 +1954,68 @@ fn a_venue_key_holding_another_type_is_replaced_and_the_node_stays_up() {
     );
 }
 
+/// The same through a cluster, with the venue key's slot half-moved: the key is on the importing
+/// master, and there it holds another type. The write sent on after the ASK is refused
+/// `WRONGTYPE`; the key is deleted there (after `ASKING`) and the venues written again. That
+/// refusal used to fail the whole publisher, which reconnected, rewrote every key, was sent on
+/// and refused again, for as long as the slot stayed half-moved: every symbol went stale.
+#[test]
+fn a_venue_key_holding_another_type_on_an_importing_master_is_replaced() {
+    use gateway::redis::conn::{Access, Conn};
+    if !have_redis() {
+        return;
+    }
+    let nodes = cluster("venue-wrongtype-ask");
+    let t = Table::new("redis-venue-wrongtype-ask", 3);
+    let vpath = book::quotes::venues_beside(&t.path);
+    let mut vw = book::quotes::QuoteWriter::create(&vpath, 4, 16).unwrap();
+    let _rm = Rm(vpath);
+    let on_venue = |bid: u32| Quote {
+        channel: 2,
+        bid: Some((bid, 100)),
+        ..t.quotes[0]
+    };
+    vw.publish(0, &on_venue(1_000_000));
+    let sym0 = t.quotes[0].symbol_str();
+    let keys = gateway::redis::Keys::new("quotes");
+    let key = keys.venues(&sym0);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let owner = topo.nodes[topo.node_of(key.as_bytes())].port();
+    let from = nodes.iter().position(|n| n.port == owner).unwrap();
+    let to = &nodes[(from + 1) % nodes.len()];
+    let publisher = PubThread::spawn(&t.path, seeds.clone());
+    let remote = Remote::start(seeds, 600_000);
+    venue_becomes(remote.addr(), &sym0, &on_venue(1_000_000), false);
+    // half-moved: the symbol's keys on the importing master; there, the venue key a string
+    let slot = gateway::redis::cluster::key_slot(key.as_bytes()).to_string();
+    assert!(migrate_slot(&nodes[from], to, &slot).contains(&key));
+    let t2 = Duration::from_secs(2);
+    let mut there = Conn::connect(to.addr(), t2, t2, &Access::default()).unwrap();
+    let mut asking = |args: &[&[u8]]| -> String {
+        there.call(&[b"ASKING"], t2, |_| ()).unwrap();
+        there
+            .call(args, t2, |r| {
+                String::from_utf8_lossy(r.bytes().unwrap_or_default()).into_owned()
+            })
+            .unwrap()
+    };
+    asking(&[b"SET", key.as_bytes(), b"not a hash"]);
+    vw.publish(0, &on_venue(1_010_000));
+    venue_becomes(remote.addr(), &sym0, &on_venue(1_010_000), false);
+    comes_to(
+        "the key's type on the importing master",
+        &"hash".to_string(),
+        || asking(&[b"TYPE", key.as_bytes()]),
+    );
+    let s = publisher.stop();
+    assert!(
+        s.replaced == 1 && s.failures == 0 && s.asked >= 1,
+        "the key replaced where the ASK sent it, the publisher never failed: {s:?}"
+    );
+}
+
 /// A publisher's new epoch (after a reconnect, or a second publisher taking over) is the rewrite
 /// of every key and then a heartbeat that names the epoch. A replica that receives the rewritten
 /// values and that heartbeat in one read takes them in that order. It used to take the heartbeat

@@ -831,21 +831,68 @@ impl Publisher {
             }
             here.push((k, j, kk.ok_or(to)));
         }
+        // key writes refused WRONGTYPE there: (node named, batch entry)
+        let mut foreign: Vec<(Result<usize, SocketAddr>, usize)> = Vec::new();
+        // the batch entries written to `to`, in the order written
+        let order = |here: &[(usize, usize, Result<usize, SocketAddr>)], to| -> Vec<usize> {
+            here.iter().filter(|h| h.2 == to).map(|h| h.1).collect()
+        };
         for (k, c) in link.conns.iter_mut().enumerate() {
             if let Some(c) = c.as_mut().filter(|_| used[k]) {
                 c.flush()?;
-                read_owed(c, timeout)?;
+                let order = order(&here, Ok(k));
+                foreign.extend(
+                    read_asked(c, timeout)?
+                        .into_iter()
+                        .map(|p| (Ok(k), order[p])),
+                );
             }
         }
         // a side connection failing costs only its writes: they wait, and it is dropped
         for to in sides {
             let side = link.side.iter_mut().find(|(a, _)| *a == to);
-            let ok =
-                side.is_some_and(|(_, c)| c.flush().and_then(|()| read_owed(c, timeout)).is_ok());
-            if !ok {
-                link.drop_side(to);
-                away.extend(here.iter().filter(|h| h.2 == Err(to)).map(|h| batch[h.1]));
-                here.retain(|h| h.2 != Err(to));
+            let read = side.map(|(_, c)| c.flush().and_then(|()| read_asked(c, timeout)));
+            match read {
+                Some(Ok(refused)) => {
+                    let order = order(&here, Err(to));
+                    foreign.extend(refused.into_iter().map(|p| (Err(to), order[p])));
+                }
+                _ => {
+                    link.drop_side(to);
+                    away.extend(here.iter().filter(|h| h.2 == Err(to)).map(|h| batch[h.1]));
+                    here.retain(|h| h.2 != Err(to));
+                }
+            }
+        }
+        // a key there of another type: deleted there (after ASKING, the slot being imported),
+        // the symbol's venues written again; not published now, as their write failed
+        let mut replaced: Vec<String> = Vec::new();
+        if !foreign.is_empty() {
+            here.retain(|h| !foreign.iter().any(|f| f.1 == h.1));
+            let mut targets: Vec<Result<usize, SocketAddr>> = foreign.iter().map(|f| f.0).collect();
+            targets.sort_unstable();
+            targets.dedup();
+            for to in targets {
+                let mut keys: Vec<&str> = foreign
+                    .iter()
+                    .filter(|f| f.0 == to)
+                    .map(|f| self.key_names[batch[f.1]].as_str())
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let c = match to {
+                    Ok(k) => link.conns[k].as_mut(),
+                    Err(a) => link.side.iter_mut().find(|s| s.0 == a).map(|s| &mut s.1),
+                };
+                let deleted = c.map_or(Err("gone".into()), |c| {
+                    delete_foreign(c, &keys, true, timeout)
+                });
+                match (deleted, to) {
+                    (Ok(()), _) => {}
+                    (Err(e), Ok(_)) => return Err(e),
+                    (Err(_), Err(a)) => link.drop_side(a),
+                }
+                replaced.extend(keys.iter().map(|k| k.to_string()));
             }
         }
         unsent.extend_from_slice(&away);
@@ -874,6 +921,7 @@ impl Publisher {
             }
         }
         self.stats.asked += here.len() as u64;
+        self.rewrite_venues_of(&replaced, unsent);
         Ok(())
     }
 
@@ -904,35 +952,30 @@ impl Publisher {
         for (k, c) in link.conns.iter_mut().enumerate() {
             let Some(c) = c.as_mut() else { continue };
             let mine: Vec<&str> = keys.iter().filter(|x| x.0 == k).map(|x| x.1).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            for key in &mine {
-                c.queue(&[b"DEL", key.as_bytes()]);
-            }
-            let read = c.flush().and_then(|()| {
-                c.read_each(Instant::now() + timeout, |n, e| match e {
-                    // written again anyway: refused again, it is replaced again
-                    Some(e) => eprintln!("gateway publish: DEL {}: {e}", mine[n]),
-                    None => eprintln!(
-                        "gateway publish: {} held another type (WRONGTYPE), someone else's: \
-                         deleted, its venues' quotes written again",
-                        mine[n]
-                    ),
-                })
-            });
-            if let Err(e) = read {
+            if !mine.is_empty()
+                && let Err(e) = delete_foreign(c, &mine, false, timeout)
+            {
                 failed.push((k, e));
             }
         }
-        self.stats.replaced += keys.len() as u64;
-        for (x, name) in self.key_names.iter().enumerate() {
-            if self.venue[x].is_some() && keys.iter().any(|k| k.1 == name) {
-                unsent.push(x);
-            }
-        }
+        let names: Vec<String> = keys.iter().map(|k| k.1.to_string()).collect();
+        self.rewrite_venues_of(&names, unsent);
         for (k, e) in failed {
             self.node_failed(k, e);
+        }
+    }
+
+    /// Every venue quote of the venue hash keys `names` (just replaced) goes to `unsent`, to be
+    /// written again; counted.
+    fn rewrite_venues_of(&mut self, names: &[String], unsent: &mut Vec<usize>) {
+        if names.is_empty() {
+            return;
+        }
+        self.stats.replaced += names.len() as u64;
+        for (x, name) in self.key_names.iter().enumerate() {
+            if self.venue[x].is_some() && names.iter().any(|k| k == name) {
+                unsent.push(x);
+            }
         }
     }
 
@@ -1150,6 +1193,54 @@ fn read_replies(
         Some(e) => Err(super::conn::err(c.addr(), e)),
         None => Ok(r),
     }
+}
+
+/// Reads the replies to key writes sent on after an ASK (each after `ASKING`): the positions,
+/// in the order written, of the writes refused `WRONGTYPE` (a key of another type there); any
+/// other error reply fails the batch (after all are read).
+fn read_asked(c: &mut Conn, timeout: Duration) -> Result<Vec<usize>, String> {
+    let mut first_err = None;
+    let mut foreign = Vec::new();
+    c.read_each(Instant::now() + timeout, |n, e| match e {
+        Some(e) if n % 2 == 1 && e.starts_with("WRONGTYPE") => foreign.push(n / 2),
+        Some(e) => drop(first_err.get_or_insert_with(|| e.to_string())),
+        None => {}
+    })?;
+    match first_err {
+        Some(e) => Err(super::conn::err(c.addr(), e)),
+        None => Ok(foreign),
+    }
+}
+
+/// Deletes `keys` (venue hash keys holding another type, someone else's), each after `ASKING`
+/// when `asking` (its slot being imported here), and logs each. An error reply is only logged:
+/// the venues are written again anyway, and a key refused again is replaced again. An `Err` is
+/// the connection failing.
+fn delete_foreign(
+    c: &mut Conn,
+    keys: &[&str],
+    asking: bool,
+    timeout: Duration,
+) -> Result<(), String> {
+    let per = 1 + asking as usize;
+    for key in keys {
+        if asking {
+            c.queue(&[b"ASKING"]);
+        }
+        c.queue(&[b"DEL", key.as_bytes()]);
+    }
+    c.flush()?;
+    c.read_each(Instant::now() + timeout, |n, e| {
+        let key = keys[n / per];
+        match e {
+            Some(e) => eprintln!("gateway publish: DEL {key}: {e}"),
+            None if n % per == per - 1 => eprintln!(
+                "gateway publish: {key} held another type (WRONGTYPE), someone else's: \
+                 deleted, its venues' quotes written again"
+            ),
+            None => {}
+        }
+    })
 }
 
 /// Reads every reply owed; the first error reply fails the batch (after all are read).
