@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,11 +60,14 @@ class Cdp:
 async def main():
     dbg = free_port()
     profile = tempfile.mkdtemp(prefix="page-check-")
+    # chromium's own temporary files too, so the run leaves nothing behind
+    tmp = os.path.join(profile, "tmp")
+    os.makedirs(tmp)
     chrome = subprocess.Popen(
         ["chromium", "--headless", "--no-sandbox", "--disable-background-networking",
          "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
          f"--remote-debugging-port={dbg}", "--window-size=1400,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": tmp})
     try:
         targets = None
         for _ in range(200):
@@ -110,6 +114,7 @@ async def main():
     finally:
         chrome.terminate()
         chrome.wait(10)
+        shutil.rmtree(profile, ignore_errors=True)
     print("PASS", flush=True)
 
 
