@@ -551,9 +551,7 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     let mut node = single("restart");
     let mut t = Table::new("redis-restart", 20);
     // and a per-venue table: the first symbol on venue 2
-    let vpath = book::quotes::venues_beside(&t.path);
-    let mut vw = book::quotes::QuoteWriter::create(&vpath, 4, 16).unwrap();
-    let _rm = Rm(vpath);
+    let (mut vw, _rm) = venue_table(&t);
     let mut on_venue = Quote {
         channel: 2,
         ..t.quotes[0]
@@ -621,6 +619,14 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
 
 /// Removes a file when dropped.
 struct Rm(PathBuf);
+
+/// The per-venue table beside `t` (4 slots), which the publisher follows; removed when the
+/// [`Rm`] is dropped.
+fn venue_table(t: &Table) -> (book::quotes::QuoteWriter, Rm) {
+    let path = book::quotes::venues_beside(&t.path);
+    let w = book::quotes::QuoteWriter::create(&path, 4, 16).unwrap();
+    (w, Rm(path))
+}
 
 impl Drop for Rm {
     fn drop(&mut self) {
@@ -1905,9 +1911,7 @@ fn a_venue_key_holding_another_type_is_replaced_and_the_node_stays_up() {
     }
     let node = single("venue-wrongtype");
     let t = Table::new("redis-venue-wrongtype", 3);
-    let vpath = book::quotes::venues_beside(&t.path);
-    let mut vw = book::quotes::QuoteWriter::create(&vpath, 4, 16).unwrap();
-    let _rm = Rm(vpath);
+    let (mut vw, _rm) = venue_table(&t);
     let on_venue = |channel: u16, bid: u32| Quote {
         channel,
         bid: Some((bid, 100)),
@@ -1967,9 +1971,7 @@ fn a_venue_key_holding_another_type_on_an_importing_master_is_replaced() {
     }
     let nodes = cluster("venue-wrongtype-ask");
     let t = Table::new("redis-venue-wrongtype-ask", 3);
-    let vpath = book::quotes::venues_beside(&t.path);
-    let mut vw = book::quotes::QuoteWriter::create(&vpath, 4, 16).unwrap();
-    let _rm = Rm(vpath);
+    let (mut vw, _rm) = venue_table(&t);
     let on_venue = |bid: u32| Quote {
         channel: 2,
         bid: Some((bid, 100)),
