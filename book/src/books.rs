@@ -623,8 +623,9 @@ impl Books {
 /// then the message; its locate folded into 0-7), applied to one [`Books`] directly and to
 /// another through [`Ahead`] (the conflation thread's prefetching path). Checks beyond no
 /// panic: at the end the books' structure holds ([`Books::validate_structure`]: a crossed book
-/// is allowed, the input being anyone's), and both paths end in the same state (live orders;
-/// each instrument's best bid and ask, last trade, volume, trading state).
+/// is allowed, the input being anyone's), both paths end in the same state (live orders;
+/// each instrument's best bid and ask, last trade, volume, trading state), and each
+/// instrument's VWAP lies between the lowest and the highest price it printed.
 #[doc(hidden)]
 pub fn fuzz(data: &[u8]) {
     // small order tables: a run allocates and scans less, and the growth path is taken
@@ -632,6 +633,8 @@ pub fn fuzz(data: &[u8]) {
     let mut held = Books::with_order_capacity(16);
     let mut ahead = Ahead::default();
     let mut buf = [0u8; 64];
+    // per locate (0-7): volume so far, and the lowest and highest price printed
+    let mut printed = [(0u64, u32::MAX, 0u32); 8];
     for rec in feed_handler::capture::binaryfile::Records::new(data) {
         let Ok(mut msg) = rec else { break };
         // locates folded into 0-7: a book per locate up to 65,535 made each run slow (100 a
@@ -644,6 +647,15 @@ pub fn fuzz(data: &[u8]) {
         }
         direct.apply(msg);
         ahead.push(&mut held, msg);
+        // a message prints at most once: a volume that grew printed at the last price
+        for (loc, p) in printed.iter_mut().enumerate() {
+            if let Some(x) = direct.get(loc as u16)
+                && x.volume != p.0
+                && let Some(last) = x.last
+            {
+                *p = (x.volume, p.1.min(last.px_e4), p.2.max(last.px_e4));
+            }
+        }
     }
     ahead.flush(&mut held);
     direct.validate_structure().expect("applied directly");
@@ -653,6 +665,13 @@ pub fn fuzz(data: &[u8]) {
         let y = held.get(loc).expect("the same instruments");
         let top = |i: &Instrument| (i.best_bid(), i.best_ask(), i.last, i.volume, i.state);
         assert_eq!(top(x), top(y), "locate {loc}");
+        if let Some(vwap) = crate::consolidate::vwap_e4(x.notional_e4, x.volume as u128) {
+            let (_, lo, hi) = printed[loc as usize];
+            assert!(
+                (lo..=hi).contains(&vwap),
+                "locate {loc}: VWAP {vwap} outside the prices printed, {lo} to {hi}"
+            );
+        }
     }
 }
 
