@@ -3,14 +3,23 @@
 //! when the book restarts (the rebuild replays every trade of the day), so a restart keeps the
 //! day.
 //!
+//! A bar is logged once, when it closes. When a channel is rebuilt after an unrecovered gap,
+//! its fresh books' bars are checked against what was logged: the ones the log lacks come after
+//! the channel's newest (plain), a bar whose trades the gap had taken comes again flagged a
+//! revision (it replaces the bar with its start), and the bars already logged right are not
+//! logged again. [`apply`] is how a reader folds records into a series.
+//!
 //! ```text
 //!  offset 0    magic "ITCHBAR1" | version u32 | record size u32 (48) | zero padding to 64
 //!  then        records of 48 bytes, little-endian:
-//!              symbol [u8; 8] | channel u16 | interval_s u8 | pad u8 | trades u32 |
+//!              symbol [u8; 8] | channel u16 | interval_s u8 | flags u8 | trades u32 |
 //!              start_ns u64 | open u32 | high u32 | low u32 | close u32 | volume u64
+//!              flags: bit 0 revision (replaces the bar with its start); other bits zero
+//!              (logs written before the flag had zero padding there: no flags)
 //! ```
 
 use crate::bars::Bar;
+use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -41,7 +50,13 @@ pub struct BarRecord {
     pub interval_s: u8,
     /// The bar.
     pub bar: Bar,
+    /// A correction of the bar logged before with the same start (after a channel rebuild),
+    /// not a new bar.
+    pub revision: bool,
 }
+
+/// Flag bit of a revision.
+const REVISION: u8 = 1;
 
 impl BarRecord {
     /// The record's bytes in the log (and in Redis).
@@ -50,6 +65,7 @@ impl BarRecord {
         b[..8].copy_from_slice(&self.symbol);
         b[8..10].copy_from_slice(&self.channel.to_le_bytes());
         b[10] = self.interval_s;
+        b[11] = if self.revision { REVISION } else { 0 };
         b[12..16].copy_from_slice(&self.bar.trades.to_le_bytes());
         b[16..24].copy_from_slice(&self.bar.start_ns.to_le_bytes());
         b[24..28].copy_from_slice(&self.bar.open.to_le_bytes());
@@ -67,6 +83,7 @@ impl BarRecord {
             symbol: b[..8].try_into().expect("8 bytes"),
             channel: u16::from_le_bytes([b[8], b[9]]),
             interval_s: b[10],
+            revision: b[11] & REVISION != 0,
             bar: Bar {
                 trades: u32_at(12),
                 start_ns: u64_at(16),
@@ -138,6 +155,46 @@ pub fn record_from_bytes(b: &[u8]) -> BarRecord {
     BarRecord::from_bytes(b)
 }
 
+/// Folds one record into its series (oldest first, at most `keep` bars), as a reader of the log
+/// does. A plain record is a new bar, or replaces the newest when it has its start (a bar logged
+/// again); bars come in order within a session, and a new session's first bar, which starts
+/// before the day before's last, is new too. A revision replaces the bar with its start among
+/// the newest bars that do not start before it, or goes in where its start belongs when the
+/// series lacks it (a bar the gap had taken whole); one older than every bar kept is dropped.
+pub fn apply(series: &mut VecDeque<BarRecord>, r: BarRecord, keep: usize) {
+    let start = r.bar.start_ns;
+    if r.revision {
+        // the newest bars starting after it: the revised one is just before them
+        let after = series
+            .iter()
+            .rev()
+            .take_while(|b| b.bar.start_ns > start)
+            .count();
+        let at = series.len() - after;
+        match at.checked_sub(1) {
+            Some(i) if series[i].bar.start_ns == start => series[i] = r,
+            // in front of every bar kept, with the series full: older than the window
+            None if series.len() >= keep => {}
+            _ => {
+                series.insert(at, r);
+                if series.len() > keep {
+                    series.pop_front();
+                }
+            }
+        }
+        return;
+    }
+    match series.back_mut() {
+        Some(b) if b.bar.start_ns == start => *b = r,
+        _ => {
+            if series.len() >= keep {
+                series.pop_front();
+            }
+            series.push_back(r);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,20 +216,92 @@ mod tests {
                 volume: 900,
                 trades: 3,
             },
+            revision: false,
         };
         w.append(r).unwrap();
         w.append(BarRecord { interval_s: 1, ..r }).unwrap();
+        w.append(BarRecord {
+            revision: true,
+            ..r
+        })
+        .unwrap();
         w.flush().unwrap();
         assert_eq!(
             read_all(&p).unwrap(),
-            vec![r, BarRecord { interval_s: 1, ..r }]
+            vec![
+                r,
+                BarRecord { interval_s: 1, ..r },
+                BarRecord {
+                    revision: true,
+                    ..r
+                }
+            ]
         );
         let mut bytes = std::fs::read(&p).unwrap();
         bytes.truncate(bytes.len() - 10);
         std::fs::write(&p, &bytes).unwrap();
-        assert_eq!(read_all(&p).unwrap(), vec![r]);
+        assert_eq!(
+            read_all(&p).unwrap(),
+            vec![r, BarRecord { interval_s: 1, ..r }]
+        );
         std::fs::write(&p, b"nope").unwrap();
         assert!(read_all(&p).is_err());
         std::fs::remove_file(&p).unwrap();
+    }
+
+    fn rec(start_s: u64, volume: u64, revision: bool) -> BarRecord {
+        BarRecord {
+            symbol: *b"AAPL    ",
+            channel: 0,
+            interval_s: 1,
+            bar: Bar {
+                start_ns: start_s * 1_000_000_000,
+                open: 10,
+                high: 10,
+                low: 10,
+                close: 10,
+                volume,
+                trades: 1,
+            },
+            revision,
+        }
+    }
+
+    fn fold(records: &[BarRecord], keep: usize) -> Vec<(u64, u64)> {
+        let mut s = VecDeque::new();
+        for &r in records {
+            apply(&mut s, r, keep);
+        }
+        s.iter()
+            .map(|r| (r.bar.start_ns / 1_000_000_000, r.bar.volume))
+            .collect()
+    }
+
+    #[test]
+    fn a_revision_replaces_its_bar_or_goes_in_where_it_belongs() {
+        // new bars, a bar logged again (the newest, same start), then a new day's first bar
+        let day = [rec(10, 1, false), rec(11, 1, false), rec(11, 2, false)];
+        assert_eq!(fold(&day, 10), [(10, 1), (11, 2)]);
+        let next_day = [&day[..], &[rec(5, 7, false)]].concat();
+        assert_eq!(fold(&next_day, 10), [(10, 1), (11, 2), (5, 7)]);
+        // revisions: of an older bar (replaced in place), of a bar the gap took whole (goes in
+        // before the newer ones), of the newest
+        let log = [
+            rec(10, 1, false),
+            rec(12, 1, false),
+            rec(14, 1, false),
+            rec(10, 3, true),
+            rec(13, 4, true),
+            rec(14, 5, true),
+        ];
+        assert_eq!(fold(&log, 10), [(10, 3), (12, 1), (13, 4), (14, 5)]);
+        // a revision older than every bar of a full series is dropped; one that goes in pushes
+        // the oldest out
+        let full = [rec(10, 1, false), rec(12, 1, false), rec(9, 9, true)];
+        assert_eq!(fold(&full, 2), [(10, 1), (12, 1)]);
+        let full = [rec(10, 1, false), rec(12, 1, false), rec(11, 9, true)];
+        assert_eq!(fold(&full, 2), [(11, 9), (12, 1)]);
+        // into an empty series
+        assert_eq!(fold(&[rec(3, 1, true)], 2), [(3, 1)]);
     }
 }

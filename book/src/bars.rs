@@ -82,6 +82,32 @@ impl Series {
         self.bars.iter()
     }
 
+    /// What a rebuild's closed `bar` is to this series, the live one it replaces (whose bars
+    /// but the newest, still open, were logged as they closed).
+    pub fn judge_rebuilt(&self, bar: &Bar) -> Rebuilt {
+        let logged = self.bars.len().saturating_sub(1);
+        let (Some(first), Some(last)) = (
+            self.bars.front(),
+            logged.checked_sub(1).map(|i| &self.bars[i]),
+        ) else {
+            return Rebuilt::New;
+        };
+        if bar.start_ns > last.start_ns {
+            return Rebuilt::New;
+        }
+        if bar.start_ns < first.start_ns {
+            return Rebuilt::Known;
+        }
+        // bars start in order (a late trade folds into the newest)
+        match self
+            .bars
+            .binary_search_by_key(&bar.start_ns, |b| b.start_ns)
+        {
+            Ok(i) if i < logged && self.bars[i] == *bar => Rebuilt::Known,
+            _ => Rebuilt::Revision,
+        }
+    }
+
     /// The newest `n` bars, oldest first.
     pub fn last(&self, n: usize) -> Vec<Bar> {
         self.bars
@@ -90,6 +116,19 @@ impl Series {
             .copied()
             .collect()
     }
+}
+
+/// What a bar closed by a channel's rebuild is to the bars logged before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// Newer than every bar logged: log it.
+    New,
+    /// Logged before with other values (the gap took some of its trades), or never logged though
+    /// newer bars were (the gap took all of them): log it as a revision.
+    Revision,
+    /// Logged before with these values, or older than the history kept (and every window
+    /// readers keep): not logged again.
+    Known,
 }
 
 /// Rolling statistics of the closing prices of the last `window` completed bars.
@@ -256,6 +295,49 @@ mod tests {
         assert_eq!(s.bars().next().unwrap().start_ns, 11 * S, "oldest dropped");
         s.on_trade(12 * S, 3, 1); // late trade folds into the newest bar
         assert_eq!(s.last(1)[0].volume, 2);
+    }
+
+    #[test]
+    fn a_rebuilt_bar_is_new_known_or_a_revision() {
+        let mut live = Series::new(S, 4);
+        for (t, q) in [(10, 1), (11, 1), (13, 1), (14, 1)] {
+            live.on_trade(t * S, 100, q);
+        }
+        // logged as they closed: 10, 11 and 13 (14 is still open)
+        let bar = |t: u64, q: u64| Bar {
+            start_ns: t * S,
+            open: 100,
+            high: 100,
+            low: 100,
+            close: 100,
+            volume: q,
+            trades: 1,
+        };
+        assert_eq!(live.judge_rebuilt(&bar(11, 1)), Rebuilt::Known);
+        assert_eq!(
+            live.judge_rebuilt(&bar(11, 2)),
+            Rebuilt::Revision,
+            "a trade the gap took"
+        );
+        assert_eq!(
+            live.judge_rebuilt(&bar(12, 1)),
+            Rebuilt::Revision,
+            "a bar the gap took"
+        );
+        assert_eq!(
+            live.judge_rebuilt(&bar(14, 2)),
+            Rebuilt::New,
+            "the open bar, closed"
+        );
+        assert_eq!(live.judge_rebuilt(&bar(20, 1)), Rebuilt::New);
+        // older than the history kept: every reader's window is shorter
+        live.on_trade(15 * S, 100, 1);
+        assert_eq!(live.judge_rebuilt(&bar(10, 5)), Rebuilt::Known);
+        // nothing logged yet (one open bar, or none)
+        let mut one = Series::new(S, 4);
+        assert_eq!(one.judge_rebuilt(&bar(3, 1)), Rebuilt::New);
+        one.on_trade(9 * S, 100, 1);
+        assert_eq!(one.judge_rebuilt(&bar(3, 1)), Rebuilt::New);
     }
 
     #[test]

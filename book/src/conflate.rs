@@ -14,6 +14,7 @@
 //! from a full re-request of the session and published fresh again, otherwise it stays stale.
 
 use crate::barlog::{BarLogWriter, BarRecord};
+use crate::bars::Rebuilt;
 use crate::books::{Books, ClosedBar, LOOKAHEAD};
 use crate::consolidate::{FastMap, VenueQuote, consolidate};
 use crate::quotes::{Quote, QuoteWriter};
@@ -106,6 +107,10 @@ pub struct Conflator {
     pub end_of_session: u64,
     /// Bar log writes that failed.
     pub bar_log_errors: u64,
+    /// Bars a rebuild closed that were logged right before it (not logged again).
+    pub bars_known: u64,
+    /// Bars a rebuild logged as revisions (the gap had taken some or all of their trades).
+    pub bars_revised: u64,
     /// Records applied.
     pub records: u64,
     /// Quotes published.
@@ -170,6 +175,8 @@ impl Conflator {
             rebuilds: 0,
             end_of_session: 0,
             bar_log_errors: 0,
+            bars_known: 0,
+            bars_revised: 0,
             records: 0,
             published: 0,
             gaps: 0,
@@ -367,7 +374,7 @@ impl Conflator {
             self.catch_up_to = self.sub.ring().head();
             let chans: Vec<u16> = self.books.keys().copied().collect();
             for ch in chans {
-                self.publish_changed(ch, true);
+                self.publish_changed(ch, true, None);
             }
         }
         let was_caught_up = self.caught_up;
@@ -375,13 +382,13 @@ impl Conflator {
             self.caught_up = true;
         }
         for ch in touched {
-            self.publish_changed(ch, false);
+            self.publish_changed(ch, false, None);
         }
         if self.caught_up && !was_caught_up {
             // rebuilt: publish every instrument with its real staleness
             let chans: Vec<u16> = self.books.keys().copied().collect();
             for ch in chans {
-                self.publish_changed(ch, true);
+                self.publish_changed(ch, true, None);
             }
         }
         // readers asleep on the tables' doorbells (publishers, gateways) wake for this batch
@@ -481,7 +488,7 @@ impl Conflator {
         let Some((_, rb)) = self.rebuild.take() else {
             return Ok(());
         };
-        self.books.insert(channel, rb.books);
+        let replaced = self.books.insert(channel, rb.books);
         self.gap_channels.retain(|&c| c != channel);
         // the next channel waiting, from sequence 1 up to where its stream is now
         if !self.rebuild_queue.is_empty() {
@@ -494,17 +501,35 @@ impl Conflator {
             }
         }
         self.rebuilds += 1;
-        self.publish_changed(channel, true);
+        self.publish_changed(channel, true, replaced.as_ref());
         Ok(())
     }
 
-    fn publish_changed(&mut self, channel: u16, all: bool) {
+    /// Publishes the channel's changed quotes (all of them with `all`) and logs the bars closed
+    /// since. `replaced` is the channel's books a rebuild just replaced: the rebuilt books'
+    /// bars are then the whole day's, and only the ones the log lacks or got wrong are logged.
+    fn publish_changed(&mut self, channel: u16, all: bool, replaced: Option<&Books>) {
         let Some(books) = self.books.get_mut(&channel) else {
             return;
         };
         self.closed.clear();
         books.take_closed_bars(&mut self.closed);
         for c in &self.closed {
+            let judged = replaced.map_or(Rebuilt::New, |old| {
+                let Some(h) = old.get(c.locate).and_then(|x| x.history.as_ref()) else {
+                    return Rebuilt::New;
+                };
+                let series = if c.interval_s == 1 {
+                    &h.seconds
+                } else {
+                    &h.minutes
+                };
+                series.judge_rebuilt(&c.bar)
+            });
+            if judged == Rebuilt::Known {
+                self.bars_known += 1;
+                continue;
+            }
             if let Some(sym) = books.get(c.locate).and_then(|x| x.symbol) {
                 // a failed write of history must not stop prices: counted, not fatal
                 let rec = BarRecord {
@@ -512,7 +537,9 @@ impl Conflator {
                     channel,
                     interval_s: c.interval_s,
                     bar: c.bar,
+                    revision: judged == Rebuilt::Revision,
                 };
+                self.bars_revised += rec.revision as u64;
                 if self.bar_log.append(rec).is_err() {
                     self.bar_log_errors += 1;
                 }

@@ -93,17 +93,9 @@ impl BarIndex {
             self.series.clear();
         }
         for r in new {
+            // a revision replaces the bar with its start (book::barlog::apply)
             let s = self.series.entry((r.symbol, r.interval_s)).or_default();
-            // a bar may be logged again when it is revised: replace the one with its start
-            match s.back_mut() {
-                Some(b) if b.bar.start_ns == r.bar.start_ns => *b = r,
-                _ => {
-                    if s.len() == KEEP {
-                        s.pop_front();
-                    }
-                    s.push_back(r);
-                }
-            }
+            barlog::apply(s, r, KEEP);
         }
         Ok(())
     }

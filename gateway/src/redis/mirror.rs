@@ -7,8 +7,8 @@ use std::collections::HashMap;
 /// The bars a replica took, appended to a bar log in memory that `/v1/bars` reads as it reads the
 /// book's. Bars from the channel are appended as they come (new bars, revisions, and a new
 /// session's, which start earlier than the last day's); bars from reloading a list after a
-/// (re)subscription only when they do not start before the series' last bar taken, so a reload
-/// adds nothing twice.
+/// (re)subscription only when they come after the series' last new bar taken in the list, so a
+/// reload adds nothing twice (revisions after it come again, and replace the same bars again).
 pub(super) struct BarMirror {
     pub(super) log: BarLogWriter,
     pub(super) last: HashMap<([u8; 8], u8), u64>,
@@ -25,7 +25,10 @@ impl BarMirror {
                 continue;
             }
             let r = barlog::record_from_bytes(&b);
-            self.last.insert((r.symbol, r.interval_s), r.bar.start_ns);
+            // a revision is of an older bar: a reload goes on from the newest
+            if !r.revision {
+                self.last.insert((r.symbol, r.interval_s), r.bar.start_ns);
+            }
             let _ = self.log.append(r);
         }
         let _ = self.log.flush();
@@ -43,7 +46,10 @@ impl BarMirror {
         let from = match self.last.get(&(first.symbol, first.interval_s)) {
             Some(&last) => list
                 .iter()
-                .rposition(|b| barlog::record_from_bytes(b).bar.start_ns == last)
+                .rposition(|b| {
+                    let r = barlog::record_from_bytes(b);
+                    !r.revision && r.bar.start_ns == last
+                })
                 .map_or(0, |i| i + 1),
             None => 0,
         };
@@ -94,6 +100,59 @@ mod tests {
         assert_eq!(starts(), [10, 11, 12, 3, 4, 7, 8]);
         m.take(&mut vec![vec![1, 2, 3]]);
         assert_eq!(m.bad, 1);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_revision_taken_does_not_move_where_a_reload_goes_on_from() {
+        let p = std::env::temp_dir().join(format!("mirror-rev-{}", std::process::id()));
+        let mut m = BarMirror {
+            log: BarLogWriter::create(&p).unwrap(),
+            last: HashMap::new(),
+            bad: 0,
+        };
+        let bar = |start: u64, close: u32, revision: bool| {
+            let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
+            r.symbol = *b"AAPL    ";
+            r.interval_s = 1;
+            r.bar.start_ns = start;
+            r.bar.close = close;
+            r.revision = revision;
+            r.to_bytes().to_vec()
+        };
+        // a rebuild revised bar 10; the link dropped; a second rebuild revised it again, and
+        // bar 12 closed
+        m.take(&mut vec![
+            bar(10, 1, false),
+            bar(11, 1, false),
+            bar(10, 2, true),
+        ]);
+        m.reload(&mut vec![
+            bar(10, 1, false),
+            bar(11, 1, false),
+            bar(10, 2, true),
+            bar(10, 3, true),
+            bar(12, 1, false),
+        ]);
+        let got: Vec<(u64, u32, bool)> = barlog::read_all(&p)
+            .unwrap()
+            .iter()
+            .map(|r| (r.bar.start_ns, r.bar.close, r.revision))
+            .collect();
+        // what came after bar 11 (the last new bar taken) comes: the revision taken already
+        // again (it replaces the same bar again), the one missed (going on after the last
+        // record starting at 10 would miss it), and the new bar
+        assert_eq!(
+            got,
+            [
+                (10, 1, false),
+                (11, 1, false),
+                (10, 2, true),
+                (10, 2, true),
+                (10, 3, true),
+                (12, 1, false)
+            ]
+        );
         std::fs::remove_file(&p).unwrap();
     }
 }

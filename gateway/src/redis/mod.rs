@@ -11,7 +11,8 @@
 //!                          (the hash tag puts the key and its channel on one node)
 //!  list     P:{SYM}:bars:1, P:{SYM}:bars:60   the latest 600 closed 1 s and 1 min bars, 48
 //!                          bytes each (the book's bar log record), oldest first
-//!  channel  P:{SYM}:bars   each bar as it is appended (a revised bar comes again, same start)
+//!  channel  P:{SYM}:bars   each bar as it is appended (a revision, flagged, replaces the bar
+//!                          with its start: book::barlog::apply)
 //!  hash     P:{SYM}:venues the symbol's latest quote on each venue (the book's per-venue table,
 //!                          for `/v1/venues`): field the venue's channel number, value as above
 //!  channel  P:{SYM}:venues the same values on every change of one venue's quote

@@ -92,6 +92,7 @@ pub fn bar(symbol: [u8; 8], interval_s: u8, k: u64) -> book::barlog::BarRecord {
             volume: 100 * (k + 1),
             trades: 3,
         },
+        revision: false,
     }
 }
 
