@@ -10,7 +10,9 @@
 //! logged again. [`apply`] is how a reader folds records into a series.
 //!
 //! ```text
-//!  offset 0    magic "ITCHBAR1" | version u32 | record size u32 (48) | zero padding to 64
+//!  offset 0    magic "ITCHBAR1" | version u32 | record size u32 (48) |
+//!              created_ns u64 (when this log was begun, ns since the epoch: the log's identity;
+//!              zero in logs written before it) | zero padding to 64
 //!  then        records of 48 bytes, little-endian:
 //!              symbol [u8; 8] | channel u16 | interval_s u8 | flags u8 | trades u32 |
 //!              start_ns u64 | open u32 | high u32 | low u32 | close u32 | volume u64
@@ -116,6 +118,10 @@ impl BarLogWriter {
         h[..8].copy_from_slice(&MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
         h[12..16].copy_from_slice(&(RECORD as u32).to_le_bytes());
+        let created_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        h[16..24].copy_from_slice(&created_ns.to_le_bytes());
         out.write_all(&h)?;
         out.flush()?;
         Ok(BarLogWriter { out })
@@ -150,6 +156,13 @@ pub fn read_all(path: &Path) -> Result<Vec<BarRecord>, String> {
         .collect())
 }
 
+/// A log's identity from its header: when it was begun (ns since the epoch), 0 if unknown.
+pub fn created_ns(header: &[u8]) -> u64 {
+    header
+        .get(16..24)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
 /// Decodes one record of [`RECORD`] bytes (as found after the header).
 pub fn record_from_bytes(b: &[u8]) -> BarRecord {
     BarRecord::from_bytes(b)
@@ -158,21 +171,30 @@ pub fn record_from_bytes(b: &[u8]) -> BarRecord {
 /// Folds one record into its series (oldest first, at most `keep` bars), as a reader of the log
 /// does. A plain record is a new bar, or replaces the newest when it has its start (a bar logged
 /// again); bars come in order within a session, and a new session's first bar, which starts
-/// before the day before's last, is new too. A revision replaces the bar with its start among
-/// the newest bars that do not start before it, or goes in where its start belongs when the
-/// series lacks it (a bar the gap had taken whole); one older than every bar kept is dropped.
+/// before the day before's last, is new too. A revision replaces the bar with its start in the
+/// newest session, or goes in where its start belongs there when the session lacks it (a bar
+/// the gap had taken whole, or one older than the session's first kept); one older than every
+/// bar of a full series is dropped. A day before's bars are never touched.
 pub fn apply(series: &mut VecDeque<BarRecord>, r: BarRecord, keep: usize) {
     let start = r.bar.start_ns;
     if r.revision {
-        // the newest bars starting after it: the revised one is just before them
-        let after = series
-            .iter()
-            .rev()
-            .take_while(|b| b.bar.start_ns > start)
-            .count();
-        let at = series.len() - after;
+        // back over the newest bars that start after it, within their session (going back,
+        // starts fall; a rise is the day before's end): the revised one is just before them
+        let mut at = series.len();
+        while at > 0 {
+            let prev = series[at - 1].bar.start_ns;
+            if prev <= start || (at < series.len() && prev >= series[at].bar.start_ns) {
+                break;
+            }
+            at -= 1;
+        }
         match at.checked_sub(1) {
-            Some(i) if series[i].bar.start_ns == start => series[i] = r,
+            Some(i)
+                if series[i].bar.start_ns == start
+                    && series.get(at).is_none_or(|b| b.bar.start_ns > start) =>
+            {
+                series[i] = r
+            }
             // in front of every bar kept, with the series full: older than the window
             None if series.len() >= keep => {}
             _ => {
@@ -303,5 +325,29 @@ mod tests {
         assert_eq!(fold(&full, 2), [(11, 9), (12, 1)]);
         // into an empty series
         assert_eq!(fold(&[rec(3, 1, true)], 2), [(3, 1)]);
+        // a day before's bars (10, 12, 14) are not today's (8, 13): today's revisions of 10
+        // and 14 go into today's session, the one of 13 replaces today's 13
+        let days = [
+            rec(10, 1, false),
+            rec(12, 1, false),
+            rec(14, 1, false),
+            rec(8, 2, false),
+            rec(13, 2, false),
+            rec(10, 7, true),
+            rec(14, 7, true),
+            rec(13, 9, true),
+        ];
+        assert_eq!(
+            fold(&days, 20),
+            [(10, 1), (12, 1), (14, 1), (8, 2), (10, 7), (13, 9), (14, 7)]
+        );
+        // a revision older than every bar of today goes first in today's, not into yesterday
+        let first = [
+            rec(10, 1, false),
+            rec(14, 1, false),
+            rec(12, 2, false),
+            rec(10, 5, true),
+        ];
+        assert_eq!(fold(&first, 20), [(10, 1), (14, 1), (10, 5), (12, 2)]);
     }
 }

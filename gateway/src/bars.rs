@@ -19,6 +19,8 @@ pub struct Tail {
     path: PathBuf,
     ino: u64,
     offset: u64,
+    /// The log's identity (`book::barlog::created_ns`), 0 until read or when unknown.
+    log: u64,
 }
 
 impl Tail {
@@ -28,7 +30,25 @@ impl Tail {
             path,
             ino: 0,
             offset: 0,
+            log: 0,
         }
+    }
+
+    /// The log being read: its identity (when it was begun, ns; 0 if unknown or none yet).
+    pub fn log(&self) -> u64 {
+        self.log
+    }
+
+    /// Where the next record read starts, bytes into the log (the records [`Tail::read_new`]
+    /// returned end here).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads on from `offset` (a record's start) of the log being read: ahead, to skip records.
+    pub fn seek(&mut self, offset: u64) {
+        let o = offset.max(barlog::HEADER as u64);
+        self.offset = o - (o - barlog::HEADER as u64) % barlog::RECORD as u64;
     }
 
     /// The records appended since the last call (at most 64 MiB of them), and whether the log
@@ -42,7 +62,14 @@ impl Tail {
         })?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
         let mut replaced = false;
-        if meta.ino() != self.ino || meta.len() < self.offset {
+        let mut other = meta.ino() != self.ino || meta.len() < self.offset;
+        // a log begun again in the same file (truncated, then grown past where we were) has
+        // another identity
+        if !other && self.offset != 0 && self.log != 0 {
+            let mut h = [0u8; 24];
+            other = f.read_exact(&mut h).is_ok() && barlog::created_ns(&h) != self.log;
+        }
+        if other {
             replaced = self.ino != 0;
             self.ino = meta.ino();
             self.offset = 0;
@@ -53,6 +80,7 @@ impl Tail {
             if h[..8] != barlog::MAGIC {
                 return Err(format!("{}: not a bar log", self.path.display()));
             }
+            self.log = barlog::created_ns(&h);
             self.offset = barlog::HEADER as u64;
             replaced = true;
         }

@@ -1899,6 +1899,60 @@ fn a_bar_redis_refuses_is_dropped_and_the_others_are_appended_once() {
     );
 }
 
+/// A publisher restarted goes on where the last one stopped: the key `quotes:barlog` says how
+/// far into the book's bar log Redis has the bars, and the new publisher skips what comes
+/// before. Before, it read the log from the start and appended every bar of the day to its list
+/// again (each chart over Redis showed the day twice, the second run going back in time).
+#[test]
+fn a_restarted_publisher_appends_no_bar_again() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("bar-restart");
+    let t = Table::new("redis-bar-restart", 3);
+    let keys = gateway::redis::Keys::new("quotes");
+    let b = t.quotes[1].symbol;
+    let list = keys.bars(&t.quotes[1].symbol_str(), 1);
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let t2 = Duration::from_secs(2);
+    let mut conn =
+        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
+    let want = |rounds: u64| -> Vec<Vec<u8>> {
+        (0..rounds)
+            .map(|k| common::bar(b, 1, k).to_bytes().to_vec())
+            .collect()
+    };
+    let append = |log: &mut book::barlog::BarLogWriter, ks: std::ops::Range<u64>| {
+        for k in ks {
+            log.append(common::bar(b, 1, k)).unwrap();
+        }
+        log.flush().unwrap();
+    };
+    append(&mut bar_log, 0..5);
+    let first = PubThread::spawn(&t.path, vec![node.addr()]);
+    comes_to("the first publisher's bars", &want(5), || {
+        lrange(&mut conn, &list)
+    });
+    let s1 = first.stop();
+    assert_eq!(s1.bars, 5, "{s1:?}");
+    // two more while no publisher runs, then a new one
+    append(&mut bar_log, 5..7);
+    let second = PubThread::spawn(&t.path, vec![node.addr()]);
+    comes_to("the second publisher's bars", &want(7), || {
+        lrange(&mut conn, &list)
+    });
+    // one more, so the second has flushed bars since (anything appended again would be in
+    // the list before it)
+    append(&mut bar_log, 7..8);
+    comes_to("a new bar", &want(8), || lrange(&mut conn, &list));
+    let s2 = second.stop();
+    assert_eq!(lrange(&mut conn, &list), want(8), "each bar once");
+    assert!(
+        s2.bars == 3 && s2.bars_skipped == 5,
+        "the second publisher wrote only the bars the first had not: {s2:?}"
+    );
+}
+
 /// A venue hash key that holds another type (someone else's value in the publisher's key space)
 /// is replaced: deleted, and every venue's quote of that symbol written again. `SET` replaces a
 /// quote key of any type by itself; `HSET` is refused (`WRONGTYPE`), which used to fail the

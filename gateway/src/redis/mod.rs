@@ -17,6 +17,8 @@
 //!                          for `/v1/venues`): field the venue's channel number, value as above
 //!  channel  P:{SYM}:venues the same values on every change of one venue's quote
 //!  channel  P:new          SYM, the first time the publisher writes a symbol (broadcast)
+//!  key      P:barlog       "LOG OFFSET": the book's bar log (when it was begun, ns) and the
+//!                          offset of its first record not yet in the lists (publish::barsync)
 //!  key      P:publisher    the publisher that writes (host:pid:start_ns), a lease of 1.5 s renewed
 //!                          with each heartbeat: a second publisher waits until it lapses
 //!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID MAP" every 250 ms (broadcast); EPOCH_NS is
@@ -40,7 +42,8 @@
 //! - [`cluster`]: addresses, hash slots, the cluster's slot map.
 //! - [`conn`]: one pipelined blocking connection.
 //! - [`publish`]: the publisher; its lease in `lease`, its bars in `bars` (what the replies to a
-//!   bar's write decide in `barfate`).
+//!   bar's write decide in `barfate`; which records go out, and which as revisions, in
+//!   `barsync`).
 //! - [`replica`]: the gateway-side replica and its quote source; its threads in `link`, its bar
 //!   log in `mirror`, its trust rule in [`trust`].
 //! - [`server`]: real redis-server processes for the tests and the benchmark.
@@ -125,6 +128,10 @@ impl Keys {
     /// Heartbeats.
     pub fn heartbeat(&self) -> String {
         format!("{}:heartbeat", self.prefix)
+    }
+    /// Where the book's bar log stands in Redis: `<log> <offset>` (the publisher's).
+    pub fn bar_position(&self) -> String {
+        format!("{}:barlog", self.prefix)
     }
     /// The publisher's lease: who writes under this prefix.
     pub fn lease(&self) -> String {

@@ -2,12 +2,25 @@
 //! published on its symbol's bars channel, its fate decided by the reply to its write
 //! ([`barfate`](super::barfate)).
 
+use super::barsync::{Fix, parse_position, position_text};
 use super::{Publisher, read_owed};
 use crate::redis::Keys;
+use crate::redis::resp::Reply;
+use book::barlog::{BarRecord, RECORD};
 use std::time::{Duration, Instant};
 
-/// Bars held at most while Redis is away (48 bytes each).
+/// Bars held at most while Redis is away (48 bytes each, and where they are in the log).
 pub const MAX_PENDING_BARS: usize = 1 << 20;
+
+/// A bar read from the log, waiting to go out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingBar {
+    /// The record.
+    pub rec: BarRecord,
+    /// The log it is from, and its offset there.
+    pub log: u64,
+    pub at: u64,
+}
 
 impl Publisher {
     /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
@@ -15,7 +28,8 @@ impl Publisher {
         self.bar_tail = Some(crate::bars::Tail::new(path));
     }
 
-    /// Reads the bar log's new records (every 100 ms at most).
+    /// Reads the bar log's new records (every 100 ms at most), leaving out the ones Redis has
+    /// ([`super::barsync`]).
     fn poll_bars(&mut self) {
         let Some(t) = self.bar_tail.as_mut() else {
             return;
@@ -25,14 +39,110 @@ impl Publisher {
         }
         self.next_bar_poll = Instant::now() + Duration::from_millis(100);
         // no log yet (book not started): nothing to publish
-        if let Ok((_, new)) = t.read_new() {
-            for r in new {
-                if self.bars_pending.len() == MAX_PENDING_BARS {
-                    self.bars_pending.pop_front();
-                    self.stats.bars_dropped += 1;
-                }
-                self.bars_pending.push_back(r);
+        let Ok((_, new)) = t.read_new() else {
+            return;
+        };
+        let log = t.log();
+        let first = t.offset() - (new.len() * RECORD) as u64;
+        for (k, rec) in new.into_iter().enumerate() {
+            let at = first + (k * RECORD) as u64;
+            if self.bar_sync.in_redis(log, at) {
+                self.stats.bars_skipped += 1;
+                continue;
             }
+            if self.bars_pending.len() == MAX_PENDING_BARS {
+                self.bars_pending.pop_front();
+                self.stats.bars_dropped += 1;
+            }
+            self.bars_pending.push_back(PendingBar { rec, log, at });
+        }
+    }
+
+    /// After a (re)connection, before any bar goes out: reads where Redis' bars stand, skips
+    /// the tail ahead to there and drops what waits that Redis has. Redis not answering the
+    /// key usably (a redirect, a refusal) leaves things as they are: at least once.
+    fn resync_bars(&mut self) -> Result<(), (usize, String)> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let key = self.keys.bar_position();
+        let k = link.topo.node_of(key.as_bytes());
+        let Some(c) = link.conns[k].as_mut() else {
+            return Ok(());
+        };
+        c.queue(&[b"GET", key.as_bytes()]);
+        let deadline = Instant::now() + self.cfg.timeout;
+        // the outer error is the connection's; the inner one a reply that says nothing usable
+        // (a redirect, a refusal, another value)
+        let got = c.flush().and_then(|()| {
+            c.next_by(deadline, |r| match (&r, r.error()) {
+                (_, Some(e)) => Err(e),
+                (Reply::Bulk(None), _) => Ok(None),
+                _ => r
+                    .bytes()
+                    .and_then(parse_position)
+                    .map(Some)
+                    .ok_or_else(|| "not a bar log position".to_string()),
+            })
+        });
+        self.bar_synced = self.epoch_ns;
+        let theirs = match got {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => {
+                eprintln!("gateway publish: GET {key}: {why}; bars go out at least once");
+                return Ok(());
+            }
+            Err(e) => return Err((k, e)),
+        };
+        let Some(t) = self.bar_tail.as_mut() else {
+            return Ok(());
+        };
+        if let Fix::Skip(to) = self.bar_sync.resync(theirs, t.log(), t.offset()) {
+            t.seek(to);
+        }
+        let sync = &self.bar_sync;
+        let before = self.bars_pending.len();
+        self.bars_pending.retain(|p| !sync.in_redis(p.log, p.at));
+        self.stats.bars_skipped += (before - self.bars_pending.len()) as u64;
+        Ok(())
+    }
+
+    /// Writes where the bar log stands in Redis when that moved: the first record still
+    /// waiting, or where the tail is.
+    fn save_bar_position(&mut self) -> Result<(), (usize, String)> {
+        let Some(t) = self.bar_tail.as_ref() else {
+            return Ok(());
+        };
+        let (log, at) = self
+            .bars_pending
+            .front()
+            .map_or((t.log(), t.offset()), |p| (p.log, p.at));
+        if !self.bar_sync.settled(log, at) {
+            return Ok(());
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let key = self.keys.bar_position();
+        let k = link.topo.node_of(key.as_bytes());
+        let Some(c) = link.conns[k].as_mut() else {
+            return Ok(());
+        };
+        let v = position_text(log, at);
+        c.queue(&[b"SET", key.as_bytes(), v.as_bytes()]);
+        let deadline = Instant::now() + self.cfg.timeout;
+        match c
+            .flush()
+            .and_then(|()| c.next_by(deadline, |r| r.error().map(|e| e.to_string())))
+        {
+            Ok(None) => Ok(()),
+            // refused or redirected: written again with the next move
+            Ok(Some(e)) => {
+                self.bar_sync.unsaved();
+                eprintln!("gateway publish: SET {key}: {e}");
+                Ok(())
+            }
+            Err(e) => Err((k, e)),
         }
     }
 
@@ -44,13 +154,32 @@ impl Publisher {
     /// for the node. A bar Redis appended is never appended again.
     pub(super) fn flush_bars(&mut self) {
         use super::barfate::{Aside, Cmd, Fate};
+        let Some(link) = self.link.as_ref() else {
+            return;
+        };
+        let all_up = link.conns.iter().all(Option::is_some);
+        if self.bar_synced != self.epoch_ns {
+            if !all_up || self.bar_tail.is_none() {
+                return;
+            }
+            if let Err((k, e)) = self.resync_bars() {
+                self.node_failed(k, e);
+                return;
+            }
+        }
         self.poll_bars();
+        if !all_up {
+            return;
+        }
+        if self.bars_pending.is_empty() {
+            if let Err((k, e)) = self.save_bar_position() {
+                self.node_failed(k, e);
+            }
+            return;
+        }
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        if self.bars_pending.is_empty() || link.conns.iter().any(Option::is_none) {
-            return;
-        }
         let publish: &[u8] = if link.topo.cluster {
             b"SPUBLISH"
         } else {
@@ -60,8 +189,8 @@ impl Publisher {
         let n = self.bars_pending.len().min(4096);
         // per node, what each reply answers: (bar, command), in the order they were queued
         let mut tied: Vec<Vec<(usize, Cmd)>> = vec![Vec::new(); link.conns.len()];
-        for (j, r) in self.bars_pending.iter().take(n).enumerate() {
-            let (key, ch, b) = bar_names(&self.keys, r);
+        for (j, p) in self.bars_pending.iter().take(n).enumerate() {
+            let (key, ch, b) = bar_names(&self.keys, &p.rec);
             let k = link.topo.node_of(key.as_bytes());
             let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
@@ -94,9 +223,9 @@ impl Publisher {
         }
         // its slot half-moved, its list with it: appended there after ASKING, then published
         // again, so a publish follows the write
-        for (f, r) in fate.iter_mut().zip(&self.bars_pending) {
+        for (f, p) in fate.iter_mut().zip(&self.bars_pending) {
             let Fate::Asked(to) = *f else { continue };
-            let (key, ch, b) = bar_names(&self.keys, r);
+            let (key, ch, b) = bar_names(&self.keys, &p.rec);
             let Some(c) = link.ask_conn(to, t, &self.cfg.access) else {
                 continue;
             };
@@ -142,7 +271,7 @@ impl Publisher {
             })
             .collect();
         if let Some(&(j, why)) = refused.first() {
-            let (key, _, _) = bar_names(&self.keys, &self.bars_pending[j]);
+            let (key, _, _) = bar_names(&self.keys, &self.bars_pending[j].rec);
             eprintln!(
                 "gateway publish: Redis refused {} bars (dropped); the first, {key}: {why}",
                 refused.len()
@@ -164,15 +293,16 @@ impl Publisher {
         self.stats.bars += (n - kept) as u64 - refused.len() as u64;
         if let Some((k, e)) = failed {
             self.node_failed(k, e);
+            return;
+        }
+        if let Err((k, e)) = self.save_bar_position() {
+            self.node_failed(k, e);
         }
     }
 }
 
 /// A bar's list key, channel and bytes.
-fn bar_names(
-    keys: &Keys,
-    r: &book::barlog::BarRecord,
-) -> (String, String, [u8; book::barlog::RECORD]) {
+fn bar_names(keys: &Keys, r: &BarRecord) -> (String, String, [u8; RECORD]) {
     let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
     (
         keys.bars(&sym, r.interval_s),

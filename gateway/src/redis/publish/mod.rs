@@ -22,6 +22,7 @@
 
 mod barfate;
 mod bars;
+mod barsync;
 mod lease;
 
 pub use bars::MAX_PENDING_BARS;
@@ -95,6 +96,8 @@ pub struct PubStats {
     pub bars_dropped: u64,
     /// Bars Redis refused (an error reply other than a redirect), dropped.
     pub bars_refused: u64,
+    /// Bars read again that Redis had already (where the last publisher stopped), skipped.
+    pub bars_skipped: u64,
     /// Venue hash keys that held another type (someone else's value in our key space):
     /// deleted, and every venue's quote of the symbol written again.
     pub replaced: u64,
@@ -202,7 +205,11 @@ pub struct Publisher {
     bar_tail: Option<crate::bars::Tail>,
     /// The per-venue table followed, and the clock its liveness checks run on.
     venue_src: Option<(crate::source::ShmSource, Instant)>,
-    bars_pending: std::collections::VecDeque<book::barlog::BarRecord>,
+    bars_pending: std::collections::VecDeque<bars::PendingBar>,
+    /// Where the bar log stands in Redis.
+    bar_sync: barsync::BarSync,
+    /// The epoch whose connection's bar position was read (bars wait until it is).
+    bar_synced: u64,
     next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
@@ -249,6 +256,8 @@ impl Publisher {
             bar_tail: None,
             venue_src: None,
             bars_pending: std::collections::VecDeque::new(),
+            bar_sync: barsync::BarSync::default(),
+            bar_synced: 0,
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
@@ -1291,7 +1300,7 @@ pub fn run(
             let s = &p.stats;
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
-                 dropped, {} refused), {} venue keys of another type replaced, {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
+                 dropped, {} refused, {} in Redis already), {} venue keys of another type replaced, {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
                  maps followed in place, {} masters joined in place, {}",
                 s.published,
                 s.batches,
@@ -1299,6 +1308,7 @@ pub fn run(
                 s.bars,
                 s.bars_dropped,
                 s.bars_refused,
+                s.bars_skipped,
                 s.replaced,
                 s.failures,
                 s.asked,
