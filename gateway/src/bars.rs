@@ -76,6 +76,7 @@ impl Tail {
         }
         if self.offset == 0 {
             let mut h = vec![0u8; barlog::HEADER];
+            f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
             f.read_exact(&mut h).map_err(|e| e.to_string())?;
             if h[..8] != barlog::MAGIC {
                 return Err(format!("{}: not a bar log", self.path.display()));
@@ -146,5 +147,45 @@ impl BarIndex {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use book::barlog::BarLogWriter;
+
+    fn rec(start_ns: u64) -> BarRecord {
+        let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
+        r.symbol = *b"AAPL    ";
+        r.interval_s = 1;
+        r.bar.start_ns = start_ns;
+        r
+    }
+
+    #[test]
+    fn a_log_begun_again_in_the_same_file_is_read_from_its_start() {
+        let p = std::env::temp_dir().join(format!("tail-{}", std::process::id()));
+        let mut w = BarLogWriter::create(&p).unwrap();
+        w.append(rec(1)).unwrap();
+        w.flush().unwrap();
+        let mut t = Tail::new(p.clone());
+        let (begun, got) = t.read_new().unwrap();
+        assert!(begun && got == [rec(1)]);
+        let first = t.log();
+        assert_ne!(first, 0, "a log carries when it was begun");
+        // the book restarted: the same file begun again (same inode), and it grew past where
+        // the tail was before the tail looked
+        let mut w = BarLogWriter::create(&p).unwrap();
+        for s in [5, 6, 7] {
+            w.append(rec(s)).unwrap();
+        }
+        w.flush().unwrap();
+        let (begun, got) = t.read_new().unwrap();
+        assert!(begun, "seen as a new log");
+        assert_eq!(got, [rec(5), rec(6), rec(7)], "read from its start");
+        assert_ne!(t.log(), first);
+        assert_eq!(t.offset(), (barlog::HEADER + 3 * barlog::RECORD) as u64);
+        std::fs::remove_file(&p).unwrap();
     }
 }
