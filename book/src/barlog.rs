@@ -1,7 +1,6 @@
 //! The bar log: every closed 1-second and 1-minute bar, appended to a file the gateway reads for
-//! charts. It is written by the conflation thread once per batch and made again from the journal
-//! when the book restarts (the rebuild replays every trade of the day), so a restart keeps the
-//! day.
+//! charts. It is written by the conflation thread once per batch; a book restarted replays the
+//! ring and journal (every trade of the day), so a restart keeps the day.
 //!
 //! A bar is logged once, when it closes. When a channel is rebuilt after an unrecovered gap,
 //! its fresh books' bars are checked against what was logged: the ones the log lacks come after
@@ -9,10 +8,16 @@
 //! revision (it replaces the bar with its start), and the bars already logged right are not
 //! logged again. [`apply`] is how a reader folds records into a series.
 //!
+//! A book restarted on the same ring goes on with the log it wrote before
+//! ([`BarLogWriter::resume`]): the records stay, the identity stays, and the bars its catch-up
+//! closes again are not logged again, so a reader (the gateway, `gateway publish`) sees the day
+//! once. A new ring (the feed handler restarted: another generation) begins a new log.
+//!
 //! ```text
 //!  offset 0    magic "ITCHBAR1" | version u32 | record size u32 (48) |
 //!              created_ns u64 (when this log was begun, ns since the epoch: the log's identity;
-//!              zero in logs written before it) | zero padding to 64
+//!              zero in logs written before it) | source u64 (the generation of the feed ring
+//!              its bars are made from; zero when none) | zero padding to 64
 //!  then        records of 48 bytes, little-endian:
 //!              symbol [u8; 8] | channel u16 | interval_s u8 | flags u8 | trades u32 |
 //!              start_ns u64 | open u32 | high u32 | low u32 | close u32 | volume u64
@@ -21,8 +26,8 @@
 //! ```
 
 use crate::bars::Bar;
-use std::collections::VecDeque;
-use std::io::{BufWriter, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 /// The bar log beside a quote table: `<quotes>.bars`.
@@ -105,14 +110,56 @@ pub struct BarLogWriter {
     out: BufWriter<std::fs::File>,
 }
 
+/// Per series (channel, symbol, interval), the start of the last bar (not a revision) a log
+/// holds: the newest of its latest session.
+pub type Newest = HashMap<(u16, [u8; 8], u8), u64>;
+
 impl BarLogWriter {
     /// Creates (replaces) the log.
     pub fn create(path: &Path) -> std::io::Result<Self> {
         Self::create_in(std::fs::File::create(path)?)
     }
 
+    /// Goes on with the log at `path` when it holds bars made from the ring generation
+    /// `source` (a book restarted on the same ring): a record cut short at its end is dropped,
+    /// and each series' newest bar start ([`Newest`]) is returned, so the bars the catch-up
+    /// closes again are not logged again (a bar that does not start after it was logged
+    /// before: within a session bars come in order; a ring spanning two sessions may have some
+    /// of the first one's logged again, never one lost). Otherwise (no log, another ring's,
+    /// unreadable, `source` 0) begins a new one, and returns `None`.
+    pub fn resume(path: &Path, source: u64) -> std::io::Result<(Self, Option<Newest>)> {
+        if source != 0
+            && let Ok(b) = std::fs::read(path)
+            && b.len() >= HEADER
+            && b[..8] == MAGIC
+            && u32::from_le_bytes(b[8..12].try_into().expect("4")) == VERSION
+            && u64::from_le_bytes(b[24..32].try_into().expect("8")) == source
+        {
+            let whole = (b.len() - HEADER) / RECORD * RECORD;
+            let mut newest = Newest::new();
+            for r in b[HEADER..HEADER + whole].chunks_exact(RECORD) {
+                let r = BarRecord::from_bytes(r);
+                // the last plain bar: the newest of the latest session
+                if !r.revision {
+                    newest.insert((r.channel, r.symbol, r.interval_s), r.bar.start_ns);
+                }
+            }
+            let f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.set_len((HEADER + whole) as u64)?;
+            let mut out = BufWriter::new(f);
+            out.seek(std::io::SeekFrom::End(0))?;
+            return Ok((BarLogWriter { out }, Some(newest)));
+        }
+        let f = std::fs::File::create(path)?;
+        Ok((Self::begin(f, source)?, None))
+    }
+
     /// Starts a log in `f`, a new empty file (e.g. a memfd).
     pub fn create_in(f: std::fs::File) -> std::io::Result<Self> {
+        Self::begin(f, 0)
+    }
+
+    fn begin(f: std::fs::File, source: u64) -> std::io::Result<Self> {
         let mut out = BufWriter::new(f);
         let mut h = [0u8; HEADER];
         h[..8].copy_from_slice(&MAGIC);
@@ -122,6 +169,7 @@ impl BarLogWriter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
         h[16..24].copy_from_slice(&created_ns.to_le_bytes());
+        h[24..32].copy_from_slice(&source.to_le_bytes());
         out.write_all(&h)?;
         out.flush()?;
         Ok(BarLogWriter { out })

@@ -92,6 +92,9 @@ pub struct Conflator {
     gap_channels: Vec<u16>,
     changed: Vec<u16>,
     bar_log: BarLogWriter,
+    /// The bar log this book went on with: each series' newest bar in it (bars closed again
+    /// while catching up, not starting after it, are not logged again).
+    logged_before: crate::barlog::Newest,
     closed: Vec<ClosedBar>,
     history: crate::bars::HistoryConfig,
     overruns_seen: u64,
@@ -107,7 +110,8 @@ pub struct Conflator {
     pub end_of_session: u64,
     /// Bar log writes that failed.
     pub bar_log_errors: u64,
-    /// Bars a rebuild closed that were logged right before it (not logged again).
+    /// Bars closed again that were logged before (by the books a rebuild replaced, or in the
+    /// bar log this book went on with): not logged again.
     pub bars_known: u64,
     /// Bars a rebuild logged as revisions (the gap had taken some or all of their trades).
     pub bars_revised: u64,
@@ -136,11 +140,16 @@ impl Conflator {
             .map_err(|e| format!("{}: {e}", venues_path.display()))?;
         let quotes = QuoteWriter::create(quotes, slots, (slots as u64 * 4).max(1024))
             .map_err(|e| format!("{}: {e}", quotes.display()))?;
-        let bar_log = BarLogWriter::create(&crate::barlog::beside(quotes.path()))
-            .map_err(|e| format!("bar log: {e}"))?;
+        // a book restarted on the same ring goes on with its bar log
+        let (bar_log, logged_before) = BarLogWriter::resume(
+            &crate::barlog::beside(quotes.path()),
+            sub.ring().info().generation,
+        )
+        .map_err(|e| format!("bar log: {e}"))?;
         Ok(Conflator {
             sub,
             bar_log,
+            logged_before: logged_before.unwrap_or_default(),
             closed: Vec::new(),
             history: crate::bars::HistoryConfig::default(),
             overruns_seen: 0,
@@ -531,6 +540,15 @@ impl Conflator {
                 continue;
             }
             if let Some(sym) = books.get(c.locate).and_then(|x| x.symbol) {
+                if judged == Rebuilt::New
+                    && self
+                        .logged_before
+                        .get(&(channel, sym.0, c.interval_s))
+                        .is_some_and(|&n| c.bar.start_ns <= n)
+                {
+                    self.bars_known += 1;
+                    continue;
+                }
                 // a failed write of history must not stop prices: counted, not fatal
                 let rec = BarRecord {
                     symbol: sym.0,

@@ -504,3 +504,91 @@ fn an_idle_conflation_thread_sleeps_on_the_ring_until_the_writer_publishes() {
     assert_eq!(watch.sleepers(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A book restarted on the same ring goes on with the bar log it wrote: the records and the
+/// log's identity stay (so `gateway publish` goes on where Redis stands), and the bars its
+/// catch-up closes again are not logged again. Before, a restart began a new log and made the
+/// whole day again, which the publisher took for new bars.
+#[test]
+fn a_restarted_book_goes_on_with_its_bar_log() {
+    use feed_handler::journal::{JournalWriter, journal_path};
+    use feed_handler::ring::{Record, RingWriter};
+    let dir = std::env::temp_dir().join(format!("book-restart-bars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let mut w = RingWriter::create(&ring, 1 << 16).unwrap();
+    let mut j = JournalWriter::create(&journal_path(&ring), w.generation()).unwrap();
+    let mut m = Market::new(MarketConfig {
+        seed: 24,
+        symbols: 50,
+        messages: 30_000,
+        rate_per_s: 2_000,
+        ..Default::default()
+    });
+    let mut clean = Books::new();
+    clean.collect_closed_bars(true);
+    let mut seq = 0u64;
+    let mut publish = |n: usize, clean: &mut Books| {
+        for _ in 0..n {
+            let msg = m.next_message().unwrap().to_vec();
+            clean.apply(&msg);
+            seq += 1;
+            let rec = Record::message(0, seq, 0, seq, &msg).unwrap();
+            let p = w.publish(&rec);
+            j.append(p, &rec).unwrap();
+            let e = j.flush().unwrap();
+            w.set_journal_end(e);
+        }
+    };
+    let quotes = dir.join("quotes");
+    let log = book::barlog::beside(&quotes);
+    let identity = || {
+        let b = std::fs::read(&log).unwrap();
+        book::barlog::created_ns(&b[..book::barlog::HEADER])
+    };
+    publish(12_000, &mut clean);
+    let mut conf = Conflator::new(&ring, &quotes, 256).unwrap();
+    while conf.do_work().unwrap() > 0 {}
+    let before = book::barlog::read_all(&log).unwrap();
+    assert!(before.len() > 50, "bars to go on from: {}", before.len());
+    let id = identity();
+    // the book stops; the feed goes on; a new book starts on the same ring
+    drop(conf);
+    publish(12_000, &mut clean);
+    let mut conf = Conflator::new(&ring, &quotes, 256).unwrap();
+    while conf.do_work().unwrap() > 0 {}
+    assert!(conf.caught_up());
+    assert_eq!(identity(), id, "the same log, gone on with");
+    let after = book::barlog::read_all(&log).unwrap();
+    assert_eq!(after[..before.len()], before[..], "what it held stays");
+    assert!(
+        conf.bars_known as usize >= before.len() * 9 / 10,
+        "{}",
+        conf.bars_known
+    );
+    // each bar once, and the day's bars are a clean replay's
+    let mut want = std::collections::BTreeMap::<_, Vec<book::bars::Bar>>::new();
+    let mut closed = Vec::new();
+    clean.take_closed_bars(&mut closed);
+    for c in &closed {
+        let sym = clean.get(c.locate).unwrap().symbol.unwrap().0;
+        want.entry((sym, c.interval_s)).or_default().push(c.bar);
+    }
+    let mut got = std::collections::BTreeMap::<_, Vec<book::bars::Bar>>::new();
+    for r in &after {
+        assert!(!r.revision);
+        got.entry((r.symbol, r.interval_s)).or_default().push(r.bar);
+    }
+    assert_eq!(got.len(), want.len());
+    for (k, w) in &want {
+        assert_eq!(got.get(k), Some(w), "{}", String::from_utf8_lossy(&k.0));
+    }
+    // a new ring (the feed handler restarted) begins a new log
+    drop(conf);
+    drop(w);
+    let _w2 = RingWriter::create(&ring, 1 << 16).unwrap();
+    let _conf = Conflator::new(&ring, &quotes, 256).unwrap();
+    assert_ne!(identity(), id, "a new ring's bars in a new log");
+    assert!(book::barlog::read_all(&log).unwrap().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
