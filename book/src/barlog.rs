@@ -398,4 +398,66 @@ mod tests {
         ];
         assert_eq!(fold(&first, 20), [(10, 1), (14, 1), (10, 5), (12, 2)]);
     }
+
+    proptest::proptest! {
+        /// Any records, in any order: the series stays within `keep`, and records that repeat
+        /// ones already folded (a bar logged again, a revision sent twice) change nothing.
+        #[test]
+        fn folding_is_bounded_and_a_repeat_changes_nothing(
+            recs in proptest::collection::vec((0u64..40, 0u64..5, proptest::bool::ANY), 0..60),
+            keep in 1usize..12,
+        ) {
+            let recs: Vec<BarRecord> = recs.iter().map(|&(t, v, rev)| rec(t, v, rev)).collect();
+            let mut s = VecDeque::new();
+            for &r in &recs {
+                apply(&mut s, r, keep);
+                proptest::prop_assert!(s.len() <= keep);
+            }
+            // the last record again: a revision, or a plain bar that is the newest, replaces
+            // itself
+            if let Some(&last) = recs.last()
+                && (last.revision || s.back() == Some(&last))
+            {
+                let before = s.clone();
+                apply(&mut s, last, keep);
+                proptest::prop_assert_eq!(&s, &before);
+            }
+        }
+
+        /// Plain bars of one session (starts rising) fold to the newest `keep` of them, and
+        /// revisions of bars kept replace exactly those.
+        #[test]
+        fn a_session_folds_to_itself_and_revisions_replace_in_place(
+            gaps in proptest::collection::vec(1u64..4, 1..40),
+            revised in proptest::collection::vec((0usize..40, 10u64..20), 0..10),
+            keep in 1usize..50,
+        ) {
+            let mut start = 0;
+            let bars: Vec<BarRecord> = gaps
+                .iter()
+                .map(|g| {
+                    start += g;
+                    rec(start, 1, false)
+                })
+                .collect();
+            let mut s = VecDeque::new();
+            for &r in &bars {
+                apply(&mut s, r, keep);
+            }
+            let mut want: Vec<BarRecord> =
+                bars[bars.len().saturating_sub(keep)..].to_vec();
+            proptest::prop_assert_eq!(s.iter().copied().collect::<Vec<_>>(), want.clone());
+            for &(i, v) in &revised {
+                let Some(w) = want.get_mut(i) else { continue };
+                let r = BarRecord {
+                    revision: true,
+                    bar: Bar { volume: v, ..w.bar },
+                    ..*w
+                };
+                apply(&mut s, r, keep);
+                *w = r;
+            }
+            proptest::prop_assert_eq!(s.into_iter().collect::<Vec<_>>(), want);
+        }
+    }
 }

@@ -135,11 +135,17 @@ impl Publisher {
             .flush()
             .and_then(|()| c.next_by(deadline, |r| r.error().map(|e| e.to_string())))
         {
-            Ok(None) => Ok(()),
-            // refused or redirected: written again with the next move
+            Ok(None) => {
+                self.bar_position_refused = None;
+                Ok(())
+            }
+            // refused or redirected: written again with the next move (logged once a reason)
             Ok(Some(e)) => {
                 self.bar_sync.unsaved();
-                eprintln!("gateway publish: SET {key}: {e}");
+                if self.bar_position_refused.as_ref() != Some(&e) {
+                    eprintln!("gateway publish: SET {key}: {e}");
+                    self.bar_position_refused = Some(e);
+                }
                 Ok(())
             }
             Err(e) => Err((k, e)),

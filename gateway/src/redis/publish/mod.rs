@@ -210,6 +210,8 @@ pub struct Publisher {
     bar_sync: barsync::BarSync,
     /// The epoch whose connection's bar position was read (bars wait until it is).
     bar_synced: u64,
+    /// Why Redis last refused the bar position (logged once a reason).
+    bar_position_refused: Option<String>,
     next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
@@ -258,6 +260,7 @@ impl Publisher {
             bars_pending: std::collections::VecDeque::new(),
             bar_sync: barsync::BarSync::default(),
             bar_synced: 0,
+            bar_position_refused: None,
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
