@@ -1953,6 +1953,65 @@ fn a_restarted_publisher_appends_no_bar_again() {
     );
 }
 
+/// Redis restarted empty loses the bar lists; the publisher, finding `quotes:barlog` gone
+/// where it had written it, restores them from the book's bar log without publishing them
+/// again: a remote gateway that was up keeps each bar once, and the lists hold the history for
+/// one that loads them. Before, the history was gone from Redis until new bars were made.
+#[test]
+fn bars_redis_lost_are_restored_and_not_published_again() {
+    if !have_redis() {
+        return;
+    }
+    let mut node = single("bar-restore");
+    let t = Table::new("redis-bar-restore", 3);
+    let keys = gateway::redis::Keys::new("quotes");
+    let (b, sym) = (t.quotes[1].symbol, t.quotes[1].symbol_str());
+    let list = keys.bars(&sym, 1);
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let want = |rounds: u64| -> Vec<Vec<u8>> {
+        (0..rounds)
+            .map(|k| common::bar(b, 1, k).to_bytes().to_vec())
+            .collect()
+    };
+    let t2 = Duration::from_secs(2);
+    let list_now = |node: &RedisNode| {
+        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default())
+            .map(|mut c| lrange(&mut c, &list))
+            .unwrap_or_default()
+    };
+    for k in 0..5 {
+        bar_log.append(common::bar(b, 1, k)).unwrap();
+    }
+    bar_log.flush().unwrap();
+    let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    let remote = Remote::start(vec![node.addr()], 600_000);
+    let charted = |remote: &Remote| -> Vec<u64> {
+        let (_, body) = common::http_get(
+            remote.addr(),
+            &format!("/v1/bars?symbol={sym}&interval=1s&limit=600"),
+        );
+        serde_json::from_str::<Value>(&body).unwrap()["bars"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x["t"].as_u64().unwrap()).collect())
+            .unwrap_or_default()
+    };
+    let starts =
+        |n: u64| -> Vec<u64> { (0..n).map(|k| common::bar(b, 1, k).bar.start_ns).collect() };
+    comes_to("the bars in Redis", &want(5), || list_now(&node));
+    comes_to("the remote chart", &starts(5), || charted(&remote));
+    node.kill();
+    node.restart().unwrap();
+    comes_to("the bars restored", &want(5), || list_now(&node));
+    // a new bar: published, and charted once after the ones the remote gateway kept
+    bar_log.append(common::bar(b, 1, 5)).unwrap();
+    bar_log.flush().unwrap();
+    comes_to("the bars in Redis", &want(6), || list_now(&node));
+    comes_to("the remote chart", &starts(6), || charted(&remote));
+    drop(remote);
+    let s = publisher.stop();
+    assert!(s.bar_restores == 1 && s.bars == 11, "{s:?}");
+}
+
 /// A venue hash key that holds another type (someone else's value in the publisher's key space)
 /// is replaced: deleted, and every venue's quote of that symbol written again. `SET` replaces a
 /// quote key of any type by itself; `HSET` is refused (`WRONGTYPE`), which used to fail the

@@ -20,6 +20,8 @@ pub(super) struct PendingBar {
     /// The log it is from, and its offset there.
     pub log: u64,
     pub at: u64,
+    /// Restored to its list (Redis lost it), not published: the gateways that were up have it.
+    pub quiet: bool,
 }
 
 impl Publisher {
@@ -54,7 +56,13 @@ impl Publisher {
                 self.bars_pending.pop_front();
                 self.stats.bars_dropped += 1;
             }
-            self.bars_pending.push_back(PendingBar { rec, log, at });
+            let quiet = self.bar_sync.quiet(log, at);
+            self.bars_pending.push_back(PendingBar {
+                rec,
+                log,
+                at,
+                quiet,
+            });
         }
     }
 
@@ -97,8 +105,19 @@ impl Publisher {
         let Some(t) = self.bar_tail.as_mut() else {
             return Ok(());
         };
-        if let Fix::Skip(to) = self.bar_sync.resync(theirs, t.log(), t.offset()) {
-            t.seek(to);
+        let log = t.log();
+        match self.bar_sync.resync(theirs, log, t.offset()) {
+            Fix::Stay => {}
+            Fix::Skip(to) => t.seek(to),
+            Fix::Restore(from) => {
+                eprintln!(
+                    "gateway publish: Redis lost bars it had (restarted empty or from an older \
+                     snapshot): restoring them to the lists from offset {from} of the bar log"
+                );
+                t.seek(from);
+                self.bars_pending.retain(|p| p.log != log);
+                self.stats.bar_restores += 1;
+            }
         }
         let sync = &self.bar_sync;
         let before = self.bars_pending.len();
@@ -201,8 +220,11 @@ impl Publisher {
             let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-            c.queue(&[publish, ch.as_bytes(), &b]);
-            tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim), (j, Cmd::Publish)]);
+            tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim)]);
+            if !p.quiet {
+                c.queue(&[publish, ch.as_bytes(), &b]);
+                tied[k].push((j, Cmd::Publish));
+            }
         }
         let mut fate = vec![Fate::Unknown; n];
         let mut aside: Option<String> = None;
@@ -262,6 +284,9 @@ impl Publisher {
                 continue;
             }
             *f = there;
+            if p.quiet {
+                continue;
+            }
             let k = link.topo.node_of(key.as_bytes());
             let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[publish, ch.as_bytes(), &b]);

@@ -98,6 +98,9 @@ pub struct PubStats {
     pub bars_refused: u64,
     /// Bars read again that Redis had already (where the last publisher stopped), skipped.
     pub bars_skipped: u64,
+    /// Times Redis had lost bars it held (restarted empty, or from an older snapshot) and
+    /// they were restored to the lists.
+    pub bar_restores: u64,
     /// Venue hash keys that held another type (someone else's value in our key space):
     /// deleted, and every venue's quote of the symbol written again.
     pub replaced: u64,
