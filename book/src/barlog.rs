@@ -27,7 +27,7 @@
 
 use crate::bars::Bar;
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufWriter, Seek, Write};
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 /// The bar log beside a quote table: `<quotes>.bars`.
@@ -128,24 +128,30 @@ impl BarLogWriter {
     /// of the first one's logged again, never one lost). Otherwise (no log, another ring's,
     /// unreadable, `source` 0) begins a new one, and returns `None`.
     pub fn resume(path: &Path, source: u64) -> std::io::Result<(Self, Option<Newest>)> {
+        let mut h = [0u8; HEADER];
         if source != 0
-            && let Ok(b) = std::fs::read(path)
-            && b.len() >= HEADER
-            && b[..8] == MAGIC
-            && u32::from_le_bytes(b[8..12].try_into().expect("4")) == VERSION
-            && u64::from_le_bytes(b[24..32].try_into().expect("8")) == source
+            && let Ok(f) = std::fs::File::open(path)
+            && let Ok(len) = f.metadata().map(|m| m.len())
+            && let mut r = std::io::BufReader::with_capacity(1 << 20, f)
+            && r.read_exact(&mut h).is_ok()
+            && h[..8] == MAGIC
+            && u32::from_le_bytes(h[8..12].try_into().expect("4")) == VERSION
+            && u64::from_le_bytes(h[24..32].try_into().expect("8")) == source
         {
-            let whole = (b.len() - HEADER) / RECORD * RECORD;
+            // read a record at a time: a day's log need not fit in memory
+            let whole = (len - HEADER as u64) / RECORD as u64;
             let mut newest = Newest::new();
-            for r in b[HEADER..HEADER + whole].chunks_exact(RECORD) {
-                let r = BarRecord::from_bytes(r);
+            let mut b = [0u8; RECORD];
+            for _ in 0..whole {
+                r.read_exact(&mut b)?;
+                let rec = BarRecord::from_bytes(&b);
                 // the last plain bar: the newest of the latest session
-                if !r.revision {
-                    newest.insert((r.channel, r.symbol, r.interval_s), r.bar.start_ns);
+                if !rec.revision {
+                    newest.insert((rec.channel, rec.symbol, rec.interval_s), rec.bar.start_ns);
                 }
             }
             let f = std::fs::OpenOptions::new().write(true).open(path)?;
-            f.set_len((HEADER + whole) as u64)?;
+            f.set_len(HEADER as u64 + whole * RECORD as u64)?;
             let mut out = BufWriter::new(f);
             out.seek(std::io::SeekFrom::End(0))?;
             return Ok((BarLogWriter { out }, Some(newest)));
@@ -316,6 +322,44 @@ mod tests {
         );
         std::fs::write(&p, b"nope").unwrap();
         assert!(read_all(&p).is_err());
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_log_goes_on_for_its_own_ring_only() {
+        let p = std::env::temp_dir().join(format!("barlog-resume-{}", std::process::id()));
+        let (mut w, before) = BarLogWriter::resume(&p, 7).unwrap();
+        assert!(before.is_none(), "no log: a new one");
+        for r in [rec(10, 1, false), rec(11, 1, false), rec(10, 2, true)] {
+            w.append(r).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        let id = created_ns(&std::fs::read(&p).unwrap());
+        // a record cut short at the end (the book died writing it)
+        let mut b = std::fs::read(&p).unwrap();
+        b.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(&p, &b).unwrap();
+        let (mut w, before) = BarLogWriter::resume(&p, 7).unwrap();
+        let newest = before.expect("the same ring: gone on with");
+        // the last bar that is not a revision
+        assert_eq!(newest.get(&(0, *b"AAPL    ", 1)), Some(&11_000_000_000));
+        w.append(rec(12, 1, false)).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let all = read_all(&p).unwrap();
+        assert_eq!(
+            all.len(),
+            4,
+            "the cut record dropped, the new one after the others"
+        );
+        assert_eq!(all[3], rec(12, 1, false));
+        assert_eq!(created_ns(&std::fs::read(&p).unwrap()), id);
+        // another ring: a new log
+        let (_w, before) = BarLogWriter::resume(&p, 8).unwrap();
+        assert!(before.is_none());
+        assert!(read_all(&p).unwrap().is_empty());
+        assert_ne!(created_ns(&std::fs::read(&p).unwrap()), id);
         std::fs::remove_file(&p).unwrap();
     }
 
