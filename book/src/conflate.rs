@@ -521,51 +521,58 @@ impl Conflator {
         let Some(books) = self.books.get_mut(&channel) else {
             return;
         };
-        self.closed.clear();
-        books.take_closed_bars(&mut self.closed);
-        for c in &self.closed {
-            let judged = replaced.map_or(Rebuilt::New, |old| {
-                let Some(h) = old.get(c.locate).and_then(|x| x.history.as_ref()) else {
-                    return Rebuilt::New;
-                };
-                let series = if c.interval_s == 1 {
-                    &h.seconds
-                } else {
-                    &h.minutes
-                };
-                series.judge_rebuilt(&c.bar)
-            });
-            if judged == Rebuilt::Known {
-                self.bars_known += 1;
-                continue;
-            }
-            if let Some(sym) = books.get(c.locate).and_then(|x| x.symbol) {
-                if judged == Rebuilt::New
-                    && self
-                        .logged_before
-                        .get(&(channel, sym.0, c.interval_s))
-                        .is_some_and(|&n| c.bar.start_ns <= n)
-                {
-                    self.bars_known += 1;
-                    continue;
+        let mut bars = BarSink {
+            log: &mut self.bar_log,
+            logged_before: &self.logged_before,
+            channel,
+            wrote: false,
+            known: 0,
+            revised: 0,
+            errors: 0,
+        };
+        match replaced {
+            // a rebuild: its books' whole history (bounded per instrument), each closed bar
+            // judged against the live books' it replaces; from now on they collect as they go
+            Some(old) => {
+                for (locate, x) in books.iter() {
+                    let (Some(h), Some(sym)) = (x.history.as_ref(), x.symbol) else {
+                        continue;
+                    };
+                    let was = old.get(locate).and_then(|o| o.history.as_ref());
+                    for (interval_s, series) in [(1u8, &h.seconds), (60, &h.minutes)] {
+                        let closed = series.bars().len().saturating_sub(1);
+                        for bar in series.bars().take(closed) {
+                            let judged = was.map_or(Rebuilt::New, |w| {
+                                let s = if interval_s == 1 {
+                                    &w.seconds
+                                } else {
+                                    &w.minutes
+                                };
+                                s.judge_rebuilt(bar)
+                            });
+                            bars.log(sym.0, interval_s, *bar, judged);
+                        }
+                    }
                 }
-                // a failed write of history must not stop prices: counted, not fatal
-                let rec = BarRecord {
-                    symbol: sym.0,
-                    channel,
-                    interval_s: c.interval_s,
-                    bar: c.bar,
-                    revision: judged == Rebuilt::Revision,
-                };
-                self.bars_revised += rec.revision as u64;
-                if self.bar_log.append(rec).is_err() {
-                    self.bar_log_errors += 1;
+                books.collect_closed_bars(true);
+            }
+            None => {
+                self.closed.clear();
+                books.take_closed_bars(&mut self.closed);
+                for c in &self.closed {
+                    if let Some(sym) = books.get(c.locate).and_then(|x| x.symbol) {
+                        bars.log(sym.0, c.interval_s, c.bar, Rebuilt::New);
+                    }
                 }
             }
         }
-        if !self.closed.is_empty() && self.bar_log.flush().is_err() {
-            self.bar_log_errors += 1;
+        // a failed write of history must not stop prices: counted, not fatal
+        if bars.wrote && bars.log.flush().is_err() {
+            bars.errors += 1;
         }
+        self.bars_known += bars.known;
+        self.bars_revised += bars.revised;
+        self.bar_log_errors += bars.errors;
         self.changed.clear();
         books.take_changed(&mut self.changed);
         if all {
@@ -720,5 +727,41 @@ impl Conflator {
     pub fn consolidated_slot(&self, symbol: &str) -> Option<usize> {
         let s = feed_handler::itch::Stock::new(symbol)?;
         self.sym_index.get(&s.0).copied()
+    }
+}
+/// Logs the bars a batch (or a rebuild) closed: a bar judged logged before, or not starting
+/// after its series' last one in the log this book went on with, is not logged again.
+struct BarSink<'a> {
+    log: &'a mut BarLogWriter,
+    logged_before: &'a crate::barlog::Newest,
+    channel: u16,
+    wrote: bool,
+    known: u64,
+    revised: u64,
+    errors: u64,
+}
+
+impl BarSink<'_> {
+    fn log(&mut self, symbol: [u8; 8], interval_s: u8, bar: crate::bars::Bar, judged: Rebuilt) {
+        let before = self
+            .logged_before
+            .get(&(self.channel, symbol, interval_s))
+            .is_some_and(|&n| bar.start_ns <= n);
+        if judged == Rebuilt::Known || (judged == Rebuilt::New && before) {
+            self.known += 1;
+            return;
+        }
+        let rec = BarRecord {
+            symbol,
+            channel: self.channel,
+            interval_s,
+            bar,
+            revision: judged == Rebuilt::Revision,
+        };
+        self.revised += rec.revision as u64;
+        self.wrote = true;
+        if self.log.append(rec).is_err() {
+            self.errors += 1;
+        }
     }
 }

@@ -82,12 +82,9 @@ impl Rebuild {
             sock,
             batch: RecvBatch::new(32),
             cfg,
-            books: {
-                // the rebuilt day's bars replace the stale ones in the log as they close again
-                let mut b = Books::new();
-                b.collect_closed_bars(true);
-                b
-            },
+            // its bars are not collected as they close (a whole day's would be): once swapped
+            // in, its history (bounded) is judged against the books it replaces
+            books: Books::new(),
             until_seq,
             from_position,
             ahead: Ahead::default(),
