@@ -57,6 +57,15 @@ impl Publisher {
                 self.stats.bars_dropped += 1;
             }
             let quiet = self.bar_sync.quiet(log, at);
+            // in a cluster, only the lists of the node that lost them (the others have theirs)
+            if quiet
+                && let (Some(lost), Some(link)) = (self.bars_lost_on, self.link.as_ref())
+                && link.topo.nodes[link.topo.node_of(bar_names(&self.keys, &rec).0.as_bytes())]
+                    != lost
+            {
+                self.stats.bars_skipped += 1;
+                continue;
+            }
             self.bars_pending.push_back(PendingBar {
                 rec,
                 log,
@@ -75,6 +84,7 @@ impl Publisher {
         };
         let key = self.keys.bar_position();
         let k = link.topo.node_of(key.as_bytes());
+        let node = link.topo.nodes[k];
         let Some(c) = link.conns[k].as_mut() else {
             return Ok(());
         };
@@ -117,6 +127,8 @@ impl Publisher {
                 t.seek(from);
                 self.bars_pending.retain(|p| p.log != log);
                 self.stats.bar_restores += 1;
+                // the node that held the position lost it: its lists with it
+                self.bars_lost_on = Some(node);
             }
         }
         let sync = &self.bar_sync;

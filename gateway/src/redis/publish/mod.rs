@@ -215,6 +215,8 @@ pub struct Publisher {
     bar_synced: u64,
     /// Why Redis last refused the bar position (logged once a reason).
     bar_position_refused: Option<String>,
+    /// The node that lost the bars being restored (the one holding the bar position).
+    bars_lost_on: Option<SocketAddr>,
     next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
@@ -264,6 +266,7 @@ impl Publisher {
             bar_sync: barsync::BarSync::default(),
             bar_synced: 0,
             bar_position_refused: None,
+            bars_lost_on: None,
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
