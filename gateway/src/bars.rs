@@ -45,6 +45,11 @@ impl Tail {
         self.offset
     }
 
+    /// The log's length now (0 when there is none).
+    pub fn len_now(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     /// Reads on from `offset` (a record's start) of the log being read: ahead, to skip records.
     pub fn seek(&mut self, offset: u64) {
         let o = offset.max(barlog::HEADER as u64);

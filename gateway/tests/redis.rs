@@ -2103,6 +2103,85 @@ fn in_a_cluster_only_the_lists_a_master_lost_are_restored() {
     assert_eq!(s.bar_restores, 1, "{s:?}");
 }
 
+/// A standby host's publisher takes over (the first stopped): its own book made the same day,
+/// so its bar log holds the bars Redis has already, and more. Each list's day key says its newest
+/// bar is of this day, so the standby appends only the bars after it. Before, it appended its
+/// whole log to every list again. With `yesterday`, the first log was begun the day before: the
+/// lists' newest bars are the day before's, and the standby appends every bar it has.
+fn standby_takes_over_bars(tag: &str, yesterday: bool) {
+    let node = single(tag);
+    let ta = Table::new(&format!("{tag}-a"), 3);
+    let tb = Table::new(&format!("{tag}-b"), 3);
+    let keys = gateway::redis::Keys::new("quotes");
+    let b = ta.quotes[1].symbol;
+    let list = keys.bars(&ta.quotes[1].symbol_str(), 1);
+    let t2 = Duration::from_secs(2);
+    let mut conn =
+        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
+    let bars = |ks: std::ops::Range<u64>| -> Vec<Vec<u8>> {
+        ks.map(|k| common::bar(b, 1, k).to_bytes().to_vec())
+            .collect()
+    };
+    let log_a = book::barlog::beside(&ta.path);
+    let mut first = book::barlog::BarLogWriter::create(&log_a).unwrap();
+    for k in 0..5 {
+        first.append(common::bar(b, 1, k)).unwrap();
+    }
+    first.flush().unwrap();
+    if yesterday {
+        // begun a day earlier: its identity (bytes 16..24) moved back 24 hours
+        let mut h = std::fs::read(&log_a).unwrap();
+        let id = book::barlog::created_ns(&h) - 86_400_000_000_000;
+        h[16..24].copy_from_slice(&id.to_le_bytes());
+        std::fs::write(&log_a, &h).unwrap();
+    }
+    let primary = PubThread::spawn(&ta.path, vec![node.addr()]);
+    comes_to("the first publisher's bars", &bars(0..5), || {
+        lrange(&mut conn, &list)
+    });
+    drop(primary);
+    let mut second = book::barlog::BarLogWriter::create(&book::barlog::beside(&tb.path)).unwrap();
+    for k in 0..7 {
+        second.append(common::bar(b, 1, k)).unwrap();
+    }
+    second.flush().unwrap();
+    let standby = PubThread::spawn(&tb.path, vec![node.addr()]);
+    let want = |more: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        if yesterday {
+            [bars(0..5), more].concat()
+        } else {
+            more
+        }
+    };
+    comes_to("the standby's bars", &want(bars(0..7)), || {
+        lrange(&mut conn, &list)
+    });
+    // one more, so anything appended again would be in the list before it
+    second.append(common::bar(b, 1, 7)).unwrap();
+    second.flush().unwrap();
+    comes_to("a new bar", &want(bars(0..8)), || lrange(&mut conn, &list));
+    let s = standby.stop();
+    let (sent, skipped) = if yesterday { (8, 0) } else { (3, 5) };
+    assert!(
+        s.bars == sent && s.bars_skipped == skipped,
+        "the standby appended {sent} and skipped {skipped}: {s:?}"
+    );
+}
+
+#[test]
+fn a_standby_taking_over_appends_only_the_bars_the_lists_lack() {
+    if have_redis() {
+        standby_takes_over_bars("bar-standby", false);
+    }
+}
+
+#[test]
+fn a_standby_taking_over_the_day_after_appends_every_bar() {
+    if have_redis() {
+        standby_takes_over_bars("bar-standby-next-day", true);
+    }
+}
+
 /// A venue hash key that holds another type (someone else's value in the publisher's key space)
 /// is replaced: deleted, and every venue's quote of that symbol written again. `SET` replaces a
 /// quote key of any type by itself; `HSET` is refused (`WRONGTYPE`), which used to fail the

@@ -11,6 +11,8 @@
 //!                          (the hash tag puts the key and its channel on one node)
 //!  list     P:{SYM}:bars:1, P:{SYM}:bars:60   the latest 600 closed 1 s and 1 min bars, 48
 //!                          bytes each (the book's bar log record), oldest first
+//!  key      P:{SYM}:bars:1:day, P:{SYM}:bars:60:day   the trading day of the list's newest
+//!                          bar (days since the epoch; publish::barsync)
 //!  channel  P:{SYM}:bars   each bar as it is appended (a revision, flagged, replaces the bar
 //!                          with its start: book::barlog::apply)
 //!  hash     P:{SYM}:venues the symbol's latest quote on each venue (the book's per-venue table,
@@ -99,6 +101,11 @@ impl Keys {
     /// The list of a symbol's latest bars of one interval (1 or 60 s).
     pub fn bars(&self, sym: &str, interval_s: u8) -> String {
         format!("{}:{{{sym}}}:bars:{interval_s}", self.prefix)
+    }
+    /// The trading day of the newest bar in a symbol's list of one interval (days since the
+    /// epoch; the publisher's).
+    pub fn bars_day(&self, sym: &str, interval_s: u8) -> String {
+        format!("{}:{{{sym}}}:bars:{interval_s}:day", self.prefix)
     }
     /// The channel of a symbol's bars.
     pub fn bars_channel(&self, sym: &str) -> String {

@@ -2,7 +2,7 @@
 //! published on its symbol's bars channel, its fate decided by the reply to its write
 //! ([`barfate`](super::barfate)).
 
-use super::barsync::{Fix, parse_position, position_text};
+use super::barsync::{Fix, Series, parse_position, position_text};
 use super::{Publisher, read_owed};
 use crate::redis::Keys;
 use crate::redis::resp::Reply;
@@ -22,6 +22,8 @@ pub(super) struct PendingBar {
     pub at: u64,
     /// Restored to its list (Redis lost it), not published: the gateways that were up have it.
     pub quiet: bool,
+    /// To be checked against its list first (the lists were written from another log).
+    pub check: bool,
 }
 
 impl Publisher {
@@ -41,10 +43,13 @@ impl Publisher {
         }
         self.next_bar_poll = Instant::now() + Duration::from_millis(100);
         // no log yet (book not started): nothing to publish
-        let Ok((_, new)) = t.read_new() else {
+        let Ok((begun, new)) = t.read_new() else {
             return;
         };
         let log = t.log();
+        if begun {
+            self.bar_sync.opened(log, t.len_now());
+        }
         let first = t.offset() - (new.len() * RECORD) as u64;
         for (k, rec) in new.into_iter().enumerate() {
             let at = first + (k * RECORD) as u64;
@@ -66,11 +71,13 @@ impl Publisher {
                 self.stats.bars_skipped += 1;
                 continue;
             }
+            let check = self.bar_sync.checked(log, at);
             self.bars_pending.push_back(PendingBar {
                 rec,
                 log,
                 at,
                 quiet,
+                check,
             });
         }
     }
@@ -183,6 +190,82 @@ impl Publisher {
         }
     }
 
+    /// The bars waiting first that are to be checked against their lists (up to a batch):
+    /// asks each list not known yet for its day and newest bar (one round trip a node), then
+    /// drops the bars a list has already ([`super::barsync`]).
+    fn check_bars(&mut self) -> Result<(), (usize, String)> {
+        let n = self
+            .bars_pending
+            .iter()
+            .take(4096)
+            .take_while(|p| p.check)
+            .count();
+        if n == 0 {
+            return Ok(());
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let mut asked: Vec<Vec<(Series, u64)>> = vec![Vec::new(); link.conns.len()];
+        let mut seen = std::collections::HashSet::new();
+        for p in self.bars_pending.iter().take(n) {
+            let series = (p.rec.symbol, p.rec.interval_s);
+            if self.bar_sync.knows(&series) || !seen.insert(series) {
+                continue;
+            }
+            let sym = String::from_utf8_lossy(&p.rec.symbol)
+                .trim_end()
+                .to_string();
+            let list = self.keys.bars(&sym, p.rec.interval_s);
+            let k = link.topo.node_of(list.as_bytes());
+            let Some(c) = link.conns[k].as_mut() else {
+                return Ok(());
+            };
+            c.queue(&[
+                b"GET",
+                self.keys.bars_day(&sym, p.rec.interval_s).as_bytes(),
+            ]);
+            c.queue(&[b"LINDEX", list.as_bytes(), b"-1"]);
+            asked[k].push((series, p.log));
+        }
+        let deadline = Instant::now() + self.cfg.timeout;
+        for (k, series) in asked.iter().enumerate() {
+            if series.is_empty() {
+                continue;
+            }
+            let c = link.conns[k].as_mut().expect("asked through it");
+            c.flush().map_err(|e| (k, e))?;
+            for &(s, log) in series {
+                // an error reply (a redirect, a refusal): not known, so the bars go in
+                let day = c
+                    .next_by(deadline, |r| {
+                        r.bytes()
+                            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                    })
+                    .map_err(|e| (k, e))?;
+                let start = c
+                    .next_by(deadline, |r| {
+                        r.bytes()
+                            .filter(|b| b.len() == RECORD)
+                            .map(|b| book::barlog::record_from_bytes(b).bar.start_ns)
+                    })
+                    .map_err(|e| (k, e))?;
+                self.bar_sync.learned(s, log, day, start);
+            }
+        }
+        let front: Vec<PendingBar> = self.bars_pending.drain(..n).collect();
+        for p in front.into_iter().rev() {
+            let series = (p.rec.symbol, p.rec.interval_s);
+            if !p.rec.revision && self.bar_sync.in_list(&series, p.rec.bar.start_ns) {
+                self.stats.bars_skipped += 1;
+                continue;
+            }
+            self.bars_pending
+                .push_front(PendingBar { check: false, ..p });
+        }
+        Ok(())
+    }
+
     /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
     /// series, and the record on the symbol's bars channel. Each bar's fate is decided by the
     /// reply to its `RPUSH` ([`barfate`](super::barfate)): appended or refused, it is done (a
@@ -206,6 +289,10 @@ impl Publisher {
         }
         self.poll_bars();
         if !all_up {
+            return;
+        }
+        if let Err((k, e)) = self.check_bars() {
+            self.node_failed(k, e);
             return;
         }
         if self.bars_pending.is_empty() {
@@ -233,6 +320,11 @@ impl Publisher {
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
             tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim)]);
+            // the list's day, for a publisher checking it later (its reply counts as the trim's)
+            if let Some((day_key, day)) = day_names(&self.keys, p) {
+                c.queue(&[b"SET", day_key.as_bytes(), day.as_bytes()]);
+                tied[k].push((j, Cmd::Trim));
+            }
             if !p.quiet {
                 c.queue(&[publish, ch.as_bytes(), &b]);
                 tied[k].push((j, Cmd::Publish));
@@ -273,12 +365,18 @@ impl Publisher {
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
             c.queue(&[b"ASKING"]);
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+            let mut queued = 4;
+            if let Some((day_key, day)) = day_names(&self.keys, p) {
+                c.queue(&[b"ASKING"]);
+                c.queue(&[b"SET", day_key.as_bytes(), day.as_bytes()]);
+                queued += 2;
+            }
             let mut there = Fate::Unknown;
-            let before = c.owed - 4;
+            let before = c.owed - queued;
             let read = c.flush().and_then(|()| {
                 c.read_each(Instant::now() + t, |i, e| match i.checked_sub(before) {
                     Some(1) => drop(there.reply(Cmd::Push, e)),
-                    Some(3) => drop(there.reply(Cmd::Trim, e)),
+                    Some(3 | 5) => drop(there.reply(Cmd::Trim, e)),
                     _ => {}
                 })
             });
@@ -342,6 +440,15 @@ impl Publisher {
             self.node_failed(k, e);
         }
     }
+}
+
+/// A bar's list's day key and the day its log was begun on, when that is known.
+fn day_names(keys: &Keys, p: &PendingBar) -> Option<(String, String)> {
+    let day = super::barsync::day_of(p.log)?;
+    let sym = String::from_utf8_lossy(&p.rec.symbol)
+        .trim_end()
+        .to_string();
+    Some((keys.bars_day(&sym, p.rec.interval_s), day.to_string()))
 }
 
 /// A bar's list key, channel and bytes.

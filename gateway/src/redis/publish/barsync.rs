@@ -12,6 +12,28 @@
 //! an older snapshot), the records it lost are read again and restored to the lists quietly:
 //! appended and trimmed but not published, since the gateways that were up took them already
 //! (and keep them), while one loading the lists now finds the history again.
+//!
+//! When the key names another log (a standby host's publisher taking over brings its own
+//! book's, which made the same day), the records this log held when the tail began it are
+//! checked list by list: each list's key `...:bars:N:day` says the trading day of its newest bar
+//! (written with every bar), and when that is this log's day, a bar that does not start after
+//! the list's newest (`LINDEX -1`) is in the list already and is skipped. A list of another day,
+//! or of no known day, takes every bar: a new day's bars start before the day before's last.
+//! A trading day runs from [`DAY_STARTS_S`] after midnight UTC to the next.
+
+use std::collections::HashMap;
+
+/// When a trading day begins, seconds after midnight UTC: 06:00, which is 01:00 or 02:00 in
+/// New York, after the late session and before the early one.
+pub(super) const DAY_STARTS_S: u64 = 6 * 3_600;
+
+/// The trading day a log was begun on (days since the epoch), if it has an identity.
+pub(super) fn day_of(log: u64) -> Option<u64> {
+    (log != 0).then(|| (log / 1_000_000_000).saturating_sub(DAY_STARTS_S) / 86_400)
+}
+
+/// A list: symbol and interval.
+pub(super) type Series = ([u8; 8], u8);
 
 /// What the tail must do after a resync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +55,11 @@ pub(super) struct BarSync {
     at: Option<(u64, u64)>,
     /// Records of this log below this offset are restored, not published.
     quiet: Option<(u64, u64)>,
+    /// Records of this log below this offset are checked against their lists.
+    check: Option<(u64, u64)>,
+    /// Per list, the start of its newest bar when that is of this log's day (None: it holds
+    /// none of this day's), as Redis said.
+    newest: HashMap<Series, Option<u64>>,
 }
 
 impl BarSync {
@@ -40,6 +67,8 @@ impl BarSync {
     /// (0: none yet, or one without an identity) and has read up to `read_to`.
     pub(super) fn resync(&mut self, theirs: Option<(u64, u64)>, log: u64, read_to: u64) -> Fix {
         let ours = std::mem::replace(&mut self.at, theirs);
+        // the lists may have changed meanwhile
+        self.newest.clear();
         let first = book::barlog::HEADER as u64;
         // how far this log went in before, and how far Redis has it now
         let had = ours.filter(|&(l, _)| l == log && log != 0).map(|(_, o)| o);
@@ -54,6 +83,46 @@ impl BarSync {
             (_, Some(off)) if off > read_to => Fix::Skip(off),
             _ => Fix::Stay,
         }
+    }
+
+    /// The tail began reading `log` (the first, or one that replaced the last), `len_now` bytes
+    /// long: when the lists were written from another log, what it holds now is checked.
+    pub(super) fn opened(&mut self, log: u64, len_now: u64) {
+        if log != 0 && self.at.is_some_and(|(l, _)| l != log) {
+            self.check = Some((log, len_now));
+            self.newest.clear();
+        }
+    }
+
+    /// Whether the record at `offset` of `log` is checked against its list.
+    pub(super) fn checked(&self, log: u64, offset: u64) -> bool {
+        self.check
+            .is_some_and(|(l, below)| l == log && offset < below)
+    }
+
+    /// Whether the newest bar of `series`' list is known (else it is asked for).
+    pub(super) fn knows(&self, series: &Series) -> bool {
+        self.newest.contains_key(series)
+    }
+
+    /// Redis said `series`' list's newest bar starts at `start` (None: an empty list) and is of
+    /// day `day` (None: not known); `log` is the log read.
+    pub(super) fn learned(
+        &mut self,
+        series: Series,
+        log: u64,
+        day: Option<u64>,
+        start: Option<u64>,
+    ) {
+        let today = day.is_some() && day == day_of(log);
+        self.newest.insert(series, start.filter(|_| today));
+    }
+
+    /// Whether a checked bar (not a revision) starting at `start` is in `series`' list already.
+    pub(super) fn in_list(&self, series: &Series, start: u64) -> bool {
+        self.newest
+            .get(series)
+            .is_some_and(|n| n.is_some_and(|n| start <= n))
     }
 
     /// Whether the record at `offset` of `log` is one Redis lost, restored without a publish.
@@ -166,6 +235,43 @@ mod tests {
         assert_eq!(s.resync(Some((0, FIRST + 5 * R)), 0, FIRST), Fix::Stay);
         assert!(!s.in_redis(0, FIRST));
         assert!(!s.settled(0, FIRST + R));
+    }
+
+    #[test]
+    fn another_log_of_the_day_is_checked_list_by_list() {
+        // a standby's log, begun the same day as the one Redis has bars of
+        let theirs = LOG;
+        let ours = LOG + 3_600_000_000_000;
+        let mut s = BarSync::default();
+        assert_eq!(s.resync(Some((theirs, FIRST + 9 * R)), 0, 0), Fix::Stay);
+        s.opened(ours, FIRST + 20 * R);
+        assert!(s.checked(ours, FIRST) && s.checked(ours, FIRST + 19 * R));
+        assert!(!s.checked(ours, FIRST + 20 * R), "new since");
+        let (a, b, c): (Series, Series, Series) =
+            ((*b"A       ", 1), (*b"B       ", 1), (*b"C       ", 60));
+        assert!(!s.knows(&a));
+        let day = day_of(ours);
+        s.learned(a, ours, day, Some(500));
+        s.learned(b, ours, day.map(|d| d - 1), Some(500));
+        s.learned(c, ours, None, Some(500));
+        assert!(s.knows(&a));
+        assert!(s.in_list(&a, 400) && s.in_list(&a, 500) && !s.in_list(&a, 501));
+        assert!(!s.in_list(&b, 400), "the day before's: every bar goes in");
+        assert!(!s.in_list(&c, 400), "of no known day: every bar goes in");
+        // a reconnection asks again
+        s.resync(Some((ours, FIRST + 20 * R)), ours, FIRST + 20 * R);
+        assert!(!s.knows(&a));
+        // the same log as Redis': nothing checked
+        let mut s = BarSync::default();
+        s.resync(Some((ours, FIRST)), 0, 0);
+        s.opened(ours, FIRST + 20 * R);
+        assert!(!s.checked(ours, FIRST));
+        // the day begins at 06:00 UTC
+        let midnight = 20_000 * 86_400 * 1_000_000_000;
+        let h = 3_600_000_000_000;
+        assert_eq!(day_of(midnight + 5 * h), day_of(midnight - 12 * h));
+        assert_ne!(day_of(midnight + 5 * h), day_of(midnight + 7 * h));
+        assert_eq!(day_of(0), None);
     }
 
     #[test]
