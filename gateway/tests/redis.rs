@@ -1953,6 +1953,53 @@ fn a_restarted_publisher_appends_no_bar_again() {
     );
 }
 
+/// The last publisher appended bars past the position it wrote last (its connection died, or
+/// it did, before that batch's position went in): a new one checks what follows the position
+/// against the lists and appends none of those bars again. Before, they were in their list
+/// twice: at least once.
+#[test]
+fn bars_appended_past_the_saved_position_are_not_appended_again() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("bar-past-position");
+    let t = Table::new("redis-bar-past-position", 3);
+    let keys = gateway::redis::Keys::new("quotes");
+    let b = t.quotes[1].symbol;
+    let list = keys.bars(&t.quotes[1].symbol_str(), 1);
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let t2 = Duration::from_secs(2);
+    let mut conn =
+        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
+    let want = |ks: std::ops::Range<u64>| -> Vec<Vec<u8>> {
+        ks.map(|k| common::bar(b, 1, k).to_bytes().to_vec())
+            .collect()
+    };
+    for k in 0..5 {
+        bar_log.append(common::bar(b, 1, k)).unwrap();
+    }
+    bar_log.flush().unwrap();
+    let first = PubThread::spawn(&t.path, vec![node.addr()]);
+    comes_to("the first publisher's bars", &want(0..5), || {
+        lrange(&mut conn, &list)
+    });
+    drop(first);
+    // bars 5 and 6 went in, but the position still says 5 bars
+    for k in 5..8 {
+        bar_log.append(common::bar(b, 1, k)).unwrap();
+    }
+    bar_log.flush().unwrap();
+    for k in 5..7 {
+        let r = common::bar(b, 1, k).to_bytes();
+        conn.call(&[b"RPUSH", list.as_bytes(), &r], t2, |_| ())
+            .unwrap();
+    }
+    let second = PubThread::spawn(&t.path, vec![node.addr()]);
+    comes_to("each bar once", &want(0..8), || lrange(&mut conn, &list));
+    let s = second.stop();
+    assert!(s.bars == 1 && s.bars_skipped == 7, "{s:?}");
+}
+
 /// Redis restarted empty loses the bar lists; the publisher, finding `quotes:barlog` gone
 /// where it had written it, restores them from the book's bar log without publishing them
 /// again: a remote gateway that was up keeps each bar once, and the lists hold the history for

@@ -10,8 +10,9 @@
 //!   else's, `OOM`, `NOPERM`): dropped and counted, since the same command would be refused
 //!   again; the node is not taken down for one key;
 //! - redirected: MOVED waits for the new map, ASK is written where the list is now;
-//! - no reply (the connection failed first): waits for the node, and is written again then (if
-//!   Redis had taken it before the connection failed, it is there twice: nothing can tell).
+//! - no reply (the connection failed first): waits for the node, and after the reconnection is
+//!   checked against its list before it is written again (`barsync`: if Redis had taken it, the
+//!   list's newest bar does not start before it, and it is not appended twice).
 
 use crate::redis::cluster::{ask_target, moved_target};
 use std::net::SocketAddr;

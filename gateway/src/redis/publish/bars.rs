@@ -140,7 +140,10 @@ impl Publisher {
         }
         let sync = &self.bar_sync;
         let before = self.bars_pending.len();
-        self.bars_pending.retain(|p| !sync.in_redis(p.log, p.at));
+        self.bars_pending.retain_mut(|p| {
+            p.check |= sync.checked(p.log, p.at);
+            !sync.in_redis(p.log, p.at)
+        });
         self.stats.bars_skipped += (before - self.bars_pending.len()) as u64;
         Ok(())
     }

@@ -1,25 +1,30 @@
-//! Where the book's bar log stands in Redis, apart from the I/O, so that a publisher restarted
-//! goes on where the last one stopped instead of appending the whole log to the lists again.
+//! Where the book's bar log stands in Redis, apart from the I/O, so that no bar goes into its
+//! list twice: not when the publisher restarts, reconnects after a batch whose replies were
+//! lost, or is a standby taking over with its own book's log, and none is lost when Redis
+//! restarts empty.
 //!
 //! After each batch of bars the publisher writes `P:barlog` = `<log> <offset>`: the bar log's
 //! identity (when it was begun, ns: `book::barlog::created_ns`) and the offset of its first
 //! record not yet in the lists. When it (re)connects it reads that key back: if it names the log
-//! being read, the records before the offset are in Redis and are skipped. Another log (a new
-//! ring's, a standby host's book, a new day), a log without an identity (written before it had
-//! one) or no key (a fresh Redis) is read from where the tail is, as before: at least once.
+//! being read, the records before the offset are in Redis and are skipped. What follows, or all
+//! of another log (a new ring's, a standby host's book, a new day), is checked list by list
+//! (below). A log without an identity (written before it had one) or no key (a fresh Redis) is
+//! read from where the tail is.
 //!
 //! When Redis stands before what this publisher last wrote there (it restarted empty, or from
 //! an older snapshot), the records it lost are read again and restored to the lists quietly:
 //! appended and trimmed but not published, since the gateways that were up took them already
 //! (and keep them), while one loading the lists now finds the history again.
 //!
-//! When the key names another log (a standby host's publisher taking over brings its own
-//! book's, which made the same day), the records this log held when the tail began it are
-//! checked list by list: each list's key `...:bars:N:day` says the trading day of its newest bar
-//! (written with every bar), and when that is this log's day, a bar that does not start after
-//! the list's newest (`LINDEX -1`) is in the list already and is skipped. A list of another day,
-//! or of no known day, takes every bar: a new day's bars start before the day before's last.
-//! A trading day runs from [`DAY_STARTS_S`] after midnight UTC to the next.
+//! The check: after every (re)connection the records read so far, and when the tail begins a
+//! log the records it holds then (a standby host's publisher taking over brings its own book's
+//! log, which made the same day; a publisher restarted may find its last batch appended past
+//! the position it wrote), are checked list by list. Each list's key `...:bars:N:day` says the
+//! trading day of its newest bar (written with every bar), and when that is this log's day, a
+//! bar that does not start after the list's newest (`LINDEX -1`) is in the list already and is
+//! skipped. A list of another day, or of no known day, takes every bar: a new day's bars start
+//! before the day before's last. A trading day runs from [`DAY_STARTS_S`] after midnight UTC to
+//! the next.
 
 use std::collections::HashMap;
 
@@ -69,6 +74,12 @@ impl BarSync {
         let ours = std::mem::replace(&mut self.at, theirs);
         // the lists may have changed meanwhile
         self.newest.clear();
+        // what was read may be in the lists in part (a batch whose replies were lost, bars
+        // Redis kept beyond the position it had written): checked, never appended twice
+        if log != 0 {
+            let had = ours.map_or(0, |(_, o)| o);
+            self.check = Some((log, read_to.max(had)));
+        }
         let first = book::barlog::HEADER as u64;
         // how far this log went in before, and how far Redis has it now
         let had = ours.filter(|&(l, _)| l == log && log != 0).map(|(_, o)| o);
@@ -86,11 +97,12 @@ impl BarSync {
     }
 
     /// The tail began reading `log` (the first, or one that replaced the last), `len_now` bytes
-    /// long: when the lists were written from another log, what it holds now is checked.
+    /// long: when the lists were written from a log (another one, or this one by a publisher
+    /// that may have appended past the position it wrote last), what it holds now is checked.
     pub(super) fn opened(&mut self, log: u64, len_now: u64) {
-        if log != 0 && self.at.is_some_and(|(l, _)| l != log) {
+        self.newest.clear();
+        if log != 0 && self.at.is_some() {
             self.check = Some((log, len_now));
-            self.newest.clear();
         }
     }
 
@@ -261,9 +273,16 @@ mod tests {
         // a reconnection asks again
         s.resync(Some((ours, FIRST + 20 * R)), ours, FIRST + 20 * R);
         assert!(!s.knows(&a));
-        // the same log as Redis': nothing checked
+        // the same log as Redis': what follows its position is checked too (the last
+        // publisher may have appended past it)
         let mut s = BarSync::default();
-        s.resync(Some((ours, FIRST)), 0, 0);
+        s.resync(Some((ours, FIRST + 4 * R)), 0, 0);
+        s.opened(ours, FIRST + 20 * R);
+        assert!(s.in_redis(ours, FIRST + 3 * R));
+        assert!(s.checked(ours, FIRST + 4 * R) && !s.checked(ours, FIRST + 20 * R));
+        // a fresh Redis: nothing to check
+        let mut s = BarSync::default();
+        s.resync(None, 0, 0);
         s.opened(ours, FIRST + 20 * R);
         assert!(!s.checked(ours, FIRST));
         // the day begins at 06:00 UTC
