@@ -44,8 +44,8 @@
 //! - [`cluster`]: addresses, hash slots, the cluster's slot map.
 //! - [`conn`]: one pipelined blocking connection.
 //! - [`publish`]: the publisher; its lease in `lease`, its bars in `bars` (what the replies to a
-//!   bar's write decide in `barfate`; which records go out, and which as revisions, in
-//!   `barsync`).
+//!   bar's write decide in `barfate`; where the bar log stands in Redis, and which bars a list
+//!   has already, in `barsync`, its I/O in `barpos`).
 //! - [`replica`]: the gateway-side replica and its quote source; its threads in `link`, its bar
 //!   log in `mirror`, its trust rule in [`trust`].
 //! - [`server`]: real redis-server processes for the tests and the benchmark.

@@ -21,6 +21,7 @@
 //! the channel of the same name, through the same batches, rewrites and heartbeats.
 
 mod barfate;
+mod barpos;
 mod bars;
 mod barsync;
 mod lease;

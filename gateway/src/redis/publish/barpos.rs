@@ -1,0 +1,210 @@
+//! Where the book's bar log stands in Redis, the I/O of [`barsync`](super::barsync): reading
+//! the position back after a (re)connection, writing it after each batch, and asking lists for
+//! their day and newest bar before bars that may be in them already go out.
+
+use super::Publisher;
+use super::bars::PendingBar;
+use super::barsync::{Fix, Series, parse_position, position_text};
+use crate::redis::Keys;
+use crate::redis::resp::Reply;
+use book::barlog::RECORD;
+use std::time::Instant;
+
+impl Publisher {
+    /// After a (re)connection, before any bar goes out: reads where Redis' bars stand, then
+    /// skips the tail ahead to there and drops what waits that Redis has, or reads again what
+    /// Redis lost (restored without a publish), and marks what was read for the check. Redis
+    /// not answering the key usably (a redirect, a refusal) leaves things as they are.
+    pub(super) fn resync_bars(&mut self) -> Result<(), (usize, String)> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let key = self.keys.bar_position();
+        let k = link.topo.node_of(key.as_bytes());
+        let node = link.topo.nodes[k];
+        let Some(c) = link.conns[k].as_mut() else {
+            return Ok(());
+        };
+        c.queue(&[b"GET", key.as_bytes()]);
+        let deadline = Instant::now() + self.cfg.timeout;
+        // the outer error is the connection's; the inner one a reply that says nothing usable
+        // (a redirect, a refusal, another value)
+        let got = c.flush().and_then(|()| {
+            c.next_by(deadline, |r| match (&r, r.error()) {
+                (_, Some(e)) => Err(e),
+                (Reply::Bulk(None), _) => Ok(None),
+                _ => r
+                    .bytes()
+                    .and_then(parse_position)
+                    .map(Some)
+                    .ok_or_else(|| "not a bar log position".to_string()),
+            })
+        });
+        self.bar_synced = self.epoch_ns;
+        let theirs = match got {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => {
+                eprintln!("gateway publish: GET {key}: {why}; bars go out at least once");
+                return Ok(());
+            }
+            Err(e) => return Err((k, e)),
+        };
+        let Some(t) = self.bar_tail.as_mut() else {
+            return Ok(());
+        };
+        let log = t.log();
+        match self.bar_sync.resync(theirs, log, t.offset()) {
+            Fix::Stay => {}
+            Fix::Skip(to) => t.seek(to),
+            Fix::Restore(from) => {
+                eprintln!(
+                    "gateway publish: Redis lost bars it had (restarted empty or from an older \
+                     snapshot): restoring them to the lists from offset {from} of the bar log"
+                );
+                t.seek(from);
+                self.bars_pending.retain(|p| p.log != log);
+                self.stats.bar_restores += 1;
+                // the node that held the position lost it: its lists with it
+                self.bars_lost_on = Some(node);
+            }
+        }
+        let sync = &self.bar_sync;
+        let before = self.bars_pending.len();
+        self.bars_pending.retain_mut(|p| {
+            p.check |= sync.checked(p.log, p.at);
+            !sync.in_redis(p.log, p.at)
+        });
+        self.stats.bars_skipped += (before - self.bars_pending.len()) as u64;
+        Ok(())
+    }
+
+    /// Writes where the bar log stands in Redis when that moved: the first record still
+    /// waiting, or where the tail is.
+    pub(super) fn save_bar_position(&mut self) -> Result<(), (usize, String)> {
+        let Some(t) = self.bar_tail.as_ref() else {
+            return Ok(());
+        };
+        let (log, at) = self
+            .bars_pending
+            .front()
+            .map_or((t.log(), t.offset()), |p| (p.log, p.at));
+        if !self.bar_sync.settled(log, at) {
+            return Ok(());
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let key = self.keys.bar_position();
+        let k = link.topo.node_of(key.as_bytes());
+        let Some(c) = link.conns[k].as_mut() else {
+            return Ok(());
+        };
+        let v = position_text(log, at);
+        c.queue(&[b"SET", key.as_bytes(), v.as_bytes()]);
+        let deadline = Instant::now() + self.cfg.timeout;
+        match c
+            .flush()
+            .and_then(|()| c.next_by(deadline, |r| r.error().map(|e| e.to_string())))
+        {
+            Ok(None) => {
+                self.bar_position_refused = None;
+                Ok(())
+            }
+            // refused or redirected: written again with the next move (logged once a reason)
+            Ok(Some(e)) => {
+                self.bar_sync.unsaved();
+                if self.bar_position_refused.as_ref() != Some(&e) {
+                    eprintln!("gateway publish: SET {key}: {e}");
+                    self.bar_position_refused = Some(e);
+                }
+                Ok(())
+            }
+            Err(e) => Err((k, e)),
+        }
+    }
+
+    /// The bars waiting first that are to be checked against their lists (up to a batch):
+    /// asks each list not known yet for its day and newest bar (one round trip a node), then
+    /// drops the bars a list has already ([`super::barsync`]).
+    pub(super) fn check_bars(&mut self) -> Result<(), (usize, String)> {
+        let n = self
+            .bars_pending
+            .iter()
+            .take(4096)
+            .take_while(|p| p.check)
+            .count();
+        if n == 0 {
+            return Ok(());
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let mut asked: Vec<Vec<(Series, u64)>> = vec![Vec::new(); link.conns.len()];
+        let mut seen = std::collections::HashSet::new();
+        for p in self.bars_pending.iter().take(n) {
+            let series = (p.rec.symbol, p.rec.interval_s);
+            if self.bar_sync.knows(&series) || !seen.insert(series) {
+                continue;
+            }
+            let sym = String::from_utf8_lossy(&p.rec.symbol)
+                .trim_end()
+                .to_string();
+            let list = self.keys.bars(&sym, p.rec.interval_s);
+            let k = link.topo.node_of(list.as_bytes());
+            let Some(c) = link.conns[k].as_mut() else {
+                return Ok(());
+            };
+            c.queue(&[
+                b"GET",
+                self.keys.bars_day(&sym, p.rec.interval_s).as_bytes(),
+            ]);
+            c.queue(&[b"LINDEX", list.as_bytes(), b"-1"]);
+            asked[k].push((series, p.log));
+        }
+        let deadline = Instant::now() + self.cfg.timeout;
+        for (k, series) in asked.iter().enumerate() {
+            if series.is_empty() {
+                continue;
+            }
+            let c = link.conns[k].as_mut().expect("asked through it");
+            c.flush().map_err(|e| (k, e))?;
+            for &(s, log) in series {
+                // an error reply (a redirect, a refusal): not known, so the bars go in
+                let day = c
+                    .next_by(deadline, |r| {
+                        r.bytes()
+                            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                    })
+                    .map_err(|e| (k, e))?;
+                let start = c
+                    .next_by(deadline, |r| {
+                        r.bytes()
+                            .filter(|b| b.len() == RECORD)
+                            .map(|b| book::barlog::record_from_bytes(b).bar.start_ns)
+                    })
+                    .map_err(|e| (k, e))?;
+                self.bar_sync.learned(s, log, day, start);
+            }
+        }
+        let front: Vec<PendingBar> = self.bars_pending.drain(..n).collect();
+        for p in front.into_iter().rev() {
+            let series = (p.rec.symbol, p.rec.interval_s);
+            if !p.rec.revision && self.bar_sync.in_list(&series, p.rec.bar.start_ns) {
+                self.stats.bars_skipped += 1;
+                continue;
+            }
+            self.bars_pending
+                .push_front(PendingBar { check: false, ..p });
+        }
+        Ok(())
+    }
+}
+
+/// A bar's list's day key and the day its log was begun on, when that is known.
+pub(super) fn day_names(keys: &Keys, p: &PendingBar) -> Option<(String, String)> {
+    let day = super::barsync::day_of(p.log)?;
+    let sym = String::from_utf8_lossy(&p.rec.symbol)
+        .trim_end()
+        .to_string();
+    Some((keys.bars_day(&sym, p.rec.interval_s), day.to_string()))
+}
