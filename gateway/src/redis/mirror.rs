@@ -9,29 +9,69 @@ use std::collections::HashMap;
 /// session's, which start earlier than the last day's); bars from reloading a list after a
 /// (re)subscription only when they come after the series' last new bar taken in the list, so a
 /// reload adds nothing twice (revisions after it come again, and replace the same bars again).
+/// A bar published while its list was being loaded is in the list and comes on the channel
+/// after it too: the newest bars a reload took ([`RECENT`] a series) are remembered, and the
+/// channel's copy of one of them is not taken again.
 pub(super) struct BarMirror {
     pub(super) log: BarLogWriter,
     pub(super) last: HashMap<([u8; 8], u8), u64>,
+    /// Per series, the newest records the last reload took, until a newer bar comes.
+    pub(super) recent: HashMap<([u8; 8], u8), Vec<[u8; barlog::RECORD]>>,
     /// Records that were not bars (wrong length).
     pub(super) bad: u64,
 }
 
+/// The newest records of a reload remembered per series: more than a list gains while it is
+/// being loaded.
+pub(super) const RECENT: usize = 8;
+
 impl BarMirror {
-    /// Bars from the channel: each is new, a revision, or a new session's.
+    /// An empty mirror writing to `log`.
+    pub(super) fn new(log: BarLogWriter) -> BarMirror {
+        BarMirror {
+            log,
+            last: HashMap::new(),
+            recent: HashMap::new(),
+            bad: 0,
+        }
+    }
+
+    /// Bars from the channel: each is new, a revision, or a new session's, unless a reload
+    /// took it just before.
     pub(super) fn take(&mut self, records: &mut Vec<Vec<u8>>) {
         for b in records.drain(..) {
-            if b.len() != barlog::RECORD {
+            let Ok(bytes) = <[u8; barlog::RECORD]>::try_from(b.as_slice()) else {
                 self.bad += 1;
                 continue;
+            };
+            let r = barlog::record_from_bytes(&bytes);
+            let series = (r.symbol, r.interval_s);
+            if let Some(recent) = self.recent.get_mut(&series) {
+                if let Some(i) = recent.iter().position(|x| *x == bytes) {
+                    // in the list the reload took: here twice
+                    recent.remove(i);
+                    continue;
+                }
+                let newest = recent
+                    .iter()
+                    .map(|x| barlog::record_from_bytes(x).bar.start_ns)
+                    .max();
+                if !r.revision && newest.is_none_or(|n| r.bar.start_ns > n) {
+                    // past what the reload took: the overlap is over
+                    self.recent.remove(&series);
+                }
             }
-            let r = barlog::record_from_bytes(&b);
-            // a revision is of an older bar: a reload goes on from the newest
-            if !r.revision {
-                self.last.insert((r.symbol, r.interval_s), r.bar.start_ns);
-            }
-            let _ = self.log.append(r);
+            self.append(r);
         }
         let _ = self.log.flush();
+    }
+
+    fn append(&mut self, r: barlog::BarRecord) {
+        // a revision is of an older bar: a reload goes on from the newest
+        if !r.revision {
+            self.last.insert((r.symbol, r.interval_s), r.bar.start_ns);
+        }
+        let _ = self.log.append(r);
     }
 
     /// One series' list, oldest first, as reloaded after a (re)subscription: only what comes
@@ -53,9 +93,22 @@ impl BarMirror {
                 .map_or(0, |i| i + 1),
             None => 0,
         };
-        let mut rest = list.split_off(from);
+        let rest = list.split_off(from);
         list.clear();
-        self.take(&mut rest);
+        let series = (first.symbol, first.interval_s);
+        let recent: Vec<[u8; barlog::RECORD]> = rest[rest.len().saturating_sub(RECENT)..]
+            .iter()
+            .filter_map(|b| <[u8; barlog::RECORD]>::try_from(b.as_slice()).ok())
+            .collect();
+        for b in &rest {
+            self.append(barlog::record_from_bytes(b));
+        }
+        let _ = self.log.flush();
+        if recent.is_empty() {
+            self.recent.remove(&series);
+        } else {
+            self.recent.insert(series, recent);
+        }
     }
 }
 
@@ -66,11 +119,7 @@ mod tests {
     #[test]
     fn a_reload_adds_no_bar_twice_and_a_new_session_still_comes_through() {
         let p = std::env::temp_dir().join(format!("mirror-{}", std::process::id()));
-        let mut m = BarMirror {
-            log: BarLogWriter::create(&p).unwrap(),
-            last: HashMap::new(),
-            bad: 0,
-        };
+        let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
         let bar = |start: u64, close: u32| {
             let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
             r.symbol = *b"AAPL    ";
@@ -104,13 +153,41 @@ mod tests {
     }
 
     #[test]
+    fn a_bar_published_while_its_list_loads_is_taken_once() {
+        let p = std::env::temp_dir().join(format!("mirror-race-{}", std::process::id()));
+        let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
+        let bar = |start: u64, close: u32| {
+            let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
+            r.symbol = *b"AAPL    ";
+            r.interval_s = 1;
+            r.bar.start_ns = start;
+            r.bar.close = close;
+            r.to_bytes().to_vec()
+        };
+        let starts = || -> Vec<u64> {
+            barlog::read_all(&p)
+                .unwrap()
+                .iter()
+                .map(|r| r.bar.start_ns)
+                .collect()
+        };
+        // bars 2 and 3 were published after the subscription, before the list was read: the
+        // list has them, and they come on the channel after it
+        m.reload(&mut vec![bar(1, 1), bar(2, 1), bar(3, 1)]);
+        m.take(&mut vec![bar(2, 1), bar(3, 1), bar(4, 1)]);
+        assert_eq!(starts(), [1, 2, 3, 4]);
+        assert!(m.recent.is_empty(), "the overlap is over");
+        // a new session's first bar, like one the reload took but not the same, comes
+        m.reload(&mut vec![bar(4, 1), bar(5, 1)]);
+        m.take(&mut vec![bar(1, 9)]);
+        assert_eq!(starts(), [1, 2, 3, 4, 5, 1]);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
     fn a_revision_taken_does_not_move_where_a_reload_goes_on_from() {
         let p = std::env::temp_dir().join(format!("mirror-rev-{}", std::process::id()));
-        let mut m = BarMirror {
-            log: BarLogWriter::create(&p).unwrap(),
-            last: HashMap::new(),
-            bad: 0,
-        };
+        let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
         let bar = |start: u64, close: u32, revision: bool| {
             let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
             r.symbol = *b"AAPL    ";

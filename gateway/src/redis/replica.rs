@@ -23,7 +23,6 @@ pub use super::trust::{Out, ReplicaCore};
 use crate::source::{Health, QuoteSource, ShmSource};
 use book::barlog::BarLogWriter;
 use book::quotes::{Quote, QuoteWriter};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -276,11 +275,7 @@ impl Replica {
                 active: vec![true],
                 topo_down: None,
             }),
-            bars: Mutex::new(BarMirror {
-                log: bar_log,
-                last: HashMap::new(),
-                bad: 0,
-            }),
+            bars: Mutex::new(BarMirror::new(bar_log)),
             cfg,
             stop,
             clock: Instant::now(),
