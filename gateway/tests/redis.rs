@@ -1845,6 +1845,20 @@ fn lrange(conn: &mut gateway::redis::conn::Conn, key: &str) -> Vec<Vec<u8>> {
     .unwrap()
 }
 
+/// Bars `ks` of `sym`'s 1-second series (`common::bar`), as their list holds them.
+fn bar_bytes(sym: [u8; 8], ks: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    ks.map(|k| common::bar(sym, 1, k).to_bytes().to_vec())
+        .collect()
+}
+
+/// Appends bars `ks` of `sym`'s 1-second series to a bar log, and flushes it.
+fn log_bars(log: &mut book::barlog::BarLogWriter, sym: [u8; 8], ks: std::ops::Range<u64>) {
+    for k in ks {
+        log.append(common::bar(sym, 1, k)).unwrap();
+    }
+    log.flush().unwrap();
+}
+
 /// A bar Redis refuses (here its list key is a string, someone else's) is dropped and counted,
 /// and the node stays up: every other bar is appended once. Before, the refusal failed the
 /// node's whole batch: the publisher dropped the node (its symbols stale), reconnected, and wrote
@@ -1867,11 +1881,7 @@ fn a_bar_redis_refuses_is_dropped_and_the_others_are_appended_once() {
     let mut conn =
         gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
     let ours = keys.bars(&sym_b, 1);
-    let want = |rounds: u64| -> Vec<Vec<u8>> {
-        (0..rounds)
-            .map(|k| common::bar(b, 1, k).to_bytes().to_vec())
-            .collect()
-    };
+    let want = |rounds: u64| bar_bytes(b, 0..rounds);
     for k in 0..4 {
         bar_log.append(common::bar(a, 1, k)).unwrap();
         bar_log.append(common::bar(b, 1, k)).unwrap();
@@ -1882,8 +1892,7 @@ fn a_bar_redis_refuses_is_dropped_and_the_others_are_appended_once() {
     });
     // one more, so the publisher has flushed bars again since (a retry of the first batch
     // would have come before it)
-    bar_log.append(common::bar(b, 1, 4)).unwrap();
-    bar_log.flush().unwrap();
+    log_bars(&mut bar_log, b, 4..5);
     comes_to("the other symbol's bars", &want(5), || {
         lrange(&mut conn, &ours)
     });
@@ -1917,17 +1926,8 @@ fn a_restarted_publisher_appends_no_bar_again() {
     let t2 = Duration::from_secs(2);
     let mut conn =
         gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
-    let want = |rounds: u64| -> Vec<Vec<u8>> {
-        (0..rounds)
-            .map(|k| common::bar(b, 1, k).to_bytes().to_vec())
-            .collect()
-    };
-    let append = |log: &mut book::barlog::BarLogWriter, ks: std::ops::Range<u64>| {
-        for k in ks {
-            log.append(common::bar(b, 1, k)).unwrap();
-        }
-        log.flush().unwrap();
-    };
+    let want = |rounds: u64| bar_bytes(b, 0..rounds);
+    let append = |log: &mut book::barlog::BarLogWriter, ks| log_bars(log, b, ks);
     append(&mut bar_log, 0..5);
     let first = PubThread::spawn(&t.path, vec![node.addr()]);
     comes_to("the first publisher's bars", &want(5), || {
@@ -1971,26 +1971,16 @@ fn bars_appended_past_the_saved_position_are_not_appended_again() {
     let t2 = Duration::from_secs(2);
     let mut conn =
         gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
-    let want = |ks: std::ops::Range<u64>| -> Vec<Vec<u8>> {
-        ks.map(|k| common::bar(b, 1, k).to_bytes().to_vec())
-            .collect()
-    };
-    for k in 0..5 {
-        bar_log.append(common::bar(b, 1, k)).unwrap();
-    }
-    bar_log.flush().unwrap();
+    let want = |ks| bar_bytes(b, ks);
+    log_bars(&mut bar_log, b, 0..5);
     let first = PubThread::spawn(&t.path, vec![node.addr()]);
     comes_to("the first publisher's bars", &want(0..5), || {
         lrange(&mut conn, &list)
     });
     drop(first);
     // bars 5 and 6 went in, but the position still says 5 bars
-    for k in 5..8 {
-        bar_log.append(common::bar(b, 1, k)).unwrap();
-    }
-    bar_log.flush().unwrap();
-    for k in 5..7 {
-        let r = common::bar(b, 1, k).to_bytes();
+    log_bars(&mut bar_log, b, 5..8);
+    for r in bar_bytes(b, 5..7) {
         conn.call(&[b"RPUSH", list.as_bytes(), &r], t2, |_| ())
             .unwrap();
     }
@@ -2015,21 +2005,14 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
     let (b, sym) = (t.quotes[1].symbol, t.quotes[1].symbol_str());
     let list = keys.bars(&sym, 1);
     let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
-    let want = |rounds: u64| -> Vec<Vec<u8>> {
-        (0..rounds)
-            .map(|k| common::bar(b, 1, k).to_bytes().to_vec())
-            .collect()
-    };
+    let want = |rounds: u64| bar_bytes(b, 0..rounds);
     let t2 = Duration::from_secs(2);
     let list_now = |node: &RedisNode| {
         gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default())
             .map(|mut c| lrange(&mut c, &list))
             .unwrap_or_default()
     };
-    for k in 0..5 {
-        bar_log.append(common::bar(b, 1, k)).unwrap();
-    }
-    bar_log.flush().unwrap();
+    log_bars(&mut bar_log, b, 0..5);
     let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
     let remote = Remote::start(vec![node.addr()], 600_000);
     let charted = |remote: &Remote| -> Vec<u64> {
@@ -2050,8 +2033,7 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
     node.restart().unwrap();
     comes_to("the bars restored", &want(5), || list_now(&node));
     // a new bar: published, and charted once after the ones the remote gateway kept
-    bar_log.append(common::bar(b, 1, 5)).unwrap();
-    bar_log.flush().unwrap();
+    log_bars(&mut bar_log, b, 5..6);
     comes_to("the bars in Redis", &want(6), || list_now(&node));
     comes_to("the remote chart", &starts(6), || charted(&remote));
     drop(remote);
@@ -2165,16 +2147,10 @@ fn standby_takes_over_bars(tag: &str, yesterday: bool) {
     let t2 = Duration::from_secs(2);
     let mut conn =
         gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
-    let bars = |ks: std::ops::Range<u64>| -> Vec<Vec<u8>> {
-        ks.map(|k| common::bar(b, 1, k).to_bytes().to_vec())
-            .collect()
-    };
+    let bars = |ks| bar_bytes(b, ks);
     let log_a = book::barlog::beside(&ta.path);
     let mut first = book::barlog::BarLogWriter::create(&log_a).unwrap();
-    for k in 0..5 {
-        first.append(common::bar(b, 1, k)).unwrap();
-    }
-    first.flush().unwrap();
+    log_bars(&mut first, b, 0..5);
     if yesterday {
         // begun a day earlier: its identity (bytes 16..24) moved back 24 hours
         let mut h = std::fs::read(&log_a).unwrap();
@@ -2188,10 +2164,7 @@ fn standby_takes_over_bars(tag: &str, yesterday: bool) {
     });
     drop(primary);
     let mut second = book::barlog::BarLogWriter::create(&book::barlog::beside(&tb.path)).unwrap();
-    for k in 0..7 {
-        second.append(common::bar(b, 1, k)).unwrap();
-    }
-    second.flush().unwrap();
+    log_bars(&mut second, b, 0..7);
     let standby = PubThread::spawn(&tb.path, vec![node.addr()]);
     let want = |more: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
         if yesterday {
@@ -2204,8 +2177,7 @@ fn standby_takes_over_bars(tag: &str, yesterday: bool) {
         lrange(&mut conn, &list)
     });
     // one more, so anything appended again would be in the list before it
-    second.append(common::bar(b, 1, 7)).unwrap();
-    second.flush().unwrap();
+    log_bars(&mut second, b, 7..8);
     comes_to("a new bar", &want(bars(0..8)), || lrange(&mut conn, &list));
     let s = standby.stop();
     let (sent, skipped) = if yesterday { (8, 0) } else { (3, 5) };

@@ -116,25 +116,32 @@ impl BarMirror {
 mod tests {
     use super::*;
 
+    /// An AAPL 1-second bar's record.
+    fn bar(start: u64, close: u32, revision: bool) -> Vec<u8> {
+        let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
+        r.symbol = *b"AAPL    ";
+        r.interval_s = 1;
+        r.bar.start_ns = start;
+        r.bar.close = close;
+        r.revision = revision;
+        r.to_bytes().to_vec()
+    }
+
+    /// The starts of the bars in the log at `p`.
+    fn starts(p: &std::path::Path) -> Vec<u64> {
+        barlog::read_all(p)
+            .unwrap()
+            .iter()
+            .map(|r| r.bar.start_ns)
+            .collect()
+    }
+
     #[test]
     fn a_reload_adds_no_bar_twice_and_a_new_session_still_comes_through() {
         let p = std::env::temp_dir().join(format!("mirror-{}", std::process::id()));
         let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
-        let bar = |start: u64, close: u32| {
-            let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
-            r.symbol = *b"AAPL    ";
-            r.interval_s = 1;
-            r.bar.start_ns = start;
-            r.bar.close = close;
-            r.to_bytes().to_vec()
-        };
-        let starts = || -> Vec<u64> {
-            barlog::read_all(&p)
-                .unwrap()
-                .iter()
-                .map(|r| r.bar.start_ns)
-                .collect()
-        };
+        let bar = |start: u64, close: u32| bar(start, close, false);
+        let starts = || starts(&p);
         m.take(&mut vec![bar(10, 1), bar(11, 1)]);
         // a reload after a reconnect: the list's bars up to the last one taken are here already
         m.reload(&mut vec![bar(9, 1), bar(10, 1), bar(11, 1), bar(12, 1)]);
@@ -156,21 +163,8 @@ mod tests {
     fn a_bar_published_while_its_list_loads_is_taken_once() {
         let p = std::env::temp_dir().join(format!("mirror-race-{}", std::process::id()));
         let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
-        let bar = |start: u64, close: u32| {
-            let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
-            r.symbol = *b"AAPL    ";
-            r.interval_s = 1;
-            r.bar.start_ns = start;
-            r.bar.close = close;
-            r.to_bytes().to_vec()
-        };
-        let starts = || -> Vec<u64> {
-            barlog::read_all(&p)
-                .unwrap()
-                .iter()
-                .map(|r| r.bar.start_ns)
-                .collect()
-        };
+        let bar = |start: u64, close: u32| bar(start, close, false);
+        let starts = || starts(&p);
         // bars 2 and 3 were published after the subscription, before the list was read: the
         // list has them, and they come on the channel after it
         m.reload(&mut vec![bar(1, 1), bar(2, 1), bar(3, 1)]);
@@ -188,15 +182,6 @@ mod tests {
     fn a_revision_taken_does_not_move_where_a_reload_goes_on_from() {
         let p = std::env::temp_dir().join(format!("mirror-rev-{}", std::process::id()));
         let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
-        let bar = |start: u64, close: u32, revision: bool| {
-            let mut r = barlog::record_from_bytes(&[0u8; barlog::RECORD]);
-            r.symbol = *b"AAPL    ";
-            r.interval_s = 1;
-            r.bar.start_ns = start;
-            r.bar.close = close;
-            r.revision = revision;
-            r.to_bytes().to_vec()
-        };
         // a rebuild revised bar 10; the link dropped; a second rebuild revised it again, and
         // bar 12 closed
         m.take(&mut vec![
