@@ -66,6 +66,11 @@ pub struct BarRecord {
 const REVISION: u8 = 1;
 
 impl BarRecord {
+    /// The symbol without its padding.
+    pub fn symbol_str(&self) -> String {
+        String::from_utf8_lossy(&self.symbol).trim_end().to_string()
+    }
+
     /// The record's bytes in the log (and in Redis).
     pub fn to_bytes(self) -> [u8; RECORD] {
         let mut b = [0u8; RECORD];

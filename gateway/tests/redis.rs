@@ -1845,6 +1845,38 @@ fn lrange(conn: &mut gateway::redis::conn::Conn, key: &str) -> Vec<Vec<u8>> {
     .unwrap()
 }
 
+/// A bar test's setup: one Redis, a quote table of 3 symbols, the second symbol's 1-second bar
+/// list, and the bar log beside the table the publisher follows.
+struct BarCase {
+    node: RedisNode,
+    t: Table,
+    /// The symbol whose bars the tests write.
+    b: [u8; 8],
+    list: String,
+    log: book::barlog::BarLogWriter,
+}
+
+fn bar_case(tag: &str) -> BarCase {
+    let node = single(tag);
+    let t = Table::new(&format!("redis-{tag}"), 3);
+    let b = t.quotes[1].symbol;
+    let list = gateway::redis::Keys::new("quotes").bars(&t.quotes[1].symbol_str(), 1);
+    let log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    BarCase {
+        node,
+        t,
+        b,
+        list,
+        log,
+    }
+}
+
+/// A connection to `node` for reading lists.
+fn list_reader(node: &RedisNode) -> gateway::redis::conn::Conn {
+    let t2 = Duration::from_secs(2);
+    gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap()
+}
+
 /// Bars `ks` of `sym`'s 1-second series (`common::bar`), as their list holds them.
 fn bar_bytes(sym: [u8; 8], ks: std::ops::Range<u64>) -> Vec<Vec<u8>> {
     ks.map(|k| common::bar(sym, 1, k).to_bytes().to_vec())
@@ -1917,15 +1949,14 @@ fn a_restarted_publisher_appends_no_bar_again() {
     if !have_redis() {
         return;
     }
-    let node = single("bar-restart");
-    let t = Table::new("redis-bar-restart", 3);
-    let keys = gateway::redis::Keys::new("quotes");
-    let b = t.quotes[1].symbol;
-    let list = keys.bars(&t.quotes[1].symbol_str(), 1);
-    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
-    let t2 = Duration::from_secs(2);
-    let mut conn =
-        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
+    let BarCase {
+        node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-restart");
+    let mut conn = list_reader(&node);
     let want = |rounds: u64| bar_bytes(b, 0..rounds);
     let append = |log: &mut book::barlog::BarLogWriter, ks| log_bars(log, b, ks);
     append(&mut bar_log, 0..5);
@@ -1962,15 +1993,15 @@ fn bars_appended_past_the_saved_position_are_not_appended_again() {
     if !have_redis() {
         return;
     }
-    let node = single("bar-past-position");
-    let t = Table::new("redis-bar-past-position", 3);
-    let keys = gateway::redis::Keys::new("quotes");
-    let b = t.quotes[1].symbol;
-    let list = keys.bars(&t.quotes[1].symbol_str(), 1);
-    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let BarCase {
+        node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-past-position");
     let t2 = Duration::from_secs(2);
-    let mut conn =
-        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
+    let mut conn = list_reader(&node);
     let want = |ks| bar_bytes(b, ks);
     log_bars(&mut bar_log, b, 0..5);
     let first = PubThread::spawn(&t.path, vec![node.addr()]);
@@ -1999,12 +2030,14 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
     if !have_redis() {
         return;
     }
-    let mut node = single("bar-restore");
-    let t = Table::new("redis-bar-restore", 3);
-    let keys = gateway::redis::Keys::new("quotes");
-    let (b, sym) = (t.quotes[1].symbol, t.quotes[1].symbol_str());
-    let list = keys.bars(&sym, 1);
-    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let BarCase {
+        mut node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-restore");
+    let sym = t.quotes[1].symbol_str();
     let want = |rounds: u64| bar_bytes(b, 0..rounds);
     let t2 = Duration::from_secs(2);
     let list_now = |node: &RedisNode| {

@@ -146,9 +146,7 @@ impl Publisher {
             if self.bar_sync.knows(&series) || !seen.insert(series) {
                 continue;
             }
-            let sym = String::from_utf8_lossy(&p.rec.symbol)
-                .trim_end()
-                .to_string();
+            let sym = p.rec.symbol_str();
             let list = self.keys.bars(&sym, p.rec.interval_s);
             let k = link.topo.node_of(list.as_bytes());
             let Some(c) = link.conns[k].as_mut() else {
@@ -203,8 +201,6 @@ impl Publisher {
 /// A bar's list's day key and the day its log was begun on, when that is known.
 pub(super) fn day_names(keys: &Keys, p: &PendingBar) -> Option<(String, String)> {
     let day = super::barsync::day_of(p.log)?;
-    let sym = String::from_utf8_lossy(&p.rec.symbol)
-        .trim_end()
-        .to_string();
+    let sym = p.rec.symbol_str();
     Some((keys.bars_day(&sym, p.rec.interval_s), day.to_string()))
 }

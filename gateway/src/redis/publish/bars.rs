@@ -259,7 +259,7 @@ impl Publisher {
 
 /// A bar's list key, channel and bytes.
 fn bar_names(keys: &Keys, r: &BarRecord) -> (String, String, [u8; RECORD]) {
-    let sym = String::from_utf8_lossy(&r.symbol).trim_end().to_string();
+    let sym = r.symbol_str();
     (
         keys.bars(&sym, r.interval_s),
         keys.bars_channel(&sym),
