@@ -14,16 +14,26 @@
 //! once. A new ring (the feed handler restarted: another generation) begins a new log.
 //!
 //! ```text
-//!  offset 0    magic "ITCHBAR1" | version u32 | record size u32 (48) |
-//!              created_ns u64 (when this log was begun, ns since the epoch: the log's identity;
-//!              zero in logs written before it) | source u64 (the generation of the feed ring
-//!              its bars are made from; zero when none) | zero padding to 64
-//!  then        records of 48 bytes, little-endian:
-//!              symbol [u8; 8] | channel u16 | interval_s u8 | flags u8 | trades u32 |
-//!              start_ns u64 | open u32 | high u32 | low u32 | close u32 | volume u64
+//!  offset 0    magic "ITCHBAR1" | version u32 (2) | record size u32 (72) |
+//!              created_ns u64 (when this log was begun, ns since the epoch: the log's identity)
+//!              | source u64 (the generation of the feed ring its bars are made from; zero when
+//!              none) | zero padding to 64
+//!  then        records of 72 bytes, little-endian:
+//!   0          symbol [u8; 8] | channel u16 | interval_s u8 | flags u8 | trades u32 |
+//!  16          start_ns u64 | open u32 | high u32 | low u32 | close u32 | volume u64 |
+//!  48          first_ns u64 | last_ns u64 | day u32 | zero u32
 //!              flags: bit 0 revision (replaces the bar with its start); other bits zero
-//!              (logs written before the flag had zero padding there: no flags)
+//!              first_ns, last_ns: exchange time of the opening and the closing trade
+//!              day: the trading day (days since the epoch, see [`day_of`]; 0 unknown)
 //! ```
+//!
+//! Each record is one venue's bar (its feed channel). With several venues a symbol has a series
+//! per venue, each folded with [`apply`]; [`consolidate`] merges them into the one series a
+//! chart shows: per (day, start), the open of the venue that traded first, the close of the one
+//! that traded last (the bars one series would have made of every venue's trades), the highest
+//! high, the lowest low, and volumes and trades summed. Version 1
+//! logs (48-byte records, without the trade times and the day) are not read: a book that finds
+//! one begins a new log.
 
 use crate::bars::Bar;
 use std::collections::{HashMap, VecDeque};
@@ -40,11 +50,24 @@ pub fn beside(quotes: &Path) -> std::path::PathBuf {
 /// "ITCHBAR1".
 pub const MAGIC: [u8; 8] = *b"ITCHBAR1";
 /// Format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Header bytes.
 pub const HEADER: usize = 64;
 /// Record bytes.
-pub const RECORD: usize = 48;
+pub const RECORD: usize = 72;
+
+/// When a trading day begins, seconds after midnight UTC: 06:00, which is 01:00 or 02:00 in
+/// New York, after the late session and before the early one.
+pub const DAY_STARTS_S: u64 = 6 * 3_600;
+
+/// The trading day of a wall-clock time (ns since the epoch): days since the epoch, each from
+/// [`DAY_STARTS_S`] to the next; `None` for 0 (unknown).
+pub fn day_of(epoch_ns: u64) -> Option<u64> {
+    (epoch_ns != 0).then(|| (epoch_ns / 1_000_000_000).saturating_sub(DAY_STARTS_S) / 86_400)
+}
+
+/// The channel of a bar merged from several venues' ([`consolidate`]).
+pub const ALL_VENUES: u16 = u16::MAX;
 
 /// One logged bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +83,8 @@ pub struct BarRecord {
     /// A correction of the bar logged before with the same start (after a channel rebuild),
     /// not a new bar.
     pub revision: bool,
+    /// The trading day (days since the epoch, [`day_of`] the log's creation); 0 unknown.
+    pub day: u32,
 }
 
 /// Flag bit of a revision.
@@ -85,6 +110,9 @@ impl BarRecord {
         b[32..36].copy_from_slice(&self.bar.low.to_le_bytes());
         b[36..40].copy_from_slice(&self.bar.close.to_le_bytes());
         b[40..48].copy_from_slice(&self.bar.volume.to_le_bytes());
+        b[48..56].copy_from_slice(&self.bar.first_ns.to_le_bytes());
+        b[56..64].copy_from_slice(&self.bar.last_ns.to_le_bytes());
+        b[64..68].copy_from_slice(&self.day.to_le_bytes());
         b
     }
 
@@ -104,7 +132,10 @@ impl BarRecord {
                 low: u32_at(32),
                 close: u32_at(36),
                 volume: u64_at(40),
+                first_ns: u64_at(48),
+                last_ns: u64_at(56),
             },
+            day: u32_at(64),
         }
     }
 }
@@ -113,6 +144,7 @@ impl BarRecord {
 #[derive(Debug)]
 pub struct BarLogWriter {
     out: BufWriter<std::fs::File>,
+    created_ns: u64,
 }
 
 /// Per series (channel, symbol, interval), the start of the last bar (not a revision) a log
@@ -159,7 +191,8 @@ impl BarLogWriter {
             f.set_len(HEADER as u64 + whole * RECORD as u64)?;
             let mut out = BufWriter::new(f);
             out.seek(std::io::SeekFrom::End(0))?;
-            return Ok((BarLogWriter { out }, Some(newest)));
+            let created_ns = created_ns(&h);
+            return Ok((BarLogWriter { out, created_ns }, Some(newest)));
         }
         let f = std::fs::File::create(path)?;
         Ok((Self::begin(f, source)?, None))
@@ -183,7 +216,12 @@ impl BarLogWriter {
         h[24..32].copy_from_slice(&source.to_le_bytes());
         out.write_all(&h)?;
         out.flush()?;
-        Ok(BarLogWriter { out })
+        Ok(BarLogWriter { out, created_ns })
+    }
+
+    /// The trading day this log was begun on (what [`BarRecord::day`] of its bars is).
+    pub fn day(&self) -> u32 {
+        day_of(self.created_ns).map_or(0, |d| d as u32)
     }
 
     /// Appends one bar (buffered until [`BarLogWriter::flush`]).
@@ -276,6 +314,56 @@ pub fn apply(series: &mut VecDeque<BarRecord>, r: BarRecord, keep: usize) {
     }
 }
 
+/// One bar of several venues' bars of the same day and start: the open of the venue that
+/// traded first and the close of the one that traded last (trades at the same time taken in
+/// channel order), the highest high, the lowest low, volumes and trades summed. Its channel is [`ALL_VENUES`] when
+/// more than one bar went in. `None` for no bars.
+pub fn merge(bars: &[BarRecord]) -> Option<BarRecord> {
+    let (first, rest) = bars.split_first()?;
+    let mut m = *first;
+    let (mut open_at, mut close_at) = ((m.bar.first_ns, m.channel), (m.bar.last_ns, m.channel));
+    for r in rest {
+        let b = &r.bar;
+        if (b.first_ns, r.channel) < open_at {
+            open_at = (b.first_ns, r.channel);
+            m.bar.open = b.open;
+        }
+        if (b.last_ns, r.channel) > close_at {
+            close_at = (b.last_ns, r.channel);
+            m.bar.close = b.close;
+        }
+        m.bar.high = m.bar.high.max(b.high);
+        m.bar.low = m.bar.low.min(b.low);
+        m.bar.volume = m.bar.volume.saturating_add(b.volume);
+        m.bar.trades = m.bar.trades.saturating_add(b.trades);
+        m.channel = ALL_VENUES;
+    }
+    m.bar.first_ns = open_at.0;
+    m.bar.last_ns = close_at.0;
+    m.revision = false;
+    Some(m)
+}
+
+/// The series a chart shows from each venue's series of one symbol and interval (each oldest
+/// first, as [`apply`] folds them): one bar per day and start, [`merge`]d over the venues
+/// that have it, oldest first, the newest `limit` of them. One venue's series is itself.
+pub fn consolidate(series: &[&VecDeque<BarRecord>], limit: usize) -> Vec<BarRecord> {
+    if let [one] = series {
+        return one
+            .iter()
+            .skip(one.len().saturating_sub(limit))
+            .copied()
+            .collect();
+    }
+    let mut all: Vec<BarRecord> = series.iter().flat_map(|s| s.iter().copied()).collect();
+    all.sort_by_key(|r| (r.day, r.bar.start_ns, r.channel));
+    let mut out: Vec<BarRecord> = Vec::new();
+    for same in all.chunk_by(|a, b| (a.day, a.bar.start_ns) == (b.day, b.bar.start_ns)) {
+        out.extend(merge(same));
+    }
+    out.split_off(out.len().saturating_sub(limit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,8 +384,11 @@ mod tests {
                 close: 4,
                 volume: 900,
                 trades: 3,
+                first_ns: 34_200_000_000_100,
+                last_ns: 34_259_000_000_000,
             },
             revision: false,
+            day: 20_421,
         };
         w.append(r).unwrap();
         w.append(BarRecord { interval_s: 1, ..r }).unwrap();
@@ -381,8 +472,11 @@ mod tests {
                 close: 10,
                 volume,
                 trades: 1,
+                first_ns: start_s * 1_000_000_000,
+                last_ns: start_s * 1_000_000_000,
             },
             revision,
+            day: 1,
         }
     }
 
@@ -448,7 +542,87 @@ mod tests {
         assert_eq!(fold(&first, 20), [(10, 1), (14, 1), (10, 5), (12, 2)]);
     }
 
+    #[test]
+    fn venues_bars_merge_into_the_bar_of_all_their_trades() {
+        let s = 1_000_000_000u64;
+        let bar = |channel: u16, day: u32, start: u64, ohlc: [u32; 4], times: [u64; 2]| BarRecord {
+            channel,
+            day,
+            bar: Bar {
+                start_ns: start * s,
+                open: ohlc[0],
+                high: ohlc[1],
+                low: ohlc[2],
+                close: ohlc[3],
+                volume: 100,
+                trades: 2,
+                first_ns: start * s + times[0],
+                last_ns: start * s + times[1],
+            },
+            ..rec(0, 0, false)
+        };
+        // Nasdaq traded first, BX last
+        let nasdaq = bar(0, 7, 10, [50, 60, 45, 55], [100, 500]);
+        let bx = bar(1, 7, 10, [52, 70, 48, 49], [200, 900]);
+        let m = merge(&[bx, nasdaq]).unwrap();
+        assert_eq!(
+            (m.bar.open, m.bar.high, m.bar.low, m.bar.close),
+            (50, 70, 45, 49)
+        );
+        assert_eq!((m.bar.volume, m.bar.trades), (200, 4));
+        assert_eq!(
+            (m.bar.first_ns, m.bar.last_ns),
+            (10 * s + 100, 10 * s + 900)
+        );
+        assert_eq!(m.channel, ALL_VENUES);
+        assert_eq!(merge(&[nasdaq]), Some(nasdaq), "one venue's bar is itself");
+        assert_eq!(merge(&[]), None);
+        // the same start on another day is another bar; a venue's bars stay its own where the
+        // other has none
+        let a: VecDeque<BarRecord> = [nasdaq, bar(0, 8, 10, [1, 1, 1, 1], [0, 0])].into();
+        let b: VecDeque<BarRecord> = [bar(1, 7, 9, [3, 3, 3, 3], [0, 0]), bx].into();
+        let c = consolidate(&[&a, &b], 10);
+        let got: Vec<(u32, u64, u16)> = c
+            .iter()
+            .map(|r| (r.day, r.bar.start_ns / s, r.channel))
+            .collect();
+        assert_eq!(got, [(7, 9, 1), (7, 10, ALL_VENUES), (8, 10, 0)]);
+        assert_eq!(c[1], m);
+        assert_eq!(consolidate(&[&a, &b], 2), c[1..].to_vec(), "the newest");
+        assert_eq!(consolidate(&[&a], 1), vec![a[1]]);
+    }
+
     proptest::proptest! {
+        /// Each venue's bars, merged, are the bars one series makes of every venue's trades
+        /// (trades at the same time taken in channel order).
+        #[test]
+        fn merged_venues_are_the_bars_of_all_their_trades(
+            trades in proptest::collection::vec(
+                (0u16..3, 0u64..40_000_000_000, 1u32..1_000, 1u64..500), 1..200),
+        ) {
+            let mut trades = trades;
+            trades.sort_by_key(|&(c, t, _, _)| (t, c));
+            let minute = 60_000_000_000;
+            let bars = |s: &crate::bars::Series, channel: u16| -> VecDeque<BarRecord> {
+                s.bars()
+                    .map(|&bar| BarRecord { channel, bar, ..rec(0, 0, false) })
+                    .collect()
+            };
+            let mut all = crate::bars::Series::new(minute / 60, 1_000);
+            let mut venue: Vec<crate::bars::Series> =
+                (0..3).map(|_| crate::bars::Series::new(minute / 60, 1_000)).collect();
+            for &(c, t, px, q) in &trades {
+                all.on_trade(t, px, q);
+                venue[c as usize].on_trade(t, px, q);
+            }
+            let each: Vec<VecDeque<BarRecord>> =
+                venue.iter().enumerate().map(|(c, s)| bars(s, c as u16)).collect();
+            let refs: Vec<&VecDeque<BarRecord>> = each.iter().filter(|s| !s.is_empty()).collect();
+            let got: Vec<Bar> = consolidate(&refs, 1_000).iter().map(|r| r.bar).collect();
+            let want: Vec<Bar> = all.bars().copied().collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+
         /// Any records, in any order: the series stays within `keep`, and records that repeat
         /// ones already folded (a bar logged again, a revision sent twice) change nothing.
         #[test]

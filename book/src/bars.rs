@@ -25,6 +25,11 @@ pub struct Bar {
     pub volume: u64,
     /// Trades.
     pub trades: u32,
+    /// When the opening trade was made, exchange time (ns since midnight): which venue's
+    /// open is the consolidated bar's.
+    pub first_ns: u64,
+    /// When the closing trade was made (the last one folded in).
+    pub last_ns: u64,
 }
 
 /// Bars of one interval, at most `cap` of them.
@@ -56,6 +61,7 @@ impl Series {
                 b.close = px;
                 b.volume = b.volume.saturating_add(qty);
                 b.trades += 1;
+                b.last_ns = ts_ns;
                 None
             }
             last => {
@@ -71,6 +77,8 @@ impl Series {
                     close: px,
                     volume: qty,
                     trades: 1,
+                    first_ns: ts_ns,
+                    last_ns: ts_ns,
                 });
                 closed
             }
@@ -286,7 +294,9 @@ mod tests {
                 low: 90,
                 close: 90,
                 volume: 7,
-                trades: 3
+                trades: 3,
+                first_ns: 10 * S + 1,
+                last_ns: 10 * S + 3,
             }
         );
         s.on_trade(12 * S, 1, 1);
@@ -312,6 +322,8 @@ mod tests {
             close: 100,
             volume: q,
             trades: 1,
+            first_ns: t * S,
+            last_ns: t * S,
         };
         assert_eq!(live.judge_rebuilt(&bar(11, 1)), Rebuilt::Known);
         assert_eq!(

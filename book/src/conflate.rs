@@ -757,6 +757,7 @@ impl BarSink<'_> {
             interval_s,
             bar,
             revision: judged == Rebuilt::Revision,
+            day: self.log.day(),
         };
         self.revised += rec.revision as u64;
         self.wrote = true;

@@ -89,7 +89,7 @@ fn run_with(
             seed: 100,
             symbols: 40,
             messages: 20_000,
-            rate_per_s: 20_000,
+            rate_per_s: 1_000,
             venue: v as u8,
             ..Default::default()
         });
@@ -292,6 +292,75 @@ fn check_reference(conf: &Conflator, expected: &[Books], quotes: &std::path::Pat
         checked += 1;
     }
     assert_eq!(checked, 40);
+    check_bars(expected, quotes);
+}
+
+/// The bar log holds each venue's closed bars once (folded as a reader folds it, revisions
+/// after a rebuild included), under its venue, with the trade times that order the opens and
+/// closes: every symbol's chart (the venues' bars merged) is the reference's, and it has bars
+/// several venues made.
+fn check_bars(expected: &[Books], quotes: &std::path::Path) {
+    use book::barlog::{self, BarRecord};
+    use std::collections::{HashMap, VecDeque};
+    let log = barlog::read_all(&barlog::beside(quotes)).unwrap();
+    let day = log.first().expect("bars were logged").day;
+    assert_ne!(day, 0, "bars carry their trading day");
+    let mut got: HashMap<([u8; 8], u8, u16), VecDeque<BarRecord>> = HashMap::new();
+    for r in log {
+        assert_eq!(r.day, day);
+        let s = got.entry((r.symbol, r.interval_s, r.channel)).or_default();
+        barlog::apply(s, r, usize::MAX);
+    }
+    let (mut charts, mut merged) = (0, 0);
+    for (_, x0) in expected[0].iter() {
+        let Some(sym) = x0.symbol else { continue };
+        for interval_s in [1u8, 60] {
+            // the reference: each venue's own bars but its newest (still open)
+            let want: Vec<VecDeque<BarRecord>> = (0..VENUES)
+                .filter_map(|v| {
+                    let (_, x) = expected[v as usize]
+                        .iter()
+                        .find(|(_, x)| x.symbol == Some(sym))?;
+                    let h = x.history.as_ref()?;
+                    let s = if interval_s == 1 {
+                        &h.seconds
+                    } else {
+                        &h.minutes
+                    };
+                    let closed = s.bars().len().saturating_sub(1);
+                    let bars: VecDeque<BarRecord> = s
+                        .bars()
+                        .take(closed)
+                        .map(|&bar| BarRecord {
+                            symbol: sym.0,
+                            channel: v,
+                            interval_s,
+                            bar,
+                            revision: false,
+                            day,
+                        })
+                        .collect();
+                    (!bars.is_empty()).then_some(bars)
+                })
+                .collect();
+            let theirs: Vec<&VecDeque<BarRecord>> = (0..VENUES)
+                .filter_map(|v| got.get(&(sym.0, interval_s, v)))
+                .collect();
+            assert_eq!(theirs.len(), want.len(), "{sym} {interval_s}s: venues");
+            let want = barlog::consolidate(&want.iter().collect::<Vec<_>>(), usize::MAX);
+            let chart = barlog::consolidate(&theirs, usize::MAX);
+            assert_eq!(chart, want, "{sym} {interval_s}s");
+            charts += !chart.is_empty() as usize;
+            merged += chart
+                .iter()
+                .filter(|r| r.channel == barlog::ALL_VENUES)
+                .count();
+        }
+    }
+    assert!(
+        charts > 0 && merged > 0,
+        "{charts} charts, {merged} merged bars"
+    );
 }
 
 /// A venue that lost data for good is left out of every consolidated best price at once (the

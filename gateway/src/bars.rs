@@ -1,7 +1,7 @@
 //! Bars for charts: the bar log `book run` writes beside its quote table (`<quotes>.bars`),
 //! read incrementally (only what was appended since the last request) into the latest bars of
-//! each symbol and interval, bounded per series. A new log (book restarted) is read from the
-//! start.
+//! each symbol, interval and venue, bounded per series; a chart's bars are the venues' merged
+//! (`book::barlog::consolidate`). A new log (book restarted) is read from the start.
 
 use book::barlog::{self, BarRecord};
 use std::collections::{HashMap, VecDeque};
@@ -83,8 +83,15 @@ impl Tail {
             let mut h = vec![0u8; barlog::HEADER];
             f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
             f.read_exact(&mut h).map_err(|e| e.to_string())?;
-            if h[..8] != barlog::MAGIC {
-                return Err(format!("{}: not a bar log", self.path.display()));
+            if h[..8] != barlog::MAGIC
+                || h[8..12] != barlog::VERSION.to_le_bytes()
+                || h[12..16] != (barlog::RECORD as u32).to_le_bytes()
+            {
+                return Err(format!(
+                    "{}: not a bar log of version {} (a book of this release rewrites it)",
+                    self.path.display(),
+                    barlog::VERSION
+                ));
             }
             self.log = barlog::created_ns(&h);
             self.offset = barlog::HEADER as u64;
@@ -105,11 +112,14 @@ impl Tail {
     }
 }
 
-/// The latest bars of every symbol.
+/// Each venue's bars of one symbol and interval: (channel, its series, oldest first).
+type Venues = Vec<(u16, VecDeque<BarRecord>)>;
+
+/// The latest bars of every symbol: per symbol and interval, each venue's series.
 #[derive(Debug)]
 pub struct BarIndex {
     tail: Tail,
-    series: HashMap<([u8; 8], u8), VecDeque<BarRecord>>,
+    series: HashMap<([u8; 8], u8), Venues>,
 }
 
 impl BarIndex {
@@ -127,31 +137,44 @@ impl BarIndex {
             self.series.clear();
         }
         for r in new {
-            // a revision replaces the bar with its start (book::barlog::apply)
-            let s = self.series.entry((r.symbol, r.interval_s)).or_default();
-            barlog::apply(s, r, KEEP);
+            // each venue's bars apart; a revision replaces the bar with its start
+            // (book::barlog::apply)
+            let venues = self.series.entry((r.symbol, r.interval_s)).or_default();
+            let at = match venues.iter().position(|(c, _)| *c == r.channel) {
+                Some(at) => at,
+                None => {
+                    venues.push((r.channel, VecDeque::new()));
+                    venues.len() - 1
+                }
+            };
+            barlog::apply(&mut venues[at].1, r, KEEP);
         }
         Ok(())
     }
 
-    /// The last `limit` bars of `symbol` at `interval_s` (1 or 60), oldest first.
+    /// The last `limit` bars of `symbol` at `interval_s` (1 or 60), oldest first: over every
+    /// venue (merged where several have a bar of the same start), or of one venue (its
+    /// channel).
     pub fn bars(
         &mut self,
         symbol: [u8; 8],
         interval_s: u8,
+        venue: Option<u16>,
         limit: usize,
     ) -> Result<Vec<BarRecord>, String> {
         self.refresh()?;
-        Ok(self
-            .series
-            .get(&(symbol, interval_s))
-            .map(|s| {
-                s.iter()
-                    .skip(s.len().saturating_sub(limit))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default())
+        let Some(venues) = self.series.get(&(symbol, interval_s)) else {
+            return Ok(Vec::new());
+        };
+        let series: Vec<&VecDeque<BarRecord>> = venues
+            .iter()
+            .filter(|(c, _)| venue.is_none_or(|v| v == *c))
+            .map(|(_, s)| s)
+            .collect();
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(barlog::consolidate(&series, limit))
     }
 }
 
@@ -166,6 +189,45 @@ mod tests {
         r.interval_s = 1;
         r.bar.start_ns = start_ns;
         r
+    }
+
+    #[test]
+    fn a_chart_merges_the_venues_bars_and_one_venue_is_its_own() {
+        let p = std::env::temp_dir().join(format!("bar-index-{}", std::process::id()));
+        let mut w = BarLogWriter::create(&p).unwrap();
+        let on = |channel: u16, start: u64, volume: u64, revision: bool| BarRecord {
+            channel,
+            revision,
+            bar: book::bars::Bar {
+                volume,
+                ..rec(start).bar
+            },
+            ..rec(start)
+        };
+        for r in [
+            on(0, 1, 10, false),
+            on(1, 1, 5, false),
+            on(0, 2, 10, false),
+            on(1, 3, 7, false),
+            // venue 1's bar 1 revised after its rebuild: only venue 1's is replaced
+            on(1, 1, 6, true),
+        ] {
+            w.append(r).unwrap();
+        }
+        w.flush().unwrap();
+        let mut ix = BarIndex::new(p.clone());
+        let got = |ix: &mut BarIndex, venue| -> Vec<(u64, u64)> {
+            ix.bars(*b"AAPL    ", 1, venue, 10)
+                .unwrap()
+                .iter()
+                .map(|r| (r.bar.start_ns, r.bar.volume))
+                .collect()
+        };
+        assert_eq!(got(&mut ix, None), [(1, 16), (2, 10), (3, 7)]);
+        assert_eq!(got(&mut ix, Some(1)), [(1, 6), (3, 7)]);
+        assert_eq!(got(&mut ix, Some(2)), []);
+        assert_eq!(ix.bars(*b"AAPL    ", 1, None, 1).unwrap().len(), 1);
+        std::fs::remove_file(&p).unwrap();
     }
 
     #[test]

@@ -284,8 +284,13 @@ fn bars(head: &Head, ctx: &Ctx) -> Vec<u8> {
             );
         }
     };
+    let venue = match param(&head.query, "venue").map(|v| v.parse::<u16>()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return error("400 Bad Request", "venue is a channel number"),
+    };
     let got = match ctx.bars.lock() {
-        Ok(mut ix) => ix.bars(sym, interval, limit),
+        Ok(mut ix) => ix.bars(sym, interval, venue, limit),
         Err(_) => Err("bar index unavailable".to_string()),
     };
     let bars = match got {

@@ -123,6 +123,7 @@ fn rest_directory_bars_health_and_errors() {
         ("/v1/quotes", "400"),
         ("/v1/bars?symbol=AAAA&interval=5m", "400"),
         ("/v1/bars?symbol=AAAA&limit=0", "400"),
+        ("/v1/bars?symbol=AAAA&venue=nasdaq", "400"),
         ("/v1/bars", "400"),
         ("/v1/ws", "426"),
     ] {

@@ -76,8 +76,8 @@ pub struct Gw {
     stop: &'static AtomicBool,
 }
 
-/// The `k`-th bar of a series of `symbol` (space padded) at `interval_s`: it starts `k`
-/// intervals after 9:30; its high and volume rise with `k`.
+/// The `k`-th bar of a series of `symbol` (space padded) at `interval_s`, of today's trading day:
+/// it starts `k` intervals after 9:30; its high and volume rise with `k`.
 pub fn bar(symbol: [u8; 8], interval_s: u8, k: u64) -> book::barlog::BarRecord {
     book::barlog::BarRecord {
         symbol,
@@ -91,8 +91,18 @@ pub fn bar(symbol: [u8; 8], interval_s: u8, k: u64) -> book::barlog::BarRecord {
             close: 1_000_100,
             volume: 100 * (k + 1),
             trades: 3,
+            first_ns: 34_200_000_000_000 + k * interval_s as u64 * 1_000_000_000,
+            last_ns: 34_200_000_000_000 + (k + 1) * interval_s as u64 * 1_000_000_000 - 1,
         },
         revision: false,
+        // today's, as a book's log begun now stamps its bars
+        day: book::barlog::day_of(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        )
+        .unwrap() as u32,
     }
 }
 
