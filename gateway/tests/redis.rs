@@ -2181,9 +2181,23 @@ fn standby_takes_over_bars(tag: &str, yesterday: bool) {
     let mut conn =
         gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default()).unwrap();
     let bars = |ks| bar_bytes(b, ks);
+    // the first log's bars, of the day before with `yesterday`
+    let firsts: Vec<book::barlog::BarRecord> = (0..5)
+        .map(|k| {
+            let r = common::bar(b, 1, k);
+            book::barlog::BarRecord {
+                day: r.day - yesterday as u32,
+                ..r
+            }
+        })
+        .collect();
+    let firsts_bytes: Vec<Vec<u8>> = firsts.iter().map(|r| r.to_bytes().to_vec()).collect();
     let log_a = book::barlog::beside(&ta.path);
     let mut first = book::barlog::BarLogWriter::create(&log_a).unwrap();
-    log_bars(&mut first, b, 0..5);
+    for &r in &firsts {
+        first.append(r).unwrap();
+    }
+    first.flush().unwrap();
     if yesterday {
         // begun a day earlier: its identity (bytes 16..24) moved back 24 hours
         let mut h = std::fs::read(&log_a).unwrap();
@@ -2192,7 +2206,7 @@ fn standby_takes_over_bars(tag: &str, yesterday: bool) {
         std::fs::write(&log_a, &h).unwrap();
     }
     let primary = PubThread::spawn(&ta.path, vec![node.addr()]);
-    comes_to("the first publisher's bars", &bars(0..5), || {
+    comes_to("the first publisher's bars", &firsts_bytes, || {
         lrange(&mut conn, &list)
     });
     drop(primary);
@@ -2201,7 +2215,7 @@ fn standby_takes_over_bars(tag: &str, yesterday: bool) {
     let standby = PubThread::spawn(&tb.path, vec![node.addr()]);
     let want = |more: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
         if yesterday {
-            [bars(0..5), more].concat()
+            [firsts_bytes.clone(), more].concat()
         } else {
             more
         }
@@ -2232,6 +2246,132 @@ fn a_standby_taking_over_the_day_after_appends_every_bar() {
     if have_redis() {
         standby_takes_over_bars("bar-standby-next-day", true);
     }
+}
+
+/// Two venues' bars of one symbol share its list, interleaved. A standby taking over checks
+/// each venue's bars against that venue's newest in the list: BX's bars after its own newest go
+/// in though they start before Nasdaq's newest (the list's last bar), which is what the check
+/// looked at before, so they were taken for bars the list had and lost. A remote gateway charts
+/// the two venues' bars merged, one bar a start, and each venue's alone with `venue=`.
+#[test]
+fn a_standby_checks_each_venues_bars_in_a_shared_list() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("bar-standby-venues");
+    let ta = Table::new("bar-standby-venues-a", 3);
+    let tb = Table::new("bar-standby-venues-b", 3);
+    let b = ta.quotes[1].symbol;
+    let sym = ta.quotes[1].symbol_str();
+    let list = gateway::redis::Keys::new("quotes").bars(&sym, 1);
+    let mut conn = list_reader(&node);
+    // venue 1's bar k: a trade after venue 0's opened the bar, and the bar's last
+    let venue1 = |k: u64| {
+        let r = common::bar(b, 1, k);
+        book::barlog::BarRecord {
+            channel: 1,
+            bar: book::bars::Bar {
+                open: 2_000_000,
+                close: 2_000_100,
+                high: 3_000_000,
+                first_ns: r.bar.first_ns + 1,
+                last_ns: r.bar.last_ns + 1,
+                ..r.bar
+            },
+            ..r
+        }
+    };
+    let venue0 = |k: u64| common::bar(b, 1, k);
+    // as the books closed them: venue 1's bars lag venue 0's
+    let first: Vec<book::barlog::BarRecord> = vec![
+        venue0(0),
+        venue0(1),
+        venue1(0),
+        venue0(2),
+        venue1(1),
+        venue0(3),
+        venue1(2),
+        venue0(4),
+    ];
+    let second: Vec<book::barlog::BarRecord> = [
+        first.clone(),
+        vec![venue1(3), venue0(5), venue1(4), venue1(5), venue0(6)],
+    ]
+    .concat();
+    let bytes = |rs: &[book::barlog::BarRecord]| -> Vec<Vec<u8>> {
+        rs.iter().map(|r| r.to_bytes().to_vec()).collect()
+    };
+    let write = |path: &std::path::Path, rs: &[book::barlog::BarRecord]| {
+        let mut w = book::barlog::BarLogWriter::create(&book::barlog::beside(path)).unwrap();
+        for &r in rs {
+            w.append(r).unwrap();
+        }
+        w.flush().unwrap();
+        w
+    };
+    let _a = write(&ta.path, &first);
+    let primary = PubThread::spawn(&ta.path, vec![node.addr()]);
+    comes_to("the first publisher's bars", &bytes(&first), || {
+        lrange(&mut conn, &list)
+    });
+    drop(primary);
+    let _b = write(&tb.path, &second);
+    let standby = PubThread::spawn(&tb.path, vec![node.addr()]);
+    comes_to("each venue's bars once", &bytes(&second), || {
+        lrange(&mut conn, &list)
+    });
+    let s = standby.stop();
+    assert!(s.bars == 5 && s.bars_skipped == 8, "{s:?}");
+
+    // the chart: one bar a start, the venues merged
+    let remote = Remote::start(vec![node.addr()], 600_000);
+    let chart = |venue: &str| -> Vec<(u64, String, String, String, u64)> {
+        let (_, body) = common::http_get(
+            remote.addr(),
+            &format!("/v1/bars?symbol={sym}&interval=1s&limit=600{venue}"),
+        );
+        serde_json::from_str::<Value>(&body).unwrap()["bars"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        let s = |k: &str| x[k].as_str().unwrap().to_string();
+                        (
+                            x["t"].as_u64().unwrap(),
+                            s("o"),
+                            s("h"),
+                            s("c"),
+                            x["v"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let px = |p: u32| format!("{}.{:04}", p / 10_000, p % 10_000);
+    let want: Vec<(u64, String, String, String, u64)> = (0..7)
+        .map(|k| {
+            let (a, b) = (venue0(k).bar, venue1(k).bar);
+            if k < 6 {
+                // venue 0 opened, venue 1 closed
+                (
+                    a.start_ns,
+                    px(a.open),
+                    px(b.high),
+                    px(b.close),
+                    a.volume + b.volume,
+                )
+            } else {
+                (a.start_ns, px(a.open), px(a.high), px(a.close), a.volume)
+            }
+        })
+        .collect();
+    comes_to("the merged chart", &want, || chart(""));
+    let alone: Vec<u64> = (0..6).map(|k| venue1(k).bar.volume).collect();
+    assert_eq!(
+        chart("&venue=1").iter().map(|b| b.4).collect::<Vec<_>>(),
+        alone
+    );
 }
 
 /// A venue hash key that holds another type (someone else's value in the publisher's key space)

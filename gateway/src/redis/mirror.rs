@@ -5,20 +5,28 @@ use book::barlog::{self, BarLogWriter};
 use std::collections::HashMap;
 
 /// The bars a replica took, appended to a bar log in memory that `/v1/bars` reads as it reads the
-/// book's. Bars from the channel are appended as they come (new bars, revisions, and a new
-/// session's, which start earlier than the last day's); bars from reloading a list after a
-/// (re)subscription only when they come after the series' last new bar taken in the list, so a
-/// reload adds nothing twice (revisions after it come again, and replace the same bars again).
-/// A bar published while its list was being loaded is in the list and comes on the channel
-/// after it too: the newest bars a reload took ([`RECENT`] a series) are remembered, and the
-/// channel's copy of one of them is not taken again.
+/// book's. A symbol's list holds every venue's bars, interleaved; each venue's are a series of
+/// their own here (symbol, interval, channel). Bars from the channel are appended as they come
+/// (new bars, revisions, and a new session's, which start earlier than the last day's); bars
+/// from reloading a list after a (re)subscription only when they come after their venue's last
+/// new bar taken in the list, so a reload adds nothing twice (revisions after it come again,
+/// and replace the same bars again). A bar published while its list was being loaded is in
+/// the list and comes on the channel after it too: the newest bars a reload took ([`RECENT`] a
+/// series) are remembered, and the channel's copy of one of them is not taken again.
 pub(super) struct BarMirror {
     pub(super) log: BarLogWriter,
-    pub(super) last: HashMap<([u8; 8], u8), u64>,
+    pub(super) last: HashMap<Series, u64>,
     /// Per series, the newest records the last reload took, until a newer bar comes.
-    pub(super) recent: HashMap<([u8; 8], u8), Vec<[u8; barlog::RECORD]>>,
+    pub(super) recent: HashMap<Series, Vec<[u8; barlog::RECORD]>>,
     /// Records that were not bars (wrong length).
     pub(super) bad: u64,
+}
+
+/// One venue's bars of a symbol at an interval: symbol, interval, channel.
+type Series = ([u8; 8], u8, u16);
+
+fn series_of(r: &barlog::BarRecord) -> Series {
+    (r.symbol, r.interval_s, r.channel)
 }
 
 /// The newest records of a reload remembered per series: more than a list gains while it is
@@ -45,7 +53,7 @@ impl BarMirror {
                 continue;
             };
             let r = barlog::record_from_bytes(&bytes);
-            let series = (r.symbol, r.interval_s);
+            let series = series_of(&r);
             if let Some(recent) = self.recent.get_mut(&series) {
                 if let Some(i) = recent.iter().position(|x| *x == bytes) {
                     // in the list the reload took: here twice
@@ -69,46 +77,56 @@ impl BarMirror {
     fn append(&mut self, r: barlog::BarRecord) {
         // a revision is of an older bar: a reload goes on from the newest
         if !r.revision {
-            self.last.insert((r.symbol, r.interval_s), r.bar.start_ns);
+            self.last.insert(series_of(&r), r.bar.start_ns);
         }
         let _ = self.log.append(r);
     }
 
-    /// One series' list, oldest first, as reloaded after a (re)subscription: only what comes
-    /// after the last bar taken (all of it when none was, or it is no longer in the list).
+    /// One symbol's list at one interval, oldest first, as reloaded after a (re)subscription:
+    /// of each venue, only what comes after its last bar taken (all of it when none was, or it
+    /// is no longer in the list).
     pub(super) fn reload(&mut self, list: &mut Vec<Vec<u8>>) {
         let bad = list.iter().filter(|b| b.len() != barlog::RECORD).count();
         self.bad += bad as u64;
-        list.retain(|b| b.len() == barlog::RECORD);
-        let Some(first) = list.first().map(|b| barlog::record_from_bytes(b)) else {
-            return;
-        };
-        let from = match self.last.get(&(first.symbol, first.interval_s)) {
-            Some(&last) => list
-                .iter()
-                .rposition(|b| {
-                    let r = barlog::record_from_bytes(b);
-                    !r.revision && r.bar.start_ns == last
-                })
-                .map_or(0, |i| i + 1),
-            None => 0,
-        };
-        let rest = list.split_off(from);
-        list.clear();
-        let series = (first.symbol, first.interval_s);
-        let recent: Vec<[u8; barlog::RECORD]> = rest[rest.len().saturating_sub(RECENT)..]
-            .iter()
+        let records: Vec<[u8; barlog::RECORD]> = list
+            .drain(..)
             .filter_map(|b| <[u8; barlog::RECORD]>::try_from(b.as_slice()).ok())
             .collect();
-        for b in &rest {
-            self.append(barlog::record_from_bytes(b));
+        let decoded: Vec<barlog::BarRecord> = records
+            .iter()
+            .map(|b| barlog::record_from_bytes(b))
+            .collect();
+        // per venue, where the list goes on: after the last record of its last bar taken
+        let mut from: HashMap<Series, usize> = HashMap::new();
+        for (i, r) in decoded.iter().enumerate().rev() {
+            let series = series_of(r);
+            if !r.revision
+                && !from.contains_key(&series)
+                && self.last.get(&series) == Some(&r.bar.start_ns)
+            {
+                from.insert(series, i + 1);
+            }
+        }
+        let mut recent: HashMap<Series, Vec<[u8; barlog::RECORD]>> = HashMap::new();
+        for (i, (r, b)) in decoded.iter().zip(&records).enumerate() {
+            let series = series_of(r);
+            if i < from.get(&series).copied().unwrap_or(0) {
+                continue;
+            }
+            let kept = recent.entry(series).or_default();
+            if kept.len() == RECENT {
+                kept.remove(0);
+            }
+            kept.push(*b);
+            self.append(*r);
         }
         let _ = self.log.flush();
-        if recent.is_empty() {
-            self.recent.remove(&series);
-        } else {
-            self.recent.insert(series, recent);
+        // the venues of this list with nothing new: no overlap to watch for
+        if let Some(r) = decoded.first() {
+            self.recent
+                .retain(|s, _| (s.0, s.1) != (r.symbol, r.interval_s) || recent.contains_key(s));
         }
+        self.recent.extend(recent);
     }
 }
 
@@ -156,6 +174,38 @@ mod tests {
         assert_eq!(starts(), [10, 11, 12, 3, 4, 7, 8]);
         m.take(&mut vec![vec![1, 2, 3]]);
         assert_eq!(m.bad, 1);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_reload_goes_on_after_each_venues_last_bar() {
+        let p = std::env::temp_dir().join(format!("mirror-venues-{}", std::process::id()));
+        let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
+        let on = |channel: u16, start: u64| {
+            let mut r = barlog::record_from_bytes(&bar(start, 1, false));
+            r.channel = channel;
+            r.to_bytes().to_vec()
+        };
+        // venue 1's bar 11 was published while the link was down
+        m.take(&mut vec![on(0, 10), on(1, 10), on(0, 11)]);
+        m.reload(&mut vec![
+            on(0, 10),
+            on(1, 10),
+            on(0, 11),
+            on(1, 11),
+            on(0, 12),
+        ]);
+        let got: Vec<(u16, u64)> = barlog::read_all(&p)
+            .unwrap()
+            .iter()
+            .map(|r| (r.channel, r.bar.start_ns))
+            .collect();
+        // going on after the list's last bar starting at 11 (venue 1's) would miss it
+        assert_eq!(got, [(0, 10), (1, 10), (0, 11), (1, 11), (0, 12)]);
+        // each venue's overlap is watched apart: venue 1's copy on the channel is not taken
+        // again, and venue 0's next bar is
+        m.take(&mut vec![on(1, 11), on(0, 13)]);
+        assert_eq!(barlog::read_all(&p).unwrap().len(), 6);
         std::fs::remove_file(&p).unwrap();
     }
 

@@ -9,10 +9,12 @@
 //!                          increasing per publisher) + 128 bytes Quote::to_bytes (book::quotes)
 //!  channel  P:{SYM}        the same bytes on every change: PUBLISH, or SPUBLISH in a cluster
 //!                          (the hash tag puts the key and its channel on one node)
-//!  list     P:{SYM}:bars:1, P:{SYM}:bars:60   the latest 600 closed 1 s and 1 min bars, 48
-//!                          bytes each (the book's bar log record), oldest first
-//!  key      P:{SYM}:bars:1:day, P:{SYM}:bars:60:day   the trading day of the list's newest
-//!                          bar (days since the epoch; publish::barsync)
+//!  list     P:{SYM}:bars:1, P:{SYM}:bars:60   the latest 600 closed 1 s and 1 min bars of
+//!                          every venue, 72 bytes each (the book's bar log record, whose
+//!                          channel is the venue), oldest first
+//!  hash     P:{SYM}:bars:1:newest, P:{SYM}:bars:60:newest   per venue (field: its channel)
+//!                          "DAY START": the trading day (days since the epoch) and start of
+//!                          its newest bar in the list (publish::barsync)
 //!  channel  P:{SYM}:bars   each bar as it is appended (a revision, flagged, replaces the bar
 //!                          with its start: book::barlog::apply)
 //!  hash     P:{SYM}:venues the symbol's latest quote on each venue (the book's per-venue table,
@@ -102,10 +104,10 @@ impl Keys {
     pub fn bars(&self, sym: &str, interval_s: u8) -> String {
         format!("{}:{{{sym}}}:bars:{interval_s}", self.prefix)
     }
-    /// The trading day of the newest bar in a symbol's list of one interval (days since the
-    /// epoch; the publisher's).
-    pub fn bars_day(&self, sym: &str, interval_s: u8) -> String {
-        format!("{}:{{{sym}}}:bars:{interval_s}:day", self.prefix)
+    /// Per venue (field: its channel), the trading day and start of its newest bar in a
+    /// symbol's list of one interval, `DAY START` (publish::barsync).
+    pub fn bars_newest(&self, sym: &str, interval_s: u8) -> String {
+        format!("{}:{{{sym}}}:bars:{interval_s}:newest", self.prefix)
     }
     /// The channel of a symbol's bars.
     pub fn bars_channel(&self, sym: &str) -> String {

@@ -142,7 +142,7 @@ impl Publisher {
         let mut asked: Vec<Vec<(Series, u64)>> = vec![Vec::new(); link.conns.len()];
         let mut seen = std::collections::HashSet::new();
         for p in self.bars_pending.iter().take(n) {
-            let series = (p.rec.symbol, p.rec.interval_s);
+            let series = (p.rec.symbol, p.rec.interval_s, p.rec.channel);
             if self.bar_sync.knows(&series) || !seen.insert(series) {
                 continue;
             }
@@ -153,8 +153,9 @@ impl Publisher {
                 return Ok(());
             };
             c.queue(&[
-                b"GET",
-                self.keys.bars_day(&sym, p.rec.interval_s).as_bytes(),
+                b"HGET",
+                self.keys.bars_newest(&sym, p.rec.interval_s).as_bytes(),
+                p.rec.channel.to_string().as_bytes(),
             ]);
             c.queue(&[b"LINDEX", list.as_bytes(), b"-1"]);
             asked[k].push((series, p.log));
@@ -167,26 +168,27 @@ impl Publisher {
             let c = link.conns[k].as_mut().expect("asked through it");
             c.flush().map_err(|e| (k, e))?;
             for &(s, log) in series {
-                // an error reply (a redirect, a refusal): not known, so the bars go in
-                let day = c
+                // an error reply (a redirect, a refusal) or none: not known, so the bars go in
+                let newest = c
                     .next_by(deadline, |r| {
-                        r.bytes()
-                            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                        r.bytes().and_then(super::barsync::parse_newest)
                     })
                     .map_err(|e| (k, e))?;
-                let start = c
+                // the list's last bar, when it is this venue's (a plain one)
+                let last = c
                     .next_by(deadline, |r| {
-                        r.bytes()
-                            .filter(|b| b.len() == RECORD)
-                            .map(|b| book::barlog::record_from_bytes(b).bar.start_ns)
+                        let b = r.bytes().filter(|b| b.len() == RECORD)?;
+                        let r = book::barlog::record_from_bytes(b);
+                        (r.channel == s.2 && !r.revision).then_some((r.day as u64, r.bar.start_ns))
                     })
                     .map_err(|e| (k, e))?;
-                self.bar_sync.learned(s, log, day, start);
+                let seen: Vec<(u64, u64)> = newest.into_iter().chain(last).collect();
+                self.bar_sync.learned(s, log, &seen);
             }
         }
         let front: Vec<PendingBar> = self.bars_pending.drain(..n).collect();
         for p in front.into_iter().rev() {
-            let series = (p.rec.symbol, p.rec.interval_s);
+            let series = (p.rec.symbol, p.rec.interval_s, p.rec.channel);
             if !p.rec.revision && self.bar_sync.in_list(&series, p.rec.bar.start_ns) {
                 self.stats.bars_skipped += 1;
                 continue;
@@ -198,9 +200,14 @@ impl Publisher {
     }
 }
 
-/// A bar's list's day key and the day its log was begun on, when that is known.
-pub(super) fn day_names(keys: &Keys, p: &PendingBar) -> Option<(String, String)> {
-    let day = super::barsync::day_of(p.log)?;
+/// For a bar (not a revision) whose log has a day: its list's hash of each venue's newest bar,
+/// the field of its venue, and the value that says it is the newest (`DAY START`).
+pub(super) fn newest_names(keys: &Keys, p: &PendingBar) -> Option<[String; 3]> {
+    let day = super::barsync::day_of(p.log).filter(|_| !p.rec.revision)?;
     let sym = p.rec.symbol_str();
-    Some((keys.bars_day(&sym, p.rec.interval_s), day.to_string()))
+    Some([
+        keys.bars_newest(&sym, p.rec.interval_s),
+        p.rec.channel.to_string(),
+        super::barsync::newest_text(day, p.rec.bar.start_ns),
+    ])
 }

@@ -2,13 +2,13 @@
 //! published on its symbol's bars channel, its fate decided by the reply to its write
 //! ([`barfate`](super::barfate)).
 
-use super::barpos::day_names;
+use super::barpos::newest_names;
 use super::{Publisher, read_owed};
 use crate::redis::Keys;
 use book::barlog::{BarRecord, RECORD};
 use std::time::{Duration, Instant};
 
-/// Bars held at most while Redis is away (48 bytes each, and where they are in the log).
+/// Bars held at most while Redis is away (72 bytes each, and where they are in the log).
 pub const MAX_PENDING_BARS: usize = 1 << 20;
 
 /// A bar read from the log, waiting to go out.
@@ -135,9 +135,10 @@ impl Publisher {
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
             tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim)]);
-            // the list's day, for a publisher checking it later (its reply counts as the trim's)
-            if let Some((day_key, day)) = day_names(&self.keys, p) {
-                c.queue(&[b"SET", day_key.as_bytes(), day.as_bytes()]);
+            // the venue's newest bar in the list, for a publisher checking it later (its reply
+            // counts as the trim's)
+            if let Some([key, venue, newest]) = newest_names(&self.keys, p) {
+                c.queue(&[b"HSET", key.as_bytes(), venue.as_bytes(), newest.as_bytes()]);
                 tied[k].push((j, Cmd::Trim));
             }
             if !p.quiet {
@@ -181,9 +182,9 @@ impl Publisher {
             c.queue(&[b"ASKING"]);
             c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
             let mut queued = 4;
-            if let Some((day_key, day)) = day_names(&self.keys, p) {
+            if let Some([key, venue, newest]) = newest_names(&self.keys, p) {
                 c.queue(&[b"ASKING"]);
-                c.queue(&[b"SET", day_key.as_bytes(), day.as_bytes()]);
+                c.queue(&[b"HSET", key.as_bytes(), venue.as_bytes(), newest.as_bytes()]);
                 queued += 2;
             }
             let mut there = Fate::Unknown;

@@ -19,26 +19,23 @@
 //! The check: after every (re)connection the records read so far, and when the tail begins a
 //! log the records it holds then (a standby host's publisher taking over brings its own book's
 //! log, which made the same day; a publisher restarted may find its last batch appended past
-//! the position it wrote), are checked list by list. Each list's key `...:bars:N:day` says the
-//! trading day of its newest bar (written with every bar), and when that is this log's day, a
-//! bar that does not start after the list's newest (`LINDEX -1`) is in the list already and is
-//! skipped. A list of another day, or of no known day, takes every bar: a new day's bars start
-//! before the day before's last. A trading day runs from [`DAY_STARTS_S`] after midnight UTC to
-//! the next.
+//! the position it wrote), are checked list by list and venue by venue (a list holds every
+//! venue's bars of its symbol, interleaved). Each list's hash `...:bars:N:newest` says, per
+//! venue (field: its channel), the trading day and start of its newest bar in the list, `DAY
+//! START` (written with every bar but revisions), and so does the list's last record
+//! (`LINDEX -1`) when it is that venue's (its bar went in, the publisher failed before the
+//! hash did); when that day is this log's, a bar of that venue that does not start after it is
+//! in the list already and is skipped. A venue of another
+//! day, or of none known, has every bar taken: a new day's bars start before the day before's
+//! last. A trading day runs from [`book::barlog::DAY_STARTS_S`] after midnight UTC to the next.
 
 use std::collections::HashMap;
 
-/// When a trading day begins, seconds after midnight UTC: 06:00, which is 01:00 or 02:00 in
-/// New York, after the late session and before the early one.
-pub(super) const DAY_STARTS_S: u64 = 6 * 3_600;
-
 /// The trading day a log was begun on (days since the epoch), if it has an identity.
-pub(super) fn day_of(log: u64) -> Option<u64> {
-    (log != 0).then(|| (log / 1_000_000_000).saturating_sub(DAY_STARTS_S) / 86_400)
-}
+pub(super) use book::barlog::day_of;
 
-/// A list: symbol and interval.
-pub(super) type Series = ([u8; 8], u8);
+/// One venue's bars in a list: symbol, interval and the venue's channel.
+pub(super) type Series = ([u8; 8], u8, u16);
 
 /// What the tail must do after a resync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,17 +114,17 @@ impl BarSync {
         self.newest.contains_key(series)
     }
 
-    /// Redis said `series`' list's newest bar starts at `start` (None: an empty list) and is of
-    /// day `day` (None: not known); `log` is the log read.
-    pub(super) fn learned(
-        &mut self,
-        series: Series,
-        log: u64,
-        day: Option<u64>,
-        start: Option<u64>,
-    ) {
-        let today = day.is_some() && day == day_of(log);
-        self.newest.insert(series, start.filter(|_| today));
+    /// Redis said where `series`' newest bar in its list stands: each of `seen` is a trading
+    /// day and a start (the list's hash, its last record when that is the venue's); `log` is
+    /// the log read. The newest of this log's day counts; none of it: every bar goes in.
+    pub(super) fn learned(&mut self, series: Series, log: u64, seen: &[(u64, u64)]) {
+        let today = day_of(log);
+        let newest = seen
+            .iter()
+            .filter(|&&(day, _)| Some(day) == today)
+            .map(|&(_, start)| start)
+            .max();
+        self.newest.insert(series, newest);
     }
 
     /// Whether a checked bar (not a revision) starting at `start` is in `series`' list already.
@@ -167,6 +164,16 @@ impl BarSync {
 /// `<log> <offset>`, as the position key holds it.
 pub(super) fn position_text(log: u64, offset: u64) -> String {
     format!("{log} {offset}")
+}
+
+/// A venue's newest bar in a list, as the list's hash holds it: `DAY START`.
+pub(super) fn newest_text(day: u64, start_ns: u64) -> String {
+    format!("{day} {start_ns}")
+}
+
+/// The day and start of a venue's newest bar in a list, if the hash's value is one.
+pub(super) fn parse_newest(v: &[u8]) -> Option<(u64, u64)> {
+    parse_position(v)
 }
 
 /// The position key's value, if it is one.
@@ -259,17 +266,26 @@ mod tests {
         s.opened(ours, FIRST + 20 * R);
         assert!(s.checked(ours, FIRST) && s.checked(ours, FIRST + 19 * R));
         assert!(!s.checked(ours, FIRST + 20 * R), "new since");
-        let (a, b, c): (Series, Series, Series) =
-            ((*b"A       ", 1), (*b"B       ", 1), (*b"C       ", 60));
+        let (a, b, c): (Series, Series, Series) = (
+            (*b"A       ", 1, 0),
+            (*b"B       ", 1, 0),
+            (*b"C       ", 60, 0),
+        );
         assert!(!s.knows(&a));
         let day = day_of(ours);
-        s.learned(a, ours, day, Some(500));
-        s.learned(b, ours, day.map(|d| d - 1), Some(500));
-        s.learned(c, ours, None, Some(500));
+        let day = day.unwrap();
+        s.learned(a, ours, &[(day, 500), (day, 450)]);
+        s.learned(b, ours, &[(day - 1, 500)]);
+        s.learned(c, ours, &[]);
         assert!(s.knows(&a));
         assert!(s.in_list(&a, 400) && s.in_list(&a, 500) && !s.in_list(&a, 501));
         assert!(!s.in_list(&b, 400), "the day before's: every bar goes in");
         assert!(!s.in_list(&c, 400), "of no known day: every bar goes in");
+        // another venue's bars in A's list are its own
+        let a2: Series = (*b"A       ", 1, 2);
+        assert!(!s.knows(&a2) && !s.in_list(&a2, 400));
+        s.learned(a2, ours, &[(day, 300), (day - 1, 900)]);
+        assert!(s.in_list(&a2, 300) && !s.in_list(&a2, 400));
         // a reconnection asks again
         s.resync(Some((ours, FIRST + 20 * R)), ours, FIRST + 20 * R);
         assert!(!s.knows(&a));
