@@ -32,12 +32,17 @@ pub struct Bar {
     pub last_ns: u64,
 }
 
-/// Bars of one interval, at most `cap` of them.
+/// Bars of one interval, at most `cap` of them. Every bar but the newest is closed; the newest
+/// closes when a trade starts the next one, or when its venue's clock (the exchange time of
+/// its latest message) passes its end ([`Series::close_due`]), whichever comes first: a bar is
+/// closed once.
 #[derive(Debug, Clone)]
 pub struct Series {
     interval_ns: u64,
     cap: usize,
     bars: VecDeque<Bar>,
+    /// The newest bar is closed (by the clock) too.
+    newest_closed: bool,
 }
 
 impl Series {
@@ -47,15 +52,19 @@ impl Series {
             interval_ns: interval_ns.max(1),
             cap: cap.max(1),
             bars: VecDeque::new(),
+            newest_closed: false,
         }
     }
 
-    /// Adds a trade. Returns the bar it closed, if it started a new one. A trade older than the
-    /// newest bar (out of order) is folded into the newest bar.
+    /// Adds a trade. Returns the bar it closed, if it started a new one and the clock had not
+    /// closed that bar already. A trade older than the newest bar (out of order) is folded
+    /// into the newest bar, which opens again if the clock had closed it (and closes again,
+    /// to be logged again: it replaces itself).
     pub fn on_trade(&mut self, ts_ns: u64, px: u32, qty: u64) -> Option<Bar> {
         let start = ts_ns - ts_ns % self.interval_ns;
         match self.bars.back_mut() {
             Some(b) if b.start_ns >= start => {
+                self.newest_closed = false;
                 b.high = b.high.max(px);
                 b.low = b.low.min(px);
                 b.close = px;
@@ -65,7 +74,8 @@ impl Series {
                 None
             }
             last => {
-                let closed = last.map(|b| *b);
+                let closed = last.map(|b| *b).filter(|_| !self.newest_closed);
+                self.newest_closed = false;
                 if self.bars.len() == self.cap {
                     self.bars.pop_front();
                 }
@@ -85,15 +95,36 @@ impl Series {
         }
     }
 
+    /// Closes the newest bar when `clock_ns` (its venue's exchange time now) is past its end,
+    /// and returns it; `None` when there is none open, or it has not ended.
+    pub fn close_due(&mut self, clock_ns: u64) -> Option<Bar> {
+        let b = self.bars.back()?;
+        if self.newest_closed || clock_ns < b.start_ns.saturating_add(self.interval_ns) {
+            return None;
+        }
+        self.newest_closed = true;
+        Some(*b)
+    }
+
+    /// Whether the newest bar is open.
+    pub fn is_open(&self) -> bool {
+        !self.bars.is_empty() && !self.newest_closed
+    }
+
+    /// How many of the bars (the oldest) are closed: all, or all but the newest.
+    pub fn closed_len(&self) -> usize {
+        self.bars.len() - self.is_open() as usize
+    }
+
     /// The bars, oldest first.
     pub fn bars(&self) -> impl DoubleEndedIterator<Item = &Bar> + ExactSizeIterator {
         self.bars.iter()
     }
 
-    /// What a rebuild's closed `bar` is to this series, the live one it replaces (whose bars
-    /// but the newest, still open, were logged as they closed).
+    /// What a rebuild's closed `bar` is to this series, the live one it replaces (whose closed
+    /// bars were logged as they closed).
     pub fn judge_rebuilt(&self, bar: &Bar) -> Rebuilt {
-        let logged = self.bars.len().saturating_sub(1);
+        let logged = self.closed_len();
         let (Some(first), Some(last)) = (
             self.bars.front(),
             logged.checked_sub(1).map(|i| &self.bars[i]),
@@ -104,7 +135,13 @@ impl Series {
             return Rebuilt::New;
         }
         if bar.start_ns < first.start_ns {
-            return Rebuilt::Known;
+            // older than every bar kept: logged before and dropped since when the series is
+            // full (every reader's window is shorter); else the gap took it whole
+            return if self.bars.len() == self.cap {
+                Rebuilt::Known
+            } else {
+                Rebuilt::Revision
+            };
         }
         // bars start in order (a late trade folds into the newest)
         match self
@@ -245,6 +282,23 @@ impl History {
         }
     }
 
+    /// Closes the bars whose end `clock_ns` (the venue's exchange time now) has passed: the
+    /// 1-second and the 1-minute bar it closed, if any. A minute's close joins the rolling
+    /// window as when a trade closes it.
+    pub fn close_due(&mut self, clock_ns: u64) -> (Option<Bar>, Option<Bar>) {
+        let second = self.seconds.close_due(clock_ns);
+        let minute = self.minutes.close_due(clock_ns);
+        if let Some(closed) = minute {
+            self.rolling.push(closed.close);
+        }
+        (second, minute)
+    }
+
+    /// Whether a bar of either interval is open.
+    pub fn is_open(&self) -> bool {
+        self.seconds.is_open() || self.minutes.is_open()
+    }
+
     /// Adds a trade; says whether it was an anomaly and which bars it closed.
     pub fn on_trade(&mut self, ts_ns: u64, px: u32, qty: u64) -> TradeOutcome {
         self.anomaly = self.rolling.is_anomaly(px);
@@ -350,6 +404,35 @@ mod tests {
         assert_eq!(one.judge_rebuilt(&bar(3, 1)), Rebuilt::New);
         one.on_trade(9 * S, 100, 1);
         assert_eq!(one.judge_rebuilt(&bar(3, 1)), Rebuilt::New);
+        // the clock closed (logged) bar 9: a bar before it, in a series that dropped nothing,
+        // is one the gap took whole
+        assert_eq!(one.close_due(10 * S).map(|b| b.start_ns), Some(9 * S));
+        assert_eq!(one.judge_rebuilt(&bar(3, 1)), Rebuilt::Revision);
+        assert_eq!(one.judge_rebuilt(&bar(9, 1)), Rebuilt::Known);
+        assert_eq!(one.judge_rebuilt(&bar(10, 1)), Rebuilt::New);
+    }
+
+    #[test]
+    fn the_clock_closes_a_bar_once_at_its_end() {
+        let mut s = Series::new(S, 10);
+        assert_eq!(s.close_due(5 * S), None, "no bar");
+        s.on_trade(10 * S + 5, 100, 1);
+        assert_eq!(s.close_due(11 * S - 1), None, "not ended");
+        assert!(s.is_open() && s.closed_len() == 0);
+        let closed = s.close_due(11 * S).unwrap();
+        assert_eq!((closed.start_ns, closed.volume), (10 * S, 1));
+        assert!(!s.is_open() && s.closed_len() == 1);
+        assert_eq!(s.close_due(12 * S), None, "once");
+        // the next trade begins a bar and closes nothing more
+        assert_eq!(s.on_trade(12 * S, 101, 2), None);
+        assert!(s.is_open());
+        // which a trade closes as before
+        assert_eq!(s.on_trade(13 * S, 102, 1).map(|b| b.volume), Some(2));
+        // a late trade into a bar the clock closed opens it again, to close again
+        s.close_due(14 * S);
+        assert_eq!(s.on_trade(13 * S + 1, 99, 1), None);
+        assert!(s.is_open());
+        assert_eq!(s.close_due(14 * S).map(|b| b.volume), Some(2));
     }
 
     #[test]

@@ -231,6 +231,13 @@ pub struct Books {
     history: HistoryConfig,
     collect_bars: bool,
     closed_bars: Vec<ClosedBar>,
+    /// The exchange time of the latest message (ns since midnight): this venue's clock, which
+    /// closes bars whose end it passes.
+    clock_ns: u64,
+    /// Instruments that may have a bar open (each once; at most every instrument), looked at
+    /// when the clock enters a new second.
+    open_bars: Vec<u16>,
+    open_flag: Vec<bool>,
 }
 
 /// A bar that a trade closed.
@@ -243,6 +250,9 @@ pub struct ClosedBar {
     /// The bar.
     pub bar: crate::bars::Bar,
 }
+
+/// Nanoseconds in a day: ITCH timestamps (since midnight) are below it.
+const DAY_NS: u64 = 86_400_000_000_000;
 
 /// How many messages ahead an [`Ahead`] window prefetches.
 pub const LOOKAHEAD: usize = 8;
@@ -342,6 +352,9 @@ impl Books {
             history: HistoryConfig::default(),
             collect_bars: false,
             closed_bars: Vec::new(),
+            clock_ns: 0,
+            open_bars: Vec::new(),
+            open_flag: Vec::new(),
         }
     }
 
@@ -400,9 +413,61 @@ impl Books {
         out.append(&mut self.changed);
     }
 
-    /// Applies one ITCH message (its bytes). A message that cannot be read is counted.
+    /// Applies one ITCH message (its bytes). A message that cannot be read is counted. Its
+    /// timestamp moves the venue's clock; entering a new second, the clock first closes the bars
+    /// whose end it passed.
     pub fn apply(&mut self, msg: &[u8]) {
+        if let Some(t) = msg.get(5..11) {
+            let ts = u64::from_be_bytes([0, 0, t[0], t[1], t[2], t[3], t[4], t[5]]);
+            // a time past midnight is garbage: it must not close every bar of the day
+            if ts < DAY_NS && ts / 1_000_000_000 > self.clock_ns / 1_000_000_000 {
+                self.close_bars_due(ts);
+            }
+            if ts < DAY_NS {
+                self.clock_ns = self.clock_ns.max(ts);
+            }
+        }
         itch::dispatch(msg, self);
+    }
+
+    /// The bars the clock at `now_ns` has passed the end of are closed (collected, when on).
+    fn close_bars_due(&mut self, now_ns: u64) {
+        let mut i = 0;
+        while i < self.open_bars.len() {
+            let locate = self.open_bars[i];
+            let Some(h) = self
+                .instruments
+                .get_mut(locate as usize)
+                .and_then(|x| x.history.as_mut())
+            else {
+                i += 1;
+                continue;
+            };
+            let (second, minute) = h.close_due(now_ns);
+            let open = h.is_open();
+            if self.collect_bars {
+                for (interval_s, bar) in [(1u8, second), (60, minute)] {
+                    if let Some(bar) = bar {
+                        self.closed_bars.push(ClosedBar {
+                            locate,
+                            interval_s,
+                            bar,
+                        });
+                    }
+                }
+            }
+            if open {
+                i += 1;
+            } else {
+                self.open_flag[locate as usize] = false;
+                self.open_bars.swap_remove(i);
+            }
+        }
+    }
+
+    /// The venue's clock: the exchange time of the latest message applied (ns since midnight).
+    pub fn clock_ns(&self) -> u64 {
+        self.clock_ns
     }
 
     /// Applies messages in order through an [`Ahead`] window (each one's memory is
@@ -533,6 +598,13 @@ impl Books {
         x.last_anomaly = t.anomaly;
         if t.anomaly {
             self.counters.anomalies += 1;
+        }
+        if self.open_flag.len() <= locate as usize {
+            self.open_flag.resize(locate as usize + 1, false);
+        }
+        if !self.open_flag[locate as usize] {
+            self.open_flag[locate as usize] = true;
+            self.open_bars.push(locate);
         }
         if self.collect_bars {
             for (interval_s, bar) in [(1u8, t.closed_second), (60, t.closed_minute)] {
@@ -872,6 +944,61 @@ mod tests {
     /// crosses near 2^64 overflowed the instrument's volume (a panic where overflow is checked,
     /// a wrapped volume and VWAP elsewhere). Volume and notional saturate now, and VWAP stays a
     /// price.
+    /// A bar closes when the venue's clock passes its end, not only when its instrument trades
+    /// again: a quiet symbol's last bar is charted once its second (or minute) is over, and the
+    /// day's last bars when the end-of-day events come.
+    #[test]
+    fn the_venue_clock_closes_a_quiet_symbols_bars() {
+        let s = 1_000_000_000u64;
+        let trade = |locate: u16, ts: u64, px: u32| Trade {
+            header: Header::new(b'P', locate, 0, ts),
+            order_ref: 0.into(),
+            side: b'B',
+            shares: 100.into(),
+            stock: Stock::new("T").unwrap(),
+            price_e4: px.into(),
+            match_number: 1.into(),
+        };
+        let mut b = Books::new();
+        b.collect_closed_bars(true);
+        let mut closed = Vec::new();
+        let mut take = |b: &mut Books| -> Vec<(u16, u8, u64)> {
+            closed.clear();
+            b.take_closed_bars(&mut closed);
+            closed
+                .iter()
+                .map(|c| (c.locate, c.interval_s, c.bar.start_ns / s))
+                .collect()
+        };
+        b.apply(trade(1, 34_200 * s + 5, 1_000).as_bytes());
+        b.apply(trade(2, 34_200 * s + 7, 2_000).as_bytes());
+        assert_eq!(take(&mut b), []);
+        // locate 2 trades on into the next second: locate 1's bar ended, and closes too
+        b.apply(trade(2, 34_201 * s + 1, 2_000).as_bytes());
+        let mut got = take(&mut b);
+        got.sort();
+        assert_eq!(got, [(1, 1, 34_200), (2, 1, 34_200)]);
+        assert_eq!(b.clock_ns(), 34_201 * s + 1);
+        // a trade of locate 1 later begins a new bar, and closes nothing again
+        b.apply(trade(1, 34_230 * s, 1_001).as_bytes());
+        assert_eq!(take(&mut b), [(2, 1, 34_201)]);
+        // the end of market hours, a minute on: every bar open is over
+        let end = SystemEvent {
+            header: Header::new(b'S', 0, 0, 34_300 * s),
+            event_code: b'M',
+        };
+        b.apply(end.as_bytes());
+        let mut got = take(&mut b);
+        got.sort();
+        assert_eq!(
+            got,
+            [(1, 1, 34_230), (1, 60, 34_200), (2, 60, 34_200)],
+            "each bar once"
+        );
+        b.apply(end.as_bytes());
+        assert_eq!(take(&mut b), []);
+    }
+
     #[test]
     fn crosses_of_absurd_size_saturate_the_volume() {
         let mut b = Books::new();

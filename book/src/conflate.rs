@@ -540,8 +540,7 @@ impl Conflator {
                     };
                     let was = old.get(locate).and_then(|o| o.history.as_ref());
                     for (interval_s, series) in [(1u8, &h.seconds), (60, &h.minutes)] {
-                        let closed = series.bars().len().saturating_sub(1);
-                        for bar in series.bars().take(closed) {
+                        for bar in series.bars().take(series.closed_len()) {
                             let judged = was.map_or(Rebuilt::New, |w| {
                                 let s = if interval_s == 1 {
                                     &w.seconds

@@ -154,14 +154,26 @@ fn replay_to_quote_table_matches_the_session() {
         let (Some(sym), Some(h)) = (x.symbol, x.history.as_ref()) else {
             continue;
         };
-        let want: Vec<_> = h.seconds.bars().copied().collect();
-        let want = &want[..want.len() - 1]; // the newest bar is still open
+        // the closed ones: by a trade that began the next, or by the clock past their end
+        let want: Vec<_> = h
+            .seconds
+            .bars()
+            .take(h.seconds.closed_len())
+            .copied()
+            .collect();
         let got: Vec<_> = logged
             .iter()
             .filter(|r| r.symbol == sym.0 && r.interval_s == 1)
             .map(|r| r.bar)
             .collect();
         assert_eq!(got, want, "{sym} 1-second bars");
+        // every bar the session's last message is past the end of is closed
+        let newest = h.seconds.bars().next_back().unwrap();
+        assert_eq!(
+            h.seconds.is_open(),
+            newest.start_ns + 1_000_000_000 > expected.clock_ns(),
+            "{sym}"
+        );
         closed += want.len();
     }
     assert!(closed > 50, "{closed} closed bars");

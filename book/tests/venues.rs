@@ -315,7 +315,7 @@ fn check_bars(expected: &[Books], quotes: &std::path::Path) {
     for (_, x0) in expected[0].iter() {
         let Some(sym) = x0.symbol else { continue };
         for interval_s in [1u8, 60] {
-            // the reference: each venue's own bars but its newest (still open)
+            // the reference: each venue's own closed bars
             let want: Vec<VecDeque<BarRecord>> = (0..VENUES)
                 .filter_map(|v| {
                     let (_, x) = expected[v as usize]
@@ -327,10 +327,9 @@ fn check_bars(expected: &[Books], quotes: &std::path::Path) {
                     } else {
                         &h.minutes
                     };
-                    let closed = s.bars().len().saturating_sub(1);
                     let bars: VecDeque<BarRecord> = s
                         .bars()
-                        .take(closed)
+                        .take(s.closed_len())
                         .map(|&bar| BarRecord {
                             symbol: sym.0,
                             channel: v,
