@@ -8,6 +8,7 @@ use super::barsync::{Fix, Series, parse_position, position_text};
 use crate::redis::Keys;
 use crate::redis::resp::Reply;
 use book::barlog::RECORD;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 impl Publisher {
@@ -19,6 +20,27 @@ impl Publisher {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
+        // every node's run ID: one that changed restarted since
+        let mut restarted = Vec::new();
+        for (k, conn) in link.conns.iter_mut().enumerate() {
+            let Some(c) = conn.as_mut() else { continue };
+            let deadline = Instant::now() + self.cfg.timeout;
+            c.queue(&[b"INFO", b"server"]);
+            // refused (an ACL without INFO): not known, nothing noticed
+            let id = c
+                .flush()
+                .and_then(|()| c.next_by(deadline, |r| r.bytes().and_then(super::barsync::run_id)))
+                .map_err(|e| (k, e))?;
+            let addr = link.topo.nodes[k];
+            if let Some(id) = id
+                && self
+                    .run_ids
+                    .insert(addr, id.clone())
+                    .is_some_and(|was| was != id)
+            {
+                restarted.push(addr);
+            }
+        }
         let key = self.keys.bar_position();
         let k = link.topo.node_of(key.as_bytes());
         let node = link.topo.nodes[k];
@@ -53,19 +75,41 @@ impl Publisher {
             return Ok(());
         };
         let log = t.log();
-        match self.bar_sync.resync(theirs, log, t.offset()) {
+        let mut fix = self.bar_sync.resync(theirs, log, t.offset());
+        // the node that held the position lost it: its lists with it
+        let mut lost = Vec::new();
+        if let Fix::Restore(_) = fix {
+            lost.push(node);
+        }
+        // other nodes that restarted may have lost theirs: their lists are checked from the
+        // log's start (what they kept is not appended again)
+        let restarted: Vec<SocketAddr> = restarted
+            .into_iter()
+            .filter(|n| !lost.contains(n))
+            .collect();
+        if !restarted.is_empty() {
+            let again = self.bar_sync.restarted(log, t.offset());
+            if let Fix::Restore(_) = again {
+                fix = again;
+                lost.extend(restarted);
+            }
+        }
+        match fix {
             Fix::Stay => {}
             Fix::Skip(to) => t.seek(to),
             Fix::Restore(from) => {
                 eprintln!(
                     "gateway publish: Redis lost bars it had (restarted empty or from an older \
-                     snapshot): restoring them to the lists from offset {from} of the bar log"
+                     snapshot: {}): restoring them to the lists from offset {from} of the bar log",
+                    lost.iter()
+                        .map(SocketAddr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 t.seek(from);
                 self.bars_pending.retain(|p| p.log != log);
                 self.stats.bar_restores += 1;
-                // the node that held the position lost it: its lists with it
-                self.bars_lost_on = Some(node);
+                self.bars_lost_on = lost;
             }
         }
         let sync = &self.bar_sync;

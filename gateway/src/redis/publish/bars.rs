@@ -52,7 +52,9 @@ impl Publisher {
         let first = t.offset() - (new.len() * RECORD) as u64;
         for (k, rec) in new.into_iter().enumerate() {
             let at = first + (k * RECORD) as u64;
-            if self.bar_sync.in_redis(log, at) {
+            // restored bars may be before the position (a node that restarted lost them)
+            let quiet = self.bar_sync.quiet(log, at);
+            if !quiet && self.bar_sync.in_redis(log, at) {
                 self.stats.bars_skipped += 1;
                 continue;
             }
@@ -60,12 +62,13 @@ impl Publisher {
                 self.bars_pending.pop_front();
                 self.stats.bars_dropped += 1;
             }
-            let quiet = self.bar_sync.quiet(log, at);
-            // in a cluster, only the lists of the node that lost them (the others have theirs)
+            // in a cluster, only the lists of the nodes that lost them (the others have theirs)
             if quiet
-                && let (Some(lost), Some(link)) = (self.bars_lost_on, self.link.as_ref())
-                && link.topo.nodes[link.topo.node_of(bar_names(&self.keys, &rec).0.as_bytes())]
-                    != lost
+                && let Some(link) = self.link.as_ref()
+                && !self.bars_lost_on.is_empty()
+                && !self.bars_lost_on.contains(
+                    &link.topo.nodes[link.topo.node_of(bar_names(&self.keys, &rec).0.as_bytes())],
+                )
             {
                 self.stats.bars_skipped += 1;
                 continue;

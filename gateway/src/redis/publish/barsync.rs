@@ -93,6 +93,22 @@ impl BarSync {
         }
     }
 
+    /// A node restarted (another run ID) while Redis' position says nothing was lost: its lists
+    /// may have been, so when this publisher wrote bars of `log` (the tail has read up to
+    /// `read_to`), they are read again from the start and restored to that node's lists,
+    /// checked first, so what the node kept (it came back with its data) is not appended
+    /// twice.
+    pub(super) fn restarted(&mut self, log: u64, read_to: u64) -> Fix {
+        let Some((l, had)) = self.at.filter(|&(l, _)| l == log && log != 0) else {
+            return Fix::Stay;
+        };
+        let below = had.max(read_to);
+        self.quiet = Some((l, had));
+        self.check = Some((l, below));
+        self.newest.clear();
+        Fix::Restore(book::barlog::HEADER as u64)
+    }
+
     /// The tail began reading `log` (the first, or one that replaced the last), `len_now` bytes
     /// long: when the lists were written from a log (another one, or this one by a publisher
     /// that may have appended past the position it wrote last), what it holds now is checked.
@@ -147,8 +163,10 @@ impl BarSync {
     }
 
     /// Redis has every record of `log` before `offset`; whether that is news (to be written).
+    /// Never back: while bars are restored from before it, the position stays where it was.
     pub(super) fn settled(&mut self, log: u64, offset: u64) -> bool {
-        let news = log != 0 && self.at != Some((log, offset));
+        let behind = self.at.is_some_and(|(l, o)| l == log && offset < o);
+        let news = log != 0 && !behind && self.at != Some((log, offset));
         if news {
             self.at = Some((log, offset));
         }
@@ -159,6 +177,15 @@ impl BarSync {
     pub(super) fn unsaved(&mut self) {
         self.at = None;
     }
+}
+
+/// The `run_id` of an `INFO server` reply, if it has one.
+pub(super) fn run_id(info: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(info).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
 }
 
 /// `<log> <offset>`, as the position key holds it.
@@ -307,6 +334,34 @@ mod tests {
         assert_eq!(day_of(midnight + 5 * h), day_of(midnight - 12 * h));
         assert_ne!(day_of(midnight + 5 * h), day_of(midnight + 7 * h));
         assert_eq!(day_of(0), None);
+    }
+
+    #[test]
+    fn a_restarted_node_has_the_log_read_again_for_its_lists() {
+        let mut s = BarSync::default();
+        // nothing written of this log yet: nothing to restore
+        assert_eq!(s.restarted(LOG, FIRST + 3 * R), Fix::Stay);
+        s.resync(Some((LOG, FIRST + 5 * R)), LOG, FIRST + 7 * R);
+        assert_eq!(s.restarted(LOG, FIRST + 7 * R), Fix::Restore(FIRST));
+        // the position does not go back while the log is read again
+        assert!(!s.settled(LOG, FIRST + R));
+        assert!(s.in_redis(LOG, FIRST + 4 * R));
+        // what Redis had goes in quietly, and everything read so far is checked first
+        assert!(s.quiet(LOG, FIRST + 4 * R) && !s.quiet(LOG, FIRST + 5 * R));
+        assert!(s.checked(LOG, FIRST + 6 * R) && !s.checked(LOG, FIRST + 7 * R));
+        // another log's position says nothing of this one
+        let mut s = BarSync::default();
+        s.resync(Some((LOG + 1, FIRST + 5 * R)), LOG, FIRST);
+        assert_eq!(s.restarted(LOG, FIRST), Fix::Stay);
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info() {
+        let info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:5f1c9a\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info).as_deref(), Some("5f1c9a"));
+        assert_eq!(run_id(b"# Server\r\nredis_version:7\r\n"), None);
+        assert_eq!(run_id(b"run_id:\r\n"), None);
+        assert_eq!(run_id(&[0xff, 0xfe]), None);
     }
 
     #[test]

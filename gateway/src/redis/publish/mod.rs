@@ -216,8 +216,12 @@ pub struct Publisher {
     bar_synced: u64,
     /// Why Redis last refused the bar position (logged once a reason).
     bar_position_refused: Option<String>,
-    /// The node that lost the bars being restored (the one holding the bar position).
-    bars_lost_on: Option<SocketAddr>,
+    /// The nodes that lost the bars being restored: the one holding the bar position when
+    /// that is gone or behind, and any that restarted (another run ID) since last seen.
+    bars_lost_on: Vec<SocketAddr>,
+    /// Each node's run ID (`INFO server`) when last connected: another one means it restarted,
+    /// and may have lost its lists.
+    run_ids: HashMap<SocketAddr, String>,
     next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
@@ -267,7 +271,8 @@ impl Publisher {
             bar_sync: barsync::BarSync::default(),
             bar_synced: 0,
             bar_position_refused: None,
-            bars_lost_on: None,
+            bars_lost_on: Vec::new(),
+            run_ids: HashMap::new(),
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
@@ -798,6 +803,25 @@ impl Publisher {
         let r = c.flush().and_then(|()| read_owed(c, self.cfg.timeout));
         if let Err(e) = r {
             self.node_failed(k, e);
+        }
+        // every other node is asked too, so one this publisher has nothing to write to is
+        // found dead (or restarted: its connection broke) within a heartbeat, and its keys
+        // and bar lists written again when it is back
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let mut failed = None;
+        for (j, conn) in link.conns.iter_mut().enumerate() {
+            let Some(c) = conn.as_mut().filter(|_| j != k) else {
+                continue;
+            };
+            c.queue(&[b"PING"]);
+            if let Err(e) = c.flush().and_then(|()| read_owed(c, self.cfg.timeout)) {
+                failed.get_or_insert((j, e));
+            }
+        }
+        if let Some((j, e)) = failed {
+            self.node_failed(j, e);
         }
     }
 
