@@ -2186,6 +2186,136 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool) {
     assert_eq!(s.bar_restores, 1, "{s:?}");
 }
 
+/// A master (not the one holding the bar position) fails over to a replica that lags it: the
+/// replica was stopped while the last bars went to the master, which then died. The promoted
+/// replica is a node new to the publisher after it knew others, so its lists are checked
+/// against the bar log and the bars they lack appended, each once; the other masters' lists get
+/// nothing twice. Before, those bars were gone from its lists for good.
+#[test]
+fn bars_a_promoted_replica_lacked_are_restored() {
+    if !have_redis() {
+        return;
+    }
+    let mut nodes = server::cluster_with_replicas(
+        3,
+        1,
+        &["--cluster-node-timeout", "1000"],
+        &tmp("promote-bars"),
+    )
+    .unwrap();
+    let info = |n: &RedisNode| server::cli(n.port, &["INFO", "replication"]);
+    let field = |text: &str, name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let t = Table::new("redis-promote-bars", 30);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let keys = gateway::redis::Keys::new("quotes");
+    // not the master holding the bar position (that one's loss the position tells)
+    let holder = topo.node_of(keys.bar_position().as_bytes());
+    let victim = topo.nodes[(holder + 1) % topo.nodes.len()];
+    let victim_i = nodes.iter().position(|n| n.addr() == victim).unwrap();
+    let replica_i = nodes
+        .iter()
+        .position(|n| {
+            let i = info(n);
+            i.contains("role:slave") && field(&i, "master_port:") == Some(victim.port() as u64)
+        })
+        .expect("the victim's replica");
+    let lists: Vec<([u8; 8], String)> = t
+        .quotes
+        .iter()
+        .map(|q| (q.symbol, keys.bars(&q.symbol_str(), 1)))
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .any(|(_, l)| topo.nodes[topo.node_of(l.as_bytes())] == victim),
+        "lists on the victim"
+    );
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    let append = |log: &mut book::barlog::BarLogWriter, k: u64| {
+        for q in &t.quotes {
+            log.append(common::bar(q.symbol, 1, k)).unwrap();
+        }
+        log.flush().unwrap();
+    };
+    // the lists not holding bars 0..rounds once, read from whichever of `at` answers for them
+    let t2 = Duration::from_secs(2);
+    let wrong = |at: &[SocketAddr], rounds: u64| -> Vec<String> {
+        lists
+            .iter()
+            .filter_map(|(sym, list)| {
+                let got = at.iter().find_map(|&a| {
+                    let mut c =
+                        gateway::redis::conn::Conn::connect(a, t2, t2, &Default::default()).ok()?;
+                    c.call(&[b"LRANGE", list.as_bytes(), b"0", b"-1"], t2, |r| {
+                        r.items().map(|xs| {
+                            xs.iter()
+                                .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .ok()
+                    .flatten()
+                });
+                let want = bar_bytes(*sym, 0..rounds);
+                (got.as_ref() != Some(&want))
+                    .then(|| format!("{list}: {:?} bars", got.map(|g| g.len())))
+            })
+            .collect()
+    };
+    let masters = topo.nodes.clone();
+    for k in 0..3 {
+        append(&mut bar_log, k);
+    }
+    let publisher = PubThread::spawn(&t.path, seeds);
+    comes_to("lists not holding bars 0..3", &Vec::<String>::new(), || {
+        wrong(&masters, 3)
+    });
+    // the replica has all of it, then stops (it lags from here)
+    comes_to("the replica in step", &true, || {
+        let (m, r) = (info(&nodes[victim_i]), info(&nodes[replica_i]));
+        field(&m, "master_repl_offset:").is_some()
+            && field(&m, "master_repl_offset:") == field(&r, "slave_repl_offset:")
+    });
+    let pid = nodes[replica_i].pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    // stopped, and its link cut, so nothing of what follows waits for it in a socket
+    signal("-STOP");
+    server::cli(nodes[victim_i].port, &["CLIENT", "KILL", "TYPE", "replica"]);
+    append(&mut bar_log, 3);
+    comes_to(
+        "the masters' lists holding bars 0..4",
+        &Vec::<String>::new(),
+        || wrong(&masters, 4),
+    );
+    nodes[victim_i].kill();
+    signal("-CONT");
+    let live: Vec<SocketAddr> = nodes
+        .iter()
+        .map(RedisNode::addr)
+        .filter(|&a| a != victim)
+        .collect();
+    comes_to(
+        "lists not holding bars 0..4 once after the failover",
+        &Vec::<String>::new(),
+        || wrong(&live, 4),
+    );
+    let s = publisher.stop();
+    assert!(s.bar_restores >= 1, "{s:?}");
+}
+
 /// A standby host's publisher takes over (the first stopped): its own book made the same day,
 /// so its bar log holds the bars Redis has already, and more. Each list's day key says its newest
 /// bar is of this day, so the standby appends only the bars after it. Before, it appended its

@@ -122,6 +122,11 @@ impl RedisServer {
         }
     }
 
+    /// The server's process ID while it runs (to stop and continue it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))

@@ -20,8 +20,11 @@ impl Publisher {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
-        // every node's run ID: one that changed restarted since
+        // every node's run ID: one that changed restarted since; a node new to this publisher
+        // after it knew others (a replica promoted in a failover, which may lag the master it
+        // replaced) may lack bars as well
         let mut restarted = Vec::new();
+        let knew = !self.run_ids.is_empty();
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let Some(c) = conn.as_mut() else { continue };
             let deadline = Instant::now() + self.cfg.timeout;
@@ -32,13 +35,12 @@ impl Publisher {
                 .and_then(|()| c.next_by(deadline, |r| r.bytes().and_then(super::barsync::run_id)))
                 .map_err(|e| (k, e))?;
             let addr = link.topo.nodes[k];
-            if let Some(id) = id
-                && self
-                    .run_ids
-                    .insert(addr, id.clone())
-                    .is_some_and(|was| was != id)
-            {
-                restarted.push(addr);
+            if let Some(id) = id {
+                match self.run_ids.insert(addr, id.clone()) {
+                    Some(was) if was != id => restarted.push(addr),
+                    None if knew => restarted.push(addr),
+                    _ => {}
+                }
             }
         }
         let key = self.keys.bar_position();
@@ -99,8 +101,9 @@ impl Publisher {
             Fix::Skip(to) => t.seek(to),
             Fix::Restore(from) => {
                 eprintln!(
-                    "gateway publish: Redis lost bars it had (restarted empty or from an older \
-                     snapshot: {}): restoring them to the lists from offset {from} of the bar log",
+                    "gateway publish: Redis may have lost bars it had (a node restarted, or a \
+                     replica promoted that lagged: {}): restoring what its lists lack from \
+                     offset {from} of the bar log",
                     lost.iter()
                         .map(SocketAddr::to_string)
                         .collect::<Vec<_>>()
