@@ -145,6 +145,8 @@ impl BarRecord {
 pub struct BarLogWriter {
     out: BufWriter<std::fs::File>,
     created_ns: u64,
+    /// Bytes in the log, header included (written or buffered).
+    len: u64,
 }
 
 /// Per series (channel, symbol, interval), the start of the last bar (not a revision) a log
@@ -192,7 +194,15 @@ impl BarLogWriter {
             let mut out = BufWriter::new(f);
             out.seek(std::io::SeekFrom::End(0))?;
             let created_ns = created_ns(&h);
-            return Ok((BarLogWriter { out, created_ns }, Some(newest)));
+            let len = HEADER as u64 + whole * RECORD as u64;
+            return Ok((
+                BarLogWriter {
+                    out,
+                    created_ns,
+                    len,
+                },
+                Some(newest),
+            ));
         }
         let f = std::fs::File::create(path)?;
         Ok((Self::begin(f, source)?, None))
@@ -216,7 +226,75 @@ impl BarLogWriter {
         h[24..32].copy_from_slice(&source.to_le_bytes());
         out.write_all(&h)?;
         out.flush()?;
-        Ok(BarLogWriter { out, created_ns })
+        Ok(BarLogWriter {
+            out,
+            created_ns,
+            len: HEADER as u64,
+        })
+    }
+
+    /// Bytes in the log, its header included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when it holds no bar.
+    pub fn is_empty(&self) -> bool {
+        self.len == HEADER as u64
+    }
+
+    /// Rewrites the log in place with only what a reader keeps of it: each series' (symbol,
+    /// interval, channel) newest `keep` bars as [`apply`] folds them, as plain records, under a
+    /// new identity, so that a reader reads it again from its start. For a log that would
+    /// otherwise grow for as long as its writer runs (a remote gateway's mirror of Redis'
+    /// lists); the file must be open for reading too (a memfd given to [`BarLogWriter::create_in`]).
+    pub fn compact(&mut self, keep: usize) -> std::io::Result<()> {
+        self.out.flush()?;
+        let f = self.out.get_mut();
+        f.seek(std::io::SeekFrom::Start(0))?;
+        let mut b = Vec::new();
+        f.read_to_end(&mut b)?;
+        let mut h: [u8; HEADER] = b
+            .get(..HEADER)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| std::io::Error::other("no bar log header"))?;
+        type Key = ([u8; 8], u8, u16);
+        let mut order: Vec<Key> = Vec::new();
+        let mut series: HashMap<Key, VecDeque<BarRecord>> = HashMap::new();
+        for rec in b[HEADER..].chunks_exact(RECORD).map(BarRecord::from_bytes) {
+            let key = (rec.symbol, rec.interval_s, rec.channel);
+            let s = series.entry(key).or_insert_with(|| {
+                order.push(key);
+                VecDeque::new()
+            });
+            apply(s, rec, keep);
+        }
+        drop(b);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let created_ns = now.max(self.created_ns + 1);
+        h[16..24].copy_from_slice(&created_ns.to_le_bytes());
+        f.set_len(0)?;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        self.out.write_all(&h)?;
+        let mut len = HEADER as u64;
+        for key in &order {
+            for r in &series[key] {
+                self.out.write_all(
+                    &BarRecord {
+                        revision: false,
+                        ..*r
+                    }
+                    .to_bytes(),
+                )?;
+                len += RECORD as u64;
+            }
+        }
+        self.out.flush()?;
+        self.created_ns = created_ns;
+        self.len = len;
+        Ok(())
     }
 
     /// The trading day this log was begun on (what [`BarRecord::day`] of its bars is).
@@ -226,7 +304,9 @@ impl BarLogWriter {
 
     /// Appends one bar (buffered until [`BarLogWriter::flush`]).
     pub fn append(&mut self, r: BarRecord) -> std::io::Result<()> {
-        self.out.write_all(&r.to_bytes())
+        self.out.write_all(&r.to_bytes())?;
+        self.len += RECORD as u64;
+        Ok(())
     }
 
     /// Writes what is buffered.
@@ -540,6 +620,73 @@ mod tests {
             rec(10, 5, true),
         ];
         assert_eq!(fold(&first, 20), [(10, 1), (14, 1), (10, 5), (12, 2)]);
+    }
+
+    #[test]
+    fn a_compacted_log_folds_to_what_its_reader_kept() {
+        let p = std::env::temp_dir().join(format!("barlog-compact-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        let mut w = BarLogWriter::create_in(f).unwrap();
+        let on = |channel: u16, start: u64, volume: u64, revision: bool| BarRecord {
+            channel,
+            ..rec(start, volume, revision)
+        };
+        let mut all = Vec::new();
+        // two venues of one symbol, two sessions of the first, and a revision
+        for k in 1..=30 {
+            all.push(on(0, k, k, false));
+            all.push(on(1, k, 100 + k, false));
+        }
+        all.push(on(0, 25, 7, true));
+        for k in 1..=5 {
+            all.push(on(0, k, 1_000 + k, false));
+        }
+        for &r in &all {
+            w.append(r).unwrap();
+        }
+        w.flush().unwrap();
+        let fold_all = |records: &[BarRecord]| {
+            let mut s: HashMap<u16, VecDeque<BarRecord>> = HashMap::new();
+            for &r in records {
+                apply(s.entry(r.channel).or_default(), r, 20);
+            }
+            s.into_iter()
+                .map(|(c, s)| {
+                    (
+                        c,
+                        s.into_iter()
+                            .map(|r| (r.bar.start_ns, r.bar.volume))
+                            .collect(),
+                    )
+                })
+                .collect::<HashMap<u16, Vec<(u64, u64)>>>()
+        };
+        let before = fold_all(&all);
+        let id = created_ns(&std::fs::read(&p).unwrap());
+        let len = w.len();
+        assert_eq!(len, (HEADER + all.len() * RECORD) as u64);
+        w.compact(20).unwrap();
+        let after = read_all(&p).unwrap();
+        assert_eq!(after.len(), 40, "20 bars a series kept");
+        assert_eq!(w.len(), (HEADER + 40 * RECORD) as u64);
+        assert!(after.iter().all(|r| !r.revision));
+        assert_eq!(fold_all(&after), before);
+        assert_ne!(
+            created_ns(&std::fs::read(&p).unwrap()),
+            id,
+            "a new identity"
+        );
+        // it goes on as before
+        w.append(on(1, 31, 131, false)).unwrap();
+        w.flush().unwrap();
+        assert_eq!(read_all(&p).unwrap().len(), 41);
+        std::fs::remove_file(&p).unwrap();
     }
 
     #[test]

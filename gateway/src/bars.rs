@@ -80,6 +80,10 @@ impl Tail {
             self.offset = 0;
         }
         if self.offset == 0 {
+            // begun (or being rewritten) but its header not there yet: nothing to read yet
+            if meta.len() < barlog::HEADER as u64 {
+                return Ok((false, Vec::new()));
+            }
             let mut h = vec![0u8; barlog::HEADER];
             f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
             f.read_exact(&mut h).map_err(|e| e.to_string())?;

@@ -20,7 +20,15 @@ pub(super) struct BarMirror {
     pub(super) recent: HashMap<Series, Vec<[u8; barlog::RECORD]>>,
     /// Records that were not bars (wrong length).
     pub(super) bad: u64,
+    /// The log's length past which it is compacted.
+    pub(super) compact_at: u64,
+    /// Times the log was compacted.
+    pub(super) compactions: u64,
 }
+
+/// The mirror's log is compacted past this (it would otherwise grow for as long as the gateway
+/// runs, day after day): what a reader keeps of it, [`crate::bars::KEEP`] bars a series, stays.
+pub(super) const COMPACT_AT: u64 = 256 << 20;
 
 /// One venue's bars of a symbol at an interval: symbol, interval, channel.
 type Series = ([u8; 8], u8, u16);
@@ -41,6 +49,18 @@ impl BarMirror {
             last: HashMap::new(),
             recent: HashMap::new(),
             bad: 0,
+            compact_at: COMPACT_AT,
+            compactions: 0,
+        }
+    }
+
+    /// Flushes the log, and compacts it once it has grown past [`BarMirror::compact_at`] (then
+    /// twice what is left, at least that).
+    fn flush(&mut self) {
+        let _ = self.log.flush();
+        if self.log.len() > self.compact_at && self.log.compact(crate::bars::KEEP).is_ok() {
+            self.compactions += 1;
+            self.compact_at = self.compact_at.max(2 * self.log.len());
         }
     }
 
@@ -71,7 +91,7 @@ impl BarMirror {
             }
             self.append(r);
         }
-        let _ = self.log.flush();
+        self.flush();
     }
 
     fn append(&mut self, r: barlog::BarRecord) {
@@ -120,7 +140,7 @@ impl BarMirror {
             kept.push(*b);
             self.append(*r);
         }
-        let _ = self.log.flush();
+        self.flush();
         // the venues of this list with nothing new: no overlap to watch for
         if let Some(r) = decoded.first() {
             self.recent
@@ -206,6 +226,44 @@ mod tests {
         // again, and venue 0's next bar is
         m.take(&mut vec![on(1, 11), on(0, 13)]);
         assert_eq!(barlog::read_all(&p).unwrap().len(), 6);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn the_bars_taken_stay_bounded_and_a_chart_reads_them_across_a_compaction() {
+        let p = std::env::temp_dir().join(format!("mirror-compact-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        let mut m = BarMirror::new(BarLogWriter::create_in(f).unwrap());
+        m.compact_at = (barlog::HEADER + 1_000 * barlog::RECORD) as u64;
+        let mut ix = crate::bars::BarIndex::new(p.clone());
+        let chart = |ix: &mut crate::bars::BarIndex| -> Vec<u64> {
+            ix.bars(*b"AAPL    ", 1, None, crate::bars::KEEP)
+                .unwrap()
+                .iter()
+                .map(|r| r.bar.start_ns)
+                .collect()
+        };
+        for k in 0..3_000u64 {
+            m.take(&mut vec![bar(k, 1, false)]);
+            if k % 700 == 0 {
+                chart(&mut ix);
+            }
+        }
+        assert!(m.compactions >= 2, "{}", m.compactions);
+        assert!(m.log.len() <= m.compact_at);
+        let want: Vec<u64> = (3_000 - crate::bars::KEEP as u64..3_000).collect();
+        assert_eq!(chart(&mut ix), want, "a reader that was following");
+        assert_eq!(
+            chart(&mut crate::bars::BarIndex::new(p.clone())),
+            want,
+            "a new reader"
+        );
         std::fs::remove_file(&p).unwrap();
     }
 

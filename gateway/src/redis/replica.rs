@@ -353,12 +353,10 @@ impl QuoteSource for RedisSource {
         let up = active.iter().filter(|&&k| st.down[k].is_none()).count();
         let trusted = active.iter().filter(|&&k| st.core.link_ok(k, now)).count();
         let c = &st.core;
-        let bad_bars = self
-            .shared
-            .bars
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .bad;
+        let (bad_bars, compactions) = {
+            let m = self.shared.bars.lock().unwrap_or_else(|p| p.into_inner());
+            (m.bad, m.compactions)
+        };
         for (name, kind, help, v) in [
             (
                 "redis_nodes",
@@ -425,6 +423,12 @@ impl QuoteSource for RedisSource {
                 "counter",
                 "Bar records that were not bars (ignored).",
                 bad_bars,
+            ),
+            (
+                "redis_bar_log_compactions_total",
+                "counter",
+                "Times the bars taken were compacted to what charts keep (the log in memory).",
+                compactions,
             ),
             (
                 "redis_slot_map_changes_total",
