@@ -940,10 +940,6 @@ mod tests {
         b.validate().unwrap();
     }
 
-    /// Found by the `book_messages` fuzz target: a cross trade's shares are 64 bits, and two
-    /// crosses near 2^64 overflowed the instrument's volume (a panic where overflow is checked,
-    /// a wrapped volume and VWAP elsewhere). Volume and notional saturate now, and VWAP stays a
-    /// price.
     /// A bar closes when the venue's clock passes its end, not only when its instrument trades
     /// again: a quiet symbol's last bar is charted once its second (or minute) is over, and the
     /// day's last bars when the end-of-day events come.
@@ -999,6 +995,10 @@ mod tests {
         assert_eq!(take(&mut b), []);
     }
 
+    /// Found by the `book_messages` fuzz target: a cross trade's shares are 64 bits, and two
+    /// crosses near 2^64 overflowed the instrument's volume (a panic where overflow is checked,
+    /// a wrapped volume and VWAP elsewhere). Volume and notional saturate now, and VWAP stays a
+    /// price.
     #[test]
     fn crosses_of_absurd_size_saturate_the_volume() {
         let mut b = Books::new();
