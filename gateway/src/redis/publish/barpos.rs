@@ -84,7 +84,8 @@ impl Publisher {
             lost.push(node);
         }
         // other nodes that restarted may have lost theirs: their lists are checked from the
-        // log's start (what they kept is not appended again)
+        // log's start (what they kept is not appended again), with the first one's if it is
+        // being restored too
         let restarted: Vec<SocketAddr> = restarted
             .into_iter()
             .filter(|n| !lost.contains(n))

@@ -99,12 +99,14 @@ impl BarSync {
     /// checked first, so what the node kept (it came back with its data) is not appended
     /// twice.
     pub(super) fn restarted(&mut self, log: u64, read_to: u64) -> Fix {
-        let Some((l, had)) = self.at.filter(|&(l, _)| l == log && log != 0) else {
+        // how far this publisher had the log in: where a restore already under way goes quiet
+        // to (Redis' position was behind it), or Redis' position
+        let of_log = |x: Option<(u64, u64)>| x.filter(|&(l, _)| l == log && log != 0);
+        let Some((_, had)) = of_log(self.quiet).or(of_log(self.at)) else {
             return Fix::Stay;
         };
-        let below = had.max(read_to);
-        self.quiet = Some((l, had));
-        self.check = Some((l, below));
+        self.quiet = Some((log, had));
+        self.check = Some((log, had.max(read_to)));
         self.newest.clear();
         Fix::Restore(book::barlog::HEADER as u64)
     }
@@ -349,6 +351,16 @@ mod tests {
         // what Redis had goes in quietly, and everything read so far is checked first
         assert!(s.quiet(LOG, FIRST + 4 * R) && !s.quiet(LOG, FIRST + 5 * R));
         assert!(s.checked(LOG, FIRST + 6 * R) && !s.checked(LOG, FIRST + 7 * R));
+        // the master holding the position came back from an older snapshot and another one
+        // restarted: everything this publisher had written is restored, from the start
+        let mut s = BarSync::default();
+        s.resync(Some((LOG, FIRST + 5 * R)), LOG, FIRST + 5 * R);
+        assert_eq!(
+            s.resync(Some((LOG, FIRST + 2 * R)), LOG, FIRST + 5 * R),
+            Fix::Restore(FIRST + 2 * R)
+        );
+        assert_eq!(s.restarted(LOG, FIRST + 5 * R), Fix::Restore(FIRST));
+        assert!(s.quiet(LOG, FIRST) && s.quiet(LOG, FIRST + 4 * R) && !s.quiet(LOG, FIRST + 5 * R));
         // another log's position says nothing of this one
         let mut s = BarSync::default();
         s.resync(Some((LOG + 1, FIRST + 5 * R)), LOG, FIRST);
