@@ -59,6 +59,11 @@ impl Tail {
     /// The records appended since the last call (at most 64 MiB of them), and whether the log
     /// was replaced since (everything read before belongs to an older log).
     pub fn read_new(&mut self) -> Result<(bool, Vec<BarRecord>), String> {
+        self.read_new_at_most((64 << 20) / barlog::RECORD)
+    }
+
+    /// [`Tail::read_new`], at most `max` records (the rest are read next time).
+    pub fn read_new_at_most(&mut self, max: usize) -> Result<(bool, Vec<BarRecord>), String> {
         let mut f = std::fs::File::open(&self.path).map_err(|e| {
             format!(
                 "no bar log at {} ({e}); bars come from `book run`",
@@ -101,10 +106,11 @@ impl Tail {
             self.offset = barlog::HEADER as u64;
             replaced = true;
         }
-        let whole = (meta.len() - self.offset) / barlog::RECORD as u64 * barlog::RECORD as u64;
+        let whole = ((meta.len() - self.offset) / barlog::RECORD as u64).min(max as u64)
+            * barlog::RECORD as u64;
         f.seek(SeekFrom::Start(self.offset))
             .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; whole.min(64 << 20) as usize];
+        let mut buf = vec![0u8; whole as usize];
         f.read_exact(&mut buf).map_err(|e| e.to_string())?;
         self.offset += buf.len() as u64;
         Ok((

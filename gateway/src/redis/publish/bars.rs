@@ -8,8 +8,12 @@ use crate::redis::Keys;
 use book::barlog::{BarRecord, RECORD};
 use std::time::{Duration, Instant};
 
-/// Bars held at most while Redis is away (72 bytes each, and where they are in the log).
+/// Bars held at most while Redis is away (72 bytes each, and where they are in the log); the
+/// log is read on only as they go out.
 pub const MAX_PENDING_BARS: usize = 1 << 20;
+
+/// Bars read from the log at most a poll (every 100 ms).
+const READ_AT_MOST: usize = 1 << 18;
 
 /// A bar read from the log, waiting to go out.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +36,9 @@ impl Publisher {
     }
 
     /// Reads the bar log's new records (every 100 ms at most), leaving out the ones Redis has
-    /// ([`super::barsync`]).
+    /// ([`super::barsync`]): only as many as there is room for among the bars waiting, so
+    /// while Redis is away (or slow to take a whole log restored) the rest wait in the log,
+    /// none dropped.
     fn poll_bars(&mut self) {
         let Some(t) = self.bar_tail.as_mut() else {
             return;
@@ -41,8 +47,12 @@ impl Publisher {
             return;
         }
         self.next_bar_poll = Instant::now() + Duration::from_millis(100);
+        let room = MAX_PENDING_BARS.saturating_sub(self.bars_pending.len());
+        if room == 0 {
+            return;
+        }
         // no log yet (book not started): nothing to publish
-        let Ok((begun, new)) = t.read_new() else {
+        let Ok((begun, new)) = t.read_new_at_most(room.min(READ_AT_MOST)) else {
             return;
         };
         let log = t.log();
@@ -58,6 +68,7 @@ impl Publisher {
                 self.stats.bars_skipped += 1;
                 continue;
             }
+            // not reached (read only as far as there is room), kept as the bound
             if self.bars_pending.len() == MAX_PENDING_BARS {
                 self.bars_pending.pop_front();
                 self.stats.bars_dropped += 1;
