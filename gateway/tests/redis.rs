@@ -87,13 +87,17 @@ struct PubThread {
 
 impl PubThread {
     fn spawn(quotes: &Path, seeds: Vec<SocketAddr>) -> PubThread {
+        Self::spawn_with(quotes, PublisherCfg::new(seeds))
+    }
+
+    fn spawn_with(quotes: &Path, cfg: PublisherCfg) -> PubThread {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, q) = (stop.clone(), quotes.to_path_buf());
         let h = std::thread::spawn(move || {
             let bars = book::barlog::beside(&q);
             let venues = book::quotes::venues_beside(&q);
             let mut src = ShmSource::new(q);
-            let mut p = Publisher::new(PublisherCfg::new(seeds));
+            let mut p = Publisher::new(cfg);
             p.follow_bars(bars);
             p.follow_venues(venues);
             let t0 = Instant::now();
@@ -2019,6 +2023,42 @@ fn bars_appended_past_the_saved_position_are_not_appended_again() {
     comes_to("each bar once", &want(0..8), || lrange(&mut conn, &list));
     let s = second.stop();
     assert!(s.bars == 1 && s.bars_skipped == 7, "{s:?}");
+}
+
+/// More bars to write than may wait in memory (a small bound here, 1M by default): the
+/// publisher reads the log on only as they go out, so every bar reaches its list, at first and
+/// when Redis restarted empty has them all restored. Before, the oldest waiting past the bound
+/// were dropped.
+#[test]
+fn bars_beyond_what_may_wait_are_read_later_not_dropped() {
+    if !have_redis() {
+        return;
+    }
+    let BarCase {
+        mut node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-room");
+    log_bars(&mut bar_log, b, 0..100);
+    let mut cfg = PublisherCfg::new(vec![node.addr()]);
+    cfg.max_pending_bars = 16;
+    let publisher = PubThread::spawn_with(&t.path, cfg);
+    let mut conn = list_reader(&node);
+    comes_to("every bar in its list", &bar_bytes(b, 0..100), || {
+        lrange(&mut conn, &list)
+    });
+    node.kill();
+    node.restart().unwrap();
+    let t2 = Duration::from_secs(2);
+    comes_to("every bar restored", &bar_bytes(b, 0..100), || {
+        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default())
+            .map(|mut c| lrange(&mut c, &list))
+            .unwrap_or_default()
+    });
+    let s = publisher.stop();
+    assert!(s.bars_dropped == 0 && s.bar_restores == 1, "{s:?}");
 }
 
 /// Redis restarted empty loses the bar lists; the publisher, finding `quotes:barlog` gone

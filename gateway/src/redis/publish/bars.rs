@@ -47,7 +47,11 @@ impl Publisher {
             return;
         }
         self.next_bar_poll = Instant::now() + Duration::from_millis(100);
-        let room = MAX_PENDING_BARS.saturating_sub(self.bars_pending.len());
+        let room = self
+            .cfg
+            .max_pending_bars
+            .max(1)
+            .saturating_sub(self.bars_pending.len());
         if room == 0 {
             return;
         }
@@ -69,7 +73,7 @@ impl Publisher {
                 continue;
             }
             // not reached (read only as far as there is room), kept as the bound
-            if self.bars_pending.len() == MAX_PENDING_BARS {
+            if self.bars_pending.len() >= self.cfg.max_pending_bars.max(1) {
                 self.bars_pending.pop_front();
                 self.stats.bars_dropped += 1;
             }

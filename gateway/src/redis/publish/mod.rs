@@ -53,6 +53,8 @@ pub struct PublisherCfg {
     pub max_pipeline: usize,
     /// Credentials and TLS for every connection.
     pub access: super::conn::Access,
+    /// Bars read from the log and waiting to go out, at most; the log is read on as they go.
+    pub max_pending_bars: usize,
 }
 
 impl PublisherCfg {
@@ -64,6 +66,7 @@ impl PublisherCfg {
             timeout: Duration::from_secs(2),
             max_pipeline: 1024,
             access: super::conn::Access::default(),
+            max_pending_bars: MAX_PENDING_BARS,
         }
     }
 }
