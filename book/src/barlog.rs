@@ -208,6 +208,19 @@ impl BarLogWriter {
         Ok((Self::begin(f, source)?, None))
     }
 
+    /// Creates (replaces) the log at `path`, open for reading as well, so that it can be
+    /// [compacted](BarLogWriter::compact).
+    pub fn create_compactable(path: &Path) -> std::io::Result<Self> {
+        Self::create_in(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?,
+        )
+    }
+
     /// Starts a log in `f`, a new empty file (e.g. a memfd).
     pub fn create_in(f: std::fs::File) -> std::io::Result<Self> {
         Self::begin(f, 0)
@@ -247,7 +260,8 @@ impl BarLogWriter {
     /// interval, channel) newest `keep` bars as [`apply`] folds them, as plain records, under a
     /// new identity, so that a reader reads it again from its start. For a log that would
     /// otherwise grow for as long as its writer runs (a remote gateway's mirror of Redis'
-    /// lists); the file must be open for reading too (a memfd given to [`BarLogWriter::create_in`]).
+    /// lists); the file must be open for reading too (a memfd given to [`BarLogWriter::create_in`],
+    /// or [`BarLogWriter::create_compactable`]).
     pub fn compact(&mut self, keep: usize) -> std::io::Result<()> {
         self.out.flush()?;
         let f = self.out.get_mut();
@@ -625,14 +639,7 @@ mod tests {
     #[test]
     fn a_compacted_log_folds_to_what_its_reader_kept() {
         let p = std::env::temp_dir().join(format!("barlog-compact-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
-        let mut w = BarLogWriter::create_in(f).unwrap();
+        let mut w = BarLogWriter::create_compactable(&p).unwrap();
         let on = |channel: u16, start: u64, volume: u64, revision: bool| BarRecord {
             channel,
             ..rec(start, volume, revision)

@@ -1849,6 +1849,22 @@ fn lrange(conn: &mut gateway::redis::conn::Conn, key: &str) -> Vec<Vec<u8>> {
     .unwrap()
 }
 
+/// A list as the node at `addr` holds it, over a connection of its own: `None` when the node
+/// cannot be reached or answers with an error (a redirect; CLUSTERDOWN while a master rejoins).
+fn list_at(addr: SocketAddr, key: &str) -> Option<Vec<Vec<u8>>> {
+    let t2 = Duration::from_secs(2);
+    let mut c = gateway::redis::conn::Conn::connect(addr, t2, t2, &Default::default()).ok()?;
+    c.call(&[b"LRANGE", key.as_bytes(), b"0", b"-1"], t2, |r| {
+        r.items().map(|xs| {
+            xs.iter()
+                .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
+                .collect::<Vec<_>>()
+        })
+    })
+    .ok()
+    .flatten()
+}
+
 /// A bar test's setup: one Redis, a quote table of 3 symbols, the second symbol's 1-second bar
 /// list, and the bar log beside the table the publisher follows.
 struct BarCase {
@@ -2051,11 +2067,8 @@ fn bars_beyond_what_may_wait_are_read_later_not_dropped() {
     });
     node.kill();
     node.restart().unwrap();
-    let t2 = Duration::from_secs(2);
     comes_to("every bar restored", &bar_bytes(b, 0..100), || {
-        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default())
-            .map(|mut c| lrange(&mut c, &list))
-            .unwrap_or_default()
+        list_at(node.addr(), &list).unwrap_or_default()
     });
     let s = publisher.stop();
     assert!(s.bars_dropped == 0 && s.bar_restores == 1, "{s:?}");
@@ -2079,12 +2092,7 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
     } = bar_case("bar-restore");
     let sym = t.quotes[1].symbol_str();
     let want = |rounds: u64| bar_bytes(b, 0..rounds);
-    let t2 = Duration::from_secs(2);
-    let list_now = |node: &RedisNode| {
-        gateway::redis::conn::Conn::connect(node.addr(), t2, t2, &Default::default())
-            .map(|mut c| lrange(&mut c, &list))
-            .unwrap_or_default()
-    };
+    let list_now = |node: &RedisNode| list_at(node.addr(), &list).unwrap_or_default();
     log_bars(&mut bar_log, b, 0..5);
     let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
     let remote = Remote::start(vec![node.addr()], 600_000);
@@ -2173,25 +2181,13 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool) {
     };
     // every list holds bars 0..rounds, each once
     let all_hold = |nodes: &[RedisNode], rounds: u64| -> Vec<String> {
-        let t2 = Duration::from_secs(2);
         lists
             .iter()
             .filter_map(|(first, list, _)| {
                 let node = topo.nodes[topo.node_of(list.as_bytes())];
                 let n = nodes.iter().find(|n| n.addr() == node).unwrap();
                 // (CLUSTERDOWN while the restarted master rejoins: nothing yet)
-                let got =
-                    gateway::redis::conn::Conn::connect(n.addr(), t2, t2, &Default::default())
-                        .and_then(|mut c| {
-                            c.call(&[b"LRANGE", list.as_bytes(), b"0", b"-1"], t2, |r| {
-                                r.items()
-                                    .unwrap_or(&[])
-                                    .iter()
-                                    .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
-                                    .collect::<Vec<_>>()
-                            })
-                        })
-                        .unwrap_or_default();
+                let got = list_at(n.addr(), list).unwrap_or_default();
                 let want: Vec<Vec<u8>> = (0..rounds)
                     .map(|k| common::bar(first.symbol, 1, k).to_bytes().to_vec())
                     .collect();
@@ -2283,24 +2279,11 @@ fn bars_a_promoted_replica_lacked_are_restored() {
         log.flush().unwrap();
     };
     // the lists not holding bars 0..rounds once, read from whichever of `at` answers for them
-    let t2 = Duration::from_secs(2);
     let wrong = |at: &[SocketAddr], rounds: u64| -> Vec<String> {
         lists
             .iter()
             .filter_map(|(sym, list)| {
-                let got = at.iter().find_map(|&a| {
-                    let mut c =
-                        gateway::redis::conn::Conn::connect(a, t2, t2, &Default::default()).ok()?;
-                    c.call(&[b"LRANGE", list.as_bytes(), b"0", b"-1"], t2, |r| {
-                        r.items().map(|xs| {
-                            xs.iter()
-                                .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .ok()
-                    .flatten()
-                });
+                let got = at.iter().find_map(|&a| list_at(a, list));
                 let want = bar_bytes(*sym, 0..rounds);
                 (got.as_ref() != Some(&want))
                     .then(|| format!("{list}: {:?} bars", got.map(|g| g.len())))

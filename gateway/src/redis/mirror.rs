@@ -232,14 +232,7 @@ mod tests {
     #[test]
     fn the_bars_taken_stay_bounded_and_a_chart_reads_them_across_a_compaction() {
         let p = std::env::temp_dir().join(format!("mirror-compact-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
-        let mut m = BarMirror::new(BarLogWriter::create_in(f).unwrap());
+        let mut m = BarMirror::new(BarLogWriter::create_compactable(&p).unwrap());
         m.compact_at = (barlog::HEADER + 1_000 * barlog::RECORD) as u64;
         let mut ix = crate::bars::BarIndex::new(p.clone());
         let chart = |ix: &mut crate::bars::BarIndex| -> Vec<u64> {
