@@ -550,6 +550,18 @@ mod tests {
         assert!(before.is_none());
         assert!(read_all(&p).unwrap().is_empty());
         assert_ne!(created_ns(&std::fs::read(&p).unwrap()), id);
+        // a log of version 1 (48-byte records, this ring's) from before an upgrade: read as
+        // version 2 it would be garbage, so a new log is begun
+        let mut v1 = std::fs::read(&p).unwrap()[..HEADER].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1[12..16].copy_from_slice(&48u32.to_le_bytes());
+        v1[24..32].copy_from_slice(&8u64.to_le_bytes());
+        v1.extend_from_slice(&[7u8; 48 * 3]);
+        std::fs::write(&p, &v1).unwrap();
+        assert!(read_all(&p).unwrap_err().contains("version 2"));
+        let (_w, before) = BarLogWriter::resume(&p, 8).unwrap();
+        assert!(before.is_none(), "not gone on with");
+        assert!(read_all(&p).unwrap().is_empty());
         std::fs::remove_file(&p).unwrap();
     }
 

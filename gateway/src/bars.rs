@@ -263,6 +263,15 @@ mod tests {
         assert_eq!(got, [rec(5), rec(6), rec(7)], "read from its start");
         assert_ne!(t.log(), first);
         assert_eq!(t.offset(), (barlog::HEADER + 3 * barlog::RECORD) as u64);
+        // a version 1 log (from before an upgrade) is refused with its reason, not misread
+        let mut v1 = std::fs::read(&p).unwrap()[..barlog::HEADER].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1[12..16].copy_from_slice(&48u32.to_le_bytes());
+        v1.extend_from_slice(&[7u8; 48 * 3]);
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &v1).unwrap();
+        let err = Tail::new(p.clone()).read_new().unwrap_err();
+        assert!(err.contains("not a bar log of version 2"), "{err}");
         std::fs::remove_file(&p).unwrap();
     }
 }
