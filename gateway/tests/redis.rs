@@ -2127,7 +2127,7 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
 #[test]
 fn in_a_cluster_only_the_lists_a_master_lost_are_restored() {
     if have_redis() {
-        cluster_master_restarts_empty("bar-restore-cluster", true);
+        cluster_master_restarts_empty("bar-restore-cluster", true, false);
     }
 }
 
@@ -2138,13 +2138,24 @@ fn in_a_cluster_only_the_lists_a_master_lost_are_restored() {
 #[test]
 fn in_a_cluster_a_master_without_the_position_that_restarted_has_its_lists_restored() {
     if have_redis() {
-        cluster_master_restarts_empty("bar-restore-other", false);
+        cluster_master_restarts_empty("bar-restore-other", false, false);
+    }
+}
+
+/// The same while no publisher ran: the one started after finds the master's mark gone (its
+/// run ID when its lists were last whole), so its lists are read again from the bar log's
+/// start, checked and restored. Before, a publisher new to the cluster had no run ID to compare
+/// and skipped to the position: the master's lists stayed empty until new bars came.
+#[test]
+fn a_master_that_restarted_while_no_publisher_ran_has_its_lists_restored() {
+    if have_redis() {
+        cluster_master_restarts_empty("bar-restore-unwatched", false, true);
     }
 }
 
 /// A master of a 3-master cluster restarts empty (the one holding the bar position, or another
-/// one): each list ends with every bar once.
-fn cluster_master_restarts_empty(tag: &str, holds_position: bool) {
+/// one), with the publisher running or stopped meanwhile: each list ends with every bar once.
+fn cluster_master_restarts_empty(tag: &str, holds_position: bool, unwatched: bool) {
     let mut nodes = cluster(tag);
     let t = Table::new(&format!("redis-{tag}"), 30);
     let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
@@ -2198,14 +2209,23 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool) {
     for k in 0..3 {
         append(&mut bar_log, k);
     }
-    let publisher = PubThread::spawn(&t.path, seeds);
+    let publisher = PubThread::spawn(&t.path, seeds.clone());
     comes_to(
         "lists not holding bars 0..3 once",
         &Vec::<String>::new(),
         || all_hold(&nodes, 3),
     );
-    nodes[lost_i].kill();
-    nodes[lost_i].restart().unwrap();
+    let publisher = if unwatched {
+        let s = publisher.stop();
+        assert_eq!(s.bar_restores, 0, "{s:?}");
+        nodes[lost_i].kill();
+        nodes[lost_i].restart().unwrap();
+        PubThread::spawn(&t.path, seeds)
+    } else {
+        nodes[lost_i].kill();
+        nodes[lost_i].restart().unwrap();
+        publisher
+    };
     comes_to(
         "lists not restored to bars 0..3 once",
         &Vec::<String>::new(),
@@ -2218,6 +2238,20 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool) {
         &Vec::<String>::new(),
         || all_hold(&nodes, 4),
     );
+    // every node marked with the run it is in, its lists whole (the restarted one's too, now)
+    let marks = || -> Vec<bool> {
+        nodes
+            .iter()
+            .map(|n| {
+                let k = topo.nodes.iter().position(|&a| a == n.addr()).unwrap();
+                let key = keys.node_mark(&topo, k).unwrap();
+                let info = server::cli(n.port, &["INFO", "server"]);
+                let id = info.lines().find_map(|l| l.strip_prefix("run_id:"));
+                id.is_some_and(|id| server::cli(n.port, &["GET", &key]).trim() == id.trim())
+            })
+            .collect()
+    };
+    comes_to("nodes marked with their run", &vec![true; 3], marks);
     let s = publisher.stop();
     assert_eq!(s.bar_restores, 1, "{s:?}");
 }

@@ -142,6 +142,14 @@ impl Keys {
     pub fn bar_position(&self) -> String {
         format!("{}:barlog", self.prefix)
     }
+    /// Node `k`'s mark: its run ID when its bar lists were last known whole
+    /// (publish::barpos). The first `P:node:{nI}` whose slot the node serves (None if none
+    /// is found: a node serving hardly any slots).
+    pub fn node_mark(&self, topo: &Topology, k: usize) -> Option<String> {
+        (0..1 << 16)
+            .map(|i| format!("{}:node:{{n{i}}}", self.prefix))
+            .find(|key| topo.node_of(key.as_bytes()) == k)
+    }
     /// The publisher's lease: who writes under this prefix.
     pub fn lease(&self) -> String {
         format!("{}:publisher", self.prefix)

@@ -20,27 +20,53 @@ impl Publisher {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
-        // every node's run ID: one that changed restarted since; a node new to this publisher
-        // after it knew others (a replica promoted in a failover, which may lag the master it
-        // replaced) may lack bars as well
+        // every node's run ID, and the one its mark names: its run when its lists were last
+        // known whole. Another one, or none, means it restarted since (perhaps while no
+        // publisher ran), or is a replica promoted that may lag the master it replaced (the
+        // mark it copied names that master's run): its lists may lack bars. A node whose mark
+        // cannot be read is compared with the run ID this publisher saw last, and one new to
+        // it after it knew others counts as restarted.
         let mut restarted = Vec::new();
         let knew = !self.run_ids.is_empty();
+        self.marks_owed.clear();
         for (k, conn) in link.conns.iter_mut().enumerate() {
             let Some(c) = conn.as_mut() else { continue };
             let deadline = Instant::now() + self.cfg.timeout;
+            let mark = self.keys.node_mark(&link.topo, k);
             c.queue(&[b"INFO", b"server"]);
+            if let Some(m) = &mark {
+                c.queue(&[b"GET", m.as_bytes()]);
+            }
+            c.flush().map_err(|e| (k, e))?;
             // refused (an ACL without INFO): not known, nothing noticed
             let id = c
-                .flush()
-                .and_then(|()| c.next_by(deadline, |r| r.bytes().and_then(super::barsync::run_id)))
+                .next_by(deadline, |r| r.bytes().and_then(super::barsync::run_id))
                 .map_err(|e| (k, e))?;
+            // Some(the run ID it names, if any); None: refused or redirected
+            let marked = match &mark {
+                Some(_) => c
+                    .next_by(deadline, |r| match (&r, r.error()) {
+                        (_, Some(_)) => None,
+                        (Reply::Bulk(None), _) => Some(None),
+                        _ => Some(r.bytes().map(|b| String::from_utf8_lossy(b).into_owned())),
+                    })
+                    .map_err(|e| (k, e))?,
+                None => None,
+            };
             let addr = link.topo.nodes[k];
-            if let Some(id) = id {
-                match self.run_ids.insert(addr, id.clone()) {
-                    Some(was) if was != id => restarted.push(addr),
-                    None if knew => restarted.push(addr),
-                    _ => {}
-                }
+            let Some(id) = id else { continue };
+            let was = self.run_ids.insert(addr, id.clone());
+            let moved = match &marked {
+                Some(m) => m.as_deref() != Some(id.as_str()),
+                None => was.map_or(knew, |w| w != id),
+            };
+            if moved {
+                restarted.push(addr);
+            }
+            if let Some(key) = mark
+                && marked.as_ref().and_then(|m| m.as_deref()) != Some(id.as_str())
+            {
+                self.marks_owed.push((key, id));
             }
         }
         let key = self.keys.bar_position();
@@ -77,6 +103,7 @@ impl Publisher {
             return Ok(());
         };
         let log = t.log();
+        self.restarted_unread.clear();
         let mut fix = self.bar_sync.resync(theirs, log, t.offset());
         // the node that held the position lost it: its lists with it
         let mut lost = Vec::new();
@@ -90,7 +117,10 @@ impl Publisher {
             .into_iter()
             .filter(|n| !lost.contains(n))
             .collect();
-        if !restarted.is_empty() {
+        if !restarted.is_empty() && log == 0 {
+            // no log read yet (a publisher just started): when the tail begins one
+            self.restarted_unread = restarted;
+        } else if !restarted.is_empty() {
             let again = self.bar_sync.restarted(log, t.offset());
             if let Fix::Restore(_) = again {
                 fix = again;
@@ -101,15 +131,7 @@ impl Publisher {
             Fix::Stay => {}
             Fix::Skip(to) => t.seek(to),
             Fix::Restore(from) => {
-                eprintln!(
-                    "gateway publish: Redis may have lost bars it had (a node restarted, or a \
-                     replica promoted that lagged: {}): restoring what its lists lack from \
-                     offset {from} of the bar log",
-                    lost.iter()
-                        .map(SocketAddr::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                restoring_note(&lost, from);
                 t.seek(from);
                 self.bars_pending.retain(|p| p.log != log);
                 self.stats.bar_restores += 1;
@@ -169,6 +191,56 @@ impl Publisher {
             }
             Err(e) => Err((k, e)),
         }
+    }
+
+    /// Once every bar read went in and none is being restored, writes the marks owed: each
+    /// node's run ID, its lists whole in that run. A node that restarts while its lists are
+    /// restored, or a publisher that stops then, leaves the old mark, so the next resync
+    /// restores them again (checked: nothing twice).
+    pub(super) fn write_marks(&mut self) -> Result<(), (usize, String)> {
+        if self.marks_owed.is_empty()
+            || !self.bars_pending.is_empty()
+            || !self.restarted_unread.is_empty()
+        {
+            return Ok(());
+        }
+        if let Some(t) = self.bar_tail.as_ref()
+            && self.bar_sync.restoring(t.log(), t.offset())
+        {
+            return Ok(());
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let mut asked = vec![0; link.conns.len()];
+        for (key, id) in &self.marks_owed {
+            let k = link.topo.node_of(key.as_bytes());
+            let Some(c) = link.conns[k].as_mut() else {
+                return Ok(());
+            };
+            c.queue(&[b"SET", key.as_bytes(), id.as_bytes()]);
+            asked[k] += 1;
+        }
+        let deadline = Instant::now() + self.cfg.timeout;
+        for (k, &n) in asked.iter().enumerate() {
+            let Some(c) = link.conns[k].as_mut().filter(|_| n > 0) else {
+                continue;
+            };
+            c.flush().map_err(|e| (k, e))?;
+            for _ in 0..n {
+                // refused or redirected: the next resync finds the old mark and checks the
+                // node's lists again
+                let why = c.next_by(deadline, |r| r.error()).map_err(|e| (k, e))?;
+                if let Some(e) = why
+                    && self.mark_refused.as_ref() != Some(&e)
+                {
+                    eprintln!("gateway publish: writing a node's mark (its run ID): {e}");
+                    self.mark_refused = Some(e);
+                }
+            }
+        }
+        self.marks_owed.clear();
+        Ok(())
     }
 
     /// The bars waiting first that are to be checked against their lists (up to a batch):
@@ -258,4 +330,17 @@ pub(super) fn newest_names(keys: &Keys, p: &PendingBar) -> Option<[String; 3]> {
         p.rec.channel.to_string(),
         super::barsync::newest_text(day, p.rec.bar.start_ns),
     ])
+}
+
+/// Says that bars are being restored, to which nodes, from where in the log.
+pub(super) fn restoring_note(lost: &[SocketAddr], from: u64) {
+    eprintln!(
+        "gateway publish: Redis may have lost bars it had (a node restarted, or a replica \
+         promoted that lagged: {}): restoring what its lists lack from offset {from} of the \
+         bar log",
+        lost.iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }

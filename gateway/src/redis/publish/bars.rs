@@ -2,7 +2,8 @@
 //! published on its symbol's bars channel, its fate decided by the reply to its write
 //! ([`barfate`](super::barfate)).
 
-use super::barpos::newest_names;
+use super::barpos::{newest_names, restoring_note};
+use super::barsync::Fix;
 use super::{Publisher, read_owed};
 use crate::redis::Keys;
 use book::barlog::{BarRecord, RECORD};
@@ -60,10 +61,25 @@ impl Publisher {
             return;
         };
         let log = t.log();
+        let first = t.offset() - (new.len() * RECORD) as u64;
         if begun {
             self.bar_sync.opened(log, t.len_now());
+            // nodes found restarted before a log was read: what this log put in their lists
+            // is restored (checked), from its start
+            let restarted = std::mem::take(&mut self.restarted_unread);
+            if !restarted.is_empty()
+                && let Fix::Restore(from) = self.bar_sync.restarted(log, t.offset())
+            {
+                restoring_note(&restarted, from);
+                self.stats.bar_restores += 1;
+                self.bars_lost_on = restarted;
+                if first != from {
+                    // (not reached: a log begun is read from its start) read again from there
+                    t.seek(from);
+                    return;
+                }
+            }
         }
-        let first = t.offset() - (new.len() * RECORD) as u64;
         for (k, rec) in new.into_iter().enumerate() {
             let at = first + (k * RECORD) as u64;
             // restored bars may be before the position (a node that restarted lost them)
@@ -129,7 +145,7 @@ impl Publisher {
             return;
         }
         if self.bars_pending.is_empty() {
-            if let Err((k, e)) = self.save_bar_position() {
+            if let Err((k, e)) = self.save_bar_position().and_then(|()| self.write_marks()) {
                 self.node_failed(k, e);
             }
             return;

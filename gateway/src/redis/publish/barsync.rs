@@ -16,6 +16,14 @@
 //! appended and trimmed but not published, since the gateways that were up took them already
 //! (and keep them), while one loading the lists now finds the history again.
 //!
+//! A node can lose its lists while the position, on another node, says nothing was lost (a
+//! master of a cluster restarted empty, or a replica that lagged was promoted). So each node
+//! holds a mark, `P:node:{nI}` (a key whose slot it serves): its run ID (`INFO server`) when
+//! its lists were last known whole, written once every bar read went in and none is being
+//! restored. After every (re)connection a node whose run ID is not the one its mark names (or
+//! has none) restarted since, whether or not a publisher was running then: its lists are read
+//! again from the log's start, checked, and restored ([`BarSync::restarted`]).
+//!
 //! The check: after every (re)connection the records read so far, and when the tail begins a
 //! log the records it holds then (a standby host's publisher taking over brings its own book's
 //! log, which made the same day; a publisher restarted may find its last batch appended past
@@ -156,6 +164,13 @@ impl BarSync {
     pub(super) fn quiet(&self, log: u64, offset: u64) -> bool {
         self.quiet
             .is_some_and(|(l, below)| l == log && offset < below)
+    }
+
+    /// Whether records of `log` from `read_to` on are ones Redis lost, still to be read again
+    /// and restored.
+    pub(super) fn restoring(&self, log: u64, read_to: u64) -> bool {
+        self.quiet
+            .is_some_and(|(l, below)| l == log && read_to < below)
     }
 
     /// Whether the record at `offset` of `log` is in Redis already.

@@ -225,6 +225,14 @@ pub struct Publisher {
     /// Each node's run ID (`INFO server`) when last connected: another one means it restarted,
     /// and may have lost its lists.
     run_ids: HashMap<SocketAddr, String>,
+    /// Nodes found restarted before the tail had begun a log: their lists are restored from
+    /// the one it begins.
+    restarted_unread: Vec<SocketAddr>,
+    /// Marks to write once every bar read went in (none being restored): each node's mark key
+    /// and run ID.
+    marks_owed: Vec<(String, String)>,
+    /// Why Redis last refused a mark (logged once a reason).
+    mark_refused: Option<String>,
     next_bar_poll: Instant,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
@@ -276,6 +284,9 @@ impl Publisher {
             bar_position_refused: None,
             bars_lost_on: Vec::new(),
             run_ids: HashMap::new(),
+            restarted_unread: Vec::new(),
+            marks_owed: Vec::new(),
+            mark_refused: None,
             next_bar_poll: Instant::now(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
