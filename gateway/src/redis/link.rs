@@ -507,16 +507,16 @@ fn follow(
         }
         if !bar_loads.is_empty() {
             // the latest bars of each interval, oldest first; newer ones come on the channel
-            let lists: Vec<String> = bar_loads
+            let lists: Vec<(&String, u8, String)> = bar_loads
                 .iter()
-                .flat_map(|s| [keys.bars(s, 1), keys.bars(s, 60)])
+                .flat_map(|s| [1, 60].map(|i| (s, i, keys.bars(s, i))))
                 .collect();
-            for key in &lists {
+            for (_, _, key) in &lists {
                 cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
             }
             cmd.flush()?;
             let deadline = Instant::now() + t;
-            for key in &lists {
+            for (sym, interval_s, key) in &lists {
                 cmd.next_by(deadline, |r| {
                     if let Some(e) = r.error() {
                         if redirect_slot(&e).is_some() {
@@ -535,7 +535,7 @@ fn follow(
                         .iter()
                         .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
                         .collect();
-                    reloaded.push(list);
+                    reloaded.push((sym.to_string(), *interval_s, list));
                 })?;
             }
             bar_loads.clear();
@@ -665,10 +665,10 @@ struct Inbox {
     news: Vec<String>,
     /// Symbols whose bars subscription was confirmed: to load.
     bar_loads: Vec<String>,
-    /// Bar records from the channel.
-    bars: Vec<Vec<u8>>,
-    /// Bar lists reloaded, one per series, oldest first.
-    reloaded: Vec<Vec<Vec<u8>>>,
+    /// Bar records from the channel, each with the channel's symbol.
+    bars: Vec<(String, Vec<u8>)>,
+    /// Bar lists reloaded, one per symbol and interval (with them), oldest first.
+    reloaded: Vec<(String, u8, Vec<Vec<u8>>)>,
     /// Venues hashes whose subscription was confirmed: to load.
     venue_loads: Vec<Vec<u8>>,
     /// Venue quote values (from the channel or a load).
@@ -718,7 +718,8 @@ fn classify(
             inbox.values.push(payload.to_vec())
         }
         b"message" | b"smessage" if keys.symbol_of_bars(ch).is_some() => {
-            inbox.bars.push(payload.to_vec())
+            let sym = keys.symbol_of_bars(ch).map(name).unwrap_or_default();
+            inbox.bars.push((sym, payload.to_vec()))
         }
         b"message" | b"smessage" if keys.symbol_of_venues(ch).is_some() => {
             inbox.venue_values.push(payload.to_vec())

@@ -18,7 +18,8 @@ pub(super) struct BarMirror {
     pub(super) last: HashMap<Series, u64>,
     /// Per series, the newest records the last reload took, until a newer bar comes.
     pub(super) recent: HashMap<Series, Vec<[u8; barlog::RECORD]>>,
-    /// Records that were not bars (wrong length).
+    /// Records that were not bars of the channel's or list's symbol (wrong length, another
+    /// symbol or interval).
     pub(super) bad: u64,
     /// The log's length past which it is compacted.
     pub(super) compact_at: u64,
@@ -35,6 +36,18 @@ type Series = ([u8; 8], u8, u16);
 
 fn series_of(r: &barlog::BarRecord) -> Series {
     (r.symbol, r.interval_s, r.channel)
+}
+
+/// Record `b` from Redis, if it is one of `sym`'s bars (the channel or list it came from) at an
+/// interval charts show, 1 or 60 s (and at `interval_s`, for a list of one). Anything else
+/// there is not ours (someone else's value in our key space, a writer of another version): it
+/// is counted and left out, so what a stranger writes grows nothing here.
+fn ours(sym: &str, interval_s: Option<u8>, b: &[u8]) -> Option<[u8; barlog::RECORD]> {
+    let bytes = <[u8; barlog::RECORD]>::try_from(b).ok()?;
+    let r = barlog::record_from_bytes(&bytes);
+    let interval_ok =
+        matches!(r.interval_s, 1 | 60) && interval_s.is_none_or(|i| i == r.interval_s);
+    (interval_ok && r.symbol_str() == sym).then_some(bytes)
 }
 
 /// The newest records of a reload remembered per series: more than a list gains while it is
@@ -64,11 +77,11 @@ impl BarMirror {
         }
     }
 
-    /// Bars from the channel: each is new, a revision, or a new session's, unless a reload
-    /// took it just before.
-    pub(super) fn take(&mut self, records: &mut Vec<Vec<u8>>) {
-        for b in records.drain(..) {
-            let Ok(bytes) = <[u8; barlog::RECORD]>::try_from(b.as_slice()) else {
+    /// Bars from the channel (each with the symbol of the channel it came on): each is new, a
+    /// revision, or a new session's, unless a reload took it just before.
+    pub(super) fn take(&mut self, records: &mut Vec<(String, Vec<u8>)>) {
+        for (sym, b) in records.drain(..) {
+            let Some(bytes) = ours(&sym, None, &b) else {
                 self.bad += 1;
                 continue;
             };
@@ -105,13 +118,13 @@ impl BarMirror {
     /// One symbol's list at one interval, oldest first, as reloaded after a (re)subscription:
     /// of each venue, only what comes after its last bar taken (all of it when none was, or it
     /// is no longer in the list).
-    pub(super) fn reload(&mut self, list: &mut Vec<Vec<u8>>) {
-        let bad = list.iter().filter(|b| b.len() != barlog::RECORD).count();
-        self.bad += bad as u64;
+    pub(super) fn reload(&mut self, sym: &str, interval_s: u8, list: &mut Vec<Vec<u8>>) {
+        let n = list.len();
         let records: Vec<[u8; barlog::RECORD]> = list
             .drain(..)
-            .filter_map(|b| <[u8; barlog::RECORD]>::try_from(b.as_slice()).ok())
+            .filter_map(|b| ours(sym, Some(interval_s), &b))
             .collect();
+        self.bad += (n - records.len()) as u64;
         let decoded: Vec<barlog::BarRecord> = records
             .iter()
             .map(|b| barlog::record_from_bytes(b))
@@ -150,6 +163,80 @@ impl BarMirror {
     }
 }
 
+/// Fuzz target `bar_records`: bars from Redis as a remote gateway takes them, the bytes as
+/// they come. `data` is ops, each a byte then records of [`barlog::RECORD`] bytes (the last
+/// one cut where `data` ends). The op's bit 0: a list reloaded (its bits 5 and 6: how many
+/// records) or one bar on a channel; bits 2 and 3: which symbol; bit 4: minute bars; bit 7:
+/// each record is made that symbol's at that interval, so the folding is reached. After each
+/// op: records that are not the symbol's are counted, every series taken is of a symbol and
+/// interval it may be, the log stays within its compaction bound, and each chart reads back
+/// no longer than asked.
+pub fn fuzz(data: &[u8]) {
+    const SYMBOLS: [&str; 3] = ["AAPL", "MSFT", "A"];
+    let Ok((file, path)) = super::replica::memfd(c"fuzz-bars") else {
+        return;
+    };
+    let Ok(log) = BarLogWriter::create_in(file) else {
+        return;
+    };
+    let mut m = BarMirror::new(log);
+    m.compact_at = (barlog::HEADER + 64 * barlog::RECORD) as u64;
+    let mut charts = crate::bars::BarIndex::new(path);
+    let padded = |sym: &str| {
+        let mut s = [b' '; 8];
+        s[..sym.len()].copy_from_slice(sym.as_bytes());
+        s
+    };
+    let mut at = 0;
+    while let Some(&op) = data.get(at) {
+        at += 1;
+        let sym = SYMBOLS[((op as usize >> 2) & 3) % 3];
+        let interval_s = if op & 0x10 != 0 { 60 } else { 1 };
+        let n = if op & 1 == 0 {
+            1
+        } else {
+            (op as usize >> 5) & 3
+        };
+        let mut records = Vec::new();
+        for _ in 0..n {
+            let end = (at + barlog::RECORD).min(data.len());
+            let mut b = data[at..end].to_vec();
+            at = end;
+            if op & 0x80 != 0 && b.len() == barlog::RECORD {
+                let mut r = barlog::record_from_bytes(&b);
+                r.symbol = padded(sym);
+                r.interval_s = interval_s;
+                b = r.to_bytes().to_vec();
+            }
+            records.push(b);
+        }
+        let valid = records
+            .iter()
+            .filter(|b| ours(sym, (op & 1 != 0).then_some(interval_s), b).is_some())
+            .count();
+        let bad = m.bad;
+        if op & 1 == 0 {
+            m.take(&mut records.into_iter().map(|b| (sym.to_string(), b)).collect());
+        } else {
+            m.reload(sym, interval_s, &mut records);
+        }
+        assert_eq!(m.bad - bad, (n - valid) as u64, "records not the symbol's");
+        assert!(
+            m.last.keys().chain(m.recent.keys()).all(|&(s, i, _)| {
+                SYMBOLS.iter().any(|&x| padded(x) == s) && matches!(i, 1 | 60)
+            }),
+            "a series no channel or list may hold"
+        );
+        assert!(m.log.len() <= m.compact_at, "the log past its bound");
+        for s in SYMBOLS {
+            for i in [1, 60] {
+                let got = charts.bars(padded(s), i, None, 16);
+                assert!(got.is_ok_and(|b| b.len() <= 16), "a chart of {s} at {i} s");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +250,14 @@ mod tests {
         r.bar.close = close;
         r.revision = revision;
         r.to_bytes().to_vec()
+    }
+
+    /// Records from AAPL's bars channel.
+    fn live(records: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+        records
+            .into_iter()
+            .map(|r| ("AAPL".to_string(), r))
+            .collect()
     }
 
     /// The starts of the bars in the log at `p`.
@@ -180,20 +275,72 @@ mod tests {
         let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
         let bar = |start: u64, close: u32| bar(start, close, false);
         let starts = || starts(&p);
-        m.take(&mut vec![bar(10, 1), bar(11, 1)]);
+        m.take(&mut live(vec![bar(10, 1), bar(11, 1)]));
         // a reload after a reconnect: the list's bars up to the last one taken are here already
-        m.reload(&mut vec![bar(9, 1), bar(10, 1), bar(11, 1), bar(12, 1)]);
+        m.reload(
+            "AAPL",
+            1,
+            &mut vec![bar(9, 1), bar(10, 1), bar(11, 1), bar(12, 1)],
+        );
         assert_eq!(starts(), [10, 11, 12]);
         // the next day's first bar starts earlier than yesterday's last: it comes all the same,
         // and a reload of a list holding both days adds nothing twice
-        m.take(&mut vec![bar(3, 1)]);
-        m.reload(&mut vec![bar(11, 1), bar(12, 1), bar(3, 1), bar(4, 1)]);
+        m.take(&mut live(vec![bar(3, 1)]));
+        m.reload(
+            "AAPL",
+            1,
+            &mut vec![bar(11, 1), bar(12, 1), bar(3, 1), bar(4, 1)],
+        );
         assert_eq!(starts(), [10, 11, 12, 3, 4]);
         // a list that no longer holds the last bar taken (trimmed past it): all of it
-        m.reload(&mut vec![bar(7, 1), bar(8, 1)]);
+        m.reload("AAPL", 1, &mut vec![bar(7, 1), bar(8, 1)]);
         assert_eq!(starts(), [10, 11, 12, 3, 4, 7, 8]);
-        m.take(&mut vec![vec![1, 2, 3]]);
+        m.take(&mut live(vec![vec![1, 2, 3]]));
         assert_eq!(m.bad, 1);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn fuzz_seeds_and_mutations() {
+        feed_handler::fuzzing::seeds_and_mutations("bar_records", 3, super::fuzz);
+    }
+
+    #[test]
+    fn what_is_not_the_channels_or_lists_own_bar_is_counted_and_left_out() {
+        let p = std::env::temp_dir().join(format!("mirror-strange-{}", std::process::id()));
+        let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
+        let with = |f: &dyn Fn(&mut barlog::BarRecord)| {
+            let mut r = barlog::record_from_bytes(&bar(10, 1, false));
+            f(&mut r);
+            r.to_bytes().to_vec()
+        };
+        let msft = with(&|r| r.symbol = *b"MSFT    ");
+        let interval_7 = with(&|r| r.interval_s = 7);
+        let minute = with(&|r| r.interval_s = 60);
+        // on AAPL's channel: another symbol's record, an interval no chart shows, a cut one
+        m.take(&mut live(vec![
+            msft.clone(),
+            interval_7.clone(),
+            vec![0; 71],
+        ]));
+        // AAPL's list of 1-second bars holding a minute bar and MSFT's
+        m.reload("AAPL", 1, &mut vec![minute.clone(), msft.clone()]);
+        assert_eq!((m.bad, m.last.len()), (5, 0));
+        assert_eq!(starts(&p), Vec::<u64>::new());
+        // a minute bar on the channel, and in the minute list, is AAPL's
+        m.take(&mut live(vec![minute.clone()]));
+        m.reload(
+            "AAPL",
+            60,
+            &mut vec![
+                minute,
+                with(&|r| {
+                    r.interval_s = 60;
+                    r.bar.start_ns = 11;
+                }),
+            ],
+        );
+        assert_eq!((m.bad, starts(&p)), (5, vec![10, 11]));
         std::fs::remove_file(&p).unwrap();
     }
 
@@ -207,14 +354,12 @@ mod tests {
             r.to_bytes().to_vec()
         };
         // venue 1's bar 11 was published while the link was down
-        m.take(&mut vec![on(0, 10), on(1, 10), on(0, 11)]);
-        m.reload(&mut vec![
-            on(0, 10),
-            on(1, 10),
-            on(0, 11),
-            on(1, 11),
-            on(0, 12),
-        ]);
+        m.take(&mut live(vec![on(0, 10), on(1, 10), on(0, 11)]));
+        m.reload(
+            "AAPL",
+            1,
+            &mut vec![on(0, 10), on(1, 10), on(0, 11), on(1, 11), on(0, 12)],
+        );
         let got: Vec<(u16, u64)> = barlog::read_all(&p)
             .unwrap()
             .iter()
@@ -224,7 +369,7 @@ mod tests {
         assert_eq!(got, [(0, 10), (1, 10), (0, 11), (1, 11), (0, 12)]);
         // each venue's overlap is watched apart: venue 1's copy on the channel is not taken
         // again, and venue 0's next bar is
-        m.take(&mut vec![on(1, 11), on(0, 13)]);
+        m.take(&mut live(vec![on(1, 11), on(0, 13)]));
         assert_eq!(barlog::read_all(&p).unwrap().len(), 6);
         std::fs::remove_file(&p).unwrap();
     }
@@ -243,7 +388,7 @@ mod tests {
                 .collect()
         };
         for k in 0..3_000u64 {
-            m.take(&mut vec![bar(k, 1, false)]);
+            m.take(&mut live(vec![bar(k, 1, false)]));
             if k % 700 == 0 {
                 chart(&mut ix);
             }
@@ -268,13 +413,13 @@ mod tests {
         let starts = || starts(&p);
         // bars 2 and 3 were published after the subscription, before the list was read: the
         // list has them, and they come on the channel after it
-        m.reload(&mut vec![bar(1, 1), bar(2, 1), bar(3, 1)]);
-        m.take(&mut vec![bar(2, 1), bar(3, 1), bar(4, 1)]);
+        m.reload("AAPL", 1, &mut vec![bar(1, 1), bar(2, 1), bar(3, 1)]);
+        m.take(&mut live(vec![bar(2, 1), bar(3, 1), bar(4, 1)]));
         assert_eq!(starts(), [1, 2, 3, 4]);
         assert!(m.recent.is_empty(), "the overlap is over");
         // a new session's first bar, like one the reload took but not the same, comes
-        m.reload(&mut vec![bar(4, 1), bar(5, 1)]);
-        m.take(&mut vec![bar(1, 9)]);
+        m.reload("AAPL", 1, &mut vec![bar(4, 1), bar(5, 1)]);
+        m.take(&mut live(vec![bar(1, 9)]));
         assert_eq!(starts(), [1, 2, 3, 4, 5, 1]);
         std::fs::remove_file(&p).unwrap();
     }
@@ -285,18 +430,22 @@ mod tests {
         let mut m = BarMirror::new(BarLogWriter::create(&p).unwrap());
         // a rebuild revised bar 10; the link dropped; a second rebuild revised it again, and
         // bar 12 closed
-        m.take(&mut vec![
+        m.take(&mut live(vec![
             bar(10, 1, false),
             bar(11, 1, false),
             bar(10, 2, true),
-        ]);
-        m.reload(&mut vec![
-            bar(10, 1, false),
-            bar(11, 1, false),
-            bar(10, 2, true),
-            bar(10, 3, true),
-            bar(12, 1, false),
-        ]);
+        ]));
+        m.reload(
+            "AAPL",
+            1,
+            &mut vec![
+                bar(10, 1, false),
+                bar(11, 1, false),
+                bar(10, 2, true),
+                bar(10, 3, true),
+                bar(12, 1, false),
+            ],
+        );
         let got: Vec<(u64, u32, bool)> = barlog::read_all(&p)
             .unwrap()
             .iter()

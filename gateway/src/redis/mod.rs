@@ -55,7 +55,7 @@
 pub mod cluster;
 pub mod conn;
 mod link;
-mod mirror;
+pub mod mirror;
 pub mod publish;
 pub mod replica;
 pub mod resp;

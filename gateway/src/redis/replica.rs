@@ -178,11 +178,17 @@ impl Shared {
         f(venues, &mut |i, q| venue_table.publish(i, q));
     }
 
-    pub(super) fn take_bars(&self, live: &mut Vec<Vec<u8>>, reloaded: &mut Vec<Vec<Vec<u8>>>) {
+    /// Bars from the channels (each with its channel's symbol), and lists reloaded (each
+    /// with its symbol and interval).
+    pub(super) fn take_bars(
+        &self,
+        live: &mut Vec<(String, Vec<u8>)>,
+        reloaded: &mut Vec<(String, u8, Vec<Vec<u8>>)>,
+    ) {
         let mut m = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         m.take(live);
-        for list in reloaded.iter_mut() {
-            m.reload(list);
+        for (sym, interval_s, list) in reloaded.iter_mut() {
+            m.reload(sym, *interval_s, list);
         }
         reloaded.clear();
     }
@@ -421,7 +427,7 @@ impl QuoteSource for RedisSource {
             (
                 "redis_bad_bars_total",
                 "counter",
-                "Bar records that were not bars (ignored).",
+                "Bar records that were not bars of their channel's or list's symbol (ignored).",
                 bad_bars,
             ),
             (
