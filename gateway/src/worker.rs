@@ -11,6 +11,7 @@ use crate::server::Shared;
 use crate::session::{Outbox, Session, Verdict};
 use crate::source::{Health, QuoteSource};
 use crate::wheel::Wheel;
+use bytes::BytesMut;
 use feed_handler::sock::realtime_ns;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -22,9 +23,12 @@ use tungstenite::handshake::server::{NoCallback, ServerHandshake};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::{HandshakeError, Message, WebSocket};
+use tungstenite::{HandshakeError, Message, Utf8Bytes, WebSocket};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+
+/// The memory messages are copied into on their way to tungstenite, at least (a worker's).
+const PAYLOADS: usize = 64 << 10;
 
 type Mid = MidHandshake<ServerHandshake<TcpStream, NoCallback>>;
 
@@ -70,6 +74,10 @@ pub struct Worker {
     gens: Vec<u32>,
     wheel: Wheel,
     outbox: Outbox,
+    /// Where each message sent is copied to become a frame's payload: carved off, copied
+    /// into the connection's write buffer by tungstenite and dropped at once, so the same
+    /// memory serves the next message (no allocation per message).
+    payloads: BytesMut,
     due: Vec<(u64, u64)>,
     changed: Vec<u32>,
     immediate: Vec<u64>,
@@ -124,6 +132,7 @@ impl Worker {
             gens: Vec::new(),
             wheel: Wheel::new(now),
             outbox: Outbox::default(),
+            payloads: BytesMut::new(),
             due: Vec::new(),
             changed: Vec::new(),
             immediate: Vec::new(),
@@ -700,11 +709,18 @@ impl Worker {
             State::Ws(ws) => {
                 let mut ok = true;
                 for msg in self.outbox.messages() {
+                    if self.payloads.capacity() < msg.len() {
+                        // back to the start of its memory when every payload carved off is
+                        // gone (they are: tungstenite copies each one), else more memory
+                        self.payloads.reserve(msg.len().max(PAYLOADS));
+                    }
+                    self.payloads.extend_from_slice(msg);
+                    let payload = self.payloads.split().freeze();
                     // our JSON is UTF-8 by construction; checked anyway, never sent if not
-                    let Ok(text) = String::from_utf8(msg.to_vec()) else {
+                    let Ok(text) = Utf8Bytes::try_from(payload) else {
                         continue;
                     };
-                    match ws.write(Message::text(text)) {
+                    match ws.write(Message::Text(text)) {
                         Ok(()) => {}
                         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         }
