@@ -47,7 +47,13 @@ fn ours(sym: &str, interval_s: Option<u8>, b: &[u8]) -> Option<[u8; barlog::RECO
     let r = barlog::record_from_bytes(&bytes);
     let interval_ok =
         matches!(r.interval_s, 1 | 60) && interval_s.is_none_or(|i| i == r.interval_s);
-    (interval_ok && r.symbol_str() == sym).then_some(bytes)
+    // byte for byte, padding included (another padding would be another series)
+    let mut padded = [b' '; 8];
+    let symbol_ok = sym.len() <= 8 && {
+        padded[..sym.len()].copy_from_slice(sym.as_bytes());
+        r.symbol == padded
+    };
+    (interval_ok && symbol_ok).then_some(bytes)
 }
 
 /// The newest records of a reload remembered per series: more than a list gains while it is
@@ -316,16 +322,20 @@ mod tests {
         };
         let msft = with(&|r| r.symbol = *b"MSFT    ");
         let interval_7 = with(&|r| r.interval_s = 7);
+        // its symbol padded otherwise: it reads "AAPL" trimmed, but would be a series apart
+        let newline = with(&|r| r.symbol = *b"AAPL\n   ");
         let minute = with(&|r| r.interval_s = 60);
-        // on AAPL's channel: another symbol's record, an interval no chart shows, a cut one
+        // on AAPL's channel: another symbol's record, an interval no chart shows, AAPL padded
+        // otherwise, a cut one
         m.take(&mut live(vec![
             msft.clone(),
             interval_7.clone(),
+            newline,
             vec![0; 71],
         ]));
         // AAPL's list of 1-second bars holding a minute bar and MSFT's
         m.reload("AAPL", 1, &mut vec![minute.clone(), msft.clone()]);
-        assert_eq!((m.bad, m.last.len()), (5, 0));
+        assert_eq!((m.bad, m.last.len()), (6, 0));
         assert_eq!(starts(&p), Vec::<u64>::new());
         // a minute bar on the channel, and in the minute list, is AAPL's
         m.take(&mut live(vec![minute.clone()]));
@@ -340,7 +350,7 @@ mod tests {
                 }),
             ],
         );
-        assert_eq!((m.bad, starts(&p)), (5, vec![10, 11]));
+        assert_eq!((m.bad, starts(&p)), (6, vec![10, 11]));
         std::fs::remove_file(&p).unwrap();
     }
 
