@@ -39,6 +39,7 @@ const USAGE: &str = "usage: bench NAME [options]
            [--idle-us N] (50: the publisher's sleep) [--pipeline N] (1,024 changes)
            [--cluster N] (0: one plain server; N: a Redis Cluster of N masters)
            [--tick-us N] (1,000: the synthetic market writes a burst of what is due this often)
+           [--bars-per-s N] (4,000: bars closing at each second's start in a third run; 0: none)
   hiccup   the machine's own stalls: a thread pinned to each CPU reads the clock in a loop and
            counts the gaps (the floor under every latency percentile here), and the time every
            CPU was stalled at once: [--duration S] (10)
@@ -154,6 +155,7 @@ fn main() -> ExitCode {
                 pipeline: flag(&args, "--pipeline", 1024)? as usize,
                 cluster: flag(&args, "--cluster", 0)? as usize,
                 tick_us: flag(&args, "--tick-us", 1000)?,
+                bars_per_s: flag(&args, "--bars-per-s", 4000)? as usize,
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());

@@ -44,6 +44,8 @@ pub struct RedisBench {
     pub cluster: usize,
     /// The synthetic market writes what is due every this many µs.
     pub tick_us: u64,
+    /// Bars closing at each second's start in a third run of the hop (0: no such run).
+    pub bars_per_s: usize,
     /// Where `.hdr` files go.
     pub results: std::path::PathBuf,
 }
@@ -148,6 +150,63 @@ fn hop(o: &RedisBench, redis: &[SocketAddr], spin: bool) -> Result<(Hist, Hist, 
     Ok((h, w, n, secs))
 }
 
+/// Appends `per_s` bars (of the synthetic market's first symbols) to the bar log beside the
+/// quote table at `table` at each second's start, as the 1-second bars of that many symbols
+/// close together in a busy market, until `stop`; the bars written.
+fn bar_writer(
+    table: &std::path::Path,
+    per_s: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<u64>, String> {
+    use book::barlog::{BarLogWriter, BarRecord, beside};
+    let path = beside(table);
+    let mut log = BarLogWriter::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(std::thread::spawn(move || {
+        let mut written = 0;
+        let mut second = now_ns() / 1_000_000_000;
+        while !stop.load(Ordering::Relaxed) {
+            let now = now_ns() / 1_000_000_000;
+            if now == second {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            second = now;
+            let start_ns = (second % 86_400) * 1_000_000_000;
+            for i in 0..per_s {
+                // the synthetic market's symbols: the replica follows their bars too
+                let mut symbol = *b"        ";
+                let name = gateway::synth::symbol_name(i);
+                symbol[..name.len()].copy_from_slice(name.as_bytes());
+                let bar = book::bars::Bar {
+                    start_ns,
+                    open: 1_000_000,
+                    high: 1_000_500,
+                    low: 999_500,
+                    close: 1_000_100,
+                    volume: 300,
+                    trades: 3,
+                    first_ns: start_ns + 1_000,
+                    last_ns: start_ns + 900_000_000,
+                };
+                let r = BarRecord {
+                    symbol,
+                    channel: 0,
+                    interval_s: 1,
+                    bar,
+                    revision: false,
+                    day: log.day(),
+                };
+                if log.append(r).is_ok() {
+                    written += 1;
+                }
+            }
+            let _ = log.flush();
+        }
+        let _ = std::fs::remove_file(&path);
+        written
+    }))
+}
+
 /// Runs the benchmark.
 pub fn run(o: &RedisBench) -> Result<(), String> {
     let (_servers, redis) = start_redis(o.cluster)?;
@@ -224,6 +283,35 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             &[("offered", o.rate.to_string())],
         );
         hists.push((name, h));
+    }
+    if o.bars_per_s > 0 {
+        // the same with chart bars closing: the publisher writes them between quotes
+        eprintln!(
+            "redis: and {} bars closing at each second's start",
+            o.bars_per_s
+        );
+        let stop_bars = Arc::new(AtomicBool::new(false));
+        let w = bar_writer(&table_path, o.bars_per_s, stop_bars.clone())?;
+        let run = hop(o, &redis, true);
+        stop_bars.store(true, Ordering::Relaxed);
+        let bars = w.join().map_err(|_| "the bar writer panicked")?;
+        let (h, _, n, secs) = run?;
+        let extra = [
+            ("rate", o.rate.to_string()),
+            ("changes", n.to_string()),
+            ("bars_per_s", o.bars_per_s.to_string()),
+            ("bars", bars.to_string()),
+            ("replica", "spin".to_string()),
+            ("redis", shape.clone()),
+        ];
+        print_hist("redis_hop_bars", &h, &extra);
+        report(
+            "redis_hop_bars_changes_per_s",
+            n as f64 / secs,
+            "changes/s",
+            &[("offered", o.rate.to_string())],
+        );
+        hists.push(("redis_hop_bars", h));
     }
     drop(synth); // publisher then synth
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;

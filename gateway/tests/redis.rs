@@ -2041,6 +2041,53 @@ fn bars_appended_past_the_saved_position_are_not_appended_again() {
     assert!(s.bars == 1 && s.bars_skipped == 7, "{s:?}");
 }
 
+/// The same with many more bars in the list past the position than a flush checks (a standby
+/// taking over with its own book's log of the day is this, all day long): every one is checked
+/// before any goes out. Before, only the first batch was: the bars after it were appended
+/// again.
+#[test]
+fn a_long_run_of_bars_past_the_position_is_checked_all_the_way() {
+    if !have_redis() {
+        return;
+    }
+    let BarCase {
+        node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-long-past-position");
+    let t2 = Duration::from_secs(2);
+    let mut conn = list_reader(&node);
+    let want = |ks| bar_bytes(b, ks);
+    log_bars(&mut bar_log, b, 0..5);
+    let first = PubThread::spawn(&t.path, vec![node.addr()]);
+    comes_to("the first publisher's bars", &want(0..5), || {
+        lrange(&mut conn, &list)
+    });
+    drop(first);
+    // bars 5 to 199 went in, but the position still says 5 bars
+    let past = 5..(5 + 3 * gateway::redis::publish::BARS_PER_FLUSH as u64);
+    log_bars(&mut bar_log, b, 5..300);
+    for r in bar_bytes(b, past.clone()) {
+        conn.call(&[b"RPUSH", list.as_bytes(), &r], t2, |_| ())
+            .unwrap();
+    }
+    let second = PubThread::spawn(&t.path, vec![node.addr()]);
+    let starts = |bars: Vec<Vec<u8>>| -> Vec<u64> {
+        let start = |b: &Vec<u8>| book::barlog::record_from_bytes(b).bar.start_ns;
+        bars.iter().map(start).collect()
+    };
+    comes_to("each bar once", &starts(want(0..300)), || {
+        starts(lrange(&mut conn, &list))
+    });
+    let s = second.stop();
+    assert!(
+        s.bars == 300 - past.end && s.bars_skipped == past.end,
+        "{s:?}"
+    );
+}
+
 /// More bars to write than may wait in memory (a small bound here, 1M by default): the
 /// publisher reads the log on only as they go out, so every bar reaches its list, at first and
 /// when Redis restarted empty has them all restored. Before, the oldest waiting past the bound

@@ -250,7 +250,7 @@ impl Publisher {
         let n = self
             .bars_pending
             .iter()
-            .take(4096)
+            .take(super::bars::BARS_PER_FLUSH)
             .take_while(|p| p.check)
             .count();
         if n == 0 {

@@ -26,7 +26,7 @@ mod bars;
 mod barsync;
 mod lease;
 
-pub use bars::MAX_PENDING_BARS;
+pub use bars::{BARS_PER_FLUSH, MAX_PENDING_BARS};
 pub use lease::LEASE_MS;
 
 use super::cluster::Topology;
@@ -228,6 +228,8 @@ pub struct Publisher {
     /// Nodes found restarted before the tail had begun a log: their lists are restored from
     /// the one it begins.
     restarted_unread: Vec<SocketAddr>,
+    /// The last flush left bars it could have written.
+    more_bars: bool,
     /// Marks to write once every bar read went in (none being restored): each node's mark key
     /// and run ID.
     marks_owed: Vec<(String, String)>,
@@ -285,6 +287,7 @@ impl Publisher {
             bars_lost_on: Vec::new(),
             run_ids: HashMap::new(),
             restarted_unread: Vec::new(),
+            more_bars: false,
             marks_owed: Vec::new(),
             mark_refused: None,
             next_bar_poll: Instant::now(),
@@ -1366,7 +1369,8 @@ pub fn run(
                 p.down.as_deref().unwrap_or("connected")
             );
         }
-        if n == 0 {
+        // bars go out a few a flush (quotes between): more of them, no sleep
+        if n == 0 && !p.more_bars() {
             if !p.connected() {
                 std::thread::sleep(Duration::from_millis(10));
             } else if idle.is_zero() {
