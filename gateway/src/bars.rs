@@ -1,7 +1,13 @@
 //! Bars for charts: the bar log `book run` writes beside its quote table (`<quotes>.bars`),
-//! read incrementally (only what was appended since the last request) into the latest bars of
+//! read incrementally (only what was appended since the last read) into the latest bars of
 //! each symbol, interval and venue, bounded per series; a chart's bars are the venues' merged
 //! (`book::barlog::consolidate`). A new log (book restarted) is read from the start.
+//!
+//! The gateway reads the log on a thread of its own ([`crate::server`]), a batch at a time, so
+//! a request reads little or nothing before it answers: a busy day's log is a gigabyte, and a
+//! request that read it all would hold its worker (every connection on it) and answer with
+//! the morning's bars as the latest. Until the index has a log's every record once, a chart
+//! is refused ([`BarIndex::chart`]: loading, ask again).
 
 use book::barlog::{self, BarRecord};
 use std::collections::{HashMap, VecDeque};
@@ -11,6 +17,12 @@ use std::path::PathBuf;
 
 /// Bars kept per symbol and interval.
 pub const KEEP: usize = 600;
+
+/// Records a chart request reads on at most before it answers (well under a millisecond).
+pub const READ_PER_REQUEST: usize = 4096;
+
+/// Records the gateway's bar thread reads on at a time, the index locked (a few ms).
+pub const READ_PER_REFRESH: usize = 16_384;
 
 /// Follows a bar log: the records appended since the last read; a new log (book restarted) is
 /// read from the start.
@@ -130,6 +142,8 @@ type Venues = Vec<(u16, VecDeque<BarRecord>)>;
 pub struct BarIndex {
     tail: Tail,
     series: HashMap<([u8; 8], u8), Venues>,
+    /// Every record of the log being read was in once (it stays true while the log grows).
+    ready: bool,
 }
 
 impl BarIndex {
@@ -138,13 +152,16 @@ impl BarIndex {
         BarIndex {
             tail: Tail::new(path),
             series: HashMap::new(),
+            ready: false,
         }
     }
 
-    fn refresh(&mut self) -> Result<(), String> {
-        let (replaced, new) = self.tail.read_new()?;
+    /// Reads on at most `max` records; whether every whole record the log holds now is in.
+    pub fn refresh_at_most(&mut self, max: usize) -> Result<bool, String> {
+        let (replaced, new) = self.tail.read_new_at_most(max)?;
         if replaced {
             self.series.clear();
+            self.ready = false;
         }
         for r in new {
             // each venue's bars apart; a revision replaces the bar with its start
@@ -159,12 +176,37 @@ impl BarIndex {
             };
             barlog::apply(&mut venues[at].1, r, KEEP);
         }
-        Ok(())
+        let all_in = self.tail.len_now().saturating_sub(self.tail.offset()) < barlog::RECORD as u64;
+        self.ready |= all_in;
+        Ok(all_in)
+    }
+
+    /// [`BarIndex::bars`] for a request: reads on at most [`READ_PER_REQUEST`] records first
+    /// (the gateway's bar thread reads the rest), and refuses while the log has never been
+    /// read to its end (a gateway just started on a busy day's log).
+    pub fn chart(
+        &mut self,
+        symbol: [u8; 8],
+        interval_s: u8,
+        venue: Option<u16>,
+        limit: usize,
+    ) -> Result<Vec<BarRecord>, String> {
+        self.refresh_at_most(READ_PER_REQUEST)?;
+        if !self.ready {
+            let mb = |b: u64| b as f64 / (1 << 20) as f64;
+            return Err(format!(
+                "bar history loading: {:.0} of {:.0} MB read; ask again in a moment",
+                mb(self.tail.offset()),
+                mb(self.tail.len_now())
+            ));
+        }
+        Ok(self.query(symbol, interval_s, venue, limit))
     }
 
     /// The last `limit` bars of `symbol` at `interval_s` (1 or 60), oldest first: over every
     /// venue (merged where several have a bar of the same start), or of one venue (its
-    /// channel).
+    /// channel), after reading the log on to its end as it is now, however long that takes
+    /// (a request reads little: [`BarIndex::chart`]).
     pub fn bars(
         &mut self,
         symbol: [u8; 8],
@@ -172,9 +214,24 @@ impl BarIndex {
         venue: Option<u16>,
         limit: usize,
     ) -> Result<Vec<BarRecord>, String> {
-        self.refresh()?;
+        // to the end as it is now (not on and on while it grows)
+        let mut left =
+            self.tail.len_now().saturating_sub(self.tail.offset()) / barlog::RECORD as u64;
+        while !self.refresh_at_most(READ_PER_REFRESH)? && left > 0 {
+            left = left.saturating_sub(READ_PER_REFRESH as u64);
+        }
+        Ok(self.query(symbol, interval_s, venue, limit))
+    }
+
+    fn query(
+        &self,
+        symbol: [u8; 8],
+        interval_s: u8,
+        venue: Option<u16>,
+        limit: usize,
+    ) -> Vec<BarRecord> {
         let Some(venues) = self.series.get(&(symbol, interval_s)) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let series: Vec<&VecDeque<BarRecord>> = venues
             .iter()
@@ -182,9 +239,9 @@ impl BarIndex {
             .map(|(_, s)| s)
             .collect();
         if series.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        Ok(barlog::consolidate(&series, limit))
+        barlog::consolidate(&series, limit)
     }
 }
 
@@ -237,6 +294,46 @@ mod tests {
         assert_eq!(got(&mut ix, Some(1)), [(1, 6), (3, 7)]);
         assert_eq!(got(&mut ix, Some(2)), []);
         assert_eq!(ix.bars(*b"AAPL    ", 1, None, 1).unwrap().len(), 1);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_chart_request_reads_little_and_is_refused_until_the_log_was_read_to_its_end() {
+        let p = std::env::temp_dir().join(format!("bar-chart-{}", std::process::id()));
+        let mut w = BarLogWriter::create(&p).unwrap();
+        let many = 3 * READ_PER_REQUEST as u64;
+        let append = |w: &mut BarLogWriter, starts: std::ops::Range<u64>| {
+            for s in starts {
+                w.append(rec(s)).unwrap();
+            }
+            w.flush().unwrap();
+        };
+        append(&mut w, 0..many);
+        let mut ix = BarIndex::new(p.clone());
+        let newest = |ix: &mut BarIndex| -> Result<u64, String> {
+            let b = ix.chart(*b"AAPL    ", 1, None, 1)?;
+            Ok(b.last().map_or(0, |r| r.bar.start_ns))
+        };
+        // a request reads one batch, not the whole log: the morning's bars are not the latest
+        let e = newest(&mut ix).unwrap_err();
+        assert!(e.starts_with("bar history loading"), "{e}");
+        // the gateway's bar thread reads the rest
+        while !ix.refresh_at_most(READ_PER_REFRESH).unwrap() {}
+        assert_eq!(newest(&mut ix), Ok(many - 1));
+        // more than a request reads at once, appended later: answered all the same (the thread
+        // catches up), never refused again for this log
+        append(&mut w, many..2 * many);
+        assert!(newest(&mut ix).is_ok_and(|n| n >= many - 1));
+        while !ix.refresh_at_most(READ_PER_REFRESH).unwrap() {}
+        assert_eq!(newest(&mut ix), Ok(2 * many - 1));
+        // a log begun again is read again before a chart is answered
+        let mut w = BarLogWriter::create(&p).unwrap();
+        append(&mut w, 0..many);
+        assert!(newest(&mut ix).is_err());
+        assert_eq!(
+            ix.bars(*b"AAPL    ", 1, None, 1).unwrap()[0].bar.start_ns,
+            many - 1
+        );
         std::fs::remove_file(&p).unwrap();
     }
 

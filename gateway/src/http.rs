@@ -290,7 +290,7 @@ fn bars(head: &Head, ctx: &Ctx) -> Vec<u8> {
         Some(Err(_)) => return error("400 Bad Request", "venue is a channel number"),
     };
     let got = match ctx.bars.lock() {
-        Ok(mut ix) => ix.bars(sym, interval, venue, limit),
+        Ok(mut ix) => ix.chart(sym, interval, venue, limit),
         Err(_) => Err("bar index unavailable".to_string()),
     };
     let bars = match got {

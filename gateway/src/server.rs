@@ -196,6 +196,27 @@ impl Server {
             cfg,
         });
         let mut threads = Vec::new();
+        // the bar log read on here, a batch at a time, so that a chart request reads little
+        let sh = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("gw-bars".into())
+                .spawn(move || {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    while !sh.stop.load(Relaxed) {
+                        let behind = sh.bars.lock().is_ok_and(|mut ix| {
+                            ix.refresh_at_most(crate::bars::READ_PER_REFRESH) == Ok(false)
+                        });
+                        // (no log yet, or every record in: look again in a while)
+                        if behind {
+                            std::thread::yield_now();
+                        } else {
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                    }
+                })
+                .map_err(|e| e.to_string())?,
+        );
         for (k, l) in listeners.into_iter().enumerate() {
             let w = Worker::new(k, shared.clone(), l, source())
                 .map_err(|e| format!("worker {k}: {e}"))?;
