@@ -13,8 +13,14 @@ use std::time::{Duration, Instant};
 /// log is read on only as they go out.
 pub const MAX_PENDING_BARS: usize = 1 << 20;
 
-/// Bars read from the log at most a poll (every 100 ms).
-const READ_AT_MOST: usize = 1 << 18;
+/// How often the bar log is looked at.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Bars read from the log at most a poll: a read is done between quotes, and 262,144 records
+/// took 25 ms (a quote stalled that long at each poll while a backlog was read), 4,096 take
+/// about half a millisecond; at one every [`POLL_EVERY`] that is 164,000 bars a second, more
+/// than Redis takes ([`BARS_PER_FLUSH`]).
+const READ_AT_MOST: usize = 4096;
 
 /// Bars written (or checked against their lists) at most a flush; while more wait, the
 /// publisher flushes again at once, quotes first. Redis runs one client's commands at a time
@@ -50,7 +56,7 @@ impl Publisher {
         self.bar_tail = Some(crate::bars::Tail::new(path));
     }
 
-    /// Reads the bar log's new records (every 100 ms at most), leaving out the ones Redis has
+    /// Reads the bar log's new records (every [`POLL_EVERY`] at most), leaving out the ones Redis has
     /// ([`super::barsync`]): only as many as there is room for among the bars waiting, so
     /// while Redis is away (or slow to take a whole log restored) the rest wait in the log,
     /// none dropped.
@@ -61,7 +67,7 @@ impl Publisher {
         if Instant::now() < self.next_bar_poll {
             return;
         }
-        self.next_bar_poll = Instant::now() + Duration::from_millis(100);
+        self.next_bar_poll = Instant::now() + POLL_EVERY;
         let room = self
             .cfg
             .max_pending_bars
