@@ -209,15 +209,18 @@ impl Publisher {
         {
             return Ok(());
         }
-        let Some(link) = self.link.as_mut() else {
+        // every node up (nothing queued on some and left unread)
+        let Some(link) = self
+            .link
+            .as_mut()
+            .filter(|l| l.conns.iter().all(Option::is_some))
+        else {
             return Ok(());
         };
         let mut asked = vec![0; link.conns.len()];
         for (key, id) in &self.marks_owed {
             let k = link.topo.node_of(key.as_bytes());
-            let Some(c) = link.conns[k].as_mut() else {
-                return Ok(());
-            };
+            let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[b"SET", key.as_bytes(), id.as_bytes()]);
             asked[k] += 1;
         }

@@ -18,8 +18,9 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 
 /// Bars read from the log at most a poll: a read is done between quotes, and 262,144 records
 /// took 25 ms (a quote stalled that long at each poll while a backlog was read), 4,096 take
-/// about half a millisecond; at one every [`POLL_EVERY`] that is 164,000 bars a second, more
-/// than Redis takes ([`BARS_PER_FLUSH`]).
+/// about half a millisecond. After a full read the next comes with the next flush, so a
+/// backlog is read at up to a few million records a second (most are skipped in a restore to
+/// one node of several), half a millisecond at a time.
 const READ_AT_MOST: usize = 4096;
 
 /// Bars written (or checked against their lists) at most a flush; while more wait, the
@@ -80,6 +81,11 @@ impl Publisher {
         let Ok((begun, new)) = t.read_new_at_most(room.min(READ_AT_MOST)) else {
             return;
         };
+        if new.len() == READ_AT_MOST {
+            // a backlog (most of it skipped, in a restore to one node of several): the next
+            // read comes with the next flush
+            self.next_bar_poll = Instant::now();
+        }
         let log = t.log();
         let first = t.offset() - (new.len() * RECORD) as u64;
         if begun {
