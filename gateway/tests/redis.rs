@@ -2010,35 +2010,10 @@ fn a_restarted_publisher_appends_no_bar_again() {
 /// twice: at least once.
 #[test]
 fn bars_appended_past_the_saved_position_are_not_appended_again() {
-    if !have_redis() {
-        return;
+    if have_redis() {
+        let s = bars_in_past_the_position("bar-past-position", 7, 8);
+        assert!(s.bars == 1 && s.bars_skipped == 7, "{s:?}");
     }
-    let BarCase {
-        node,
-        t,
-        b,
-        list,
-        log: mut bar_log,
-    } = bar_case("bar-past-position");
-    let t2 = Duration::from_secs(2);
-    let mut conn = list_reader(&node);
-    let want = |ks| bar_bytes(b, ks);
-    log_bars(&mut bar_log, b, 0..5);
-    let first = PubThread::spawn(&t.path, vec![node.addr()]);
-    comes_to("the first publisher's bars", &want(0..5), || {
-        lrange(&mut conn, &list)
-    });
-    drop(first);
-    // bars 5 and 6 went in, but the position still says 5 bars
-    log_bars(&mut bar_log, b, 5..8);
-    for r in bar_bytes(b, 5..7) {
-        conn.call(&[b"RPUSH", list.as_bytes(), &r], t2, |_| ())
-            .unwrap();
-    }
-    let second = PubThread::spawn(&t.path, vec![node.addr()]);
-    comes_to("each bar once", &want(0..8), || lrange(&mut conn, &list));
-    let s = second.stop();
-    assert!(s.bars == 1 && s.bars_skipped == 7, "{s:?}");
 }
 
 /// The same with many more bars in the list past the position than a flush checks (a standby
@@ -2047,16 +2022,27 @@ fn bars_appended_past_the_saved_position_are_not_appended_again() {
 /// again.
 #[test]
 fn a_long_run_of_bars_past_the_position_is_checked_all_the_way() {
-    if !have_redis() {
-        return;
+    if have_redis() {
+        let in_list = 5 + 3 * gateway::redis::publish::BARS_PER_FLUSH as u64;
+        let s = bars_in_past_the_position("bar-long-past-position", in_list, 300);
+        assert!(
+            s.bars == 300 - in_list && s.bars_skipped == in_list,
+            "{s:?}"
+        );
     }
+}
+
+/// A first publisher writes bars 0..5 (and the position after them); then bars up to `logged`
+/// are in the log and bars 5..`in_list` went into the list without the position moving. A
+/// second publisher ends with every bar in the list once; what it counted.
+fn bars_in_past_the_position(tag: &str, in_list: u64, logged: u64) -> PubStats {
     let BarCase {
         node,
         t,
         b,
         list,
         log: mut bar_log,
-    } = bar_case("bar-long-past-position");
+    } = bar_case(tag);
     let t2 = Duration::from_secs(2);
     let mut conn = list_reader(&node);
     let want = |ks| bar_bytes(b, ks);
@@ -2066,10 +2052,8 @@ fn a_long_run_of_bars_past_the_position_is_checked_all_the_way() {
         lrange(&mut conn, &list)
     });
     drop(first);
-    // bars 5 to 199 went in, but the position still says 5 bars
-    let past = 5..(5 + 3 * gateway::redis::publish::BARS_PER_FLUSH as u64);
-    log_bars(&mut bar_log, b, 5..300);
-    for r in bar_bytes(b, past.clone()) {
+    log_bars(&mut bar_log, b, 5..logged);
+    for r in bar_bytes(b, 5..in_list) {
         conn.call(&[b"RPUSH", list.as_bytes(), &r], t2, |_| ())
             .unwrap();
     }
@@ -2078,14 +2062,14 @@ fn a_long_run_of_bars_past_the_position_is_checked_all_the_way() {
         let start = |b: &Vec<u8>| book::barlog::record_from_bytes(b).bar.start_ns;
         bars.iter().map(start).collect()
     };
-    comes_to("each bar once", &starts(want(0..300)), || {
+    comes_to("each bar once", &starts(want(0..logged)), || {
         starts(lrange(&mut conn, &list))
     });
-    let s = second.stop();
     assert!(
-        s.bars == 300 - past.end && s.bars_skipped == past.end,
-        "{s:?}"
+        lrange(&mut conn, &list) == want(0..logged),
+        "the bars' bytes"
     );
+    second.stop()
 }
 
 /// More bars to write than may wait in memory (a small bound here, 1M by default): the
