@@ -42,7 +42,11 @@ fn series_of(r: &barlog::BarRecord) -> Series {
 /// interval charts show, 1 or 60 s (and at `interval_s`, for a list of one). Anything else
 /// there is not ours (someone else's value in our key space, a writer of another version): it
 /// is counted and left out, so what a stranger writes grows nothing here.
-fn ours(sym: &str, interval_s: Option<u8>, b: &[u8]) -> Option<[u8; barlog::RECORD]> {
+fn ours(
+    sym: &str,
+    interval_s: Option<u8>,
+    b: &[u8],
+) -> Option<([u8; barlog::RECORD], barlog::BarRecord)> {
     let bytes = <[u8; barlog::RECORD]>::try_from(b).ok()?;
     let r = barlog::record_from_bytes(&bytes);
     let interval_ok =
@@ -53,7 +57,7 @@ fn ours(sym: &str, interval_s: Option<u8>, b: &[u8]) -> Option<[u8; barlog::RECO
         padded[..sym.len()].copy_from_slice(sym.as_bytes());
         r.symbol == padded
     };
-    (interval_ok && symbol_ok).then_some(bytes)
+    (interval_ok && symbol_ok).then_some((bytes, r))
 }
 
 /// The newest records of a reload remembered per series: more than a list gains while it is
@@ -87,11 +91,10 @@ impl BarMirror {
     /// revision, or a new session's, unless a reload took it just before.
     pub(super) fn take(&mut self, records: &mut Vec<(String, Vec<u8>)>) {
         for (sym, b) in records.drain(..) {
-            let Some(bytes) = ours(&sym, None, &b) else {
+            let Some((bytes, r)) = ours(&sym, None, &b) else {
                 self.bad += 1;
                 continue;
             };
-            let r = barlog::record_from_bytes(&bytes);
             let series = series_of(&r);
             if let Some(recent) = self.recent.get_mut(&series) {
                 if let Some(i) = recent.iter().position(|x| *x == bytes) {
@@ -126,15 +129,11 @@ impl BarMirror {
     /// is no longer in the list).
     pub(super) fn reload(&mut self, sym: &str, interval_s: u8, list: &mut Vec<Vec<u8>>) {
         let n = list.len();
-        let records: Vec<[u8; barlog::RECORD]> = list
+        let (records, decoded): (Vec<[u8; barlog::RECORD]>, Vec<barlog::BarRecord>) = list
             .drain(..)
             .filter_map(|b| ours(sym, Some(interval_s), &b))
-            .collect();
+            .unzip();
         self.bad += (n - records.len()) as u64;
-        let decoded: Vec<barlog::BarRecord> = records
-            .iter()
-            .map(|b| barlog::record_from_bytes(b))
-            .collect();
         // per venue, where the list goes on: after the last record of its last bar taken
         let mut from: HashMap<Series, usize> = HashMap::new();
         for (i, r) in decoded.iter().enumerate().rev() {
