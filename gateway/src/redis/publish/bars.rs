@@ -194,6 +194,8 @@ impl Publisher {
             .take_while(|p| !p.check)
             .count();
         if n == 0 {
+            // (the check took this flush's batch, and the bars after it are to be checked too)
+            self.more_bars = true;
             return;
         }
         self.more_bars = self.bars_pending.len() > n;
