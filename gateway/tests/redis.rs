@@ -1903,6 +1903,14 @@ fn bar_bytes(sym: [u8; 8], ks: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Appends bar `k` of every symbol's 1-second series to a bar log, and flushes it.
+fn log_round(log: &mut book::barlog::BarLogWriter, quotes: &[Quote], k: u64) {
+    for q in quotes {
+        log.append(common::bar(q.symbol, 1, k)).unwrap();
+    }
+    log.flush().unwrap();
+}
+
 /// Appends bars `ks` of `sym`'s 1-second series to a bar log, and flushes it.
 fn log_bars(log: &mut book::barlog::BarLogWriter, sym: [u8; 8], ks: std::ops::Range<u64>) {
     for k in ks {
@@ -2215,12 +2223,7 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool, unwatched: boo
         "lists on the master that dies: {n_lost}"
     );
     let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
-    let append = |log: &mut book::barlog::BarLogWriter, k: u64| {
-        for q in &t.quotes {
-            log.append(common::bar(q.symbol, 1, k)).unwrap();
-        }
-        log.flush().unwrap();
-    };
+    let append = |log: &mut book::barlog::BarLogWriter, k: u64| log_round(log, &t.quotes, k);
     // every list holds bars 0..rounds, each once
     let all_hold = |nodes: &[RedisNode], rounds: u64| -> Vec<String> {
         lists
@@ -2354,12 +2357,7 @@ fn bars_a_promoted_replica_lacked_are_restored() {
         "lists on the victim"
     );
     let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
-    let append = |log: &mut book::barlog::BarLogWriter, k: u64| {
-        for q in &t.quotes {
-            log.append(common::bar(q.symbol, 1, k)).unwrap();
-        }
-        log.flush().unwrap();
-    };
+    let append = |log: &mut book::barlog::BarLogWriter, k: u64| log_round(log, &t.quotes, k);
     // the lists not holding bars 0..rounds once, read from whichever of `at` answers for them
     let wrong = |at: &[SocketAddr], rounds: u64| -> Vec<String> {
         lists
