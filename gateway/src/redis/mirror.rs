@@ -78,10 +78,14 @@ impl BarMirror {
     }
 
     /// Flushes the log, and compacts it once it has grown past [`BarMirror::compact_at`] (then
-    /// twice what is left, at least that).
+    /// twice what is left, at least that) and past twice what it would keep of every series
+    /// taken (so the first load of many full lists is not compacted for nothing).
     fn flush(&mut self) {
         let _ = self.log.flush();
-        if self.log.len() > self.compact_at && self.log.compact(crate::bars::KEEP).is_ok() {
+        let kept = (self.last.len() * crate::bars::KEEP * barlog::RECORD) as u64;
+        if self.log.len() > self.compact_at.max(2 * kept)
+            && self.log.compact(crate::bars::KEEP).is_ok()
+        {
             self.compactions += 1;
             self.compact_at = self.compact_at.max(2 * self.log.len());
         }
@@ -411,6 +415,39 @@ mod tests {
             want,
             "a new reader"
         );
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn full_lists_of_many_symbols_are_not_compacted_for_nothing() {
+        let p = std::env::temp_dir().join(format!("mirror-full-{}", std::process::id()));
+        let mut m = BarMirror::new(BarLogWriter::create_compactable(&p).unwrap());
+        m.compact_at = (barlog::HEADER + 1_000 * barlog::RECORD) as u64;
+        let list = |sym: &[u8; 8]| -> Vec<Vec<u8>> {
+            (0..crate::bars::KEEP as u64)
+                .map(|k| {
+                    let mut r = barlog::record_from_bytes(&bar(k, 1, false));
+                    r.symbol = *sym;
+                    r.to_bytes().to_vec()
+                })
+                .collect()
+        };
+        for sym in [b"AAPL    ", b"MSFT    ", b"IBM     "] {
+            let name = String::from_utf8_lossy(sym).trim_end().to_string();
+            m.reload(&name, 1, &mut list(sym));
+        }
+        // 1,800 bars, past `compact_at`, all of them kept
+        assert_eq!(m.compactions, 0);
+        assert_eq!(
+            m.log.len(),
+            (barlog::HEADER + 1_800 * barlog::RECORD) as u64
+        );
+        // a day's bars on top, though, are
+        for k in crate::bars::KEEP as u64..4_000 {
+            m.take(&mut live(vec![bar(k, 1, false)]));
+        }
+        assert!(m.compactions >= 1);
+        assert!(m.log.len() <= m.compact_at);
         std::fs::remove_file(&p).unwrap();
     }
 
