@@ -2867,6 +2867,80 @@ fn a_replica_takes_a_key_holding_another_type_as_absent() {
     assert_eq!(remote.replica_metric("gateway_redis_links_up"), 1);
 }
 
+/// A remote gateway starting while every chart is full (600 bars in each symbol's two lists, as
+/// late in a trading day) holds every symbol's quote before it has loaded even half of the
+/// charts, loads each list once, and serves them whole. Before, each pass of a link read the
+/// lists of every symbol confirmed in it (up to 1,024 symbols: tens of MB) and only then GOT
+/// their quotes, so a full day's charts held the quotes for seconds, and with quotes flowing
+/// Redis dropped the subscriber whose messages piled up meanwhile (`bench redis`, resync).
+#[test]
+fn a_remote_gateway_takes_every_quote_before_loading_full_charts() {
+    if !have_redis() {
+        return;
+    }
+    let n = 1_000;
+    let node = single("full-charts");
+    let t = Table::new("redis-full-charts", n);
+    let keys = gateway::redis::Keys::new("quotes");
+    let lists = t.quotes.iter().flat_map(|q| {
+        let sym = q.symbol_str();
+        [1, 60].map(|i| {
+            let records = (0..600)
+                .map(|k| common::bar(q.symbol, i, k).to_bytes().to_vec())
+                .collect();
+            (keys.bars(&sym, i), records)
+        })
+    });
+    server::fill_lists(node.addr(), lists).unwrap();
+    let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    let last = keys.quote(&t.quotes[n - 1].symbol_str());
+    comes_to("every quote in Redis", &"1".to_string(), || {
+        server::cli(node.port, &["EXISTS", &last])
+            .trim()
+            .to_string()
+    });
+    let remote = Remote::start(vec![node.addr()], 600_000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut loaded_when_held = None;
+    loop {
+        let lists = remote.replica_metric("gateway_redis_bar_lists_loaded_total");
+        if loaded_when_held.is_none() && remote.replica_metric("gateway_redis_symbols") == n as u64
+        {
+            loaded_when_held = Some(lists);
+        }
+        if lists >= 2 * n as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lists} lists loaded");
+    }
+    let loaded_when_held = loaded_when_held.unwrap_or(2 * n as u64);
+    assert!(
+        loaded_when_held <= n as u64,
+        "{loaded_when_held} of {} lists loaded before every quote was held",
+        2 * n
+    );
+    assert_eq!(
+        remote.replica_metric("gateway_redis_bar_lists_loaded_total"),
+        2 * n as u64,
+        "each list loaded once"
+    );
+    assert_eq!(remote.replica_metric("gateway_redis_links_up"), 1);
+    for q in [&t.quotes[0], &t.quotes[n / 2], &t.quotes[n - 1]] {
+        let sym = q.symbol_str();
+        for (interval, name) in [(1, "1s"), (60, "1m")] {
+            let path = format!("/v1/bars?symbol={sym}&interval={name}&limit=600");
+            let (status, body) = common::http_get(remote.addr(), &path);
+            assert!(status.contains("200"), "{status} {body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let bars = v["bars"].as_array().unwrap();
+            assert_eq!(bars.len(), 600, "{sym} {name}");
+            let first = common::bar(q.symbol, interval, 0).bar.start_ns;
+            assert_eq!(bars[0]["t"], first, "{sym} {name}: {}", bars[0]);
+        }
+    }
+    drop((publisher, remote));
+}
+
 /// A slot moving away is told to a replica's link by the server dropping the slot's channels
 /// (`sunsubscribe`); a change published there just before comes in the same read. The link
 /// takes them in that order: the change, then the loss, so the quote stays unconfirmed until a

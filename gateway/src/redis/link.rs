@@ -3,11 +3,12 @@
 //! loads each symbol once its subscription is confirmed, and follows what is published.
 
 use super::Keys;
+use super::barload::BarLoads;
 use super::cluster::{Topology, key_slot};
 use super::conn::Conn;
 use super::decode;
 use super::discover;
-use super::replica::Shared;
+use super::replica::{BarWork, Shared};
 use super::trust::Heartbeat;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -414,11 +415,15 @@ fn follow(
         }
     }
     sub.flush()?;
-    if sh.cfg.spin {
-        sub.set_nonblocking(true)?;
-    }
+    let mut nonblocking = false;
+    let mut loads = BarLoads::default();
     let mut inbox = Inbox::default();
     while !done() {
+        // while charts are still to load, read what has come without waiting for more
+        if nonblocking != (sh.cfg.spin || !loads.is_empty()) {
+            nonblocking = !nonblocking;
+            sub.set_nonblocking(nonblocking)?;
+        }
         // the slot map changed: drop what this node lost, subscribe to what it gained
         let (latest, v) = sh.topology();
         if v != version
@@ -452,7 +457,10 @@ fn follow(
             first = false;
             match got {
                 None => {
-                    if sh.cfg.spin {
+                    if !loads.is_empty() && !sh.loads_wanted() {
+                        // charts wait for the bars thread: a moment, then the socket again
+                        std::thread::sleep(Duration::from_micros(200));
+                    } else if sh.cfg.spin && loads.is_empty() {
                         // keep the CPU awake, but let anything runnable have it
                         std::thread::yield_now();
                     }
@@ -497,51 +505,18 @@ fn follow(
             values,
             bar_loads,
             bars,
-            reloaded,
             venue_loads,
             venue_values,
             ..
         } = &mut inbox;
+        // charts to load (later, a few a pass); until then their channel's bars are in the
+        // lists to read
+        for s in bar_loads.drain(..) {
+            loads.add(s);
+        }
+        bars.retain(|(sym, _)| !loads.waits(sym));
         if !bars.is_empty() {
-            sh.take_bars(bars, &mut Vec::new());
-        }
-        if !bar_loads.is_empty() {
-            // the latest bars of each interval, oldest first; newer ones come on the channel
-            let lists: Vec<(&String, u8, String)> = bar_loads
-                .iter()
-                .flat_map(|s| [1, 60].map(|i| (s, i, keys.bars(s, i))))
-                .collect();
-            for (_, _, key) in &lists {
-                cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
-            }
-            cmd.flush()?;
-            let deadline = Instant::now() + t;
-            for (sym, interval_s, key) in &lists {
-                cmd.next_by(deadline, |r| {
-                    if let Some(e) = r.error() {
-                        if redirect_slot(&e).is_some() {
-                            // moved away meanwhile: its new node loads it
-                            sh.slots_moved(1);
-                        } else {
-                            // (WRONGTYPE: someone else's key) the bars that come on the
-                            // channel are taken all the same
-                            eprintln!("gateway: redis: LRANGE {key}: {e}; its bars not loaded");
-                        }
-                        return;
-                    }
-                    let list: Vec<Vec<u8>> = r
-                        .items()
-                        .unwrap_or(&[])
-                        .iter()
-                        .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
-                        .collect();
-                    reloaded.push((sym.to_string(), *interval_s, list));
-                })?;
-            }
-            bar_loads.clear();
-        }
-        if !reloaded.is_empty() {
-            sh.take_bars(&mut Vec::new(), reloaded);
+            sh.take_bars(BarWork::Live(std::mem::take(bars)));
         }
         let mut moved = Vec::new();
         if !gets.is_empty() {
@@ -593,6 +568,10 @@ fn follow(
         if let Some(h) = beat.as_deref().and_then(Heartbeat::parse) {
             let now = sh.now_ns();
             sh.with_both(|c, out| c.heartbeat(k, &h, now, out));
+        }
+        // the quotes first, then a few charts
+        if sh.loads_wanted() {
+            loads.read_some(&mut cmd, sh)?;
         }
     }
     Ok(())
@@ -667,8 +646,6 @@ struct Inbox {
     bar_loads: Vec<String>,
     /// Bar records from the channel, each with the channel's symbol.
     bars: Vec<(String, Vec<u8>)>,
-    /// Bar lists reloaded, one per symbol and interval (with them), oldest first.
-    reloaded: Vec<(String, u8, Vec<Vec<u8>>)>,
     /// Venues hashes whose subscription was confirmed: to load.
     venue_loads: Vec<Vec<u8>>,
     /// Venue quote values (from the channel or a load).

@@ -48,10 +48,11 @@
 //! - [`publish`]: the publisher; its lease in `lease`, its bars in `bars` (what the replies to a
 //!   bar's write decide in `barfate`; where the bar log stands in Redis, and which bars a list
 //!   has already, in `barsync`, its I/O in `barpos`).
-//! - [`replica`]: the gateway-side replica and its quote source; its threads in `link`, its bar
-//!   log in `mirror`, its trust rule in [`trust`].
+//! - [`replica`]: the gateway-side replica and its quote source; its threads in `link` (their
+//!   chart loads in `barload`), its bar log in `mirror`, its trust rule in [`trust`].
 //! - [`server`]: real redis-server processes for the tests and the benchmark.
 
+mod barload;
 pub mod cluster;
 pub mod conn;
 mod link;

@@ -12,10 +12,13 @@
 //! `redis/link.rs`). Every value goes through [`ReplicaCore`]
 //! ([`super::trust`]: sans I/O, clock passed in), which decides what is fresh (see the module
 //! docs of [`super`]) and writes the result into a quote table in memory (a memfd), which each
-//! worker follows with the same [`ShmSource`] that reads a local table; bars go into a bar log in
-//! memory (`redis/mirror.rs`), and each venue's quotes (the book's per-venue table) through a
-//! second [`ReplicaCore`], under the same trust rule, into a per-venue table in memory that
-//! `/v1/venues` reads as it reads the book's.
+//! worker follows with the same [`ShmSource`] that reads a local table. Bars go through a
+//! thread of their own into a bar log in memory (`redis/mirror.rs`), so appending them,
+//! compacting the log and taking a chart's lists do not hold up a link's quotes (a link waits
+//! only while that thread's queue is full); a link reads the charts of the symbols it
+//! subscribes to a few at a time between quotes (`redis/barload.rs`). Each venue's quotes (the
+//! book's per-venue table) go through a second [`ReplicaCore`], under the same trust rule,
+//! into a per-venue table in memory that `/v1/venues` reads as it reads the book's.
 
 use super::Keys;
 use super::mirror::BarMirror;
@@ -25,7 +28,8 @@ use book::barlog::BarLogWriter;
 use book::quotes::{Quote, QuoteWriter};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -138,6 +142,62 @@ pub(super) struct Shared {
     pub(super) map_changes: AtomicU64,
     /// Subscriptions and loads the servers dropped or redirected because their slot moved.
     pub(super) redirects: AtomicU64,
+    /// Bar lists loaded (one per symbol and interval, after each (re)subscription).
+    pub(super) lists_loaded: AtomicU64,
+    /// To the bars thread, which keeps the bar log (appends, and compacts it now and then):
+    /// the links hand it their bars and go on with the quotes.
+    bars_tx: SyncSender<BarWork>,
+    /// Work handed to the bars thread and not done yet.
+    bars_queued: AtomicUsize,
+}
+
+/// Bars a link hands to the bars thread, which takes them in the order each link sent them.
+pub(super) enum BarWork {
+    /// Bars from the channels, each with its channel's symbol.
+    Live(Vec<(String, Vec<u8>)>),
+    /// Lists read after a (re)subscription, each with its symbol and interval, oldest first.
+    Lists(Vec<(String, u8, Vec<Vec<u8>>)>),
+}
+
+/// Work the bars thread holds at most, queued; a link handing it more waits (bars are never
+/// dropped). Chart loads are read only while fewer than [`LOADS_AHEAD`] wait.
+const BARS_QUEUE: usize = 64;
+
+/// The bars thread's queue length under which a link reads more charts.
+pub(super) const LOADS_AHEAD: usize = 4;
+
+/// The bars thread: takes each link's bars into the mirror until `stop`.
+fn keep_bars(sh: Arc<Shared>, rx: Receiver<BarWork>) {
+    // background work: when the CPUs are busy, the links' quotes go first (nice 10; failing
+    // that, it runs as it is)
+    // SAFETY: gettid and setpriority on this thread's own ID touch no memory of ours.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(w) => {
+                let mut m = sh.bars.lock().unwrap_or_else(|p| p.into_inner());
+                match w {
+                    BarWork::Live(mut live) => m.take(&mut live),
+                    BarWork::Lists(lists) => {
+                        let n = lists.len();
+                        for (sym, interval_s, mut list) in lists {
+                            m.reload(&sym, interval_s, &mut list);
+                        }
+                        sh.lists_loaded.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                drop(m);
+                sh.bars_queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if sh.stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
 }
 
 impl Shared {
@@ -178,19 +238,18 @@ impl Shared {
         f(venues, &mut |i, q| venue_table.publish(i, q));
     }
 
-    /// Bars from the channels (each with its channel's symbol), and lists reloaded (each
-    /// with its symbol and interval).
-    pub(super) fn take_bars(
-        &self,
-        live: &mut Vec<(String, Vec<u8>)>,
-        reloaded: &mut Vec<(String, u8, Vec<Vec<u8>>)>,
-    ) {
-        let mut m = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        m.take(live);
-        for (sym, interval_s, list) in reloaded.iter_mut() {
-            m.reload(sym, *interval_s, list);
+    /// Hands bars to the bars thread (waiting while its queue is full).
+    pub(super) fn take_bars(&self, w: BarWork) {
+        self.bars_queued.fetch_add(1, Ordering::Relaxed);
+        if self.bars_tx.send(w).is_err() {
+            // the bars thread is gone (stopping)
+            self.bars_queued.fetch_sub(1, Ordering::Relaxed);
         }
-        reloaded.clear();
+    }
+
+    /// Whether the bars thread has room for more chart loads.
+    pub(super) fn loads_wanted(&self) -> bool {
+        self.bars_queued.load(Ordering::Relaxed) < LOADS_AHEAD
     }
 
     pub(super) fn set_down(&self, k: usize, why: Option<String>) {
@@ -270,6 +329,7 @@ impl Replica {
             .map_err(|e| format!("the replica's bar log: {e}"))?;
         let table = QuoteWriter::create_in(&file, &path, cfg.slots, 1 << 16)
             .map_err(|e| format!("the replica's quote table: {e}"))?;
+        let (bars_tx, bars_rx) = std::sync::mpsc::sync_channel(BARS_QUEUE);
         let shared = Arc::new(Shared {
             keys: Keys::new(&cfg.prefix),
             state: Mutex::new(State {
@@ -290,15 +350,23 @@ impl Replica {
             topo_version: AtomicU64::new(0),
             map_changes: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
+            lists_loaded: AtomicU64::new(0),
+            bars_tx,
+            bars_queued: AtomicUsize::new(0),
         });
         let s = shared.clone();
         let sup = std::thread::Builder::new()
             .name("redis-replica".into())
             .spawn(move || super::link::supervise(s))
             .map_err(|e| e.to_string())?;
+        let s = shared.clone();
+        let bars = std::thread::Builder::new()
+            .name("redis-bars".into())
+            .spawn(move || keep_bars(s, bars_rx))
+            .map_err(|e| e.to_string())?;
         Ok(Replica {
             shared,
-            threads: vec![sup],
+            threads: vec![sup, bars],
             path,
             _file: file,
             bars_path,
@@ -324,6 +392,11 @@ impl Replica {
     pub fn counts(&self) -> (usize, u64, u64) {
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         (st.core.len(), st.core.bad_values, st.core.full)
+    }
+
+    /// Bar lists loaded so far (one per symbol and interval, after each (re)subscription).
+    pub fn bar_lists_loaded(&self) -> u64 {
+        self.shared.lists_loaded.load(Ordering::Relaxed)
     }
 
     /// Waits for the threads (after `stop` was set).
@@ -435,6 +508,12 @@ impl QuoteSource for RedisSource {
                 "counter",
                 "Times the bars taken were compacted to what charts keep (the log in memory).",
                 compactions,
+            ),
+            (
+                "redis_bar_lists_loaded_total",
+                "counter",
+                "Bar lists (a symbol's at one interval) loaded after a (re)subscription.",
+                self.shared.lists_loaded.load(Relaxed),
             ),
             (
                 "redis_slot_map_changes_total",

@@ -199,3 +199,40 @@ pub fn create_cluster(
     }
     Ok(nodes)
 }
+
+/// Makes each of `lists` (key, records) on the plain server at `addr` hold exactly those
+/// records, oldest first (`DEL`, then `RPUSH` 100 at a time, pipelined): charts as full as a
+/// trading day leaves them, for a test or the benchmark to load.
+pub fn fill_lists(
+    addr: SocketAddr,
+    lists: impl Iterator<Item = (String, Vec<Vec<u8>>)>,
+) -> Result<(), String> {
+    use super::conn::{Access, Conn};
+    let t = Duration::from_secs(30);
+    let mut c = Conn::connect(addr, t, t, &Access::default())?;
+    let mut failed = None;
+    let mut read = |c: &mut Conn| {
+        c.flush()?;
+        c.read_each(Instant::now() + t, |_, e| {
+            if let Some(e) = e {
+                failed.get_or_insert_with(|| e.to_string());
+            }
+        })
+    };
+    for (i, (key, records)) in lists.enumerate() {
+        c.queue(&[b"DEL", key.as_bytes()]);
+        for chunk in records.chunks(100) {
+            let mut args: Vec<&[u8]> = vec![b"RPUSH", key.as_bytes()];
+            args.extend(chunk.iter().map(Vec::as_slice));
+            c.queue(&args);
+        }
+        if i % 128 == 127 {
+            read(&mut c)?;
+        }
+    }
+    read(&mut c)?;
+    match failed {
+        Some(e) => Err(format!("filling lists: {e}")),
+        None => Ok(()),
+    }
+}
