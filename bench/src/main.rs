@@ -156,6 +156,7 @@ fn main() -> ExitCode {
                 cluster: flag(&args, "--cluster", 0)? as usize,
                 tick_us: flag(&args, "--tick-us", 1000)?,
                 bars_per_s: flag(&args, "--bars-per-s", 4000)? as usize,
+                resync: !args.iter().any(|a| a == "--no-resync"),
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());

@@ -5,7 +5,14 @@
 //!    (each change stamped with its table publish time), `gateway publish` (a process, as
 //!    deployed) writes the changes into Redis, and a replica in this process (the code a remote
 //!    gateway runs) takes them; the histogram is replica time minus table publish time, and,
-//!    separately, minus the publisher's own stamp (Redis and the network alone).
+//!    separately, minus the publisher's own stamp (Redis and the network alone). Run with the
+//!    replica busy-polling, then sleeping in `read`, then busy-polling with chart bars closing
+//!    at each second's start (`--bars-per-s`).
+//!    Then, on a plain server (`--no-resync` to skip): every symbol's two bar lists filled (600
+//!    bars each, as late in a trading day) and a replica started as a remote gateway runs it:
+//!    how long until it holds every symbol, until it has loaded every list, how many lists it
+//!    loaded (more than two a symbol: Redis dropped it and it loaded them again), and the hop of
+//!    the changes published while it loaded them.
 //! 2. The highest change rate one publisher sustains: a publisher in this process writes batches
 //!    of distinct symbols' changes (a 1 ms tick's worth at 1M changes/s) as fast as Redis takes
 //!    them, with one replica subscribed to every symbol; afterwards the replica must hold every
@@ -46,6 +53,9 @@ pub struct RedisBench {
     pub tick_us: u64,
     /// Bars closing at each second's start in a third run of the hop (0: no such run).
     pub bars_per_s: usize,
+    /// A fourth run: a replica starting while every symbol's bar lists are full (a plain
+    /// server only).
+    pub resync: bool,
     /// Where `.hdr` files go.
     pub results: std::path::PathBuf,
 }
@@ -207,6 +217,102 @@ fn bar_writer(
     }))
 }
 
+/// Bars per list when the lists are full (the publisher trims to these).
+const LIST_BARS: usize = 600;
+
+/// Fills both bar lists (1 s and 1 min) of each of the synthetic market's `symbols` with
+/// [`LIST_BARS`] bars, as they stand late in a trading day, through a plain server at `addr`.
+fn fill_lists(addr: SocketAddr, symbols: usize) -> Result<(), String> {
+    use book::barlog::BarRecord;
+    let keys = gateway::redis::Keys::new("quotes");
+    let day = (now_ns() / 86_400_000_000_000) as u32;
+    let lists = (0..symbols).flat_map(|i| {
+        let name = gateway::synth::symbol_name(i);
+        let mut symbol = *b"        ";
+        symbol[..name.len()].copy_from_slice(name.as_bytes());
+        [1u8, 60].map(|interval_s| {
+            let records = (0..LIST_BARS as u64)
+                .map(|k| {
+                    let start_ns = 14 * 3_600_000_000_000 + k * interval_s as u64 * 1_000_000_000;
+                    BarRecord {
+                        symbol,
+                        channel: 0,
+                        interval_s,
+                        bar: book::bars::Bar {
+                            start_ns,
+                            open: 1_000_000,
+                            high: 1_000_500,
+                            low: 999_500,
+                            close: 1_000_100 + k as u32,
+                            volume: 300,
+                            trades: 3,
+                            first_ns: start_ns + 1_000,
+                            last_ns: start_ns + 900_000_000,
+                        },
+                        revision: false,
+                        day,
+                    }
+                    .to_bytes()
+                    .to_vec()
+                })
+                .collect();
+            (keys.bars(&name, interval_s), records)
+        })
+    });
+    server::fill_lists(addr, lists)
+}
+
+/// A remote gateway starting (or resubscribing after Redis came back) while every symbol's
+/// charts are full: a replica sleeping in `read`, as a gateway runs by default, started with the
+/// quotes flowing. (ms until it held every symbol, ms until it had loaded every list, lists
+/// loaded, the hop of the changes published meanwhile).
+fn resync(o: &RedisBench, redis: &[SocketAddr]) -> Result<(f64, f64, u64, Hist), String> {
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let hop = Arc::new(Mutex::new(
+        Hist::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
+    ));
+    let mut rc = ReplicaCfg::new(redis.to_vec());
+    rc.slots = o.symbols.max(16);
+    let start_ns = now_ns();
+    let loading = Arc::new(AtomicBool::new(true));
+    {
+        let (h, loading) = (hop.clone(), loading.clone());
+        rc.on_value = Some(Arc::new(move |q: &Quote, _pub_ns: u64| {
+            // the changes published since the replica started, until every list is in
+            if q.recv_ns >= start_ns && loading.load(Ordering::Relaxed) {
+                let age_us = now_ns().saturating_sub(q.recv_ns) / 1000;
+                let _ = h.lock().expect("hist").record(age_us.max(1));
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    let replica = Replica::start(rc, stop)?;
+    let lists = 2 * o.symbols as u64;
+    let mut held_ms = None;
+    while replica.bar_lists_loaded() < lists {
+        if held_ms.is_none() && replica.counts().0 >= o.symbols {
+            held_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let lists_ms = t0.elapsed().as_secs_f64() * 1e3;
+    loading.store(false, Ordering::Relaxed);
+    wait_until("the replica to hold every symbol", 60, || {
+        replica.counts().0 >= o.symbols
+    })?;
+    let held_ms = held_ms.unwrap_or_else(|| t0.elapsed().as_secs_f64() * 1e3);
+    // a little longer: a link the server dropped would load its lists again
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded = replica.bar_lists_loaded();
+    stop.store(true, Ordering::Relaxed);
+    replica.join();
+    let h = hop.lock().expect("hist").clone();
+    Ok((held_ms, lists_ms, loaded, h))
+}
+
 /// Runs the benchmark.
 pub fn run(o: &RedisBench) -> Result<(), String> {
     let (_servers, redis) = start_redis(o.cluster)?;
@@ -312,6 +418,27 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             &[("offered", o.rate.to_string())],
         );
         hists.push(("redis_hop_bars", h));
+    }
+    if o.resync && o.cluster == 0 {
+        eprintln!(
+            "redis: filling {} bar lists of {LIST_BARS} bars",
+            2 * o.symbols
+        );
+        fill_lists(redis[0], o.symbols)?;
+        eprintln!("redis: a replica starting with every chart full");
+        let (held_ms, lists_ms, loaded, h) = resync(o, &redis)?;
+        let extra = [
+            ("symbols", o.symbols.to_string()),
+            ("lists", (2 * o.symbols).to_string()),
+            ("bars_per_list", LIST_BARS.to_string()),
+            ("rate", o.rate.to_string()),
+            ("replica", "block".to_string()),
+        ];
+        report("redis_resync_held_ms", held_ms, "ms", &extra);
+        report("redis_resync_lists_ms", lists_ms, "ms", &extra);
+        report("redis_resync_lists_loaded", loaded as f64, "lists", &extra);
+        print_hist("redis_resync_hop", &h, &extra);
+        hists.push(("redis_resync_hop", h));
     }
     drop(synth); // publisher then synth
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
