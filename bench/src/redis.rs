@@ -67,7 +67,7 @@ fn start_redis(masters: usize) -> Result<(Vec<RedisServer>, Vec<SocketAddr>), St
     }
     let dir = std::env::temp_dir().join(format!("bench-redis-{}", std::process::id()));
     let nodes = if masters == 0 {
-        vec![RedisServer::start(server::free_port_pair(), &dir, false)?]
+        vec![RedisServer::start_free(&dir, false, &[])?]
     } else {
         server::cluster(masters, &dir)?
     };

@@ -40,7 +40,7 @@ fn tmp(tag: &str) -> PathBuf {
 }
 
 fn single(tag: &str) -> RedisNode {
-    RedisNode::start(server::free_port_pair(), &tmp(tag), false).unwrap()
+    RedisNode::start_free(&tmp(tag), false, &[]).unwrap()
 }
 
 /// Three masters, every slot assigned, `cluster_state:ok` on each.
@@ -834,13 +834,7 @@ fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
     } else {
         let node = match password {
             None => single(tag),
-            Some(pw) => RedisNode::start_with(
-                server::free_port_pair(),
-                &tmp(tag),
-                false,
-                &["--requirepass", pw],
-            )
-            .unwrap(),
+            Some(pw) => RedisNode::start_free(&tmp(tag), false, &["--requirepass", pw]).unwrap(),
         };
         let url = format!("redis://{}", node.addr());
         (vec![node], url, None)
@@ -1003,13 +997,8 @@ fn a_wrong_or_missing_password_is_refused_clearly() {
     if !have_redis() {
         return;
     }
-    let node = RedisNode::start_with(
-        server::free_port_pair(),
-        &tmp("auth-refused"),
-        false,
-        &["--requirepass", "right-pw"],
-    )
-    .unwrap();
+    let node =
+        RedisNode::start_free(&tmp("auth-refused"), false, &["--requirepass", "right-pw"]).unwrap();
     let t = Duration::from_secs(2);
     let e = gateway::redis::discover(&[node.addr()], t, &Access::default()).unwrap_err();
     assert!(e.contains("NOAUTH"), "{e}");
@@ -1197,7 +1186,7 @@ enum Reshard {
 /// Adds a master that joins the cluster of `nodes` as `redis-cli --cluster add-node` does, and
 /// waits until every node knows it.
 fn add_master(nodes: &[&RedisNode], tag: &str) -> RedisNode {
-    let new = RedisNode::start(server::free_port_pair(), &tmp(tag), true).unwrap();
+    let new = RedisNode::start_free(&tmp(tag), true, &[]).unwrap();
     let out = Command::new("redis-cli")
         .args(["--cluster", "add-node"])
         .arg(new.addr().to_string())

@@ -34,15 +34,43 @@ pub fn free_port_pair() -> u16 {
     }
 }
 
-/// `redis-cli -p PORT ARGS...`'s output ("" if it failed).
+/// `redis-cli -p PORT ARGS...`'s output ("" if it failed, or gave no answer in 10 s: whatever
+/// holds the port may accept and never answer).
 pub fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
+    let Ok(mut child) = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+        .spawn()
+    else {
+        return String::new();
+    };
+    let mut stdout = child.stdout.take().expect("piped");
+    // read as it comes (a long answer would fill the pipe); the end comes when it exits or dies
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answered = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    if answered {
+        String::from_utf8_lossy(&out).into_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// One redis-server without persistence (a restart comes back empty), killed when dropped.
@@ -81,14 +109,47 @@ impl RedisServer {
         Ok(n)
     }
 
+    /// [`RedisServer::start_with`] on a free port (a port pair: [`free_port_pair`]); another
+    /// one, up to 3 times, when the server exits before answering (another process took the
+    /// port between the check and the server's bind).
+    pub fn start_free(dir: &Path, cluster: bool, extra: &[&str]) -> Result<RedisServer, String> {
+        let mut n = RedisServer {
+            child: None,
+            port: 0,
+            dir: dir.to_path_buf(),
+            cluster,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut tries = 0;
+        loop {
+            n.port = free_port_pair();
+            tries += 1;
+            match n.launch() {
+                Ok(()) => return Ok(n),
+                Err((true, e)) if tries < 3 => eprintln!("{e}; another port"),
+                Err((_, e)) => return Err(e),
+            }
+        }
+    }
+
     /// Starts it again (after [`RedisServer::kill`]); a cluster node rejoins from its nodes file.
     pub fn restart(&mut self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        self.launch().map_err(|e| e.1)
+    }
+
+    /// Starts the process and waits until it answers: `Err((exited, why))`, `exited` when it
+    /// ended by itself (its log's last lines are in `why`).
+    fn launch(&mut self) -> Result<(), (bool, String)> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| (false, format!("{}: {e}", self.dir.display())))?;
+        let log = self.dir.join(format!("redis-{}.log", self.port));
         let mut c = Command::new("redis-server");
         c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.cluster {
@@ -96,22 +157,51 @@ impl RedisServer {
             c.args(["--cluster-enabled", "yes", "--cluster-config-file", &conf]);
         }
         c.args(&self.extra);
-        self.child = Some(
-            c.spawn()
-                .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?,
-        );
+        let child = c.spawn().map_err(|e| {
+            (
+                false,
+                format!("redis-server: {e} (apt-get install redis-server)"),
+            )
+        })?;
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        // a server with a password answers NOAUTH: it is up all the same
-        while !matches!(
-            cli(self.port, &["PING"]).trim(),
-            "PONG" | "NOAUTH Authentication required."
-        ) {
-            if Instant::now() > deadline {
-                return Err(format!("redis-server on {} did not start", self.port));
-            }
+        let tail = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(3)..].join(" | ")
+        };
+        let ours = format!("process_id:{}", child.id());
+        loop {
+            // a server that cannot bind its port exits at once
             std::thread::sleep(Duration::from_millis(20));
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err((
+                    true,
+                    format!(
+                        "redis-server on {} exited ({status}) before answering: {}",
+                        self.port,
+                        tail()
+                    ),
+                ));
+            }
+            // this process's answer (another server that took the port answers too, with its
+            // own process ID); a server with a password answers NOAUTH: up all the same
+            let info = cli(self.port, &["INFO", "server"]);
+            if info.starts_with("NOAUTH") || info.lines().any(|l| l.trim() == ours) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err((
+                    false,
+                    format!(
+                        "redis-server on {} did not answer in 10 s: {}",
+                        self.port,
+                        tail()
+                    ),
+                ));
+            }
         }
-        Ok(())
     }
 
     /// Kills it (SIGKILL: nothing saved, connections reset).
@@ -158,7 +248,7 @@ pub fn cluster_with_replicas(
     let nodes = (0..masters * (1 + replicas))
         .map(|k| {
             let node_dir = PathBuf::from(format!("{}-{k}", dir.display()));
-            RedisServer::start_with(free_port_pair(), &node_dir, true, extra)
+            RedisServer::start_free(&node_dir, true, extra)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
@@ -234,5 +324,26 @@ pub fn fill_lists(
     match failed {
         Some(e) => Err(format!("filling lists: {e}")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_cannot_start_says_why_at_once_and_another_port_is_tried() {
+        if !installed() {
+            eprintln!("SKIPPED: no redis-server");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("redis-taken-{}", std::process::id()));
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = RedisServer::start(port, &dir, false).unwrap_err();
+        assert!(e.contains("exited") && e.contains("in use"), "{e}");
+        let up = RedisServer::start_free(&dir, false, &[]).unwrap();
+        assert_ne!(up.port, port);
+        assert_eq!(cli(up.port, &["PING"]).trim(), "PONG");
     }
 }
