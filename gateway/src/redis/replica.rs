@@ -149,6 +149,9 @@ pub(super) struct Shared {
     bars_tx: SyncSender<BarWork>,
     /// Work handed to the bars thread and not done yet.
     bars_queued: AtomicUsize,
+    /// The mirror's counters as the bars thread last left them (read without waiting for the
+    /// mirror, which a compaction holds for as long as it takes): bad records, compactions.
+    bars_counts: [AtomicU64; 2],
 }
 
 /// Bars a link hands to the bars thread, which takes them in the order each link sent them.
@@ -188,6 +191,8 @@ fn keep_bars(sh: Arc<Shared>, rx: Receiver<BarWork>) {
                         sh.lists_loaded.fetch_add(n as u64, Ordering::Relaxed);
                     }
                 }
+                sh.bars_counts[0].store(m.bad, Ordering::Relaxed);
+                sh.bars_counts[1].store(m.compactions, Ordering::Relaxed);
                 drop(m);
                 sh.bars_queued.fetch_sub(1, Ordering::Relaxed);
             }
@@ -353,6 +358,7 @@ impl Replica {
             lists_loaded: AtomicU64::new(0),
             bars_tx,
             bars_queued: AtomicUsize::new(0),
+            bars_counts: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         let s = shared.clone();
         let sup = std::thread::Builder::new()
@@ -432,10 +438,7 @@ impl QuoteSource for RedisSource {
         let up = active.iter().filter(|&&k| st.down[k].is_none()).count();
         let trusted = active.iter().filter(|&&k| st.core.link_ok(k, now)).count();
         let c = &st.core;
-        let (bad_bars, compactions) = {
-            let m = self.shared.bars.lock().unwrap_or_else(|p| p.into_inner());
-            (m.bad, m.compactions)
-        };
+        let [bad_bars, compactions] = [0, 1].map(|i| self.shared.bars_counts[i].load(Relaxed));
         for (name, kind, help, v) in [
             (
                 "redis_nodes",
