@@ -7,13 +7,15 @@
 //! a request reads little or nothing before it answers: a busy day's log is a gigabyte, and a
 //! request that read it all would hold its worker (every connection on it) and answer with
 //! the morning's bars as the latest. Until the index has a log's every record once, a chart
-//! is refused ([`BarIndex::chart`]: loading, ask again).
+//! is refused ([`BarIndex::chart`]: loading, ask again); so is a chart still coming from
+//! elsewhere ([`ChartsLoading`]: a remote gateway's lists in Redis).
 
 use book::barlog::{self, BarRecord};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 /// Bars kept per symbol and interval.
 pub const KEEP: usize = 600;
@@ -134,6 +136,77 @@ impl Tail {
     }
 }
 
+/// Charts still coming from elsewhere into the log (a remote gateway's lists in Redis), by
+/// symbol: a symbol's chart is refused from when its lists are to be read until the index has
+/// read the log as far as they were appended, so no one is shown a chart half loaded (or an
+/// empty one, at a gateway's start). At most one entry a symbol; an entry the index has read
+/// past is dropped.
+#[derive(Clone, Debug, Default)]
+pub struct ChartsLoading(Arc<Mutex<HashMap<[u8; 8], u64>>>);
+
+/// An entry of a symbol whose lists are not read yet.
+const WAITING: u64 = u64::MAX;
+
+impl ChartsLoading {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<[u8; 8], u64>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `symbol`'s lists are to be read.
+    pub fn waiting(&self, symbol: [u8; 8]) {
+        self.with(|m| m.insert(symbol, WAITING));
+    }
+
+    /// `symbol`'s lists, if it was waiting for them, are in the log up to `log_len` bytes (or
+    /// could not be had: they never will be).
+    pub fn loaded(&self, symbol: [u8; 8], log_len: u64) {
+        self.with(|m| {
+            if let Some(v) = m.get_mut(&symbol) {
+                *v = log_len;
+            }
+        });
+    }
+
+    /// These symbols no longer wait (whoever was to read their lists is gone).
+    pub fn forget(&self, symbols: impl Iterator<Item = [u8; 8]>) {
+        self.with(|m| {
+            for s in symbols {
+                if m.get(&s) == Some(&WAITING) {
+                    m.remove(&s);
+                }
+            }
+        });
+    }
+
+    /// The log was rewritten (compacted): what was loaded is in it from its start.
+    pub fn log_replaced(&self) {
+        self.with(|m| m.retain(|_, v| *v == WAITING));
+    }
+
+    /// Whether an index that has read `offset` bytes of the log lacks (some of) `symbol`'s
+    /// chart.
+    fn lacks(&self, symbol: [u8; 8], offset: u64) -> bool {
+        self.with(|m| match m.get(&symbol) {
+            Some(&end) if end > offset => true,
+            Some(_) => {
+                m.remove(&symbol);
+                false
+            }
+            None => false,
+        })
+    }
+
+    /// Symbols waiting or not yet read past.
+    pub fn len(&self) -> usize {
+        self.with(|m| m.len())
+    }
+
+    /// True when no chart is coming.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Each venue's bars of one symbol and interval: (channel, its series, oldest first).
 type Venues = Vec<(u16, VecDeque<BarRecord>)>;
 
@@ -144,6 +217,8 @@ pub struct BarIndex {
     series: HashMap<([u8; 8], u8), Venues>,
     /// Every record of the log being read was in once (it stays true while the log grows).
     ready: bool,
+    /// Charts still coming into the log from elsewhere.
+    loading: Option<ChartsLoading>,
 }
 
 impl BarIndex {
@@ -153,7 +228,14 @@ impl BarIndex {
             tail: Tail::new(path),
             series: HashMap::new(),
             ready: false,
+            loading: None,
         }
+    }
+
+    /// Refuses charts `loading` says are still coming.
+    pub fn with_loading(mut self, loading: Option<ChartsLoading>) -> Self {
+        self.loading = loading;
+        self
     }
 
     /// Reads on at most `max` records; whether every whole record the log holds now is in.
@@ -199,6 +281,14 @@ impl BarIndex {
                 mb(self.tail.offset()),
                 mb(self.tail.len_now())
             ));
+        }
+        if let Some(l) = &self.loading
+            && l.lacks(symbol, self.tail.offset())
+        {
+            return Err(
+                "bar history loading: this symbol's chart is still coming in; ask again in a moment"
+                    .into(),
+            );
         }
         Ok(self.query(symbol, interval_s, venue, limit))
     }
@@ -294,6 +384,48 @@ mod tests {
         assert_eq!(got(&mut ix, Some(1)), [(1, 6), (3, 7)]);
         assert_eq!(got(&mut ix, Some(2)), []);
         assert_eq!(ix.bars(*b"AAPL    ", 1, None, 1).unwrap().len(), 1);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_chart_still_coming_is_refused_until_the_index_has_read_it_in() {
+        let p = std::env::temp_dir().join(format!("bar-coming-{}", std::process::id()));
+        let mut w = BarLogWriter::create_compactable(&p).unwrap();
+        w.append(rec(1)).unwrap();
+        w.flush().unwrap();
+        let loading = ChartsLoading::default();
+        let mut ix = BarIndex::new(p.clone()).with_loading(Some(loading.clone()));
+        let chart = |ix: &mut BarIndex, sym: &[u8; 8]| ix.chart(*sym, 1, None, 600);
+        assert_eq!(chart(&mut ix, b"AAPL    ").unwrap().len(), 1);
+        // its lists to be read: refused, though it has a bar; others are not
+        loading.waiting(*b"AAPL    ");
+        let e = chart(&mut ix, b"AAPL    ").unwrap_err();
+        assert!(e.starts_with("bar history loading"), "{e}");
+        assert!(chart(&mut ix, b"MSFT    ").is_ok());
+        // read and appended: refused until the index has read as far
+        for s in 2..3 * READ_PER_REQUEST as u64 {
+            w.append(rec(s)).unwrap();
+        }
+        w.flush().unwrap();
+        loading.loaded(*b"AAPL    ", w.len());
+        assert!(
+            chart(&mut ix, b"AAPL    ").is_err(),
+            "one request's read is not all"
+        );
+        while !ix.refresh_at_most(READ_PER_REFRESH).unwrap() {}
+        assert_eq!(chart(&mut ix, b"AAPL    ").unwrap().len(), 600);
+        assert!(loading.is_empty());
+        // a compaction rewrites the log: what was loaded is in it from its start
+        loading.waiting(*b"AAPL    ");
+        loading.loaded(*b"AAPL    ", u64::MAX - 1);
+        w.compact(KEEP).unwrap();
+        loading.log_replaced();
+        while !ix.refresh_at_most(READ_PER_REFRESH).unwrap() {}
+        assert_eq!(chart(&mut ix, b"AAPL    ").unwrap().len(), 600);
+        // the one to read them gone: no longer waiting
+        loading.waiting(*b"MSFT    ");
+        loading.forget([*b"MSFT    "].into_iter());
+        assert!(chart(&mut ix, b"MSFT    ").is_ok());
         std::fs::remove_file(&p).unwrap();
     }
 

@@ -257,6 +257,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         quotes: quotes.clone(),
         bars: replica.as_ref().map(|r| r.bars_path.clone()),
         venues: replica.as_ref().map(|r| r.venues_path.clone()),
+        charts_loading: replica.as_ref().map(|r| r.charts_loading()),
         ..ServerCfg::default()
     };
     if let Some(w) = a.workers {

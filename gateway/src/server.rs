@@ -51,6 +51,8 @@ pub struct ServerCfg {
     pub bars: Option<PathBuf>,
     /// The per-venue table for `/v1/venues` (default: `<quotes>.venues`, beside the table).
     pub venues: Option<PathBuf>,
+    /// Charts still coming into the bar log from elsewhere (a Redis source's), refused until in.
+    pub charts_loading: Option<crate::bars::ChartsLoading>,
 }
 
 impl Default for ServerCfg {
@@ -73,6 +75,7 @@ impl Default for ServerCfg {
             quotes: PathBuf::from("/dev/shm/itch.quotes"),
             bars: None,
             venues: None,
+            charts_loading: None,
         }
     }
 }
@@ -188,7 +191,7 @@ impl Server {
             limits,
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),
-            bars: Mutex::new(BarIndex::new(bars)),
+            bars: Mutex::new(BarIndex::new(bars).with_loading(cfg.charts_loading.clone())),
             health: Mutex::new(Health::Down("starting".into())),
             source_text: Mutex::new(String::new()),
             stop,

@@ -148,6 +148,7 @@ impl Remote {
         let (mut cfg, limits) = test_cfg(&replica.path);
         cfg.bars = Some(replica.bars_path.clone());
         cfg.venues = Some(replica.venues_path.clone());
+        cfg.charts_loading = Some(replica.charts_loading());
         let gw = Gw::start_with(cfg, limits, stop, &|| {
             Box::new(replica.source()) as Box<dyn QuoteSource>
         });
@@ -2858,7 +2859,8 @@ fn a_replica_takes_a_key_holding_another_type_as_absent() {
 
 /// A remote gateway starting while every chart is full (600 bars in each symbol's two lists, as
 /// late in a trading day) holds every symbol's quote before it has loaded even half of the
-/// charts, loads each list once, and serves them whole. Before, each pass of a link read the
+/// charts, loads each list once, and serves them whole: meanwhile a chart asked for (of a symbol
+/// it knows) is whole or refused as loading (503), never part of one or empty. Before, each pass of a link read the
 /// lists of every symbol confirmed in it (up to 1,024 symbols: tens of MB) and only then GOT
 /// their quotes, so a full day's charts held the quotes for seconds, and with quotes flowing
 /// Redis dropped the subscriber whose messages piled up meanwhile (`bench redis`, resync).
@@ -2891,17 +2893,35 @@ fn a_remote_gateway_takes_every_quote_before_loading_full_charts() {
     let remote = Remote::start(vec![node.addr()], 600_000);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut loaded_when_held = None;
-    loop {
+    let (mut refused, mut whole) = (0, 0);
+    for k in 0.. {
         let lists = remote.replica_metric("gateway_redis_bar_lists_loaded_total");
-        if loaded_when_held.is_none() && remote.replica_metric("gateway_redis_symbols") == n as u64
-        {
+        let held = remote.replica_metric("gateway_redis_symbols") == n as u64;
+        if loaded_when_held.is_none() && held {
             loaded_when_held = Some(lists);
         }
         if lists >= 2 * n as u64 {
             break;
         }
         assert!(Instant::now() < deadline, "{lists} lists loaded");
+        if !held {
+            continue;
+        }
+        // a chart meanwhile: whole, or refused while it loads
+        let sym = t.quotes[(k * 7) % n].symbol_str();
+        let path = format!("/v1/bars?symbol={sym}&interval=1s&limit=600");
+        let (status, body) = common::http_get(remote.addr(), &path);
+        if status.contains("503") {
+            assert!(body.contains("bar history loading"), "{body}");
+            refused += 1;
+        } else {
+            assert!(status.contains("200"), "{status} {body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["bars"].as_array().unwrap().len(), 600, "{sym} meanwhile");
+            whole += 1;
+        }
     }
+    eprintln!("charts asked for while loading: {refused} refused, {whole} whole");
     let loaded_when_held = loaded_when_held.unwrap_or(2 * n as u64);
     assert!(
         loaded_when_held <= n as u64,

@@ -8,10 +8,12 @@
 //! Until a symbol's lists are read, the bars coming on its channel are left out: each was
 //! appended to its list before it was published, and the list is read after it came, so the
 //! read has it. (Taken first, a bar would make the read look like a list already taken up to
-//! it, and the history before it would be left out: see `mirror`.)
+//! it, and the history before it would be left out: see `mirror`.) Meanwhile `/v1/bars` refuses
+//! the symbol's chart ([`ChartsLoading`]), until the gateway's index has read it in.
 
 use super::conn::Conn;
 use super::replica::{BarWork, Shared};
+use crate::bars::ChartsLoading;
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
@@ -21,18 +23,49 @@ use std::time::Instant;
 /// gave 82 ms; all of them took about 2 s.
 pub(super) const SYMBOLS_PER_PASS: usize = 2;
 
-/// The symbols of one link whose lists are still to read, in the order their subscriptions
-/// were confirmed; each once. At most as many as the link subscribes to.
-#[derive(Default)]
+/// The symbols of one link whose lists are still to read: from when the link subscribes to
+/// them, queued in the order their subscriptions were confirmed; each once. At most as many as
+/// the link subscribes to. Each is in the replica's [`ChartsLoading`] from its subscription
+/// until its lists are in (or the link is gone).
 pub(super) struct BarLoads {
     queue: VecDeque<String>,
+    /// Subscribed or confirmed, lists not read yet.
     waiting: HashSet<String>,
+    /// Confirmed (in `queue`).
+    queued: HashSet<String>,
+    charts: ChartsLoading,
+}
+
+impl Drop for BarLoads {
+    fn drop(&mut self) {
+        // the link is gone: its next connection (or another node's link) reads them again
+        let waiting = self.waiting.iter().map(|s| super::padded(s.as_bytes()));
+        self.charts.forget(waiting);
+    }
 }
 
 impl BarLoads {
-    /// `sym`'s subscription was confirmed: its lists are to read (once, if it already waits).
+    /// None waiting; each one that will is told to `charts`.
+    pub(super) fn new(charts: ChartsLoading) -> BarLoads {
+        BarLoads {
+            queue: VecDeque::new(),
+            waiting: HashSet::new(),
+            queued: HashSet::new(),
+            charts,
+        }
+    }
+
+    /// The link subscribes to `sym`'s bars: its lists will be read once that is confirmed.
+    pub(super) fn expect(&mut self, sym: &str) {
+        if self.waiting.insert(sym.to_string()) {
+            self.charts.waiting(super::padded(sym.as_bytes()));
+        }
+    }
+
+    /// `sym`'s subscription was confirmed: its lists are to read (once, if they already are).
     pub(super) fn add(&mut self, sym: String) {
-        if self.waiting.insert(sym.clone()) {
+        if self.queued.insert(sym.clone()) {
+            self.expect(&sym);
             self.queue.push_back(sym);
         }
     }
@@ -53,6 +86,7 @@ impl BarLoads {
         let batch: Vec<String> = self.queue.drain(..n).collect();
         for s in &batch {
             self.waiting.remove(s);
+            self.queued.remove(s);
         }
         batch
     }
@@ -66,42 +100,59 @@ impl BarLoads {
         if syms.is_empty() {
             return Ok(());
         }
-        let keys = &sh.keys;
-        // the latest bars of each interval, oldest first; newer ones come on the channel
-        let lists: Vec<(&String, u8, String)> = syms
-            .iter()
-            .flat_map(|s| [1, 60].map(|i| (s, i, keys.bars(s, i))))
-            .collect();
-        for (_, _, key) in &lists {
-            cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
+        match read(cmd, sh, &syms) {
+            Ok(lists) => {
+                sh.take_bars(BarWork::Lists(lists, syms));
+                Ok(())
+            }
+            Err(e) => {
+                self.charts
+                    .forget(syms.iter().map(|s| super::padded(s.as_bytes())));
+                Err(e)
+            }
         }
-        cmd.flush()?;
-        let deadline = Instant::now() + sh.cfg.timeout;
-        let mut reloaded = Vec::with_capacity(lists.len());
-        for (sym, interval_s, key) in &lists {
-            cmd.next_by(deadline, |r| {
-                if let Some(e) = r.error() {
-                    if super::cluster::redirect(&e).is_some() {
-                        // moved away meanwhile: its new node loads it
-                        sh.slots_moved(1);
-                    } else {
-                        eprintln!("gateway: redis: LRANGE {key}: {e}; its bars not loaded");
-                    }
-                    return;
-                }
-                let list: Vec<Vec<u8>> = r
-                    .items()
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
-                    .collect();
-                reloaded.push((sym.to_string(), *interval_s, list));
-            })?;
-        }
-        sh.take_bars(BarWork::Lists(reloaded));
-        Ok(())
     }
 }
+
+/// Each of `syms`' two lists, read through `cmd`: (symbol, interval, records), oldest first.
+fn read(cmd: &mut Conn, sh: &Shared, syms: &[String]) -> Result<Vec<Loaded>, String> {
+    let keys = &sh.keys;
+    // the latest bars of each interval, oldest first; newer ones come on the channel
+    let lists: Vec<(&String, u8, String)> = syms
+        .iter()
+        .flat_map(|s| [1, 60].map(|i| (s, i, keys.bars(s, i))))
+        .collect();
+    for (_, _, key) in &lists {
+        cmd.queue(&[b"LRANGE", key.as_bytes(), b"-600", b"-1"]);
+    }
+    cmd.flush()?;
+    let deadline = Instant::now() + sh.cfg.timeout;
+    let mut reloaded = Vec::with_capacity(lists.len());
+    for (sym, interval_s, key) in &lists {
+        cmd.next_by(deadline, |r| {
+            if let Some(e) = r.error() {
+                if super::cluster::redirect(&e).is_some() {
+                    // moved away meanwhile: its new node loads it
+                    sh.slots_moved(1);
+                } else {
+                    eprintln!("gateway: redis: LRANGE {key}: {e}; its bars not loaded");
+                }
+                return;
+            }
+            let list: Vec<Vec<u8>> = r
+                .items()
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
+                .collect();
+            reloaded.push((sym.to_string(), *interval_s, list));
+        })?;
+    }
+    Ok(reloaded)
+}
+
+/// A list read: its symbol, interval and records, oldest first.
+type Loaded = (String, u8, Vec<Vec<u8>>);
 
 #[cfg(test)]
 mod tests {
@@ -109,7 +160,8 @@ mod tests {
 
     #[test]
     fn each_symbol_waits_once_in_the_order_confirmed_until_its_turn() {
-        let mut b = BarLoads::default();
+        let charts = ChartsLoading::default();
+        let mut b = BarLoads::new(charts.clone());
         for s in ["AAPL", "MSFT", "AAPL", "IBM", "MSFT"] {
             b.add(s.into());
         }
@@ -121,5 +173,28 @@ mod tests {
         assert_eq!(b.next(9), ["IBM", "AAPL"]);
         assert!(b.is_empty() && !b.waits("IBM"));
         assert!(b.next(4).is_empty());
+        // each told to the charts once (taken out when their lists are in: the bars thread)
+        assert_eq!(charts.len(), 3);
+    }
+
+    #[test]
+    fn a_chart_waits_from_its_subscription_and_a_link_gone_leaves_none_waiting_for_it() {
+        let charts = ChartsLoading::default();
+        let mut b = BarLoads::new(charts.clone());
+        b.expect("AAPL");
+        b.expect("MSFT");
+        b.expect("IBM");
+        assert!(
+            b.waits("IBM") && b.is_empty(),
+            "subscribed, not confirmed: nothing to read"
+        );
+        assert_eq!(charts.len(), 3);
+        b.add("AAPL".into());
+        b.add("MSFT".into());
+        let read = b.next(1);
+        drop(b);
+        // MSFT's and IBM's reads never began; AAPL's lists are on their way to the bars thread
+        assert_eq!(read, ["AAPL"]);
+        assert_eq!(charts.len(), 1);
     }
 }

@@ -294,6 +294,8 @@ struct Subs<'a> {
     /// this without bound.
     subscribed: HashSet<Vec<u8>>,
     command: &'static [u8],
+    /// The charts of the symbols subscribed, to read.
+    loads: BarLoads,
 }
 
 impl Subs<'_> {
@@ -309,6 +311,7 @@ impl Subs<'_> {
             sub.queue_push(&[self.command, ch.as_bytes()]);
             sub.queue_push(&[self.command, keys.bars_channel(sym).as_bytes()]);
             sub.queue_push(&[self.command, keys.venues(sym).as_bytes()]);
+            self.loads.expect(sym);
         }
     }
 
@@ -368,6 +371,7 @@ fn follow(
         } else {
             b"SUBSCRIBE"
         },
+        loads: BarLoads::new(sh.charts.clone()),
     };
     match &sh.cfg.symbols {
         Some(list) => {
@@ -416,11 +420,10 @@ fn follow(
     }
     sub.flush()?;
     let mut nonblocking = false;
-    let mut loads = BarLoads::default();
     let mut inbox = Inbox::default();
     while !done() {
         // while charts are still to load, read what has come without waiting for more
-        if nonblocking != (sh.cfg.spin || !loads.is_empty()) {
+        if nonblocking != (sh.cfg.spin || !subs.loads.is_empty()) {
             nonblocking = !nonblocking;
             sub.set_nonblocking(nonblocking)?;
         }
@@ -457,10 +460,10 @@ fn follow(
             first = false;
             match got {
                 None => {
-                    if !loads.is_empty() && !sh.loads_wanted() {
+                    if !subs.loads.is_empty() && !sh.loads_wanted() {
                         // charts wait for the bars thread: a moment, then the socket again
                         std::thread::sleep(Duration::from_micros(200));
-                    } else if sh.cfg.spin && loads.is_empty() {
+                    } else if sh.cfg.spin && subs.loads.is_empty() {
                         // keep the CPU awake, but let anything runnable have it
                         std::thread::yield_now();
                     }
@@ -512,9 +515,9 @@ fn follow(
         // charts to load (later, a few a pass); until then their channel's bars are in the
         // lists to read
         for s in bar_loads.drain(..) {
-            loads.add(s);
+            subs.loads.add(s);
         }
-        bars.retain(|(sym, _)| !loads.waits(sym));
+        bars.retain(|(sym, _)| !subs.loads.waits(sym));
         if !bars.is_empty() {
             sh.take_bars(BarWork::Live(std::mem::take(bars)));
         }
@@ -571,7 +574,7 @@ fn follow(
         }
         // the quotes first, then a few charts
         if sh.loads_wanted() {
-            loads.read_some(&mut cmd, sh)?;
+            subs.loads.read_some(&mut cmd, sh)?;
         }
     }
     Ok(())

@@ -149,6 +149,8 @@ pub(super) struct Shared {
     bars_tx: SyncSender<BarWork>,
     /// Work handed to the bars thread and not done yet.
     bars_queued: AtomicUsize,
+    /// Charts whose lists are still to read, or not yet in the bar log (`/v1/bars` refuses them).
+    pub(super) charts: crate::bars::ChartsLoading,
     /// The mirror's counters as the bars thread last left them (read without waiting for the
     /// mirror, which a compaction holds for as long as it takes): bad records, compactions.
     bars_counts: [AtomicU64; 2],
@@ -158,8 +160,9 @@ pub(super) struct Shared {
 pub(super) enum BarWork {
     /// Bars from the channels, each with its channel's symbol.
     Live(Vec<(String, Vec<u8>)>),
-    /// Lists read after a (re)subscription, each with its symbol and interval, oldest first.
-    Lists(Vec<(String, u8, Vec<Vec<u8>>)>),
+    /// Lists read after a (re)subscription, each with its symbol and interval, oldest first,
+    /// and the symbols whose lists were asked for (all in once these are taken).
+    Lists(Vec<(String, u8, Vec<Vec<u8>>)>, Vec<String>),
 }
 
 /// Work the bars thread holds at most, queued; a link handing it more waits (bars are never
@@ -183,13 +186,19 @@ fn keep_bars(sh: Arc<Shared>, rx: Receiver<BarWork>) {
                 let mut m = sh.bars.lock().unwrap_or_else(|p| p.into_inner());
                 match w {
                     BarWork::Live(mut live) => m.take(&mut live),
-                    BarWork::Lists(lists) => {
+                    BarWork::Lists(lists, asked) => {
                         let n = lists.len();
                         for (sym, interval_s, mut list) in lists {
                             m.reload(&sym, interval_s, &mut list);
                         }
                         sh.lists_loaded.fetch_add(n as u64, Ordering::Relaxed);
+                        for s in asked {
+                            sh.charts.loaded(super::padded(s.as_bytes()), m.log.len());
+                        }
                     }
+                }
+                if m.compactions != sh.bars_counts[1].load(Ordering::Relaxed) {
+                    sh.charts.log_replaced();
                 }
                 sh.bars_counts[0].store(m.bad, Ordering::Relaxed);
                 sh.bars_counts[1].store(m.compactions, Ordering::Relaxed);
@@ -358,6 +367,7 @@ impl Replica {
             lists_loaded: AtomicU64::new(0),
             bars_tx,
             bars_queued: AtomicUsize::new(0),
+            charts: crate::bars::ChartsLoading::default(),
             bars_counts: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         let s = shared.clone();
@@ -398,6 +408,11 @@ impl Replica {
     pub fn counts(&self) -> (usize, u64, u64) {
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         (st.core.len(), st.core.bad_values, st.core.full)
+    }
+
+    /// The charts still coming in (for [`crate::server::ServerCfg::charts_loading`]).
+    pub fn charts_loading(&self) -> crate::bars::ChartsLoading {
+        self.shared.charts.clone()
     }
 
     /// Bar lists loaded so far (one per symbol and interval, after each (re)subscription).
