@@ -2859,11 +2859,12 @@ fn a_replica_takes_a_key_holding_another_type_as_absent() {
 
 /// A remote gateway starting while every chart is full (600 bars in each symbol's two lists, as
 /// late in a trading day) holds every symbol's quote before it has loaded even half of the
-/// charts, loads each list once, and serves them whole: meanwhile a chart asked for (of a symbol
-/// it knows) is whole or refused as loading (503), never part of one or empty. Before, each pass of a link read the
-/// lists of every symbol confirmed in it (up to 1,024 symbols: tens of MB) and only then GOT
-/// their quotes, so a full day's charts held the quotes for seconds, and with quotes flowing
-/// Redis dropped the subscriber whose messages piled up meanwhile (`bench redis`, resync).
+/// charts, loads each list once, and serves them whole: meanwhile a chart asked for (of a
+/// symbol it knows) is whole or refused as loading (503), never part of one or empty. Before,
+/// each pass of a link read the lists of every symbol confirmed in it (up to 1,024 symbols:
+/// tens of MB) and only then asked for their quotes, so a full day's charts held the quotes for
+/// seconds, and with quotes flowing Redis dropped the subscriber whose messages piled up
+/// meanwhile (`bench redis`, resync).
 #[test]
 fn a_remote_gateway_takes_every_quote_before_loading_full_charts() {
     if !have_redis() {

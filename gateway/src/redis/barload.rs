@@ -20,7 +20,7 @@ use std::time::Instant;
 /// Symbols whose lists one pass of a link's loop reads (two lists each: at most 172 KB a pass).
 /// Measured (`bench redis`, a full day's charts of 5,000 symbols at 50,000 quote changes/s):
 /// 1 a pass gave quotes a p99 of 19 ms while they loaded, 2 gave 20-41 ms, 4 gave 27-30 ms and 16
-/// gave 82 ms; all of them took about 2 s.
+/// gave 82 ms; each took 2-4 s in all.
 pub(super) const SYMBOLS_PER_PASS: usize = 2;
 
 /// The symbols of one link whose lists are still to read: from when the link subscribes to
