@@ -2,7 +2,7 @@
 //! as it reads the book's.
 
 use book::barlog::{self, BarLogWriter};
-use std::collections::HashMap;
+use book::consolidate::FastMap as HashMap;
 
 /// The bars a replica took, appended to a bar log in memory that `/v1/bars` reads as it reads the
 /// book's. A symbol's list holds every venue's bars, interleaved; each venue's are a series of
@@ -69,8 +69,8 @@ impl BarMirror {
     pub(super) fn new(log: BarLogWriter) -> BarMirror {
         BarMirror {
             log,
-            last: HashMap::new(),
-            recent: HashMap::new(),
+            last: HashMap::default(),
+            recent: HashMap::default(),
             bad: 0,
             compact_at: COMPACT_AT,
             compactions: 0,
@@ -139,7 +139,7 @@ impl BarMirror {
             .unzip();
         self.bad += (n - records.len()) as u64;
         // per venue, where the list goes on: after the last record of its last bar taken
-        let mut from: HashMap<Series, usize> = HashMap::new();
+        let mut from: HashMap<Series, usize> = HashMap::default();
         for (i, r) in decoded.iter().enumerate().rev() {
             let series = series_of(r);
             if !r.revision
@@ -149,7 +149,7 @@ impl BarMirror {
                 from.insert(series, i + 1);
             }
         }
-        let mut recent: HashMap<Series, Vec<[u8; barlog::RECORD]>> = HashMap::new();
+        let mut recent: HashMap<Series, Vec<[u8; barlog::RECORD]>> = HashMap::default();
         for (i, (r, b)) in decoded.iter().zip(&records).enumerate() {
             let series = series_of(r);
             if i < from.get(&series).copied().unwrap_or(0) {
