@@ -157,6 +157,7 @@ fn main() -> ExitCode {
                 tick_us: flag(&args, "--tick-us", 1000)?,
                 bars_per_s: flag(&args, "--bars-per-s", 4000)? as usize,
                 resync: !args.iter().any(|a| a == "--no-resync"),
+                restore: !args.iter().any(|a| a == "--no-restore"),
                 results: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
             };
             eprintln!("machine: {}", bench::machine());

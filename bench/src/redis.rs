@@ -13,6 +13,11 @@
 //!    how long until it holds every symbol, until it has loaded every list, how many lists it
 //!    loaded (more than two a symbol: Redis dropped it and it loaded them again), and the hop of
 //!    the changes published while it loaded them.
+//!    Then (`--no-restore` to skip), on a server of its own: a publisher following a bar log of
+//!    600 s of every symbol's 1-second bars writes it all (`redis_backlog_bars_per_s`), Redis
+//!    restarts empty, and the publisher restores the lists: how long until the node's mark says
+//!    they are whole (`redis_restore_s`), and until a bar appended to the log just after the
+//!    restart is in its list (`redis_restore_new_bar_s`).
 //! 2. The highest change rate one publisher sustains: a publisher in this process writes batches
 //!    of distinct symbols' changes (a 1 ms tick's worth at 1M changes/s) as fast as Redis takes
 //!    them, with one replica subscribed to every symbol; afterwards the replica must hold every
@@ -56,6 +61,8 @@ pub struct RedisBench {
     /// A fourth run: a replica starting while every symbol's bar lists are full (a plain
     /// server only).
     pub resync: bool,
+    /// A fifth run: Redis restarting empty under a publisher with a long bar log.
+    pub restore: bool,
     /// Where `.hdr` files go.
     pub results: std::path::PathBuf,
 }
@@ -313,6 +320,134 @@ fn resync(o: &RedisBench, redis: &[SocketAddr]) -> Result<(f64, f64, u64, Hist),
     Ok((held_ms, lists_ms, loaded, h))
 }
 
+/// Seconds of one-second bars of every symbol in the restore run's bar log.
+const RESTORE_SECONDS: u64 = 600;
+
+/// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] seconds of
+/// one-second bars of every symbol, with a publisher (`gateway publish`) following it and a
+/// synthetic market: a server of its own, started and restarted here. (seconds the publisher
+/// took to write the whole log at first, seconds until the restored node's mark says its lists
+/// are whole again, seconds until a bar appended to the log just after the restart is in its
+/// list, bars in the log).
+fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
+    use book::barlog::{BarLogWriter, BarRecord, beside};
+    use gateway::redis::conn::{Access, Conn};
+    let dir = std::env::temp_dir().join(format!("bench-redis-restore-{}", std::process::id()));
+    let mut server = RedisServer::start_free(&dir, false, &[])?;
+    let addr = server.addr();
+    let table = format!("bench-restore-{}.quotes", std::process::id());
+    let table_path = feed_handler::ring::ring_path(&table);
+    let log_path = beside(&table_path);
+    let mut log =
+        BarLogWriter::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let bar = |i: usize, sec: u64, day: u32| {
+        let mut symbol = *b"        ";
+        let name = gateway::synth::symbol_name(i);
+        symbol[..name.len()].copy_from_slice(name.as_bytes());
+        let start_ns = 10 * 3_600_000_000_000 + sec * 1_000_000_000;
+        BarRecord {
+            symbol,
+            channel: 0,
+            interval_s: 1,
+            bar: book::bars::Bar {
+                start_ns,
+                open: 1_000_000,
+                high: 1_000_500,
+                low: 999_500,
+                close: 1_000_100,
+                volume: 300,
+                trades: 3,
+                first_ns: start_ns + 1_000,
+                last_ns: start_ns + 900_000_000,
+            },
+            revision: false,
+            day,
+        }
+    };
+    let day = log.day();
+    for sec in 0..RESTORE_SECONDS {
+        for i in 0..o.symbols {
+            log.append(bar(i, sec, day)).map_err(|e| e.to_string())?;
+        }
+    }
+    log.flush().map_err(|e| e.to_string())?;
+    let bars = RESTORE_SECONDS * o.symbols as u64;
+    let end = log.len();
+    let mut procs = Kill::default();
+    procs.0.push(
+        Command::new(exe("gateway"))
+            .args(["synth", "--quotes", &table])
+            .args(["--symbols", &o.symbols.to_string()])
+            .args(["--rate", &o.rate.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("gateway synth: {e}"))?,
+    );
+    wait_until("the synthetic quote table", 10, || table_path.exists())?;
+    let t0 = Instant::now();
+    procs.0.push(
+        Command::new(exe("gateway"))
+            .args(["publish", "--quotes", &table])
+            .args(["--redis", &format!("redis://{addr}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("gateway publish: {e}"))?,
+    );
+    let keys = gateway::redis::Keys::new("quotes");
+    let position = keys.bar_position();
+    let written = |want: u64| {
+        server::cli(addr.port(), &["GET", &position])
+            .trim()
+            .split_once(' ')
+            .and_then(|(_, off)| off.parse::<u64>().ok())
+            == Some(want)
+    };
+    wait_until("the publisher to write the whole bar log", 600, || {
+        written(end)
+    })?;
+    let first_s = t0.elapsed().as_secs_f64();
+    // Redis restarts empty; a bar closes just after
+    server.kill();
+    server.restart()?;
+    let t1 = Instant::now();
+    let newest = bar(0, RESTORE_SECONDS, day);
+    log.append(newest).map_err(|e| e.to_string())?;
+    log.flush().map_err(|e| e.to_string())?;
+    let mark = keys
+        .node_mark(&gateway::redis::cluster::Topology::single(addr), 0)
+        .ok_or("no mark key")?;
+    let list = keys.bars(&gateway::synth::symbol_name(0), 1);
+    let t = Duration::from_secs(5);
+    let mut c = Conn::connect(addr, t, t, &Access::default())?;
+    let (mut whole_s, mut new_s) = (None, None);
+    while whole_s.is_none() || new_s.is_none() {
+        if t1.elapsed() > Duration::from_secs(1800) {
+            return Err("the restore did not end in 30 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let last = c.call(&[b"LINDEX", list.as_bytes(), b"-1"], t, |r| {
+            r.bytes().map(<[u8]>::to_vec)
+        })?;
+        if new_s.is_none() && last.as_deref() == Some(&newest.to_bytes()[..]) {
+            new_s = Some(t1.elapsed().as_secs_f64());
+        }
+        let marked = c.call(&[b"EXISTS", mark.as_bytes()], t, |r| {
+            matches!(r, gateway::redis::resp::Reply::Int(1))
+        })?;
+        if whole_s.is_none() && marked {
+            whole_s = Some(t1.elapsed().as_secs_f64());
+        }
+    }
+    drop(procs);
+    let _ = std::fs::remove_file(&log_path);
+    Ok((
+        first_s,
+        whole_s.unwrap_or_default(),
+        new_s.unwrap_or_default(),
+        bars,
+    ))
+}
+
 /// Runs the benchmark.
 pub fn run(o: &RedisBench) -> Result<(), String> {
     let (_servers, redis) = start_redis(o.cluster)?;
@@ -441,6 +576,31 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
         hists.push(("redis_resync_hop", h));
     }
     drop(synth); // publisher then synth
+    if o.restore {
+        eprintln!(
+            "redis: a bar log of {RESTORE_SECONDS} s of every symbol's 1-second bars, then Redis restarting empty"
+        );
+        let (first_s, whole_s, new_s, bars) = restore(o)?;
+        let extra = [
+            ("bars", bars.to_string()),
+            ("symbols", o.symbols.to_string()),
+            ("rate", o.rate.to_string()),
+        ];
+        report(
+            "redis_backlog_bars_per_s",
+            bars as f64 / first_s,
+            "bars/s",
+            &extra,
+        );
+        report("redis_restore_s", whole_s, "s", &extra);
+        report(
+            "redis_restore_bars_per_s",
+            bars as f64 / whole_s,
+            "bars/s",
+            &extra,
+        );
+        report("redis_restore_new_bar_s", new_s, "s", &extra);
+    }
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
     for (name, h) in &hists {
         let hdr = o
