@@ -167,6 +167,32 @@ fn hop(o: &RedisBench, redis: &[SocketAddr], spin: bool) -> Result<(Hist, Hist, 
     Ok((h, w, n, secs))
 }
 
+/// The synthetic market's symbol `i`'s bar at `interval_s` starting at `start_ns` (ns since
+/// midnight) of trading day `day`, with the same made-up prices each time.
+fn synth_bar(i: usize, interval_s: u8, start_ns: u64, day: u32) -> book::barlog::BarRecord {
+    let mut symbol = *b"        ";
+    let name = gateway::synth::symbol_name(i);
+    symbol[..name.len()].copy_from_slice(name.as_bytes());
+    book::barlog::BarRecord {
+        symbol,
+        channel: 0,
+        interval_s,
+        bar: book::bars::Bar {
+            start_ns,
+            open: 1_000_000,
+            high: 1_000_500,
+            low: 999_500,
+            close: 1_000_100,
+            volume: 300,
+            trades: 3,
+            first_ns: start_ns + 1_000,
+            last_ns: start_ns + 900_000_000,
+        },
+        revision: false,
+        day,
+    }
+}
+
 /// Appends `per_s` bars (of the synthetic market's first symbols) to the bar log beside the
 /// quote table at `table` at each second's start, as the 1-second bars of that many symbols
 /// close together in a busy market, until `stop`; the bars written.
@@ -175,7 +201,7 @@ fn bar_writer(
     per_s: usize,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<u64>, String> {
-    use book::barlog::{BarLogWriter, BarRecord, beside};
+    use book::barlog::{BarLogWriter, beside};
     let path = beside(table);
     let mut log = BarLogWriter::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(std::thread::spawn(move || {
@@ -191,28 +217,7 @@ fn bar_writer(
             let start_ns = (second % 86_400) * 1_000_000_000;
             for i in 0..per_s {
                 // the synthetic market's symbols: the replica follows their bars too
-                let mut symbol = *b"        ";
-                let name = gateway::synth::symbol_name(i);
-                symbol[..name.len()].copy_from_slice(name.as_bytes());
-                let bar = book::bars::Bar {
-                    start_ns,
-                    open: 1_000_000,
-                    high: 1_000_500,
-                    low: 999_500,
-                    close: 1_000_100,
-                    volume: 300,
-                    trades: 3,
-                    first_ns: start_ns + 1_000,
-                    last_ns: start_ns + 900_000_000,
-                };
-                let r = BarRecord {
-                    symbol,
-                    channel: 0,
-                    interval_s: 1,
-                    bar,
-                    revision: false,
-                    day: log.day(),
-                };
+                let r = synth_bar(i, 1, start_ns, log.day());
                 if log.append(r).is_ok() {
                     written += 1;
                 }
@@ -230,37 +235,17 @@ const LIST_BARS: usize = 600;
 /// Fills both bar lists (1 s and 1 min) of each of the synthetic market's `symbols` with
 /// [`LIST_BARS`] bars, as they stand late in a trading day, through a plain server at `addr`.
 fn fill_lists(addr: SocketAddr, symbols: usize) -> Result<(), String> {
-    use book::barlog::BarRecord;
     let keys = gateway::redis::Keys::new("quotes");
     let day = (now_ns() / 86_400_000_000_000) as u32;
     let lists = (0..symbols).flat_map(|i| {
         let name = gateway::synth::symbol_name(i);
-        let mut symbol = *b"        ";
-        symbol[..name.len()].copy_from_slice(name.as_bytes());
         [1u8, 60].map(|interval_s| {
             let records = (0..LIST_BARS as u64)
                 .map(|k| {
                     let start_ns = 14 * 3_600_000_000_000 + k * interval_s as u64 * 1_000_000_000;
-                    BarRecord {
-                        symbol,
-                        channel: 0,
-                        interval_s,
-                        bar: book::bars::Bar {
-                            start_ns,
-                            open: 1_000_000,
-                            high: 1_000_500,
-                            low: 999_500,
-                            close: 1_000_100 + k as u32,
-                            volume: 300,
-                            trades: 3,
-                            first_ns: start_ns + 1_000,
-                            last_ns: start_ns + 900_000_000,
-                        },
-                        revision: false,
-                        day,
-                    }
-                    .to_bytes()
-                    .to_vec()
+                    let mut r = synth_bar(i, interval_s, start_ns, day);
+                    r.bar.close += k as u32;
+                    r.to_bytes().to_vec()
                 })
                 .collect();
             (keys.bars(&name, interval_s), records)
@@ -330,7 +315,7 @@ const RESTORE_SECONDS: u64 = 600;
 /// are whole again, seconds until a bar appended to the log just after the restart is in its
 /// list, bars in the log).
 fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
-    use book::barlog::{BarLogWriter, BarRecord, beside};
+    use book::barlog::{BarLogWriter, beside};
     use gateway::redis::conn::{Access, Conn};
     let dir = std::env::temp_dir().join(format!("bench-redis-restore-{}", std::process::id()));
     let mut server = RedisServer::start_free(&dir, false, &[])?;
@@ -341,28 +326,7 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
     let mut log =
         BarLogWriter::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let bar = |i: usize, sec: u64, day: u32| {
-        let mut symbol = *b"        ";
-        let name = gateway::synth::symbol_name(i);
-        symbol[..name.len()].copy_from_slice(name.as_bytes());
-        let start_ns = 10 * 3_600_000_000_000 + sec * 1_000_000_000;
-        BarRecord {
-            symbol,
-            channel: 0,
-            interval_s: 1,
-            bar: book::bars::Bar {
-                start_ns,
-                open: 1_000_000,
-                high: 1_000_500,
-                low: 999_500,
-                close: 1_000_100,
-                volume: 300,
-                trades: 3,
-                first_ns: start_ns + 1_000,
-                last_ns: start_ns + 900_000_000,
-            },
-            revision: false,
-            day,
-        }
+        synth_bar(i, 1, 10 * 3_600_000_000_000 + sec * 1_000_000_000, day)
     };
     let day = log.day();
     for sec in 0..RESTORE_SECONDS {
