@@ -48,6 +48,11 @@ impl Tail {
         }
     }
 
+    /// The log's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// The log being read: its identity (when it was begun, ns; 0 if unknown or none yet).
     pub fn log(&self) -> u64 {
         self.log

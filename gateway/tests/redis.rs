@@ -2151,6 +2151,53 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
     assert!(s.bar_restores == 1 && s.bars == 11, "{s:?}");
 }
 
+/// A restore of a log longer than its lists keep appends only what they keep: each series'
+/// latest 600 bars (a list trims the rest at once). Before, it appended the whole log again,
+/// a busy day's in a quarter of an hour, with every new bar waiting behind it.
+#[test]
+fn a_restore_appends_only_what_the_lists_keep() {
+    if !have_redis() {
+        return;
+    }
+    let BarCase {
+        mut node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-restore-trim");
+    let a = t.quotes[0].symbol;
+    let short = gateway::redis::Keys::new("quotes").bars(&t.quotes[0].symbol_str(), 1);
+    log_bars(&mut bar_log, b, 0..1_500);
+    log_bars(&mut bar_log, a, 0..100);
+    let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    let list_now = |node: &RedisNode, l: &str| list_at(node.addr(), l).unwrap_or_default();
+    comes_to("the latest 600 bars", &bar_bytes(b, 900..1_500), || {
+        list_now(&node, &list)
+    });
+    comes_to("the short list", &bar_bytes(a, 0..100), || {
+        list_now(&node, &short)
+    });
+    node.kill();
+    node.restart().unwrap();
+    comes_to("the latest 600 restored", &bar_bytes(b, 900..1_500), || {
+        list_now(&node, &list)
+    });
+    comes_to("the short list restored", &bar_bytes(a, 0..100), || {
+        list_now(&node, &short)
+    });
+    // a new bar after the restore goes on the end
+    log_bars(&mut bar_log, b, 1_500..1_501);
+    comes_to("the new bar", &bar_bytes(b, 901..1_501), || {
+        list_now(&node, &list)
+    });
+    let s = publisher.stop();
+    assert!(
+        s.bar_restores == 1 && s.bars_trimmed == 900 && s.bars == 1_600 + 700 + 1,
+        "{s:?}"
+    );
+}
+
 /// In a cluster, the master holding `quotes:barlog` restarted empty: the bar lists on it are
 /// restored, and the other masters' lists, which lost nothing, get nothing twice.
 #[test]

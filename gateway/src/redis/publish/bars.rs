@@ -69,6 +69,23 @@ impl Publisher {
             return;
         }
         self.next_bar_poll = Instant::now() + POLL_EVERY;
+        // a restore waits for the scan of what it may leave out (seconds for a busy day's
+        // log, against minutes to append it whole)
+        if let Some(s) = &self.bar_scan {
+            let Some(cuts) = s.done() else {
+                return;
+            };
+            if cuts.complete() > 0 {
+                eprintln!(
+                    "gateway publish: the restore leaves out what {} series' lists would trim at \
+                     once (found in {:.1} s)",
+                    cuts.complete(),
+                    s.began.elapsed().as_secs_f64()
+                );
+            }
+            self.bar_cuts = Some(cuts);
+            self.bar_scan = None;
+        }
         let room = self
             .cfg
             .max_pending_bars
@@ -99,11 +116,11 @@ impl Publisher {
                 restoring_note(&restarted, from);
                 self.stats.bar_restores += 1;
                 self.bars_lost_on = restarted;
-                if first != from {
-                    // (not reached: a log begun is read from its start) read again from there
-                    t.seek(from);
-                    return;
-                }
+                // read again from there once the scan of what the restore may leave out is
+                // over
+                t.seek(from);
+                self.scan_cuts();
+                return;
             }
         }
         for (k, rec) in new.into_iter().enumerate() {
@@ -131,6 +148,10 @@ impl Publisher {
                 continue;
             }
             let check = self.bar_sync.checked(log, at);
+            if quiet && self.left_out(log, at, &rec, check) == Some(true) {
+                self.stats.bars_trimmed += 1;
+                continue;
+            }
             self.bars_pending.push_back(PendingBar {
                 rec,
                 log,
@@ -139,6 +160,40 @@ impl Publisher {
                 check,
             });
         }
+    }
+
+    /// When Redis lost bars and the tail is to read them again, starts the scan of what the
+    /// restore may leave out ([`bartrim`](super::bartrim)): from where the tail is to the
+    /// log's end. Otherwise drops what an earlier one found.
+    pub(super) fn scan_cuts(&mut self) {
+        self.bar_scan = None;
+        self.bar_cuts = None;
+        let Some(t) = self.bar_tail.as_ref() else {
+            return;
+        };
+        if self.bar_sync.restoring(t.log(), t.offset()) {
+            self.bar_scan = Some(super::bartrim::Scan::start(t.path(), t.log(), t.offset()));
+        }
+    }
+
+    /// Whether a bar restored quietly (at `at` of `log`, checked against its list or not) is
+    /// left out, its list trimming it at once ([`bartrim`](super::bartrim)); `None` until its
+    /// list is asked.
+    pub(super) fn left_out(
+        &self,
+        log: u64,
+        at: u64,
+        rec: &book::barlog::BarRecord,
+        checked: bool,
+    ) -> Option<bool> {
+        let earliest = self
+            .bar_cuts
+            .as_ref()
+            .and_then(|c| c.before_cut(log, at, rec));
+        let newest = self
+            .bar_sync
+            .newest(&(rec.symbol, rec.interval_s, rec.channel));
+        super::bartrim::left_out(earliest, checked, newest)
     }
 
     /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the

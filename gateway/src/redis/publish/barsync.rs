@@ -153,6 +153,12 @@ impl BarSync {
         self.newest.insert(series, newest);
     }
 
+    /// What Redis said of `series`' newest bar in its list: the start of this log's day's
+    /// (`Some(None)`: none); `None` when not asked yet.
+    pub(super) fn newest(&self, series: &Series) -> Option<Option<u64>> {
+        self.newest.get(series).copied()
+    }
+
     /// Whether a checked bar (not a revision) starting at `start` is in `series`' list already.
     pub(super) fn in_list(&self, series: &Series, start: u64) -> bool {
         self.newest

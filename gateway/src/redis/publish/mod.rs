@@ -24,6 +24,7 @@ mod barfate;
 mod barpos;
 mod bars;
 mod barsync;
+mod bartrim;
 mod lease;
 
 pub use bars::{BARS_PER_FLUSH, MAX_PENDING_BARS};
@@ -102,6 +103,9 @@ pub struct PubStats {
     pub bars_refused: u64,
     /// Bars read again that Redis had already (where the last publisher stopped), skipped.
     pub bars_skipped: u64,
+    /// Bars a restore left out: their list would have trimmed them at once, as at least as
+    /// many records as it keeps follow them ([`bartrim`]).
+    pub bars_trimmed: u64,
     /// Times Redis had lost bars it held (restarted empty, or from an older snapshot) and
     /// they were restored to the lists.
     pub bar_restores: u64,
@@ -236,6 +240,9 @@ pub struct Publisher {
     /// Why Redis last refused a mark (logged once a reason).
     mark_refused: Option<String>,
     next_bar_poll: Instant,
+    /// The scan for what a restore may leave out, while it runs, and what it found.
+    bar_scan: Option<bartrim::Scan>,
+    bar_cuts: Option<bartrim::Cuts>,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
     /// Counters.
@@ -291,6 +298,8 @@ impl Publisher {
             marks_owed: Vec::new(),
             mark_refused: None,
             next_bar_poll: Instant::now(),
+            bar_scan: None,
+            bar_cuts: None,
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
             id: format!(
@@ -1351,7 +1360,7 @@ pub fn run(
             let s = &p.stats;
             eprintln!(
                 "gateway publish: {} changes published in {} batches, {} conflated, {} bars ({} \
-                 dropped, {} refused, {} in Redis already), {} venue keys of another type replaced, {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
+                 dropped, {} refused, {} in Redis already, {} left out of a restore), {} venue keys of another type replaced, {} failures, {} writes sent on after ASK, {} after MOVED, {} slot \
                  maps followed in place, {} masters joined in place, {}",
                 s.published,
                 s.batches,
@@ -1360,6 +1369,7 @@ pub fn run(
                 s.bars_dropped,
                 s.bars_refused,
                 s.bars_skipped,
+                s.bars_trimmed,
                 s.replaced,
                 s.failures,
                 s.asked,
