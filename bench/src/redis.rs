@@ -14,10 +14,12 @@
 //!    loaded (more than two a symbol: Redis dropped it and it loaded them again), and the hop of
 //!    the changes published while it loaded them.
 //!    Then (`--no-restore` to skip), on a server of its own: a publisher following a bar log of
-//!    600 s of every symbol's 1-second bars writes it all (`redis_backlog_bars_per_s`), Redis
-//!    restarts empty, and the publisher restores the lists: how long until the node's mark says
-//!    they are whole (`redis_restore_s`), and until a bar appended to the log just after the
-//!    restart is in its list (`redis_restore_new_bar_s`).
+//!    600 s of every symbol's 1-second bars writes it all (`redis_backlog_bars_per_s`); the log
+//!    grows by another hour while no publisher runs (Redis' position set past it, as if one had
+//!    written it), a publisher follows it again, Redis restarts empty, and the publisher
+//!    restores the lists from the log: how long until the node's mark says they are whole
+//!    (`redis_restore_s`), and until a bar appended to the log just after the restart is in its
+//!    list (`redis_restore_new_bar_s`).
 //! 2. The highest change rate one publisher sustains: a publisher in this process writes batches
 //!    of distinct symbols' changes (a 1 ms tick's worth at 1M changes/s) as fast as Redis takes
 //!    them, with one replica subscribed to every symbol; afterwards the replica must hold every
@@ -305,16 +307,21 @@ fn resync(o: &RedisBench, redis: &[SocketAddr]) -> Result<(f64, f64, u64, Hist),
     Ok((held_ms, lists_ms, loaded, h))
 }
 
-/// Seconds of one-second bars of every symbol in the restore run's bar log.
+/// Seconds of one-second bars of every symbol the restore run's publisher writes at first.
 const RESTORE_SECONDS: u64 = 600;
 
-/// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] seconds of
-/// one-second bars of every symbol, with a publisher (`gateway publish`) following it and a
-/// synthetic market: a server of its own, started and restarted here. (seconds the publisher
-/// took to write the whole log at first, seconds until the restored node's mark says its lists
-/// are whole again, seconds until a bar appended to the log just after the restart is in its
-/// list, bars in the log).
-fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
+/// Seconds of them appended to the log while no publisher runs (Redis' position set past
+/// them): a restore reads the whole log again, [`RESTORE_SECONDS`] + these.
+const RESTORE_MORE_SECONDS: u64 = 3_600;
+
+/// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] +
+/// [`RESTORE_MORE_SECONDS`] seconds of one-second bars of every symbol, with a publisher
+/// (`gateway publish`) following it and a synthetic market: a server of its own, started and
+/// restarted here. (seconds the publisher took to write the first [`RESTORE_SECONDS`] at
+/// first, seconds until the restored node's mark says its lists are whole again, seconds until
+/// a bar appended to the log just after the restart is in its list, bars written at first,
+/// bars in the log when Redis restarted).
+fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64), String> {
     use book::barlog::{BarLogWriter, beside};
     use gateway::redis::conn::{Access, Conn};
     let dir = std::env::temp_dir().join(format!("bench-redis-restore-{}", std::process::id()));
@@ -337,8 +344,8 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
     log.flush().map_err(|e| e.to_string())?;
     let bars = RESTORE_SECONDS * o.symbols as u64;
     let end = log.len();
-    let mut procs = Kill::default();
-    procs.0.push(
+    let mut synth = Kill::default();
+    synth.0.push(
         Command::new(exe("gateway"))
             .args(["synth", "--quotes", &table])
             .args(["--symbols", &o.symbols.to_string()])
@@ -348,15 +355,17 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
             .map_err(|e| format!("gateway synth: {e}"))?,
     );
     wait_until("the synthetic quote table", 10, || table_path.exists())?;
-    let t0 = Instant::now();
-    procs.0.push(
-        Command::new(exe("gateway"))
+    let publisher = || -> Result<Kill, String> {
+        let child = Command::new(exe("gateway"))
             .args(["publish", "--quotes", &table])
             .args(["--redis", &format!("redis://{addr}")])
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("gateway publish: {e}"))?,
-    );
+            .map_err(|e| format!("gateway publish: {e}"))?;
+        Ok(Kill(vec![child]))
+    };
+    let t0 = Instant::now();
+    let first = publisher()?;
     let keys = gateway::redis::Keys::new("quotes");
     let position = keys.bar_position();
     let written = |want: u64| {
@@ -370,16 +379,50 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
         written(end)
     })?;
     let first_s = t0.elapsed().as_secs_f64();
+    // its mark says the lists are whole (else the next publisher would check them all again)
+    let mark = keys
+        .node_mark(&gateway::redis::cluster::Topology::single(addr), 0)
+        .ok_or("no mark key")?;
+    wait_until("the publisher to mark the lists whole", 60, || {
+        server::cli(addr.port(), &["EXISTS", &mark]).trim() == "1"
+    })?;
+    drop(first);
+    // the rest of the log, as if a publisher had written it: Redis' position past it
+    eprintln!("redis: {RESTORE_MORE_SECONDS} s more of bars in the log");
+    for sec in RESTORE_SECONDS..RESTORE_SECONDS + RESTORE_MORE_SECONDS {
+        for i in 0..o.symbols {
+            log.append(bar(i, sec, day)).map_err(|e| e.to_string())?;
+        }
+    }
+    log.flush().map_err(|e| e.to_string())?;
+    let mut header = [0u8; book::barlog::HEADER];
+    std::fs::File::open(&log_path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let identity = book::barlog::created_ns(&header);
+    let end = log.len();
+    server::cli(
+        addr.port(),
+        &["SET", &position, &format!("{identity} {end}")],
+    );
+    // a publisher follows it again: once it wrote a bar appended now, it stands at the end
+    let _publisher = publisher()?;
+    let seconds = RESTORE_SECONDS + RESTORE_MORE_SECONDS;
+    log.append(bar(1, seconds, day))
+        .map_err(|e| e.to_string())?;
+    log.flush().map_err(|e| e.to_string())?;
+    let end = log.len();
+    wait_until("the publisher to go on at the log's end", 120, || {
+        written(end)
+    })?;
+    let in_log = seconds * o.symbols as u64 + 1;
     // Redis restarts empty; a bar closes just after
     server.kill();
     server.restart()?;
     let t1 = Instant::now();
-    let newest = bar(0, RESTORE_SECONDS, day);
+    let newest = bar(0, seconds, day);
     log.append(newest).map_err(|e| e.to_string())?;
     log.flush().map_err(|e| e.to_string())?;
-    let mark = keys
-        .node_mark(&gateway::redis::cluster::Topology::single(addr), 0)
-        .ok_or("no mark key")?;
     let list = keys.bars(&gateway::synth::symbol_name(0), 1);
     let t = Duration::from_secs(5);
     let mut c = Conn::connect(addr, t, t, &Access::default())?;
@@ -402,13 +445,15 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64), String> {
             whole_s = Some(t1.elapsed().as_secs_f64());
         }
     }
-    drop(procs);
+    drop(_publisher);
+    drop(synth);
     let _ = std::fs::remove_file(&log_path);
     Ok((
         first_s,
         whole_s.unwrap_or_default(),
         new_s.unwrap_or_default(),
         bars,
+        in_log,
     ))
 }
 
@@ -542,9 +587,9 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
     drop(synth); // publisher then synth
     if o.restore {
         eprintln!(
-            "redis: a bar log of {RESTORE_SECONDS} s of every symbol's 1-second bars, then Redis restarting empty"
+            "redis: a bar log of {RESTORE_SECONDS} s of every symbol's 1-second bars, then {RESTORE_MORE_SECONDS} s more, then Redis restarting empty"
         );
-        let (first_s, whole_s, new_s, bars) = restore(o)?;
+        let (first_s, whole_s, new_s, bars, in_log) = restore(o)?;
         let extra = [
             ("bars", bars.to_string()),
             ("symbols", o.symbols.to_string()),
@@ -556,10 +601,17 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             "bars/s",
             &extra,
         );
+        // the log read again, and the bars its lists keep
+        let extra = [
+            ("bars", in_log.to_string()),
+            ("kept", (o.symbols * gateway::bars::KEEP).to_string()),
+            ("symbols", o.symbols.to_string()),
+            ("rate", o.rate.to_string()),
+        ];
         report("redis_restore_s", whole_s, "s", &extra);
         report(
             "redis_restore_bars_per_s",
-            bars as f64 / whole_s,
+            in_log as f64 / whole_s,
             "bars/s",
             &extra,
         );
