@@ -131,26 +131,32 @@ impl Publisher {
                 self.stats.bars_skipped += 1;
                 continue;
             }
-            // not reached (read only as far as there is room), kept as the bound
-            if self.bars_pending.len() >= self.cfg.max_pending_bars.max(1) {
-                self.bars_pending.pop_front();
-                self.stats.bars_dropped += 1;
+            let check = self.bar_sync.checked(log, at);
+            if quiet && self.left_out(log, at, &rec, check) == Some(true) {
+                self.stats.bars_trimmed += 1;
+                continue;
             }
             // in a cluster, only the lists of the nodes that lost them (the others have theirs)
             if quiet
                 && let Some(link) = self.link.as_ref()
                 && !self.bars_lost_on.is_empty()
-                && !self.bars_lost_on.contains(
-                    &link.topo.nodes[link.topo.node_of(bar_names(&self.keys, &rec).0.as_bytes())],
-                )
             {
-                self.stats.bars_skipped += 1;
-                continue;
+                // (one node: no key to hash, a restore reads millions of records)
+                let k = match link.topo.nodes.len() {
+                    1 => 0,
+                    _ => link
+                        .topo
+                        .node_of(self.keys.bars(&rec.symbol_str(), rec.interval_s).as_bytes()),
+                };
+                if !self.bars_lost_on.contains(&link.topo.nodes[k]) {
+                    self.stats.bars_skipped += 1;
+                    continue;
+                }
             }
-            let check = self.bar_sync.checked(log, at);
-            if quiet && self.left_out(log, at, &rec, check) == Some(true) {
-                self.stats.bars_trimmed += 1;
-                continue;
+            // not reached (read only as far as there is room), kept as the bound
+            if self.bars_pending.len() >= self.cfg.max_pending_bars.max(1) {
+                self.bars_pending.pop_front();
+                self.stats.bars_dropped += 1;
             }
             self.bars_pending.push_back(PendingBar {
                 rec,

@@ -37,7 +37,7 @@
 //! day, or of none known, has every bar taken: a new day's bars start before the day before's
 //! last. A trading day runs from [`book::barlog::DAY_STARTS_S`] after midnight UTC to the next.
 
-use std::collections::HashMap;
+use book::consolidate::FastMap;
 
 /// The trading day a log was begun on (days since the epoch), if it has an identity.
 pub(super) use book::barlog::day_of;
@@ -69,7 +69,7 @@ pub(super) struct BarSync {
     check: Option<(u64, u64)>,
     /// Per list, the start of its newest bar when that is of this log's day (None: it holds
     /// none of this day's), as Redis said.
-    newest: HashMap<Series, Option<u64>>,
+    newest: FastMap<Series, Option<u64>>,
 }
 
 impl BarSync {
