@@ -18,8 +18,9 @@
 //!    grows by another hour while no publisher runs (Redis' position set past it, as if one had
 //!    written it), a publisher follows it again, Redis restarts empty, and the publisher
 //!    restores the lists from the log: how long until the node's mark says they are whole
-//!    (`redis_restore_s`), and until a bar appended to the log just after the restart is in its
-//!    list (`redis_restore_new_bar_s`).
+//!    (`redis_restore_s`), until a bar appended to the log just after the restart is in its
+//!    list (`redis_restore_new_bar_s`), and the hop of the quote changes to a remote gateway's
+//!    replica meanwhile (`redis_restore_hop_*`, from 2 s after the restart).
 //! 2. The highest change rate one publisher sustains: a publisher in this process writes batches
 //!    of distinct symbols' changes (a 1 ms tick's worth at 1M changes/s) as fast as Redis takes
 //!    them, with one replica subscribed to every symbol; afterwards the replica must hold every
@@ -314,14 +315,19 @@ const RESTORE_SECONDS: u64 = 600;
 /// them): a restore reads the whole log again, [`RESTORE_SECONDS`] + these.
 const RESTORE_MORE_SECONDS: u64 = 3_600;
 
+/// The restore's quote hop is taken from this long after Redis restarted: the changes
+/// stamped before waited for Redis to come back and the publisher to reconnect.
+const RESTORE_HOP_AFTER: Duration = Duration::from_secs(2);
+
 /// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] +
 /// [`RESTORE_MORE_SECONDS`] seconds of one-second bars of every symbol, with a publisher
 /// (`gateway publish`) following it and a synthetic market: a server of its own, started and
 /// restarted here. (seconds the publisher took to write the first [`RESTORE_SECONDS`] at
 /// first, seconds until the restored node's mark says its lists are whole again, seconds until
 /// a bar appended to the log just after the restart is in its list, bars written at first,
-/// bars in the log when Redis restarted).
-fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64), String> {
+/// bars in the log when Redis restarted, and the hop of the quote changes to a remote gateway's
+/// replica during the restore, from [`RESTORE_HOP_AFTER`] after the restart).
+fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64, Hist), String> {
     use book::barlog::{BarLogWriter, beside};
     use gateway::redis::conn::{Access, Conn};
     let dir = std::env::temp_dir().join(format!("bench-redis-restore-{}", std::process::id()));
@@ -416,10 +422,40 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64), String> {
         written(end)
     })?;
     let in_log = seconds * o.symbols as u64 + 1;
+    // a remote gateway's replica, sleeping in `read` as a gateway runs by default: the hop of
+    // the changes published while the lists are restored
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let hop = Arc::new(Mutex::new(
+        Hist::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
+    ));
+    let (from_ns, until_ns) = (
+        Arc::new(AtomicU64::new(u64::MAX)),
+        Arc::new(AtomicU64::new(u64::MAX)),
+    );
+    let mut rc = ReplicaCfg::new(vec![addr]);
+    rc.slots = o.symbols.max(16);
+    {
+        let (h, from, until) = (hop.clone(), from_ns.clone(), until_ns.clone());
+        rc.on_value = Some(Arc::new(move |q: &Quote, _pub_ns: u64| {
+            let stamp = q.recv_ns;
+            if stamp >= from.load(Ordering::Relaxed) && stamp < until.load(Ordering::Relaxed) {
+                let age_us = now_ns().saturating_sub(stamp) / 1000;
+                let _ = h.lock().expect("hist").record(age_us.max(1));
+            }
+        }));
+    }
+    let replica = Replica::start(rc, stop)?;
+    wait_until("the replica to hold every symbol", 30, || {
+        replica.counts().0 >= o.symbols
+    })?;
     // Redis restarts empty; a bar closes just after
     server.kill();
     server.restart()?;
     let t1 = Instant::now();
+    from_ns.store(
+        now_ns() + RESTORE_HOP_AFTER.as_nanos() as u64,
+        Ordering::Relaxed,
+    );
     let newest = bar(0, seconds, day);
     log.append(newest).map_err(|e| e.to_string())?;
     log.flush().map_err(|e| e.to_string())?;
@@ -443,8 +479,12 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64), String> {
         })?;
         if whole_s.is_none() && marked {
             whole_s = Some(t1.elapsed().as_secs_f64());
+            until_ns.store(now_ns(), Ordering::Relaxed);
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    replica.join();
+    let hop = hop.lock().expect("hist").clone();
     drop(_publisher);
     drop(synth);
     let _ = std::fs::remove_file(&log_path);
@@ -454,6 +494,7 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64), String> {
         new_s.unwrap_or_default(),
         bars,
         in_log,
+        hop,
     ))
 }
 
@@ -589,7 +630,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
         eprintln!(
             "redis: a bar log of {RESTORE_SECONDS} s of every symbol's 1-second bars, then {RESTORE_MORE_SECONDS} s more, then Redis restarting empty"
         );
-        let (first_s, whole_s, new_s, bars, in_log) = restore(o)?;
+        let (first_s, whole_s, new_s, bars, in_log, hop) = restore(o)?;
         let extra = [
             ("bars", bars.to_string()),
             ("symbols", o.symbols.to_string()),
@@ -616,6 +657,8 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             &extra,
         );
         report("redis_restore_new_bar_s", new_s, "s", &extra);
+        print_hist("redis_restore_hop", &hop, &extra);
+        hists.push(("redis_restore_hop", hop));
     }
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
     for (name, h) in &hists {
