@@ -2198,6 +2198,77 @@ fn a_restore_appends_only_what_the_lists_keep() {
     );
 }
 
+/// In a cluster, a master restarts empty under a log longer than its lists keep: its lists are
+/// restored to their latest 600 bars, with only those appended, and the other masters' lists
+/// get nothing. Its lists are checked against what they hold first (another master holds the
+/// position), so this is the trim's checked path.
+#[test]
+fn in_a_cluster_a_restore_appends_only_what_the_lost_lists_keep() {
+    if !have_redis() {
+        return;
+    }
+    let mut nodes = cluster("bar-restore-trim-cluster");
+    let t = Table::new("redis-bar-restore-trim-cluster", 30);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let keys = gateway::redis::Keys::new("quotes");
+    let holder = topo.node_of(keys.bar_position().as_bytes());
+    let lost = topo.nodes[(holder + 1) % topo.nodes.len()];
+    let lost_i = nodes.iter().position(|n| n.addr() == lost).unwrap();
+    let lists: Vec<([u8; 8], String)> = t
+        .quotes
+        .iter()
+        .map(|q| (q.symbol, keys.bars(&q.symbol_str(), 1)))
+        .collect();
+    let node_of = |list: &str| topo.nodes[topo.node_of(list.as_bytes())];
+    let n_lost = lists.iter().filter(|(_, l)| node_of(l) == lost).count() as u64;
+    assert!(
+        n_lost > 0 && n_lost < 30,
+        "lists on the master that dies: {n_lost}"
+    );
+    let mut bar_log = book::barlog::BarLogWriter::create(&book::barlog::beside(&t.path)).unwrap();
+    for k in 0..700 {
+        log_round(&mut bar_log, &t.quotes, k);
+    }
+    // the lists that do not hold the latest 600 bars, each once
+    let short = |nodes: &[RedisNode]| -> Vec<String> {
+        lists
+            .iter()
+            .filter(|(sym, list)| {
+                let n = nodes.iter().find(|n| n.addr() == node_of(list)).unwrap();
+                list_at(n.addr(), list).unwrap_or_default() != bar_bytes(*sym, 100..700)
+            })
+            .map(|(_, list)| list.clone())
+            .collect()
+    };
+    let publisher = PubThread::spawn(&t.path, seeds.clone());
+    comes_to(
+        "lists short of the latest 600",
+        &Vec::<String>::new(),
+        || short(&nodes),
+    );
+    nodes[lost_i].kill();
+    nodes[lost_i].restart().unwrap();
+    // restored once its mark says so (the lists before the mark: they only grow)
+    let lost_k = topo.nodes.iter().position(|&a| a == lost).unwrap();
+    let mark = keys.node_mark(&topo, lost_k).unwrap();
+    let marked = |n: &RedisNode| {
+        let info = server::cli(n.port, &["INFO", "server"]);
+        let id = info.lines().find_map(|l| l.strip_prefix("run_id:"));
+        id.is_some_and(|id| server::cli(n.port, &["GET", &mark]).trim() == id.trim())
+    };
+    comes_to("the restarted master marked whole", &true, || {
+        marked(&nodes[lost_i])
+    });
+    assert_eq!(short(&nodes), Vec::<String>::new());
+    let s = publisher.stop();
+    assert!(
+        s.bar_restores == 1 && s.bars == 30 * 700 + n_lost * 600,
+        "only the lost lists' latest 600 appended again: {s:?}"
+    );
+}
+
 /// In a cluster, the master holding `quotes:barlog` restarted empty: the bar lists on it are
 /// restored, and the other masters' lists, which lost nothing, get nothing twice.
 #[test]
