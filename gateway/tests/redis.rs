@@ -1881,6 +1881,13 @@ fn bar_case(tag: &str) -> BarCase {
     }
 }
 
+/// Whether `n`'s mark key `mark` names its run now: the publisher knows its lists whole.
+fn marked_whole(n: &RedisNode, mark: &str) -> bool {
+    let info = server::cli(n.port, &["INFO", "server"]);
+    let id = info.lines().find_map(|l| l.strip_prefix("run_id:"));
+    id.is_some_and(|id| server::cli(n.port, &["GET", mark]).trim() == id.trim())
+}
+
 /// A connection to `node` for reading lists.
 fn list_reader(node: &RedisNode) -> gateway::redis::conn::Conn {
     let t2 = Duration::from_secs(2);
@@ -2253,13 +2260,8 @@ fn in_a_cluster_a_restore_appends_only_what_the_lost_lists_keep() {
     // restored once its mark says so (the lists before the mark: they only grow)
     let lost_k = topo.nodes.iter().position(|&a| a == lost).unwrap();
     let mark = keys.node_mark(&topo, lost_k).unwrap();
-    let marked = |n: &RedisNode| {
-        let info = server::cli(n.port, &["INFO", "server"]);
-        let id = info.lines().find_map(|l| l.strip_prefix("run_id:"));
-        id.is_some_and(|id| server::cli(n.port, &["GET", &mark]).trim() == id.trim())
-    };
     comes_to("the restarted master marked whole", &true, || {
-        marked(&nodes[lost_i])
+        marked_whole(&nodes[lost_i], &mark)
     });
     assert_eq!(short(&nodes), Vec::<String>::new());
     let s = publisher.stop();
@@ -2375,18 +2377,11 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool, unwatched: boo
     // only grow)
     let lost_k = topo.nodes.iter().position(|&a| a == lost).unwrap();
     let mark = keys.node_mark(&topo, lost_k).unwrap();
-    let run_id = |n: &RedisNode| {
-        let info = server::cli(n.port, &["INFO", "server"]);
-        let id = info.lines().find_map(|l| l.strip_prefix("run_id:"));
-        id.map(|id| id.trim().to_string())
-    };
     comes_to(
         "lists not restored to bars 0..3 once",
         &Vec::<String>::new(),
         || {
-            let n = &nodes[lost_i];
-            let marked =
-                run_id(n).is_some_and(|id| server::cli(n.port, &["GET", &mark]).trim() == id);
+            let marked = marked_whole(&nodes[lost_i], &mark);
             let short = all_hold(&nodes, 3);
             assert!(!marked || short.is_empty(), "marked whole, yet {short:?}");
             short
@@ -2406,7 +2401,7 @@ fn cluster_master_restarts_empty(tag: &str, holds_position: bool, unwatched: boo
             .map(|n| {
                 let k = topo.nodes.iter().position(|&a| a == n.addr()).unwrap();
                 let key = keys.node_mark(&topo, k).unwrap();
-                run_id(n).is_some_and(|id| server::cli(n.port, &["GET", &key]).trim() == id)
+                marked_whole(n, &key)
             })
             .collect()
     };
