@@ -401,11 +401,7 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64, Hist), String> {
         }
     }
     log.flush().map_err(|e| e.to_string())?;
-    let mut header = [0u8; book::barlog::HEADER];
-    std::fs::File::open(&log_path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let identity = book::barlog::created_ns(&header);
+    let identity = log.created_ns();
     let end = log.len();
     server::cli(
         addr.port(),

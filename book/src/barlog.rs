@@ -311,6 +311,11 @@ impl BarLogWriter {
         Ok(())
     }
 
+    /// This log's identity: when it was begun, ns since the epoch (as its header says).
+    pub fn created_ns(&self) -> u64 {
+        self.created_ns
+    }
+
     /// The trading day this log was begun on (what [`BarRecord::day`] of its bars is).
     pub fn day(&self) -> u32 {
         day_of(self.created_ns).map_or(0, |d| d as u32)

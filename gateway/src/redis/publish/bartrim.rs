@@ -339,12 +339,7 @@ mod tests {
             w.append(*r).unwrap();
         }
         w.flush().unwrap();
-        let mut h = [0u8; HEADER];
-        std::fs::File::open(&path)
-            .unwrap()
-            .read_exact(&mut h)
-            .unwrap();
-        let log = book::barlog::created_ns(&h);
+        let log = w.created_ns();
         let end = FIRST + recs.len() as u64 * R;
         let go = AtomicBool::new(false);
         // more than a chunk, and a torn record at the end is left out
