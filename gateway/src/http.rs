@@ -30,6 +30,17 @@ pub struct Head {
     pub len: usize,
 }
 
+/// Whether answering the request needs the source's quotes (a WebSocket, SSE, REST quotes, the
+/// directory): a gateway holds these until its source is ready, and would otherwise call
+/// symbols not loaded yet unknown.
+pub fn needs_quotes(head: &Head) -> bool {
+    match head.path.as_str() {
+        "/v1/ws" => head.upgrade,
+        "/v1/sse" | "/v1/quotes" | "/v1/symbols" => true,
+        _ => false,
+    }
+}
+
 /// Parses a request head; `Ok(None)` while incomplete.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -150,6 +161,8 @@ pub struct Ctx<'a> {
     pub source_text: &'a std::sync::Mutex<String>,
     /// The source's health.
     pub health: Health,
+    /// The source has given every quote it held when first reached.
+    pub ready: bool,
     /// Bars.
     pub bars: &'a Mutex<BarIndex>,
     /// Symbols per request at most.
@@ -368,6 +381,7 @@ fn healthz(ctx: &Ctx) -> Vec<u8> {
     let stale = ctx.market.syms.iter().filter(|s| s.quote.stale).count();
     match &ctx.health {
         Health::Down(why) => error("503 Service Unavailable", &format!("feed down: {why}")),
+        Health::Live if !ctx.ready => error("503 Service Unavailable", "quotes still loading"),
         Health::Live if total == 0 => error("503 Service Unavailable", "no quotes yet"),
         Health::Live if stale > 0 => error(
             "503 Service Unavailable",
@@ -422,6 +436,7 @@ pub fn fuzz(data: &[u8]) {
         metrics: &Metrics::default(),
         source_text: &Mutex::new(String::new()),
         health: Health::Live,
+        ready: true,
         bars: &Mutex::new(BarIndex::new(bars.clone())),
         max_symbols: 3,
         venues_table: &nowhere.join("q.venues"),

@@ -170,6 +170,8 @@ metrics! {
     counter protocol_closed_total: AtomicU64 = "Connections closed for WebSocket protocol errors (1002, 1007, 1009).",
     counter errors_sent_total: AtomicU64 = "error messages sent.",
     counter handshake_timeouts_total: AtomicU64 = "Connections closed before completing a request in time.",
+    counter requests_held_total: AtomicU64 = "Requests for quotes held until the source had loaded them (the gateway just started).",
+    counter requests_unready_total: AtomicU64 = "Requests for quotes answered 503 because the source had not loaded them in time.",
     counter idle_closed_total: AtomicU64 = "Connections closed for silence past the idle timeout.",
     counter source_quotes_total: AtomicU64 = "Quote changes read from the source.",
     gauge source_live: AtomicI64 = "1 when the quote source is live.",

@@ -24,6 +24,11 @@ pub trait QuoteSource: Send {
     fn poll(&mut self, now_ns: u64, max: usize, f: &mut dyn FnMut(&Quote)) -> usize;
     /// Whether the input is live.
     fn health(&self) -> Health;
+    /// Whether every quote the input held when it was first reached has been given to `poll`
+    /// (or will be by the next calls, until one returns fewer than `max`): until then a symbol
+    /// not seen may only be not loaded yet, and the gateway holds the requests that would call
+    /// it unknown. Once true, it stays true: later outages are told as `stale`.
+    fn ready(&self) -> bool;
     /// The source's own counters and gauges in Prometheus text, appended to `/metrics`.
     fn prometheus(&self, _out: &mut String) {}
 }
@@ -228,6 +233,11 @@ impl QuoteSource for ShmSource {
 
     fn health(&self) -> Health {
         self.health.clone()
+    }
+
+    /// A table is attached (its first poll reads it whole).
+    fn ready(&self) -> bool {
+        self.reader.is_some()
     }
 }
 

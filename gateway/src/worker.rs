@@ -60,6 +60,9 @@ struct Conn {
     queued: bool,
     /// The WebSocket reader failed (protocol error): only drain and discard inbound bytes.
     no_read: bool,
+    /// A request for quotes held (in `State::Request`, its head unread) until the source is
+    /// ready.
+    held: bool,
 }
 
 /// The worker.
@@ -89,7 +92,15 @@ pub struct Worker {
     next_gauges_ns: u64,
     local: crate::metrics::Local,
     index: usize,
+    /// The source has given every quote it held when first reached ([`QuoteSource::ready`]):
+    /// until then requests for quotes are held, not told a symbol is unknown.
+    ready: bool,
+    /// The connections whose requests are held (keys; some may be gone since).
+    held: Vec<u64>,
 }
+
+/// Quote changes taken from the source at most a tick.
+const POLL_AT_MOST: usize = 200_000;
 
 fn key(i: usize, gn: u32) -> u64 {
     (gn as u64) << 32 | i as u64
@@ -144,6 +155,8 @@ impl Worker {
             next_gauges_ns: 0,
             local: Default::default(),
             index,
+            ready: false,
+            held: Vec::new(),
         })
     }
 
@@ -191,9 +204,15 @@ impl Worker {
 
     fn tick(&mut self, now: u64) {
         let m = &mut self.market;
-        let n = self.source.poll(now, 200_000, &mut |q| {
+        // ready before this poll, and the poll took all there was: every quote is in
+        let ready = self.ready || self.source.ready();
+        let n = self.source.poll(now, POLL_AT_MOST, &mut |q| {
             m.apply(q);
         });
+        if !self.ready && ready && n < POLL_AT_MOST {
+            self.ready = true;
+            self.release_held(now);
+        }
         if n > 0 && self.index == 0 {
             self.shared
                 .metrics
@@ -348,6 +367,7 @@ impl Worker {
                 due_ms: 0,
                 queued: false,
                 no_read: false,
+                held: false,
             });
             self.schedule(i, now + self.shared.cfg.handshake_timeout_ns);
         }
@@ -457,6 +477,9 @@ impl Worker {
                 return self.respond(i, s, r, now);
             }
         };
+        if !self.ready && http::needs_quotes(&head) {
+            return self.hold(i, s);
+        }
         if head.path == "/v1/ws" && head.upgrade {
             let hs = tungstenite::accept_with_config(s, Some(ws_config(&self.shared)));
             return self.on_handshake(i, hs, now);
@@ -482,6 +505,7 @@ impl Worker {
             metrics: &self.shared.metrics,
             source_text: &self.shared.source_text,
             health: self.health.clone(),
+            ready: self.ready,
             bars: &self.shared.bars,
             max_symbols: self.shared.limits.max_symbols,
             venues_table: &self.shared.venues_table,
@@ -497,6 +521,87 @@ impl Worker {
         } else {
             r
         };
+        self.respond(i, s, r, now);
+    }
+
+    /// Holds a request for quotes until the source is ready (or the handshake timeout, when
+    /// it is answered 503): a gateway just started has not loaded its quotes, and would call
+    /// every symbol unknown.
+    fn hold(&mut self, i: usize, s: TcpStream) {
+        self.set_state(i, State::Request(s));
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.held {
+            return;
+        }
+        c.held = true;
+        self.shared
+            .metrics
+            .requests_held_total
+            .fetch_add(1, Relaxed);
+        // (keys of connections gone since are dropped before the list outgrows the live ones)
+        if self.held.len() >= self.conns.len() {
+            let (conns, gens) = (&self.conns, &self.gens);
+            self.held.retain(|&k| {
+                let j = k as u32 as usize;
+                matches!(conns.get(j), Some(Some(c)) if c.held && key(j, gens[j]) == k)
+            });
+        }
+        self.held.push(key(i, self.gens[i]));
+    }
+
+    /// The source is ready: the requests held are answered.
+    fn release_held(&mut self, now: u64) {
+        for k in std::mem::take(&mut self.held) {
+            let i = k as u32 as usize;
+            if key(i, self.gens[i]) != k {
+                continue;
+            }
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if !c.held {
+                continue;
+            }
+            c.held = false;
+            if let State::Request(s) = std::mem::replace(&mut c.state, State::Gone) {
+                self.on_request(i, s, now);
+            }
+        }
+    }
+
+    /// A request held past the handshake timeout: `503`, its head read first (closing with
+    /// it unread would reset the connection, and the answer could be lost).
+    fn refuse_held(&mut self, i: usize, s: TcpStream, now: u64) {
+        let mut s = s;
+        let head_len = match s.peek(&mut self.peek) {
+            Ok(n) => match http::parse_head(&self.peek[..n]) {
+                Ok(Some(h)) => h.len,
+                _ => return self.drop_conn(i),
+            },
+            Err(_) => return self.drop_conn(i),
+        };
+        let mut rest = head_len;
+        let mut sink = [0u8; 1024];
+        while rest > 0 {
+            match s.read(&mut sink[..rest.min(1024)]) {
+                Ok(0) | Err(_) => return self.drop_conn(i),
+                Ok(k) => rest -= k,
+            }
+        }
+        self.shared
+            .metrics
+            .requests_unready_total
+            .fetch_add(1, Relaxed);
+        let why = match self.source.health() {
+            Health::Down(why) => why,
+            Health::Live => "still loading".into(),
+        };
+        let r = http::error(
+            "503 Service Unavailable",
+            &format!("quotes not loaded yet ({why}); ask again in a moment"),
+        );
         self.respond(i, s, r, now);
     }
 
@@ -874,6 +979,12 @@ impl Worker {
         match &c.state {
             State::Request(_) | State::Handshake(_) => {
                 if now >= c.since_ns + cfg.handshake_timeout_ns {
+                    if c.held {
+                        c.held = false;
+                        if let State::Request(s) = std::mem::replace(&mut c.state, State::Gone) {
+                            return self.refuse_held(i, s, now);
+                        }
+                    }
                     self.shared
                         .metrics
                         .handshake_timeouts_total

@@ -139,3 +139,119 @@ fn rest_directory_bars_health_and_errors() {
     drop(g);
     std::fs::remove_file(&bars_path).unwrap();
 }
+
+/// A quote source that gives nothing, and says it is not ready, until its gate opens: a
+/// gateway just started whose quotes are not loaded yet.
+struct Gated {
+    inner: gateway::source::ShmSource,
+    open: &'static std::sync::atomic::AtomicBool,
+}
+
+impl gateway::source::QuoteSource for Gated {
+    fn poll(&mut self, now_ns: u64, max: usize, f: &mut dyn FnMut(&book::quotes::Quote)) -> usize {
+        if !self.ready() {
+            return 0;
+        }
+        self.inner.poll(now_ns, max, f)
+    }
+    fn health(&self) -> gateway::source::Health {
+        self.inner.health()
+    }
+    fn ready(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire) && self.inner.ready()
+    }
+}
+
+fn gated(
+    cfg: gateway::server::ServerCfg,
+    lim: gateway::session::Limits,
+) -> (Gw, &'static AtomicBool) {
+    let open: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let p = cfg.quotes.clone();
+    let g = Gw::start_with(
+        cfg,
+        lim,
+        Box::leak(Box::new(AtomicBool::new(false))),
+        &|| {
+            Box::new(Gated {
+                inner: gateway::source::ShmSource::new(p.clone()),
+                open,
+            })
+        },
+    );
+    (g, open)
+}
+
+use std::sync::atomic::AtomicBool;
+
+#[test]
+fn requests_for_quotes_wait_until_the_source_has_loaded_them() {
+    let t = Table::new("ready", 3);
+    let (cfg, lim) = test_cfg(&t.path);
+    let (g, open) = gated(cfg, lim);
+    let a = g.addr;
+
+    // a WebSocket, REST quotes and the directory, asked before any quote is loaded: held
+    let ws = std::thread::spawn(move || {
+        let mut c = Raw::connect(a);
+        c.text(r#"{"op":"subscribe","id":1,"symbols":["AAAB","NOPE"]}"#);
+        c.json()
+    });
+    let rest = std::thread::spawn(move || json(a, "/v1/quotes?symbols=AAAC"));
+    let dir = std::thread::spawn(move || json(a, "/v1/symbols"));
+    let mut held = 0;
+    for _ in 0..1000 {
+        held = g.metric("gateway_requests_held_total");
+        if held == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(held, 3, "the three requests are held");
+    // health says why; the rest of HTTP is served meanwhile
+    let (st, body) = http_get(a, "/healthz");
+    assert!(
+        st.contains("503") && body.contains("quotes still loading"),
+        "{st} {body}"
+    );
+    assert!(http_get(a, "/").0.contains("200"));
+
+    open.store(true, std::sync::atomic::Ordering::Release);
+    // the symbols are known: not one called unknown for not being loaded yet
+    let sub = ws.join().unwrap();
+    assert_eq!(sub["type"], "subscribed", "{sub}");
+    assert_eq!(sub["symbols"], serde_json::json!(["AAAB"]), "{sub}");
+    assert_eq!(sub["unknown"], serde_json::json!(["NOPE"]), "{sub}");
+    let (st, v) = rest.join().unwrap();
+    assert!(st.contains("200"), "{st}");
+    assert_eq!(v["quotes"][0]["s"], "AAAC", "{v}");
+    assert_eq!(v["unknown"], serde_json::json!([]), "{v}");
+    let (st, v) = dir.join().unwrap();
+    assert!(st.contains("200"), "{st}");
+    assert_eq!(v["symbols"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(g.metric("gateway_requests_unready_total"), 0);
+}
+
+#[test]
+fn a_request_held_past_the_handshake_timeout_is_told_why() {
+    let t = Table::new("unready", 2);
+    let (mut cfg, lim) = test_cfg(&t.path);
+    cfg.handshake_timeout_ns = 200_000_000;
+    let (g, _never) = gated(cfg, lim);
+    let mut s = std::net::TcpStream::connect(g.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /v1/ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("quotes not loaded yet"), "{r}");
+    assert_eq!(g.metric("gateway_requests_unready_total"), 1);
+    assert_eq!(g.metric("gateway_handshake_timeouts_total"), 0);
+}

@@ -141,6 +141,15 @@ struct Remote {
 
 impl Remote {
     fn start(seeds: Vec<SocketAddr>, hb_timeout_ms: u64) -> Remote {
+        Self::start_cfg(seeds, hb_timeout_ms, |_| {})
+    }
+
+    /// The same, its gateway's configuration changed by `f`.
+    fn start_cfg(
+        seeds: Vec<SocketAddr>,
+        hb_timeout_ms: u64,
+        f: impl FnOnce(&mut gateway::server::ServerCfg),
+    ) -> Remote {
         let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let mut rc = ReplicaCfg::new(seeds);
         rc.hb_timeout_ns = hb_timeout_ms * 1_000_000;
@@ -149,6 +158,7 @@ impl Remote {
         cfg.bars = Some(replica.bars_path.clone());
         cfg.venues = Some(replica.venues_path.clone());
         cfg.charts_loading = Some(replica.charts_loading());
+        f(&mut cfg);
         let gw = Gw::start_with(cfg, limits, stop, &|| {
             Box::new(replica.source()) as Box<dyn QuoteSource>
         });
@@ -620,6 +630,56 @@ fn redis_dying_marks_stale_and_a_restart_brings_back_right_values() {
     becomes_current_never_wrong(&mut c, &truth(&t), "after the restart");
     assert!(matches!(remote.health(), gateway::source::Health::Live));
     venue_becomes(remote.addr(), &sym0, &on_venue, false);
+}
+
+#[test]
+fn a_remote_gateway_just_started_holds_subscriptions_until_its_symbols_are_loaded() {
+    if !have_redis() {
+        return;
+    }
+    let node = single("ready");
+    let t = Table::new("redis-ready", 300);
+    let _publisher = PubThread::spawn(&t.path, vec![node.addr()]);
+    // every symbol in Redis
+    let first = Remote::start(vec![node.addr()], 600_000);
+    wait_symbols(first.addr(), 300);
+    drop(first);
+
+    // Redis stops answering: a remote gateway started now can load nothing
+    let pid = node.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let remote = Remote::start_cfg(vec![node.addr()], 600_000, |cfg| {
+        // (the link's first try times out after 2 s, its next comes up to 1 s later)
+        cfg.handshake_timeout_ns = 60_000_000_000;
+    });
+    let a = remote.addr();
+    let symbols: Vec<String> = t.quotes.iter().map(|q| q.symbol_str()).collect();
+    let n = symbols.len();
+    let client = std::thread::spawn(move || {
+        let mut v = View::subscribe(a, &symbols);
+        let sub = v.c.json();
+        assert!(
+            v.until(30, |_, _| {}, |q| q.len() == n),
+            "a snapshot of every symbol"
+        );
+        sub
+    });
+    let gw = remote.gw.as_ref().expect("running");
+    comes_to("the subscription held", &1, || {
+        gw.metric("gateway_requests_held_total")
+    });
+    let (st, body) = common::http_get(a, "/healthz");
+    assert!(st.contains("503"), "{st} {body}");
+    signal("-CONT");
+    // the symbols are known, not told unknown for not being loaded yet
+    let sub = client.join().unwrap();
+    assert_eq!(sub["type"], "subscribed", "{sub}");
+    assert_eq!(sub["unknown"], serde_json::json!([]), "{sub}");
+    assert_eq!(sub["symbols"].as_array().map(Vec::len), Some(300), "{sub}");
 }
 
 /// Removes a file when dropped.

@@ -418,6 +418,9 @@ fn follow(
             }
         }
     }
+    // its reply follows every confirmation of the subscriptions above: when it comes, the
+    // values they asked for are loaded ([`Shared::set_loaded`])
+    sub.queue_push(&[b"PING", LOADED_PING]);
     sub.flush()?;
     let mut nonblocking = false;
     let mut inbox = Inbox::default();
@@ -560,6 +563,9 @@ fn follow(
                 }
             });
         }
+        if std::mem::take(&mut inbox.loaded) {
+            sh.set_loaded(k);
+        }
         let lost = std::mem::take(&mut inbox.lost);
         if !lost.is_empty() {
             sh.with_both(|c, out| {
@@ -657,7 +663,13 @@ struct Inbox {
     lost: Vec<String>,
     /// Slots of subscriptions the server redirected (MOVED, ASK).
     moved: Vec<u16>,
+    /// The reply to the PING after the first subscriptions came ([`LOADED_PING`]).
+    loaded: bool,
 }
+
+/// The argument of the PING sent after a link's first subscriptions: its `pong` follows their
+/// confirmations.
+const LOADED_PING: &[u8] = b"gateway-loaded";
 
 /// Sorts one pushed message into `inbox`; a heartbeat is returned. An `Err` is an error reply
 /// other than a redirect.
@@ -683,6 +695,7 @@ fn classify(
     let payload = it.get(2).and_then(|x| x.bytes()).unwrap_or(b"");
     let name = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
     match kind {
+        b"pong" if ch == LOADED_PING => inbox.loaded = true,
         b"message" | b"smessage" if ch == hb.as_bytes() => {
             return Ok(Some(payload.to_vec()));
         }

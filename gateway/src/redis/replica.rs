@@ -93,6 +93,8 @@ pub(super) struct State {
     pub(super) down: Vec<Option<String>>,
     /// Links (by index) to a node of the current topology; the others are retired.
     pub(super) active: Vec<bool>,
+    /// Links that have loaded every symbol their node held when they (last) connected.
+    pub(super) loaded: Vec<bool>,
     pub(super) topo_down: Option<String>,
 }
 
@@ -102,6 +104,7 @@ impl State {
         if self.down.len() <= k {
             self.down.resize(k + 1, None);
             self.active.resize(k + 1, false);
+            self.loaded.resize(k + 1, false);
         }
     }
 
@@ -144,6 +147,9 @@ pub(super) struct Shared {
     pub(super) redirects: AtomicU64,
     /// Bar lists loaded (one per symbol and interval, after each (re)subscription).
     pub(super) lists_loaded: AtomicU64,
+    /// Every node of the topology has had its symbols loaded once (sticky): before, a symbol
+    /// not in the table may only be not loaded yet ([`QuoteSource::ready`]).
+    ready: AtomicBool,
     /// To the bars thread, which keeps the bar log (appends, and compacts it now and then):
     /// the links hand it their bars and go on with the quotes.
     bars_tx: SyncSender<BarWork>,
@@ -277,7 +283,21 @@ impl Shared {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.link_slot(k);
         st.active[k] = active;
+        st.loaded[k] = false;
         st.down[k] = active.then(|| "connecting".into());
+    }
+
+    /// Link `k` has loaded every symbol its node held when it connected: once every node of
+    /// the topology's link has, the replica is ready.
+    pub(super) fn set_loaded(&self, k: usize) {
+        let nodes = self.topology().0.map_or(usize::MAX, |t| t.nodes.len());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.link_slot(k);
+        st.loaded[k] = true;
+        let active: Vec<usize> = st.active_links().collect();
+        if active.len() == nodes && active.iter().all(|&k| st.loaded[k]) {
+            self.ready.store(true, Ordering::Release);
+        }
     }
 
     /// A link saw `n` subscriptions or loads dropped or redirected (their slots moved): the
@@ -353,6 +373,7 @@ impl Replica {
                 venue_table,
                 down: vec![Some("not connected yet".into())],
                 active: vec![true],
+                loaded: vec![false],
                 topo_down: None,
             }),
             bars: Mutex::new(BarMirror::new(bar_log)),
@@ -365,6 +386,7 @@ impl Replica {
             map_changes: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
             lists_loaded: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
             bars_tx,
             bars_queued: AtomicUsize::new(0),
             charts: crate::bars::ChartsLoading::default(),
@@ -443,6 +465,10 @@ impl QuoteSource for RedisSource {
             Health::Live => self.inner.health(),
             d => d,
         }
+    }
+    /// Every node's symbols loaded once into the replica's table, and that table attached.
+    fn ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire) && self.inner.ready()
     }
     fn prometheus(&self, out: &mut String) {
         use std::fmt::Write;
