@@ -256,6 +256,10 @@ impl Publisher {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
+        // (before anything is queued: a question left in a buffer would take another's reply)
+        if link.conns.iter().any(Option::is_none) {
+            return Ok(());
+        }
         let mut asked: Vec<Vec<(Series, u64)>> = vec![Vec::new(); link.conns.len()];
         let mut seen = std::collections::HashSet::new();
         let mut n = 0;
@@ -276,9 +280,7 @@ impl Publisher {
             let sym = p.rec.symbol_str();
             let list = self.keys.bars(&sym, p.rec.interval_s);
             let k = link.topo.node_of(list.as_bytes());
-            let Some(c) = link.conns[k].as_mut() else {
-                return Ok(());
-            };
+            let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[
                 b"HGET",
                 self.keys.bars_newest(&sym, p.rec.interval_s).as_bytes(),
