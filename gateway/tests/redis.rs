@@ -2265,6 +2265,133 @@ fn a_restore_appends_only_what_the_lists_keep() {
     );
 }
 
+/// While the publisher restores the lists (Redis restarted empty), a list holds only part of
+/// what it will, and the rest goes in unpublished: remote gateways read the lists only once the
+/// heartbeat says the restore is over. One that starts mid-restore refuses the chart until
+/// then, and ends with the whole chart, as does one that was up. Before, the first read part of
+/// a list and never got the rest: a hole for good (here it charted 400..~660, then 1,000..).
+#[test]
+fn remote_gateways_read_lists_only_once_a_restore_is_over() {
+    if !have_redis() {
+        return;
+    }
+    let BarCase {
+        mut node,
+        t,
+        b,
+        list,
+        log: mut bar_log,
+    } = bar_case("bar-restore-midway");
+    let sym = t.quotes[1].symbol_str();
+    log_bars(&mut bar_log, b, 0..1_000);
+    // a publisher stepped by hand: one flush (at most 64 bars) a step
+    let mut src = ShmSource::new(t.path.clone());
+    let mut p = Publisher::new(PublisherCfg::new(vec![node.addr()]));
+    p.follow_bars(book::barlog::beside(&t.path));
+    let t0 = Instant::now();
+    let mut step = |p: &mut Publisher| {
+        src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
+        p.flush();
+        p.tick();
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let list_now = |node: &RedisNode| list_at(node.addr(), &list).unwrap_or_default();
+    let keys = gateway::redis::Keys::new("quotes");
+    let topo =
+        gateway::redis::discover(&[node.addr()], Duration::from_secs(2), &Default::default())
+            .unwrap();
+    let mark = keys.node_mark(&topo, 0).unwrap();
+    let whole = |node: &RedisNode, p: &mut Publisher, step: &mut dyn FnMut(&mut Publisher)| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(list_now(node) == bar_bytes(b, 400..1_000) && marked_whole(node, &mark)) {
+            assert!(Instant::now() < deadline, "the lists never whole");
+            step(p);
+        }
+    };
+    let chart = |remote: &Remote| {
+        common::http_get(
+            remote.addr(),
+            &format!("/v1/bars?symbol={sym}&interval=1s&limit=600"),
+        )
+    };
+    // (bars, first, last, holes): the latest 600 are one a second
+    let summary = |remote: &Remote| {
+        let v = serde_json::from_str::<Value>(&chart(remote).1).unwrap_or_default();
+        let ts: Vec<u64> = v["bars"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x["t"].as_u64().unwrap()).collect())
+            .unwrap_or_default();
+        let holes = ts
+            .windows(2)
+            .filter(|w| w[1] != w[0] + 1_000_000_000)
+            .count();
+        (ts.len(), ts.first().copied(), ts.last().copied(), holes)
+    };
+    let start = |k: u64| Some(common::bar(b, 1, k).bar.start_ns);
+    whole(&node, &mut p, &mut step);
+    let up = Remote::start(vec![node.addr()], 600_000);
+    comes_to(
+        "the chart of the gateway up",
+        &(600, start(400), start(999), 0),
+        || {
+            step(&mut p);
+            summary(&up)
+        },
+    );
+    node.kill();
+    node.restart().unwrap();
+    // the restore part done
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        step(&mut p);
+        let n = list_now(&node).len();
+        if n >= 200 {
+            assert!(n < 600, "a step appended {n}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restore never began: {n}");
+    }
+    // a gateway starts: its quotes come, its chart waits (the heartbeat goes on, the restore
+    // does not)
+    let late = Remote::start(vec![node.addr()], 600_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        p.tick();
+        std::thread::sleep(Duration::from_millis(10));
+        let body = common::http_get(late.addr(), "/healthz").1;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["symbols"].as_u64() == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late gateway's quotes: {body}"
+        );
+    }
+    for _ in 0..50 {
+        p.tick();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (st, body) = chart(&late);
+    assert!(
+        st.contains("503") && body.contains("still coming in"),
+        "mid-restore: {st} {body}"
+    );
+    // the restore ends, then new bars
+    whole(&node, &mut p, &mut step);
+    log_bars(&mut bar_log, b, 1_000..1_010);
+    for (what, remote) in [("up", &up), ("started mid-restore", &late)] {
+        comes_to(
+            &format!("the chart of the gateway {what} (bars, first, last, holes)"),
+            &(600, start(410), start(1_009), 0),
+            || {
+                step(&mut p);
+                summary(remote)
+            },
+        );
+    }
+}
+
 /// In a cluster, a master restarts empty under a log longer than its lists keep: its lists are
 /// restored to their latest 600 bars, with only those appended, and the other masters' lists
 /// get nothing. Its lists are checked against what they hold first (another master holds the
@@ -2941,7 +3068,7 @@ fn a_heartbeat_is_taken_after_the_values_that_came_before_it() {
         if first {
             c.queue(&[b"PUBLISH", keys.new_symbols().as_bytes(), b"ORDR"]);
         }
-        let hb = format!("{epoch_ns} {} 0", epoch_ns + 2);
+        let hb = format!("{epoch_ns} {} 0 0", epoch_ns + 2);
         c.queue(&[b"PUBLISH", keys.heartbeat().as_bytes(), hb.as_bytes()]);
         c.flush().unwrap();
         while c.owed > 0 {
@@ -3008,7 +3135,7 @@ fn a_replica_takes_a_key_holding_another_type_as_absent() {
     c.queue(&[b"SET", keys.venues("ODDV").as_bytes(), b"not a hash"]);
     c.queue(&[b"SET", key.as_bytes(), &v]);
     c.queue(&[b"PUBLISH", keys.new_symbols().as_bytes(), b"ODDV"]);
-    let hb = format!("{epoch} {} 0", epoch + 2);
+    let hb = format!("{epoch} {} 0 0", epoch + 2);
     c.queue(&[b"PUBLISH", keys.heartbeat().as_bytes(), hb.as_bytes()]);
     c.flush().unwrap();
     while c.owed > 0 {
@@ -3175,7 +3302,7 @@ fn a_change_read_with_its_slot_moving_away_does_not_confirm_it_again() {
     let heartbeat = |c: &mut Conn, map: &Topology| {
         let sent = gateway::redis::now_ns();
         let text = map.map_text().unwrap();
-        let msg = format!("{epoch} {sent} {} {text}", map.map_id);
+        let msg = format!("{epoch} {sent} {} 0 {text}", map.map_id);
         c.queue(&[b"PUBLISH", keys.heartbeat().as_bytes(), msg.as_bytes()]);
     };
     let shown = |v: &View| {

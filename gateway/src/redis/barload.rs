@@ -10,12 +10,19 @@
 //! read has it. (Taken first, a bar would make the read look like a list already taken up to
 //! it, and the history before it would be left out: see `mirror`.) Meanwhile `/v1/bars` refuses
 //! the symbol's chart ([`ChartsLoading`]), until the gateway's index has read it in.
+//!
+//! While the publisher restores the lists (Redis lost bars: they go in again unpublished), a
+//! list read would be part of one, and the rest would never come: lists are read only once
+//! the heartbeat says no restore is under way (or none has come for [`NO_PUBLISHER`] since the
+//! link connected: no publisher, nothing to wait for; those are read again after the first
+//! heartbeat that says so). Before, a gateway that read them mid-restore charted a hole for
+//! good.
 
 use super::conn::Conn;
 use super::replica::{BarWork, Shared};
 use crate::bars::ChartsLoading;
 use std::collections::{HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Symbols whose lists one pass of a link's loop reads (two lists each: at most 172 KB a pass).
 /// Measured (`bench redis`, a full day's charts of 5,000 symbols at 50,000 quote changes/s):
@@ -34,7 +41,19 @@ pub(super) struct BarLoads {
     /// Confirmed (in `queue`).
     queued: HashSet<String>,
     charts: ChartsLoading,
+    /// What the latest heartbeat said of a restore ([`super::trust::Heartbeat::restoring`]);
+    /// `None` before the first.
+    restoring: Option<bool>,
+    /// When the link connected (this `BarLoads` is one connection's).
+    since: Instant,
+    /// Read before any heartbeat came: read again after the first that says no restore is
+    /// under way (a publisher that started meanwhile may have restored them).
+    blind: HashSet<String>,
 }
+
+/// With no heartbeat this long after the link connected, no publisher runs: lists are read as
+/// they are (heartbeats come every 250 ms).
+pub(super) const NO_PUBLISHER: Duration = Duration::from_secs(2);
 
 impl Drop for BarLoads {
     fn drop(&mut self) {
@@ -52,6 +71,32 @@ impl BarLoads {
             waiting: HashSet::new(),
             queued: HashSet::new(),
             charts,
+            restoring: None,
+            since: Instant::now(),
+            blind: HashSet::new(),
+        }
+    }
+
+    /// A heartbeat said whether a restore is under way: once none is, what was read before any
+    /// heartbeat came is read again.
+    pub(super) fn restoring(&mut self, restoring: bool) {
+        self.restoring = Some(restoring);
+        if !restoring {
+            for s in std::mem::take(&mut self.blind) {
+                self.add(s);
+            }
+        }
+    }
+
+    /// Whether lists are to be read now: some wait, and no restore is under way.
+    pub(super) fn reading(&self) -> bool {
+        !self.queue.is_empty() && self.may_read()
+    }
+
+    fn may_read(&self) -> bool {
+        match self.restoring {
+            Some(r) => !r,
+            None => self.since.elapsed() >= NO_PUBLISHER,
         }
     }
 
@@ -76,8 +121,21 @@ impl BarLoads {
     }
 
     /// Whether any symbol's lists are still to read.
-    pub(super) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// The next [`SYMBOLS_PER_PASS`] symbols to read now (none while a restore is under way).
+    fn batch(&mut self) -> Vec<String> {
+        if !self.may_read() {
+            return Vec::new();
+        }
+        let syms = self.next(SYMBOLS_PER_PASS);
+        if self.restoring.is_none() {
+            self.blind.extend(syms.iter().cloned());
+        }
+        syms
     }
 
     /// The next `n` symbols to read, no longer waiting.
@@ -96,7 +154,7 @@ impl BarLoads {
     /// another type (someone else's key) is left out, and its channel's bars are taken from then
     /// on. An `Err` is the connection failing.
     pub(super) fn read_some(&mut self, cmd: &mut Conn, sh: &Shared) -> Result<(), String> {
-        let syms = self.next(SYMBOLS_PER_PASS);
+        let syms = self.batch();
         if syms.is_empty() {
             return Ok(());
         }
@@ -175,6 +233,34 @@ mod tests {
         assert!(b.next(4).is_empty());
         // each told to the charts once (taken out when their lists are in: the bars thread)
         assert_eq!(charts.len(), 3);
+    }
+
+    #[test]
+    fn lists_wait_while_a_restore_is_under_way_and_blind_reads_are_read_again() {
+        let charts = ChartsLoading::default();
+        let mut b = BarLoads::new(charts.clone());
+        b.add("AAPL".into());
+        // no heartbeat yet: the publisher may be restoring
+        assert!(!b.reading() && b.batch().is_empty());
+        b.restoring(true);
+        assert!(!b.reading() && b.batch().is_empty() && b.waits("AAPL"));
+        b.restoring(false);
+        assert!(b.reading());
+        assert_eq!(b.batch(), ["AAPL"]);
+        // a new connection with no publisher: after a while, read as they are
+        let mut b = BarLoads::new(charts.clone());
+        b.add("MSFT".into());
+        b.since = Instant::now() - NO_PUBLISHER;
+        assert_eq!(b.batch(), ["MSFT"]);
+        assert!(!b.waits("MSFT"));
+        // a publisher comes, restores: once it has, what was read blind is read again
+        b.restoring(true);
+        assert!(!b.waits("MSFT"));
+        b.restoring(false);
+        assert!(b.waits("MSFT") && b.reading());
+        assert_eq!(b.batch(), ["MSFT"]);
+        b.restoring(false);
+        assert!(!b.reading(), "read again once");
     }
 
     #[test]

@@ -426,7 +426,7 @@ fn follow(
     let mut inbox = Inbox::default();
     while !done() {
         // while charts are still to load, read what has come without waiting for more
-        if nonblocking != (sh.cfg.spin || !subs.loads.is_empty()) {
+        if nonblocking != (sh.cfg.spin || subs.loads.reading()) {
             nonblocking = !nonblocking;
             sub.set_nonblocking(nonblocking)?;
         }
@@ -463,10 +463,10 @@ fn follow(
             first = false;
             match got {
                 None => {
-                    if !subs.loads.is_empty() && !sh.loads_wanted() {
+                    if subs.loads.reading() && !sh.loads_wanted() {
                         // charts wait for the bars thread: a moment, then the socket again
                         std::thread::sleep(Duration::from_micros(200));
-                    } else if sh.cfg.spin && subs.loads.is_empty() {
+                    } else if sh.cfg.spin && !subs.loads.reading() {
                         // keep the CPU awake, but let anything runnable have it
                         std::thread::yield_now();
                     }
@@ -575,6 +575,7 @@ fn follow(
             });
         }
         if let Some(h) = beat.as_deref().and_then(Heartbeat::parse) {
+            subs.loads.restoring(h.restoring);
             let now = sh.now_ns();
             sh.with_both(|c, out| c.heartbeat(k, &h, now, out));
         }

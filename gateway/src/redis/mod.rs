@@ -25,11 +25,14 @@
 //!                          offset of its first record not yet in the lists (publish::barsync)
 //!  key      P:publisher    the publisher that writes (host:pid:start_ns), a lease of 1.5 s renewed
 //!                          with each heartbeat: a second publisher waits until it lapses
-//!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID MAP" every 250 ms (broadcast); EPOCH_NS is
-//!                          when the publisher last (re)connected and began rewriting every
-//!                          key, MAP_ID the slot map it writes by (cluster node IDs hashed; 0:
-//!                          one server), MAP that map, `FIRST-LAST:NODE,...` (NODE a node ID
-//!                          hashed, hex; left out past 512 runs of slots)
+//!  channel  P:heartbeat    "EPOCH_NS SENT_NS MAP_ID RESTORING MAP" every 250 ms (broadcast);
+//!                          EPOCH_NS is when the publisher last (re)connected and began
+//!                          rewriting every key, MAP_ID the slot map it writes by (cluster node
+//!                          IDs hashed; 0: one server), RESTORING 1 while bar lists may lack
+//!                          bars that will go in unpublished (a restore, or the check for one
+//!                          after a (re)connection) and 0 otherwise, MAP that map,
+//!                          `FIRST-LAST:NODE,...` (NODE a node ID hashed, hex; left out past
+//!                          512 runs of slots)
 //! ```
 //!
 //! Trust: a replica shows a quote fresh only when the quote itself is not stale, its node's link

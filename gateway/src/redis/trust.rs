@@ -11,7 +11,7 @@ use std::collections::HashMap;
 /// What a replica does with each symbol it has.
 pub type Out<'a> = &'a mut dyn FnMut(usize, &Quote);
 
-/// A publisher heartbeat: `EPOCH_NS SENT_NS MAP_ID [MAP]` (see [`super`]).
+/// A publisher heartbeat: `EPOCH_NS SENT_NS MAP_ID RESTORING [MAP]` (see [`super`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat<'a> {
     /// When the publisher last began rewriting every key, ns since the epoch.
@@ -20,6 +20,9 @@ pub struct Heartbeat<'a> {
     pub sent_ns: u64,
     /// The slot map it writes by ([`super::cluster::Topology::map_id`]).
     pub map_id: u64,
+    /// Bar lists may lack bars that will go in without a publish (a restore under way, or not
+    /// yet ruled out): a replica reads them once this is over.
+    pub restoring: bool,
     /// That map ([`super::cluster::Topology::map_text`]), when the heartbeat carried it.
     pub map_text: Option<&'a str>,
 }
@@ -30,12 +33,13 @@ impl<'a> Heartbeat<'a> {
         let text = std::str::from_utf8(payload).ok()?;
         let mut f = text.split(' ');
         let mut num = || f.next()?.parse::<u64>().ok();
-        let (epoch_ns, sent_ns, map_id) = (num()?, num()?, num()?);
+        let (epoch_ns, sent_ns, map_id, restoring) = (num()?, num()?, num()?, num()?);
         let map_text = f.next();
-        f.next().is_none().then_some(Heartbeat {
+        (f.next().is_none() && restoring <= 1).then_some(Heartbeat {
             epoch_ns,
             sent_ns,
             map_id,
+            restoring: restoring == 1,
             map_text,
         })
     }
@@ -419,6 +423,7 @@ mod tests {
             epoch_ns,
             sent_ns: 0,
             map_id,
+            restoring: false,
             map_text: None,
         }
     }
@@ -554,6 +559,7 @@ mod tests {
                     epoch_ns: 1,
                     sent_ns: sent,
                     map_id,
+                    restoring: false,
                     map_text: Some(text),
                 };
                 c.heartbeat(k, &h, sent, out);
@@ -617,6 +623,7 @@ mod tests {
             epoch_ns: 1,
             sent_ns: 10,
             map_id: 9,
+            restoring: false,
             map_text: None,
         };
         c.heartbeat(0, &h, 10, &mut out);
@@ -628,13 +635,21 @@ mod tests {
 
     #[test]
     fn heartbeats_parse() {
-        let h = Heartbeat::parse(b"5 6 7 0-16383:ab").unwrap();
+        let h = Heartbeat::parse(b"5 6 7 1 0-16383:ab").unwrap();
         assert_eq!(
-            (h.epoch_ns, h.sent_ns, h.map_id, h.map_text),
-            (5, 6, 7, Some("0-16383:ab"))
+            (h.epoch_ns, h.sent_ns, h.map_id, h.restoring, h.map_text),
+            (5, 6, 7, true, Some("0-16383:ab"))
         );
-        assert_eq!(Heartbeat::parse(b"5 6 7").unwrap().map_text, None);
-        for bad in [&b""[..], b"5 6", b"5 x 7", b"5 6 7 a b", b"\xff"] {
+        let h = Heartbeat::parse(b"5 6 7 0").unwrap();
+        assert_eq!((h.restoring, h.map_text), (false, None));
+        for bad in [
+            &b""[..],
+            b"5 6 7",
+            b"5 x 7 0",
+            b"5 6 7 2",
+            b"5 6 7 0 a b",
+            b"\xff",
+        ] {
             assert_eq!(Heartbeat::parse(bad), None, "{bad:?}");
         }
     }

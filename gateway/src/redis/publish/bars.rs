@@ -52,6 +52,22 @@ impl Publisher {
         self.more_bars
     }
 
+    /// Whether bar lists may lack bars that will go in without a publish (the heartbeat says
+    /// so, and replicas read lists only once it is over): a restore under way (its scan, its
+    /// records still to read or to write), or, after a (re)connection, not yet ruled out. (A
+    /// node found restarted before there is a bar log to read does not count: with no log
+    /// there is nothing to restore, and the lists are what they are until the book begins one.)
+    pub(super) fn bars_restoring(&self) -> bool {
+        let Some(t) = self.bar_tail.as_ref() else {
+            return false;
+        };
+        self.bar_synced != self.epoch_ns
+            || self.bar_scan.is_some()
+            || self.bar_sync.restoring(t.log(), t.offset())
+            // (read before the bars after them: the first one waiting)
+            || self.bars_pending.front().is_some_and(|p| p.quiet)
+    }
+
     /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
     pub fn follow_bars(&mut self, path: std::path::PathBuf) {
         self.bar_tail = Some(crate::bars::Tail::new(path));

@@ -812,6 +812,7 @@ impl Publisher {
         if let Err(e) = self.hold_lease() {
             self.lease_failed(e);
         }
+        let restoring = self.bars_restoring() as u8;
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -819,7 +820,7 @@ impl Publisher {
             return;
         };
         // the map itself too, so a replica on another map still trusts the slots both agree on
-        let mut msg = format!("{} {now} {}", self.epoch_ns, link.topo.map_id);
+        let mut msg = format!("{} {now} {} {restoring}", self.epoch_ns, link.topo.map_id);
         if let Some(text) = &link.map_text {
             msg.push(' ');
             msg.push_str(text);
