@@ -497,6 +497,11 @@ impl Conflator {
         let Some((_, rb)) = self.rebuild.take() else {
             return Ok(());
         };
+        // bars the live books closed in this cycle, not logged yet: logged now, before the
+        // rebuilt books are judged against them as logged (else a bar they closed just before
+        // the swap was never logged: the rebuild took it for known, and the live books that
+        // held it were gone)
+        self.publish_changed(channel, false, None);
         let replaced = self.books.insert(channel, rb.books);
         self.gap_channels.retain(|&c| c != channel);
         // the next channel waiting, from sequence 1 up to where its stream is now
