@@ -145,21 +145,36 @@ impl Tail {
 /// symbol: a symbol's chart is refused from when its lists are to be read until the index has
 /// read the log as far as they were appended, so no one is shown a chart half loaded (or an
 /// empty one, at a gateway's start). At most one entry a symbol; an entry the index has read
-/// past is dropped.
+/// past is dropped. A symbol whose chart was whole once is not refused again when its lists
+/// are read again (a link reconnecting, or waiting out a restore): the chart it has stands,
+/// and what the read adds goes on after it.
 #[derive(Clone, Debug, Default)]
-pub struct ChartsLoading(Arc<Mutex<HashMap<[u8; 8], u64>>>);
+pub struct ChartsLoading(Arc<Mutex<Loading>>);
+
+/// [`ChartsLoading`]'s state.
+#[derive(Debug, Default)]
+struct Loading {
+    /// Symbols waiting for their lists, or read but not yet read past by the index.
+    pending: HashMap<[u8; 8], u64>,
+    /// Symbols whose chart was whole once (at most every symbol).
+    shown: std::collections::HashSet<[u8; 8]>,
+}
 
 /// An entry of a symbol whose lists are not read yet.
 const WAITING: u64 = u64::MAX;
 
 impl ChartsLoading {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<[u8; 8], u64>) -> R) -> R {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()).pending)
     }
 
-    /// `symbol`'s lists are to be read.
+    /// `symbol`'s lists are to be read (its chart is refused until they are in, unless it was
+    /// whole once).
     pub fn waiting(&self, symbol: [u8; 8]) {
-        self.with(|m| m.insert(symbol, WAITING));
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !l.shown.contains(&symbol) {
+            l.pending.insert(symbol, WAITING);
+        }
     }
 
     /// `symbol`'s lists, if it was waiting for them, are in the log up to `log_len` bytes (or
@@ -191,14 +206,16 @@ impl ChartsLoading {
     /// Whether an index that has read `offset` bytes of the log lacks (some of) `symbol`'s
     /// chart.
     fn lacks(&self, symbol: [u8; 8], offset: u64) -> bool {
-        self.with(|m| match m.get(&symbol) {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match l.pending.get(&symbol) {
             Some(&end) if end > offset => true,
             Some(_) => {
-                m.remove(&symbol);
+                l.pending.remove(&symbol);
+                l.shown.insert(symbol);
                 false
             }
             None => false,
-        })
+        }
     }
 
     /// Symbols waiting or not yet read past.
@@ -431,6 +448,10 @@ mod tests {
         loading.waiting(*b"MSFT    ");
         loading.forget([*b"MSFT    "].into_iter());
         assert!(chart(&mut ix, b"MSFT    ").is_ok());
+        // a chart whole once is not refused when its lists are read again (a link back, or
+        // waiting out a restore): it stands, and what the read adds goes on after it
+        loading.waiting(*b"AAPL    ");
+        assert_eq!(chart(&mut ix, b"AAPL    ").unwrap().len(), 600);
         std::fs::remove_file(&p).unwrap();
     }
 

@@ -2268,8 +2268,9 @@ fn a_restore_appends_only_what_the_lists_keep() {
 /// While the publisher restores the lists (Redis restarted empty), a list holds only part of
 /// what it will, and the rest goes in unpublished: remote gateways read the lists only once the
 /// heartbeat says the restore is over. One that starts mid-restore refuses the chart until
-/// then, and ends with the whole chart, as does one that was up. Before, the first read part of
-/// a list and never got the rest: a hole for good (here it charted 400..~660, then 1,000..).
+/// then, one that was up shows the chart it had, and both end with the whole chart. Before, the
+/// first read part of a list and never got the rest: a hole for good (here it charted
+/// 400..~660, then 1,000..).
 #[test]
 fn remote_gateways_read_lists_only_once_a_restore_is_over() {
     if !have_redis() {
@@ -2376,6 +2377,12 @@ fn remote_gateways_read_lists_only_once_a_restore_is_over() {
     assert!(
         st.contains("503") && body.contains("still coming in"),
         "mid-restore: {st} {body}"
+    );
+    // the gateway that was up shows the chart it had meanwhile (it was whole once)
+    assert_eq!(
+        summary(&up),
+        (600, start(400), start(999), 0),
+        "mid-restore"
     );
     // the restore ends, then new bars
     whole(&node, &mut p, &mut step);
