@@ -314,9 +314,18 @@ impl Conn {
         deadline: Instant,
         mut f: impl FnMut(usize, Option<&str>),
     ) -> Result<(), String> {
+        self.read_each_reply(deadline, |n, r| f(n, r.error().as_deref()))
+    }
+
+    /// [`Conn::read_each`], `f` taking each reply whole.
+    pub fn read_each_reply(
+        &mut self,
+        deadline: Instant,
+        mut f: impl FnMut(usize, &Reply<'_>),
+    ) -> Result<(), String> {
         let mut n = 0;
         while self.owed > 0 {
-            self.next_by(deadline, |r| f(n, r.error().as_deref()))?;
+            self.next_by(deadline, |r| f(n, &r))?;
             n += 1;
         }
         Ok(())

@@ -9,6 +9,9 @@ use crate::redis::Keys;
 use book::barlog::{BarRecord, RECORD};
 use std::time::{Duration, Instant};
 
+/// Bars a list keeps (`LTRIM KEY -600 -1`).
+const LIST_KEEP: u32 = 600;
+
 /// Bars held at most while Redis is away (72 bytes each, and where they are in the log); the
 /// log is read on only as they go out.
 pub const MAX_PENDING_BARS: usize = 1 << 20;
@@ -283,8 +286,16 @@ impl Publisher {
             let k = link.topo.node_of(key.as_bytes());
             let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-            tied[k].extend([(j, Cmd::Push), (j, Cmd::Trim)]);
+            tied[k].push((j, Cmd::Push));
+            // a list known short enough needs no trim: a third of a restore's commands to an
+            // emptied Redis (each list refilled up to 600)
+            match self.list_len.get_mut(&(p.rec.symbol, p.rec.interval_s)) {
+                Some(len) if *len < LIST_KEEP => *len += 1,
+                _ => {
+                    c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
+                    tied[k].push((j, Cmd::Trim));
+                }
+            }
             // the venue's newest bar in the list, for a publisher checking it later (its reply
             // counts as the trim's)
             if let Some([key, venue, newest]) = newest_names(&self.keys, p) {
@@ -297,6 +308,8 @@ impl Publisher {
             }
         }
         let mut fate = vec![Fate::Unknown; n];
+        // each list's length as its RPUSH answered
+        let mut lens: Vec<Option<u32>> = vec![None; n];
         let mut aside: Option<String> = None;
         let mut failed = None;
         for (k, conn) in link.conns.iter_mut().enumerate() {
@@ -304,11 +317,15 @@ impl Publisher {
             // replies owed from before this batch are not the bars'
             let before = c.owed - tied[k].len();
             let read = c.flush().and_then(|()| {
-                c.read_each(Instant::now() + t, |i, e| {
+                c.read_each_reply(Instant::now() + t, |i, r| {
                     let Some(&(j, cmd)) = i.checked_sub(before).and_then(|i| tied[k].get(i)) else {
                         return;
                     };
-                    match fate[j].reply(cmd, e) {
+                    if let (Cmd::Push, crate::redis::resp::Reply::Int(len)) = (cmd, r) {
+                        lens[j] = u32::try_from(*len).ok();
+                    }
+                    let e = r.error();
+                    match fate[j].reply(cmd, e.as_deref()) {
                         Aside::Nothing => {}
                         Aside::Remap(to) => self.remap = Some(to),
                         Aside::Refused(why) => drop(aside.get_or_insert(why)),
@@ -368,6 +385,12 @@ impl Publisher {
             c.queue(&[publish, ch.as_bytes(), &b]);
             if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
                 failed.get_or_insert((k, e));
+            }
+        }
+        // what Redis said of the lists' lengths (the last push to a list says it last)
+        for (p, len) in self.bars_pending.iter().zip(&lens) {
+            if let Some(len) = *len {
+                self.list_len.insert((p.rec.symbol, p.rec.interval_s), len);
             }
         }
         // refusals are logged with the first reason, once a batch

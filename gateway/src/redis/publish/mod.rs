@@ -243,6 +243,10 @@ pub struct Publisher {
     /// The scan for what a restore may leave out, while it runs, and what it found.
     bar_scan: Option<bartrim::Scan>,
     bar_cuts: Option<bartrim::Cuts>,
+    /// Each bar list's length (symbol, interval) as its last `RPUSH` answered, plus the pushes
+    /// queued since: a push that leaves it at most 600 needs no `LTRIM` ([`bars`]). At most
+    /// one entry a list; forgotten at each new epoch.
+    list_len: book::consolidate::FastMap<([u8; 8], u8), u32>,
     /// Why the last connection failed (None while connected).
     pub down: Option<String>,
     /// Counters.
@@ -300,6 +304,7 @@ impl Publisher {
             next_bar_poll: Instant::now(),
             bar_scan: None,
             bar_cuts: None,
+            list_len: Default::default(),
             down: Some("not connected yet".into()),
             stats: PubStats::default(),
             id: format!(
@@ -591,6 +596,8 @@ impl Publisher {
     /// Every symbol again, published after the epoch the heartbeat then announces.
     fn rewrite_all(&mut self) -> Result<(), String> {
         self.epoch_ns = self.next_pub_ns();
+        // (a node that came back may hold other lists)
+        self.list_len.clear();
         self.pending.clear();
         for i in 0..self.latest.len() {
             self.dirty[i] = false;
