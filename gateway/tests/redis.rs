@@ -1915,6 +1915,19 @@ fn list_at(addr: SocketAddr, key: &str) -> Option<Vec<Vec<u8>>> {
     .flatten()
 }
 
+/// The starts of the 1-second bars a gateway charts for `sym` (its latest 600; none while it
+/// refuses the chart).
+fn chart_starts(addr: SocketAddr, sym: &str) -> Vec<u64> {
+    let (_, body) = common::http_get(
+        addr,
+        &format!("/v1/bars?symbol={sym}&interval=1s&limit=600"),
+    );
+    serde_json::from_str::<Value>(&body).unwrap()["bars"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x["t"].as_u64().unwrap()).collect())
+        .unwrap_or_default()
+}
+
 /// A bar test's setup: one Redis, a quote table of 3 symbols, the second symbol's 1-second bar
 /// list, and the bar log beside the table the publisher follows.
 struct BarCase {
@@ -2192,16 +2205,7 @@ fn bars_redis_lost_are_restored_and_not_published_again() {
     log_bars(&mut bar_log, b, 0..5);
     let publisher = PubThread::spawn(&t.path, vec![node.addr()]);
     let remote = Remote::start(vec![node.addr()], 600_000);
-    let charted = |remote: &Remote| -> Vec<u64> {
-        let (_, body) = common::http_get(
-            remote.addr(),
-            &format!("/v1/bars?symbol={sym}&interval=1s&limit=600"),
-        );
-        serde_json::from_str::<Value>(&body).unwrap()["bars"]
-            .as_array()
-            .map(|a| a.iter().map(|x| x["t"].as_u64().unwrap()).collect())
-            .unwrap_or_default()
-    };
+    let charted = |remote: &Remote| chart_starts(remote.addr(), &sym);
     let starts =
         |n: u64| -> Vec<u64> { (0..n).map(|k| common::bar(b, 1, k).bar.start_ns).collect() };
     comes_to("the bars in Redis", &want(5), || list_now(&node));
@@ -2330,11 +2334,7 @@ fn remote_gateways_read_lists_only_once_a_restore_is_over() {
     };
     // (bars, first, last, holes): the latest 600 are one a second
     let summary = |remote: &Remote| {
-        let v = serde_json::from_str::<Value>(&chart(remote).1).unwrap_or_default();
-        let ts: Vec<u64> = v["bars"]
-            .as_array()
-            .map(|a| a.iter().map(|x| x["t"].as_u64().unwrap()).collect())
-            .unwrap_or_default();
+        let ts = chart_starts(remote.addr(), &sym);
         let holes = ts
             .windows(2)
             .filter(|w| w[1] != w[0] + 1_000_000_000)
