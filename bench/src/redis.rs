@@ -327,7 +327,11 @@ const RESTORE_HOP_AFTER: Duration = Duration::from_secs(2);
 /// a bar appended to the log just after the restart is in its list, bars written at first,
 /// bars in the log when Redis restarted, and the hop of the quote changes to a remote gateway's
 /// replica during the restore, from [`RESTORE_HOP_AFTER`] after the restart).
-fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64, Hist), String> {
+/// What a restore run measured: the first write's seconds, the restore's, the new bar's; bars
+/// in the first log, in the whole; the quotes' hop meanwhile; lists restored wrong.
+type Restored = (f64, f64, f64, u64, u64, Hist, u64);
+
+fn restore(o: &RedisBench) -> Result<Restored, String> {
     use book::barlog::{BarLogWriter, beside};
     use gateway::redis::conn::{Access, Conn};
     let dir = std::env::temp_dir().join(format!("bench-redis-restore-{}", std::process::id()));
@@ -480,6 +484,34 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64, Hist), String> {
     }
     stop.store(true, Ordering::Relaxed);
     replica.join();
+    // every list as it should be once whole: its symbol's latest bars, each once, in order
+    // (symbols 0 and 1 had one more bar appended, before and after the restart)
+    let keep = gateway::bars::KEEP as u64;
+    let mut wrong = 0;
+    for i in 0..o.symbols {
+        let l = keys.bars(&gateway::synth::symbol_name(i), 1);
+        let last = if i <= 1 { seconds } else { seconds - 1 };
+        let want: Vec<Vec<u8>> = (last + 1 - keep..=last)
+            .map(|s| bar(i, s, day).to_bytes().to_vec())
+            .collect();
+        let got = c.call(&[b"LRANGE", l.as_bytes(), b"0", b"-1"], t, |r| match r {
+            gateway::redis::resp::Reply::Array(Some(items)) => items
+                .iter()
+                .map(|x| x.bytes().unwrap_or_default().to_vec())
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })?;
+        if got != want {
+            if wrong == 0 {
+                eprintln!(
+                    "redis: {l} restored wrong: {} bars, {} expected",
+                    got.len(),
+                    want.len()
+                );
+            }
+            wrong += 1;
+        }
+    }
     let hop = hop.lock().expect("hist").clone();
     drop(_publisher);
     drop(synth);
@@ -491,6 +523,7 @@ fn restore(o: &RedisBench) -> Result<(f64, f64, f64, u64, u64, Hist), String> {
         bars,
         in_log,
         hop,
+        wrong,
     ))
 }
 
@@ -626,7 +659,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
         eprintln!(
             "redis: a bar log of {RESTORE_SECONDS} s of every symbol's 1-second bars, then {RESTORE_MORE_SECONDS} s more, then Redis restarting empty"
         );
-        let (first_s, whole_s, new_s, bars, in_log, hop) = restore(o)?;
+        let (first_s, whole_s, new_s, bars, in_log, hop, wrong) = restore(o)?;
         let extra = [
             ("bars", bars.to_string()),
             ("symbols", o.symbols.to_string()),
@@ -653,6 +686,7 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
             &extra,
         );
         report("redis_restore_new_bar_s", new_s, "s", &extra);
+        report("redis_restore_wrong_lists", wrong as f64, "lists", &extra);
         print_hist("redis_restore_hop", &hop, &extra);
         hists.push(("redis_restore_hop", hop));
     }

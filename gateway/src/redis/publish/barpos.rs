@@ -17,6 +17,11 @@ impl Publisher {
     /// Redis lost (restored without a publish), and marks what was read for the check. Redis
     /// not answering the key usably (a redirect, a refusal) leaves things as they are.
     pub(super) fn resync_bars(&mut self) -> Result<(), (usize, String)> {
+        // the restore's bars held by list are first again, in log order, as read (and checked
+        // below when they are to be)
+        for p in self.regroup.drain_in_log_order().into_iter().rev() {
+            self.bars_pending.push_front(p);
+        }
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
@@ -156,6 +161,10 @@ impl Publisher {
         let Some(t) = self.bar_tail.as_ref() else {
             return Ok(());
         };
+        // the restore's bars go in out of the log's order: the position stays until they are in
+        if !self.regroup.is_empty() {
+            return Ok(());
+        }
         let (log, at) = self
             .bars_pending
             .front()
@@ -202,6 +211,7 @@ impl Publisher {
     pub(super) fn write_marks(&mut self) -> Result<(), (usize, String)> {
         if self.marks_owed.is_empty()
             || !self.bars_pending.is_empty()
+            || !self.regroup.is_empty()
             || !self.restarted_unread.is_empty()
         {
             return Ok(());

@@ -10,7 +10,7 @@ use book::barlog::{BarRecord, RECORD};
 use std::time::{Duration, Instant};
 
 /// Bars a list keeps (`LTRIM KEY -600 -1`).
-const LIST_KEEP: u32 = 600;
+pub(super) const LIST_KEEP: u32 = 600;
 
 /// Bars held at most while Redis is away (72 bytes each, and where they are in the log); the
 /// log is read on only as they go out.
@@ -31,7 +31,8 @@ const READ_AT_MOST: usize = 4096;
 /// and the publisher waits for their replies, so a big batch holds up every quote behind it:
 /// with 4,000 one-second bars closing at each second's start (`bench redis`), 4,096 a flush
 /// made the quote hop's p99 22 ms, 64 a flush 0.77–0.86 ms (0.66 ms without bars; 16 a flush
-/// 0.65 ms). A backlog (a restore) then goes in at about 100,000 bars a second, not 185,000.
+/// 0.65 ms). A backlog then goes in at about 100,000 bars a second, not 185,000; a restore's
+/// bars (not published) go in as each list's runs instead ([`super::restore`]).
 pub const BARS_PER_FLUSH: usize = 64;
 
 /// A bar read from the log, waiting to go out.
@@ -69,6 +70,7 @@ impl Publisher {
             || self.bar_sync.restoring(t.log(), t.offset())
             // (read before the bars after them: the first one waiting)
             || self.bars_pending.front().is_some_and(|p| p.quiet)
+            || !self.regroup.is_empty()
     }
 
     /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
@@ -105,11 +107,12 @@ impl Publisher {
             self.bar_cuts = Some(cuts);
             self.bar_scan = None;
         }
-        let room = self
-            .cfg
-            .max_pending_bars
-            .max(1)
-            .saturating_sub(self.bars_pending.len());
+        let held = self.bars_pending.len() + self.regroup.len();
+        let mut room = self.cfg.max_pending_bars.max(1).saturating_sub(held);
+        // a restore reads a window ahead of what goes in, no more ([`super::regroup`])
+        if self.bar_sync.restoring(t.log(), t.offset()) {
+            room = room.min(super::restore::REGROUP_WINDOW.saturating_sub(held));
+        }
         if room == 0 {
             return;
         }
@@ -249,6 +252,22 @@ impl Publisher {
         }
         if let Err((k, e)) = self.check_bars() {
             self.node_failed(k, e);
+            return;
+        }
+        // the restore's bars ready go to their lists' groups, written a list's run at a time
+        // ([`super::regroup`]); the bars after them wait until they are in
+        while let Some(p) = self.bars_pending.front()
+            && p.quiet
+            && !p.check
+        {
+            let p = self.bars_pending.pop_front().expect("one is first");
+            self.regroup.push(p);
+        }
+        if !self.regroup.is_empty() {
+            let wrote = self.groups_due() && self.flush_groups();
+            // more to read (a backlog), to check, or to write: no wait
+            self.more_bars =
+                wrote || !self.bars_pending.is_empty() || Instant::now() >= self.next_bar_poll;
             return;
         }
         if self.bars_pending.is_empty() {

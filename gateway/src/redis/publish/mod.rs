@@ -26,9 +26,12 @@ mod bars;
 mod barsync;
 mod bartrim;
 mod lease;
+mod regroup;
+mod restore;
 
 pub use bars::{BARS_PER_FLUSH, MAX_PENDING_BARS};
 pub use lease::LEASE_MS;
+pub use restore::GROUPED_PER_FLUSH;
 
 use super::cluster::Topology;
 use super::conn::Conn;
@@ -56,6 +59,8 @@ pub struct PublisherCfg {
     pub access: super::conn::Access,
     /// Bars read from the log and waiting to go out, at most; the log is read on as they go.
     pub max_pending_bars: usize,
+    /// Bars a restore writes at most a flush ([`GROUPED_PER_FLUSH`]), quotes between.
+    pub restore_per_flush: usize,
 }
 
 impl PublisherCfg {
@@ -68,6 +73,7 @@ impl PublisherCfg {
             max_pipeline: 1024,
             access: super::conn::Access::default(),
             max_pending_bars: MAX_PENDING_BARS,
+            restore_per_flush: GROUPED_PER_FLUSH,
         }
     }
 }
@@ -217,6 +223,8 @@ pub struct Publisher {
     /// The per-venue table followed, and the clock its liveness checks run on.
     venue_src: Option<(crate::source::ShmSource, Instant)>,
     bars_pending: std::collections::VecDeque<bars::PendingBar>,
+    /// The restore's bars ready to write (taken from the front of `bars_pending`), by list.
+    regroup: regroup::Regroup,
     /// Where the bar log stands in Redis.
     bar_sync: barsync::BarSync,
     /// The epoch whose connection's bar position was read (bars wait until it is).
@@ -292,6 +300,7 @@ impl Publisher {
             bar_tail: None,
             venue_src: None,
             bars_pending: std::collections::VecDeque::new(),
+            regroup: regroup::Regroup::default(),
             bar_sync: barsync::BarSync::default(),
             bar_synced: 0,
             bar_position_refused: None,
