@@ -3,6 +3,7 @@
 //! - [`market`]: a deterministic market generator (a trading session from a seed).
 //! - [`packetize`]: ITCH messages into MoldUDP64 packets, as a feed sends them.
 //! - [`lines`]: packets onto lines A and B with injected faults, into a pcap.
+//! - [`passes`]: a looped replay's passes, each with its sequence numbers and clock moved on.
 //! - [`session`]: the pipeline from any message source (generator, BinaryFILE) to a pcap or a
 //!   BinaryFILE, with progress for long runs.
 //! - [`rng`], [`date`]: deterministic randomness and capture dates.
@@ -14,6 +15,7 @@ pub mod date;
 pub mod lines;
 pub mod market;
 pub mod packetize;
+pub mod passes;
 pub mod replay;
 pub mod rng;
 pub mod session;

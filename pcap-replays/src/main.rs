@@ -77,7 +77,8 @@ struct PlayArgs {
     /// Seed of the fault stream.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Replay N passes (0: until stopped); each pass continues the sequence numbers.
+    /// Replay N passes (0: until stopped); each pass continues the sequence numbers and the
+    /// ITCH clock (moved on by the session's span in whole seconds), so bars keep closing.
     #[arg(long = "loop", value_name = "N", default_value_t = 1)]
     passes: u64,
     /// Send line A from this address (IP:PORT; port 0: any).
@@ -388,7 +389,7 @@ fn play(a: PlayArgs) -> Result<(), String> {
     }
     let t = std::time::Instant::now();
     let (packets, mut store) = replay::load(&a.input, a.lines.packetizer()?)?;
-    store.looped = a.passes != 1;
+    store.set_looped(a.passes != 1);
     let msgs = store.len();
     eprintln!(
         "pcap-replay: {} packets, {msgs} messages loaded in {:.1} s",

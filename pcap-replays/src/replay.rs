@@ -9,6 +9,7 @@
 
 use crate::lines::{FrameOut, LineSpec, LineStats, LinesConfig, LinesWriter};
 use crate::packetize::{OutPacket, Packetizer, PacketizerConfig};
+use crate::passes;
 use feed_handler::capture::{self, Capture, Item};
 use feed_handler::moldudp64::{self, Packet, PacketKind, PacketWriter, Request, Session};
 use std::net::{SocketAddrV4, UdpSocket};
@@ -35,8 +36,10 @@ pub struct ReplayPacket {
 pub struct MessageStore {
     /// Session.
     pub session: Option<Session>,
-    /// Serve sequence numbers past the end as the same messages again (a looping replay).
-    pub looped: bool,
+    /// Serve sequence numbers past the end as the same messages again (a looping replay),
+    /// their clock moved on by this much a pass ([`crate::passes`]); see
+    /// [`MessageStore::set_looped`].
+    looped: Option<u64>,
     first_seq: u64,
     bytes: Vec<u8>,
     /// Offsets into `bytes`; message `first_seq + i` is `bytes[offsets[i]..offsets[i + 1]]`.
@@ -70,16 +73,42 @@ impl MessageStore {
         s
     }
 
-    /// Message `seq`, if the capture has it.
-    pub fn get(&self, seq: u64) -> Option<&[u8]> {
+    /// Serve sequence numbers past the end as the passes of a looped replay do
+    /// ([`play_looped`]): the same messages again, each pass's clock moved on.
+    pub fn set_looped(&mut self, looped: bool) {
+        self.looped = looped.then(|| {
+            let msgs = (0..self.len()).filter_map(|i| self.get_pass(self.first_seq + i));
+            passes::span(msgs.map(|(_, m)| m)).map_or(0, |(a, b)| passes::pass_ns(a, b))
+        });
+    }
+
+    /// Message `seq` of the capture (of the pass it is in), and that pass.
+    fn get_pass(&self, seq: u64) -> Option<(u64, &[u8])> {
         let mut i = seq.checked_sub(self.first_seq)?;
-        if self.looped && !self.is_empty() {
+        let mut pass = 0;
+        if self.looped.is_some() && !self.is_empty() {
             // a looping replay numbers each pass after the last: pass k is message i + k * len
+            pass = i / self.len();
             i %= self.len();
         }
         let i = i as usize;
         let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
-        Some(&self.bytes[a as usize..b as usize])
+        Some((pass, &self.bytes[a as usize..b as usize]))
+    }
+
+    /// Message `seq`, if the capture has it: in a looped replay's later passes, with its clock
+    /// moved on as that pass sent it.
+    pub fn get(&self, seq: u64) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::borrow::Cow;
+        let (pass, m) = self.get_pass(seq)?;
+        match self.looped {
+            Some(pass_ns) if pass > 0 && pass_ns > 0 => {
+                let mut m = m.to_vec();
+                passes::shift_ts(&mut m, pass * pass_ns);
+                Some(Cow::Owned(m))
+            }
+            _ => Some(Cow::Borrowed(m)),
+        }
     }
 
     /// Messages held.
@@ -255,7 +284,7 @@ pub fn serve_rerequests(
         let mut seq = req.sequence;
         while seq < end {
             let Some(m) = store.get(seq) else { break };
-            if !w.push(m) {
+            if !w.push(&m) {
                 break;
             }
             seq += 1;
@@ -482,9 +511,10 @@ pub fn play(
 }
 
 /// Like [`play`], `passes` times over (0: until `stop`). Each pass after the first continues
-/// the sequence numbers (pass k adds k times the session's message count) and the clock, so a
-/// feed handler sees one long session; end-of-session packets go out only after the last pass.
-/// The ITCH content repeats, order references included.
+/// the sequence numbers (pass k adds k times the session's message count) and the clock, the
+/// pacing's and ITCH's (each message's timestamp moves on by the session's span a pass,
+/// [`crate::passes`]), so a feed handler sees one long session; end-of-session packets go out
+/// only after the last pass. The rest of the ITCH content repeats, order references included.
 pub fn play_looped(
     packets: &[ReplayPacket],
     pace: Pace,
@@ -505,6 +535,13 @@ pub fn play_looped(
     let t0 = packets.first().map_or(0, |p| p.ts_ns);
     let t_end = packets.last().map_or(0, |p| p.ts_ns);
     let span_msgs: u64 = packets.iter().map(|p| p.messages as u64).sum();
+    let pass_ns = passes::span(
+        packets
+            .iter()
+            .filter_map(|p| Packet::parse(&p.payload).ok())
+            .flat_map(|pk| pk.messages().map(|(_, m)| m).collect::<Vec<_>>()),
+    )
+    .map_or(0, |(a, b)| passes::pass_ns(a, b));
     let mut msgs_before = 0u64;
     let mut scratch = Vec::new();
     let mut pass = 0u64;
@@ -519,7 +556,10 @@ pub fn play_looped(
                 continue;
             }
             let ts = match pace {
-                Pace::Speed(_) => pass * (t_end - t0 + 1_000_000) + p.ts_ns - t0.min(p.ts_ns),
+                // (a pass of the pace's clock as long as one of ITCH's: the two keep together)
+                Pace::Speed(_) => {
+                    pass * (t_end - t0 + 1_000_000).max(pass_ns) + p.ts_ns - t0.min(p.ts_ns)
+                }
                 Pace::Rate(r) => msgs_before * 1_000_000_000 / r.max(1),
                 Pace::Top => msgs_before,
             };
@@ -530,11 +570,7 @@ pub fn play_looped(
             } else {
                 scratch.clear();
                 scratch.extend_from_slice(&p.payload);
-                if scratch.len() >= 18 {
-                    let seq =
-                        u64::from_be_bytes(scratch[10..18].try_into().expect("8 bytes")) + shift;
-                    scratch[10..18].copy_from_slice(&seq.to_be_bytes());
-                }
+                passes::rewrite(&mut scratch, shift, pass * pass_ns);
                 &scratch
             };
             w.send(OutPacket {
@@ -574,9 +610,40 @@ mod tests {
         s.push(5, b"five");
         s.push(6, b"six");
         s.push(8, b"eight"); // a hole in the capture: refused
+        let get = |s: &MessageStore, seq| s.get(seq).map(|m| m.into_owned());
         assert_eq!(
-            (s.get(5), s.get(6), s.get(7), s.get(4), s.len()),
-            (Some(&b"five"[..]), Some(&b"six"[..]), None, None, 2)
+            (get(&s, 5), get(&s, 6), get(&s, 7), get(&s, 4), s.len()),
+            (Some(b"five".to_vec()), Some(b"six".to_vec()), None, None, 2)
         );
+    }
+
+    #[test]
+    fn a_looped_store_serves_later_passes_with_their_clock_moved_on() {
+        let open = 34_200_000_000_000u64;
+        let msg = |t: u8, ts: u64| {
+            let mut m = vec![t; 19];
+            m[5..11].copy_from_slice(&ts.to_be_bytes()[2..]);
+            m
+        };
+        let mut s = MessageStore::default();
+        s.push(1, &msg(b'S', open));
+        s.push(2, &msg(b'D', open + 2_500_000_000));
+        s.set_looped(true);
+        let ts = |s: &MessageStore, seq| s.get(seq).and_then(|m| passes::itch_ts(&m));
+        // the span, 2.5 s, rounds up to 3 s a pass
+        assert_eq!(
+            [ts(&s, 1), ts(&s, 2), ts(&s, 3), ts(&s, 4), ts(&s, 6)],
+            [
+                Some(open),
+                Some(open + 2_500_000_000),
+                Some(open + 3_000_000_000),
+                Some(open + 5_500_000_000),
+                Some(open + 8_500_000_000)
+            ]
+        );
+        assert_eq!(s.get(5).map(|m| m[0]), Some(b'S'));
+        // not looped: nothing past the end
+        s.set_looped(false);
+        assert_eq!(ts(&s, 3), None);
     }
 }
