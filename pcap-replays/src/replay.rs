@@ -104,7 +104,7 @@ impl MessageStore {
         match self.looped {
             Some(pass_ns) if pass > 0 && pass_ns > 0 => {
                 let mut m = m.to_vec();
-                passes::shift_ts(&mut m, pass * pass_ns);
+                passes::shift_ts(&mut m, pass.wrapping_mul(pass_ns));
                 Some(Cow::Owned(m))
             }
             _ => Some(Cow::Borrowed(m)),
@@ -570,7 +570,7 @@ pub fn play_looped(
             } else {
                 scratch.clear();
                 scratch.extend_from_slice(&p.payload);
-                passes::rewrite(&mut scratch, shift, pass * pass_ns);
+                passes::rewrite(&mut scratch, shift, pass.wrapping_mul(pass_ns));
                 &scratch
             };
             w.send(OutPacket {
