@@ -360,34 +360,13 @@ impl Publisher {
         for (f, p) in fate.iter_mut().zip(&self.bars_pending) {
             let Fate::Asked(to) = *f else { continue };
             let (key, ch, b) = bar_names(&self.keys, &p.rec);
-            let Some(c) = link.ask_conn(to, t, &self.cfg.access) else {
-                continue;
-            };
-            c.queue(&[b"ASKING"]);
-            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            c.queue(&[b"ASKING"]);
-            c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-            let mut queued = 4;
-            if let Some([key, venue, newest]) = newest_names(&self.keys, p) {
-                c.queue(&[b"ASKING"]);
-                c.queue(&[b"HSET", key.as_bytes(), venue.as_bytes(), newest.as_bytes()]);
-                queued += 2;
-            }
-            let mut there = Fate::Unknown;
-            let before = c.owed - queued;
-            let read = c.flush().and_then(|()| {
-                c.read_each(Instant::now() + t, |i, e| match i.checked_sub(before) {
-                    Some(1) => drop(there.reply(Cmd::Push, e)),
-                    Some(3 | 5) => drop(there.reply(Cmd::Trim, e)),
-                    _ => {}
-                })
-            });
-            if let Err(e) = read {
-                match link.topo.index_of(to) {
-                    Some(kk) => drop(failed.get_or_insert((kk, e))),
-                    None => link.drop_side(to),
-                }
-            }
+            let there = super::restore::write_asked(
+                link,
+                (&self.keys, &self.cfg.access, t),
+                to,
+                std::slice::from_ref(p),
+                &mut failed,
+            );
             // asked again, or moved meanwhile: it waits for the next flush or the new map
             if let Fate::Moved(to) = there {
                 self.remap = Some(to);

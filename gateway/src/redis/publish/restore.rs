@@ -87,6 +87,40 @@ fn queue_group(
     owed
 }
 
+/// Writes `bars` (one list's, in order) on `to`, the node an ASK named, each command after
+/// `ASKING`: the push, the trim and each venue's newest bar. Returns their fate, the push's
+/// reply's; a connection that failed is noted in `failed` when it is a node of the map, and
+/// dropped when it is a side connection. (`how`: the key names, credentials and timeout.)
+pub(super) fn write_asked(
+    link: &mut super::Link,
+    how: (&Keys, &crate::redis::conn::Access, std::time::Duration),
+    to: std::net::SocketAddr,
+    bars: &[PendingBar],
+    failed: &mut Option<(usize, String)>,
+) -> Fate {
+    let (keys, access, t) = how;
+    let Some(c) = link.ask_conn(to, t, access) else {
+        return Fate::Unknown;
+    };
+    let owed = queue_group(c, keys, bars, true, true);
+    let before = c.owed - owed.len();
+    let mut there = Fate::Unknown;
+    let read = c.flush().and_then(|()| {
+        c.read_each(std::time::Instant::now() + t, |i, e| {
+            if let Some(Some(cmd)) = i.checked_sub(before).and_then(|i| owed.get(i)) {
+                drop(there.reply(*cmd, e));
+            }
+        })
+    });
+    if let Err(e) = read {
+        match link.topo.index_of(to) {
+            Some(k) => drop(failed.get_or_insert((k, e))),
+            None => link.drop_side(to),
+        }
+    }
+    there
+}
+
 impl Publisher {
     /// Whether the restore's bars held are to be written now: enough for long groups (half
     /// the window), or no more coming soon (nothing more of the restore to read or check).
@@ -162,25 +196,13 @@ impl Publisher {
         // a list whose slot is half-moved: written where it is now, after ASKING
         for (f, bars) in fate.iter_mut().zip(&groups) {
             let Fate::Asked(to) = *f else { continue };
-            let Some(c) = link.ask_conn(to, t, &self.cfg.access) else {
-                continue;
-            };
-            let owed = queue_group(c, &self.keys, bars, true, true);
-            let before = c.owed - owed.len();
-            let mut there = Fate::Unknown;
-            let read = c.flush().and_then(|()| {
-                c.read_each(std::time::Instant::now() + t, |i, e| {
-                    if let Some(Some(cmd)) = i.checked_sub(before).and_then(|i| owed.get(i)) {
-                        drop(there.reply(*cmd, e));
-                    }
-                })
-            });
-            if let Err(e) = read {
-                match link.topo.index_of(to) {
-                    Some(kk) => drop(failed.get_or_insert((kk, e))),
-                    None => link.drop_side(to),
-                }
-            }
+            let there = write_asked(
+                link,
+                (&self.keys, &self.cfg.access, t),
+                to,
+                bars,
+                &mut failed,
+            );
             if let Fate::Moved(to) = there {
                 self.remap = Some(to);
             }
