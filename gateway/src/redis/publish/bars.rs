@@ -32,7 +32,7 @@ const READ_AT_MOST: usize = 4096;
 /// with 4,000 one-second bars closing at each second's start (`bench redis`), 4,096 a flush
 /// made the quote hop's p99 22 ms, 64 a flush 0.77–0.86 ms (0.66 ms without bars; 16 a flush
 /// 0.65 ms). A backlog then goes in at about 100,000 bars a second, not 185,000; a restore's
-/// bars (not published) go in as each list's runs instead ([`super::restore`]).
+/// bars (not published) go in as each list's runs instead (`publish/restore.rs`).
 pub const BARS_PER_FLUSH: usize = 64;
 
 /// A bar read from the log, waiting to go out.

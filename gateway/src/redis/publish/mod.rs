@@ -110,7 +110,7 @@ pub struct PubStats {
     /// Bars read again that Redis had already (where the last publisher stopped), skipped.
     pub bars_skipped: u64,
     /// Bars a restore left out: their list would have trimmed them at once, as at least as
-    /// many records as it keeps follow them ([`bartrim`]).
+    /// many records as it keeps follow them (`publish/bartrim.rs`).
     pub bars_trimmed: u64,
     /// Times Redis had lost bars it held (restarted empty, or from an older snapshot) and
     /// they were restored to the lists.
