@@ -231,7 +231,7 @@ impl Publisher {
     /// appended where its list is now and published again; no reply (the node failed) waits
     /// for the node. A bar Redis appended is never appended again.
     pub(super) fn flush_bars(&mut self) {
-        use super::barfate::{Aside, Cmd, Fate};
+        use super::barfate::{Cmd, Fate};
         self.more_bars = false;
         let Some(link) = self.link.as_ref() else {
             return;
@@ -299,61 +299,43 @@ impl Publisher {
         }
         self.more_bars = self.bars_pending.len() > n;
         // per node, what each reply answers: (bar, command), in the order they were queued
-        let mut tied: Vec<Vec<(usize, Cmd)>> = vec![Vec::new(); link.conns.len()];
+        let mut tied: Vec<Vec<(usize, Option<Cmd>)>> = vec![Vec::new(); link.conns.len()];
         for (j, p) in self.bars_pending.iter().take(n).enumerate() {
             let (key, ch, b) = bar_names(&self.keys, &p.rec);
             let k = link.topo.node_of(key.as_bytes());
             let c = link.conns[k].as_mut().expect("every node is up");
             c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            tied[k].push((j, Cmd::Push));
+            tied[k].push((j, Some(Cmd::Push)));
             // a list known short enough needs no trim: a third of a restore's commands to an
             // emptied Redis (each list refilled up to 600)
             match self.list_len.get_mut(&(p.rec.symbol, p.rec.interval_s)) {
                 Some(len) if *len < LIST_KEEP => *len += 1,
                 _ => {
                     c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-                    tied[k].push((j, Cmd::Trim));
+                    tied[k].push((j, Some(Cmd::Trim)));
                 }
             }
             // the venue's newest bar in the list, for a publisher checking it later (its reply
             // counts as the trim's)
             if let Some([key, venue, newest]) = newest_names(&self.keys, p) {
                 c.queue(&[b"HSET", key.as_bytes(), venue.as_bytes(), newest.as_bytes()]);
-                tied[k].push((j, Cmd::Trim));
+                tied[k].push((j, Some(Cmd::Trim)));
             }
             if !p.quiet {
                 c.queue(&[publish, ch.as_bytes(), &b]);
-                tied[k].push((j, Cmd::Publish));
+                tied[k].push((j, Some(Cmd::Publish)));
             }
         }
-        let mut fate = vec![Fate::Unknown; n];
-        // each list's length as its RPUSH answered
-        let mut lens: Vec<Option<u32>> = vec![None; n];
-        let mut aside: Option<String> = None;
-        let mut failed = None;
-        for (k, conn) in link.conns.iter_mut().enumerate() {
-            let c = conn.as_mut().expect("every node is up");
-            // replies owed from before this batch are not the bars'
-            let before = c.owed - tied[k].len();
-            let read = c.flush().and_then(|()| {
-                c.read_each_reply(Instant::now() + t, |i, r| {
-                    let Some(&(j, cmd)) = i.checked_sub(before).and_then(|i| tied[k].get(i)) else {
-                        return;
-                    };
-                    if let (Cmd::Push, crate::redis::resp::Reply::Int(len)) = (cmd, r) {
-                        lens[j] = u32::try_from(*len).ok();
-                    }
-                    let e = r.error();
-                    match fate[j].reply(cmd, e.as_deref()) {
-                        Aside::Nothing => {}
-                        Aside::Remap(to) => self.remap = Some(to),
-                        Aside::Refused(why) => drop(aside.get_or_insert(why)),
-                    }
-                })
-            });
-            if let Err(e) = read {
-                failed.get_or_insert((k, e));
-            }
+        // each bar's fate, and its list's length as its RPUSH answered
+        let super::restore::Replies {
+            mut fate,
+            lens,
+            aside,
+            remap,
+            mut failed,
+        } = super::restore::read_fates(link, &tied, n, t);
+        if remap.is_some() {
+            self.remap = remap;
         }
         // its slot half-moved, its list with it: appended there after ASKING, then published
         // again, so a publish follows the write

@@ -87,6 +87,62 @@ fn queue_group(
     owed
 }
 
+/// What the replies to a batch of bar writes said ([`read_fates`]).
+pub(super) struct Replies {
+    /// Each entry's fate (a bar's, or a run's).
+    pub fate: Vec<Fate>,
+    /// The list's length each entry's `RPUSH` answered.
+    pub lens: Vec<Option<u32>>,
+    /// Why a trim or publish was refused (the first reason).
+    pub aside: Option<String>,
+    /// A node a MOVED named: the slot map to follow.
+    pub remap: Option<std::net::SocketAddr>,
+    /// The first node whose connection failed, and why.
+    pub failed: Option<(usize, String)>,
+}
+
+/// Flushes every node's batch and reads its replies: `tied[k]` names, for each reply node `k`
+/// owes for the batch, the entry it answers (of `n`) and its command (`None`: none to take).
+/// Replies owed from before the batch are not the bars'.
+pub(super) fn read_fates(
+    link: &mut super::Link,
+    tied: &[Vec<(usize, Option<Cmd>)>],
+    n: usize,
+    t: std::time::Duration,
+) -> Replies {
+    let mut r = Replies {
+        fate: vec![Fate::Unknown; n],
+        lens: vec![None; n],
+        aside: None,
+        remap: None,
+        failed: None,
+    };
+    for (k, conn) in link.conns.iter_mut().enumerate() {
+        let c = conn.as_mut().expect("every node is up");
+        let before = c.owed - tied[k].len();
+        let read = c.flush().and_then(|()| {
+            c.read_each_reply(std::time::Instant::now() + t, |i, reply| {
+                let Some(&(j, Some(cmd))) = i.checked_sub(before).and_then(|i| tied[k].get(i))
+                else {
+                    return;
+                };
+                if let (Cmd::Push, resp::Reply::Int(len)) = (cmd, reply) {
+                    r.lens[j] = u32::try_from(*len).ok();
+                }
+                match r.fate[j].reply(cmd, reply.error().as_deref()) {
+                    Aside::Nothing => {}
+                    Aside::Remap(to) => r.remap = Some(to),
+                    Aside::Refused(why) => drop(r.aside.get_or_insert(why)),
+                }
+            })
+        });
+        if let Err(e) = read {
+            r.failed.get_or_insert((k, e));
+        }
+    }
+    r
+}
+
 /// Writes `bars` (one list's, in order) on `to`, the node an ASK named, each command after
 /// `ASKING`: the push, the trim and each venue's newest bar. Returns their fate, the push's
 /// reply's; a connection that failed is noted in `failed` when it is a node of the map, and
@@ -165,33 +221,15 @@ impl Publisher {
             let owed = queue_group(c, &self.keys, bars, trim, false);
             tied[k].extend(owed.into_iter().map(|cmd| (g, cmd)));
         }
-        let mut fate = vec![Fate::Unknown; groups.len()];
-        let mut lens: Vec<Option<u32>> = vec![None; groups.len()];
-        let mut aside: Option<String> = None;
-        let mut failed = None;
-        for (k, conn) in link.conns.iter_mut().enumerate() {
-            let c = conn.as_mut().expect("every node is up");
-            // replies owed from before this batch are not the bars'
-            let before = c.owed - tied[k].len();
-            let read = c.flush().and_then(|()| {
-                c.read_each_reply(std::time::Instant::now() + t, |i, r| {
-                    let Some(&(g, Some(cmd))) = i.checked_sub(before).and_then(|i| tied[k].get(i))
-                    else {
-                        return;
-                    };
-                    if let (Cmd::Push, resp::Reply::Int(len)) = (cmd, r) {
-                        lens[g] = u32::try_from(*len).ok();
-                    }
-                    match fate[g].reply(cmd, r.error().as_deref()) {
-                        Aside::Nothing => {}
-                        Aside::Remap(to) => self.remap = Some(to),
-                        Aside::Refused(why) => drop(aside.get_or_insert(why)),
-                    }
-                })
-            });
-            if let Err(e) = read {
-                failed.get_or_insert((k, e));
-            }
+        let Replies {
+            mut fate,
+            lens,
+            aside,
+            remap,
+            mut failed,
+        } = read_fates(link, &tied, groups.len(), t);
+        if remap.is_some() {
+            self.remap = remap;
         }
         // a list whose slot is half-moved: written where it is now, after ASKING
         for (f, bars) in fate.iter_mut().zip(&groups) {
