@@ -1902,8 +1902,20 @@ fn lrange(conn: &mut gateway::redis::conn::Conn, key: &str) -> Vec<Vec<u8>> {
 /// A list as the node at `addr` holds it, over a connection of its own: `None` when the node
 /// cannot be reached or answers with an error (a redirect; CLUSTERDOWN while a master rejoins).
 fn list_at(addr: SocketAddr, key: &str) -> Option<Vec<Vec<u8>>> {
+    list_read(addr, key, false)
+}
+
+/// The same on a master importing the list's slot (after `ASKING`).
+fn list_asked(addr: SocketAddr, key: &str) -> Option<Vec<Vec<u8>>> {
+    list_read(addr, key, true)
+}
+
+fn list_read(addr: SocketAddr, key: &str, asking: bool) -> Option<Vec<Vec<u8>>> {
     let t2 = Duration::from_secs(2);
     let mut c = gateway::redis::conn::Conn::connect(addr, t2, t2, &Default::default()).ok()?;
+    if asking {
+        c.call(&[b"ASKING"], t2, |_| ()).ok()?;
+    }
     c.call(&[b"LRANGE", key.as_bytes(), b"0", b"-1"], t2, |r| {
         r.items().map(|xs| {
             xs.iter()
@@ -2414,6 +2426,44 @@ fn remote_gateways_read_lists_only_once_a_restore_is_over() {
     }
 }
 
+/// A 3-master cluster to restart a master of, with a table of 30 symbols beside it.
+struct LostMaster {
+    nodes: Vec<RedisNode>,
+    t: Table,
+    seeds: Vec<SocketAddr>,
+    topo: gateway::redis::cluster::Topology,
+    keys: gateway::redis::Keys,
+    /// The master that is to restart empty: the one holding the bar position, or the next.
+    lost: SocketAddr,
+    /// Its index in `nodes`.
+    lost_i: usize,
+}
+
+fn lost_master(tag: &str, holds_position: bool) -> LostMaster {
+    let nodes = cluster(tag);
+    let t = Table::new(&format!("redis-{tag}"), 30);
+    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
+    let topo =
+        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
+    let keys = gateway::redis::Keys::new("quotes");
+    let holder = topo.node_of(keys.bar_position().as_bytes());
+    let lost = topo.nodes[if holds_position {
+        holder
+    } else {
+        (holder + 1) % topo.nodes.len()
+    }];
+    let lost_i = nodes.iter().position(|n| n.addr() == lost).unwrap();
+    LostMaster {
+        nodes,
+        t,
+        seeds,
+        topo,
+        keys,
+        lost,
+        lost_i,
+    }
+}
+
 /// In a cluster, a master restarts empty under a log longer than its lists keep: its lists are
 /// restored to their latest 600 bars, with only those appended, and the other masters' lists
 /// get nothing. Its lists are checked against what they hold first (another master holds the
@@ -2423,15 +2473,15 @@ fn in_a_cluster_a_restore_appends_only_what_the_lost_lists_keep() {
     if !have_redis() {
         return;
     }
-    let mut nodes = cluster("bar-restore-trim-cluster");
-    let t = Table::new("redis-bar-restore-trim-cluster", 30);
-    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo =
-        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
-    let keys = gateway::redis::Keys::new("quotes");
-    let holder = topo.node_of(keys.bar_position().as_bytes());
-    let lost = topo.nodes[(holder + 1) % topo.nodes.len()];
-    let lost_i = nodes.iter().position(|n| n.addr() == lost).unwrap();
+    let LostMaster {
+        mut nodes,
+        t,
+        seeds,
+        topo,
+        keys,
+        lost,
+        lost_i,
+    } = lost_master("bar-restore-trim-cluster", false);
     let lists: Vec<([u8; 8], String)> = t
         .quotes
         .iter()
@@ -2486,19 +2536,18 @@ fn in_a_cluster_a_restore_appends_only_what_the_lost_lists_keep() {
 /// master after `ASKING`, each bar once; the master's other lists are restored where they are.
 #[test]
 fn a_restored_list_whose_slot_is_moving_goes_where_the_slot_goes() {
-    use gateway::redis::conn::{Access, Conn};
     if !have_redis() {
         return;
     }
-    let mut nodes = cluster("bar-restore-ask");
-    let t = Table::new("redis-bar-restore-ask", 30);
-    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo =
-        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
-    let keys = gateway::redis::Keys::new("quotes");
-    let holder = topo.node_of(keys.bar_position().as_bytes());
-    let lost = topo.nodes[(holder + 1) % topo.nodes.len()];
-    let lost_i = nodes.iter().position(|n| n.addr() == lost).unwrap();
+    let LostMaster {
+        mut nodes,
+        t,
+        seeds,
+        topo,
+        keys,
+        lost,
+        lost_i,
+    } = lost_master("bar-restore-ask", false);
     let on_lost: Vec<([u8; 8], String)> = t
         .quotes
         .iter()
@@ -2535,19 +2584,7 @@ fn a_restored_list_whose_slot_is_moving_goes_where_the_slot_goes() {
     comes_to("the restarted master marked whole", &true, || {
         marked_whole(&nodes[lost_i], &mark)
     });
-    let t2 = Duration::from_secs(2);
-    let mut there = Conn::connect(nodes[to].addr(), t2, t2, &Access::default()).unwrap();
-    there.call(&[b"ASKING"], t2, |_| ()).unwrap();
-    let moved = there
-        .call(&[b"LRANGE", moving.as_bytes(), b"0", b"-1"], t2, |r| {
-            r.items().map(|xs| {
-                xs.iter()
-                    .filter_map(|x| x.bytes().map(<[u8]>::to_vec))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .unwrap()
-        .unwrap_or_default();
+    let moved = list_asked(nodes[to].addr(), &moving).unwrap_or_default();
     assert_eq!(moved.len(), 600, "the moving list on the importing master");
     assert!(moved == bar_bytes(moving_sym, 100..700));
     for (sym, l) in &on_lost[1..] {
@@ -2596,19 +2633,15 @@ fn a_master_that_restarted_while_no_publisher_ran_has_its_lists_restored() {
 /// A master of a 3-master cluster restarts empty (the one holding the bar position, or another
 /// one), with the publisher running or stopped meanwhile: each list ends with every bar once.
 fn cluster_master_restarts_empty(tag: &str, holds_position: bool, unwatched: bool) {
-    let mut nodes = cluster(tag);
-    let t = Table::new(&format!("redis-{tag}"), 30);
-    let seeds: Vec<SocketAddr> = nodes.iter().map(RedisNode::addr).collect();
-    let topo =
-        gateway::redis::discover(&seeds, Duration::from_secs(2), &Default::default()).unwrap();
-    let keys = gateway::redis::Keys::new("quotes");
-    let holder = topo.node_of(keys.bar_position().as_bytes());
-    let lost = topo.nodes[if holds_position {
-        holder
-    } else {
-        (holder + 1) % topo.nodes.len()
-    }];
-    let lost_i = nodes.iter().position(|n| n.addr() == lost).unwrap();
+    let LostMaster {
+        mut nodes,
+        t,
+        seeds,
+        topo,
+        keys,
+        lost,
+        lost_i,
+    } = lost_master(tag, holds_position);
     let lists: Vec<(book::barlog::BarRecord, String, bool)> = t
         .quotes
         .iter()
