@@ -13,14 +13,17 @@
 //!    how long until it holds every symbol, until it has loaded every list, how many lists it
 //!    loaded (more than two a symbol: Redis dropped it and it loaded them again), and the hop of
 //!    the changes published while it loaded them.
-//!    Then (`--no-restore` to skip), on a server of its own: a publisher following a bar log of
-//!    600 s of every symbol's 1-second bars writes it all (`redis_backlog_bars_per_s`); the log
-//!    grows by another hour while no publisher runs (Redis' position set past it, as if one had
-//!    written it), a publisher follows it again, Redis restarts empty, and the publisher
-//!    restores the lists from the log: how long until the node's mark says they are whole
-//!    (`redis_restore_s`), until a bar appended to the log just after the restart is in its
-//!    list (`redis_restore_new_bar_s`), and the hop of the quote changes to a remote gateway's
-//!    replica meanwhile (`redis_restore_hop_*`, from 2 s after the restart).
+//!    Then (`--no-restore` to skip), on a server of its own, with a remote gateway's replica
+//!    subscribed to every symbol: a publisher following a bar log of 600 s of every symbol's
+//!    1-second bars writes it all, each bar published (`redis_backlog_bars_per_s`; the quotes'
+//!    hop meanwhile, `redis_backlog_hop_*`; every list read back, `redis_backlog_wrong_lists`);
+//!    the log grows by another hour while no publisher runs (Redis' position set past it, as
+//!    if one had written it), a publisher follows it again, Redis restarts empty, and the
+//!    publisher restores the lists from the log: how long until the node's mark says they are
+//!    whole (`redis_restore_s`), until a bar appended to the log just after the restart is in
+//!    its list (`redis_restore_new_bar_s`), every list read back
+//!    (`redis_restore_wrong_lists`), and the hop of the quote changes meanwhile
+//!    (`redis_restore_hop_*`, from 2 s after the restart).
 //! 2. The highest change rate one publisher sustains: a publisher in this process writes batches
 //!    of distinct symbols' changes (a 1 ms tick's worth at 1M changes/s) as fast as Redis takes
 //!    them, with one replica subscribed to every symbol; afterwards the replica must hold every
@@ -322,14 +325,24 @@ const RESTORE_HOP_AFTER: Duration = Duration::from_secs(2);
 /// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] +
 /// [`RESTORE_MORE_SECONDS`] seconds of one-second bars of every symbol, with a publisher
 /// (`gateway publish`) following it and a synthetic market: a server of its own, started and
-/// restarted here. (seconds the publisher took to write the first [`RESTORE_SECONDS`] at
-/// first, seconds until the restored node's mark says its lists are whole again, seconds until
-/// a bar appended to the log just after the restart is in its list, bars written at first,
-/// bars in the log when Redis restarted, and the hop of the quote changes to a remote gateway's
-/// replica during the restore, from [`RESTORE_HOP_AFTER`] after the restart).
-/// What a restore run measured: the first write's seconds, the restore's, the new bar's; bars
-/// in the first log, in the whole; the quotes' hop meanwhile; lists restored wrong.
-type Restored = (f64, f64, f64, u64, u64, Hist, u64);
+/// restarted here, and a remote gateway's replica subscribed to every symbol throughout.
+/// What a restore run measured.
+struct Restored {
+    /// Seconds the first write of the log took, the bars in it, the quotes' hop meanwhile
+    /// (from [`RESTORE_HOP_AFTER`] after the publisher started) and the lists it left wrong.
+    backlog_s: f64,
+    backlog_bars: u64,
+    backlog_hop: Hist,
+    backlog_wrong: u64,
+    /// Seconds the restore took, the bars in the whole log, the quotes' hop meanwhile and the
+    /// lists it left wrong.
+    restore_s: f64,
+    in_log: u64,
+    restore_hop: Hist,
+    restore_wrong: u64,
+    /// Seconds until a bar closed just after the restart was in its list.
+    new_bar_s: f64,
+}
 
 fn restore(o: &RedisBench) -> Result<Restored, String> {
     use book::barlog::{BarLogWriter, beside};
@@ -374,8 +387,45 @@ fn restore(o: &RedisBench) -> Result<Restored, String> {
             .map_err(|e| format!("gateway publish: {e}"))?;
         Ok(Kill(vec![child]))
     };
+    // a remote gateway's replica, sleeping in `read` as a gateway runs by default: the hop of
+    // the changes published while the backlog is written, then while the lists are restored
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let hop = Arc::new(Mutex::new(
+        Hist::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
+    ));
+    let (from_ns, until_ns) = (
+        Arc::new(AtomicU64::new(u64::MAX)),
+        Arc::new(AtomicU64::new(u64::MAX)),
+    );
+    let mut rc = ReplicaCfg::new(vec![addr]);
+    rc.slots = o.symbols.max(16);
+    {
+        let (h, from, until) = (hop.clone(), from_ns.clone(), until_ns.clone());
+        rc.on_value = Some(Arc::new(move |q: &Quote, _pub_ns: u64| {
+            let stamp = q.recv_ns;
+            if stamp >= from.load(Ordering::Relaxed) && stamp < until.load(Ordering::Relaxed) {
+                let age_us = now_ns().saturating_sub(stamp) / 1000;
+                let _ = h.lock().expect("hist").record(age_us.max(1));
+            }
+        }));
+    }
+    let replica = Replica::start(rc, stop)?;
+    // a phase's hop is taken from `after` its start until its end; then the histogram is
+    // emptied for the next
+    let phase_began = |after: Duration| {
+        from_ns.store(now_ns() + after.as_nanos() as u64, Ordering::Relaxed);
+        until_ns.store(u64::MAX, Ordering::Relaxed);
+    };
+    let phase_ended = || until_ns.store(now_ns(), Ordering::Relaxed);
+    let phase_hop = || {
+        let mut h = hop.lock().expect("hist");
+        let taken = h.clone();
+        h.reset();
+        taken
+    };
     let t0 = Instant::now();
     let first = publisher()?;
+    phase_began(RESTORE_HOP_AFTER);
     let keys = gateway::redis::Keys::new("quotes");
     let position = keys.bar_position();
     let written = |want: u64| {
@@ -388,7 +438,42 @@ fn restore(o: &RedisBench) -> Result<Restored, String> {
     wait_until("the publisher to write the whole bar log", 600, || {
         written(end)
     })?;
-    let first_s = t0.elapsed().as_secs_f64();
+    let backlog_s = t0.elapsed().as_secs_f64();
+    phase_ended();
+    let backlog_hop = phase_hop();
+    let t = Duration::from_secs(5);
+    let mut c = Conn::connect(addr, t, t, &Access::default())?;
+    // every list as it should be: its symbol's latest bars, each once, in order
+    let keep = gateway::bars::KEEP as u64;
+    let wrong_lists = |c: &mut Conn, what: &str, last_of: &dyn Fn(usize) -> u64| {
+        let mut wrong = 0;
+        for i in 0..o.symbols {
+            let l = keys.bars(&gateway::synth::symbol_name(i), 1);
+            let last = last_of(i);
+            let want: Vec<Vec<u8>> = (last + 1 - keep..=last)
+                .map(|s| bar(i, s, day).to_bytes().to_vec())
+                .collect();
+            let got = c.call(&[b"LRANGE", l.as_bytes(), b"0", b"-1"], t, |r| match r {
+                gateway::redis::resp::Reply::Array(Some(items)) => items
+                    .iter()
+                    .map(|x| x.bytes().unwrap_or_default().to_vec())
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })?;
+            if got != want {
+                if wrong == 0 {
+                    eprintln!(
+                        "redis: {l} {what} wrong: {} bars, {} expected",
+                        got.len(),
+                        want.len()
+                    );
+                }
+                wrong += 1;
+            }
+        }
+        Ok::<u64, String>(wrong)
+    };
+    let backlog_wrong = wrong_lists(&mut c, "written", &|_| RESTORE_SECONDS - 1)?;
     // its mark says the lists are whole (else the next publisher would check them all again)
     let mark = keys
         .node_mark(&gateway::redis::cluster::Topology::single(addr), 0)
@@ -422,29 +507,6 @@ fn restore(o: &RedisBench) -> Result<Restored, String> {
         written(end)
     })?;
     let in_log = seconds * o.symbols as u64 + 1;
-    // a remote gateway's replica, sleeping in `read` as a gateway runs by default: the hop of
-    // the changes published while the lists are restored
-    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-    let hop = Arc::new(Mutex::new(
-        Hist::new_with_bounds(1, 600_000_000, 3).expect("bounds"),
-    ));
-    let (from_ns, until_ns) = (
-        Arc::new(AtomicU64::new(u64::MAX)),
-        Arc::new(AtomicU64::new(u64::MAX)),
-    );
-    let mut rc = ReplicaCfg::new(vec![addr]);
-    rc.slots = o.symbols.max(16);
-    {
-        let (h, from, until) = (hop.clone(), from_ns.clone(), until_ns.clone());
-        rc.on_value = Some(Arc::new(move |q: &Quote, _pub_ns: u64| {
-            let stamp = q.recv_ns;
-            if stamp >= from.load(Ordering::Relaxed) && stamp < until.load(Ordering::Relaxed) {
-                let age_us = now_ns().saturating_sub(stamp) / 1000;
-                let _ = h.lock().expect("hist").record(age_us.max(1));
-            }
-        }));
-    }
-    let replica = Replica::start(rc, stop)?;
     wait_until("the replica to hold every symbol", 30, || {
         replica.counts().0 >= o.symbols
     })?;
@@ -452,15 +514,12 @@ fn restore(o: &RedisBench) -> Result<Restored, String> {
     server.kill();
     server.restart()?;
     let t1 = Instant::now();
-    from_ns.store(
-        now_ns() + RESTORE_HOP_AFTER.as_nanos() as u64,
-        Ordering::Relaxed,
-    );
+    phase_began(RESTORE_HOP_AFTER);
     let newest = bar(0, seconds, day);
     log.append(newest).map_err(|e| e.to_string())?;
     log.flush().map_err(|e| e.to_string())?;
     let list = keys.bars(&gateway::synth::symbol_name(0), 1);
-    let t = Duration::from_secs(5);
+    // (a new connection: Redis restarted)
     let mut c = Conn::connect(addr, t, t, &Access::default())?;
     let (mut whole_s, mut new_s) = (None, None);
     while whole_s.is_none() || new_s.is_none() {
@@ -479,52 +538,29 @@ fn restore(o: &RedisBench) -> Result<Restored, String> {
         })?;
         if whole_s.is_none() && marked {
             whole_s = Some(t1.elapsed().as_secs_f64());
-            until_ns.store(now_ns(), Ordering::Relaxed);
+            phase_ended();
         }
     }
     stop.store(true, Ordering::Relaxed);
     replica.join();
-    // every list as it should be once whole: its symbol's latest bars, each once, in order
     // (symbols 0 and 1 had one more bar appended, before and after the restart)
-    let keep = gateway::bars::KEEP as u64;
-    let mut wrong = 0;
-    for i in 0..o.symbols {
-        let l = keys.bars(&gateway::synth::symbol_name(i), 1);
-        let last = if i <= 1 { seconds } else { seconds - 1 };
-        let want: Vec<Vec<u8>> = (last + 1 - keep..=last)
-            .map(|s| bar(i, s, day).to_bytes().to_vec())
-            .collect();
-        let got = c.call(&[b"LRANGE", l.as_bytes(), b"0", b"-1"], t, |r| match r {
-            gateway::redis::resp::Reply::Array(Some(items)) => items
-                .iter()
-                .map(|x| x.bytes().unwrap_or_default().to_vec())
-                .collect::<Vec<_>>(),
-            _ => Vec::new(),
-        })?;
-        if got != want {
-            if wrong == 0 {
-                eprintln!(
-                    "redis: {l} restored wrong: {} bars, {} expected",
-                    got.len(),
-                    want.len()
-                );
-            }
-            wrong += 1;
-        }
-    }
-    let hop = hop.lock().expect("hist").clone();
+    let last_of = |i: usize| if i <= 1 { seconds } else { seconds - 1 };
+    let restore_wrong = wrong_lists(&mut c, "restored", &last_of)?;
+    let restore_hop = phase_hop();
     drop(_publisher);
     drop(synth);
     let _ = std::fs::remove_file(&log_path);
-    Ok((
-        first_s,
-        whole_s.unwrap_or_default(),
-        new_s.unwrap_or_default(),
-        bars,
+    Ok(Restored {
+        backlog_s,
+        backlog_bars: bars,
+        backlog_hop,
+        backlog_wrong,
+        restore_s: whole_s.unwrap_or_default(),
         in_log,
-        hop,
-        wrong,
-    ))
+        restore_hop,
+        restore_wrong,
+        new_bar_s: new_s.unwrap_or_default(),
+    })
 }
 
 /// Runs the benchmark.
@@ -659,36 +695,49 @@ pub fn run(o: &RedisBench) -> Result<(), String> {
         eprintln!(
             "redis: a bar log of {RESTORE_SECONDS} s of every symbol's 1-second bars, then {RESTORE_MORE_SECONDS} s more, then Redis restarting empty"
         );
-        let (first_s, whole_s, new_s, bars, in_log, hop, wrong) = restore(o)?;
+        let r = restore(o)?;
         let extra = [
-            ("bars", bars.to_string()),
+            ("bars", r.backlog_bars.to_string()),
             ("symbols", o.symbols.to_string()),
             ("rate", o.rate.to_string()),
         ];
         report(
             "redis_backlog_bars_per_s",
-            bars as f64 / first_s,
+            r.backlog_bars as f64 / r.backlog_s,
             "bars/s",
             &extra,
         );
+        report(
+            "redis_backlog_wrong_lists",
+            r.backlog_wrong as f64,
+            "lists",
+            &extra,
+        );
+        print_hist("redis_backlog_hop", &r.backlog_hop, &extra);
+        hists.push(("redis_backlog_hop", r.backlog_hop));
         // the log read again, and the bars its lists keep
         let extra = [
-            ("bars", in_log.to_string()),
+            ("bars", r.in_log.to_string()),
             ("kept", (o.symbols * gateway::bars::KEEP).to_string()),
             ("symbols", o.symbols.to_string()),
             ("rate", o.rate.to_string()),
         ];
-        report("redis_restore_s", whole_s, "s", &extra);
+        report("redis_restore_s", r.restore_s, "s", &extra);
         report(
             "redis_restore_bars_per_s",
-            in_log as f64 / whole_s,
+            r.in_log as f64 / r.restore_s,
             "bars/s",
             &extra,
         );
-        report("redis_restore_new_bar_s", new_s, "s", &extra);
-        report("redis_restore_wrong_lists", wrong as f64, "lists", &extra);
-        print_hist("redis_restore_hop", &hop, &extra);
-        hists.push(("redis_restore_hop", hop));
+        report("redis_restore_new_bar_s", r.new_bar_s, "s", &extra);
+        report(
+            "redis_restore_wrong_lists",
+            r.restore_wrong as f64,
+            "lists",
+            &extra,
+        );
+        print_hist("redis_restore_hop", &r.restore_hop, &extra);
+        hists.push(("redis_restore_hop", r.restore_hop));
     }
     std::fs::create_dir_all(&o.results).map_err(|e| e.to_string())?;
     for (name, h) in &hists {

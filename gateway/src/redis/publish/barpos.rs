@@ -282,7 +282,7 @@ impl Publisher {
                 n += 1;
                 continue;
             }
-            if seen.len() == super::bars::BARS_PER_FLUSH {
+            if seen.len() == super::bars::CHECKED_SERIES_PER_FLUSH {
                 break;
             }
             seen.insert(series);

@@ -1,11 +1,11 @@
-//! Bars: the book's bar log followed, each new bar appended to its series' capped list and
-//! published on its symbol's bars channel, its fate decided by the reply to its write
-//! ([`barfate`](super::barfate)).
+//! Bars: the book's bar log followed, each new bar appended to its series' capped list (with
+//! the other bars of that list waiting, as one run: [`regroup`](super::regroup),
+//! [`runs`](super::runs)) and then published on its symbol's bars channel, its fate decided by
+//! the reply to its run's push ([`barfate`](super::barfate)).
 
-use super::barpos::{newest_names, restoring_note};
+use super::Publisher;
+use super::barpos::restoring_note;
 use super::barsync::Fix;
-use super::{Publisher, read_owed};
-use crate::redis::Keys;
 use book::barlog::{BarRecord, RECORD};
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,10 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 /// one node of several), half a millisecond at a time.
 const READ_AT_MOST: usize = 4096;
 
-/// Bars written (or checked against their lists) at most a flush; while more wait, the
-/// publisher flushes again at once, quotes first. Redis runs one client's commands at a time
-/// and the publisher waits for their replies, so a big batch holds up every quote behind it:
-/// with 4,000 one-second bars closing at each second's start (`bench redis`), 4,096 a flush
-/// made the quote hop's p99 22 ms, 64 a flush 0.77–0.86 ms (0.66 ms without bars; 16 a flush
-/// 0.65 ms). A backlog then goes in at about 100,000 bars a second, not 185,000; a restore's
-/// bars (not published) go in as each list's runs instead (`publish/restore.rs`).
-pub const BARS_PER_FLUSH: usize = 64;
+/// Series whose lists are asked at most a flush, when bars waiting may be in them already
+/// (`publish/barpos.rs`); while more wait, the publisher flushes again at once, quotes first.
+/// (What a flush writes is bounded in `publish/runs.rs`.)
+pub const CHECKED_SERIES_PER_FLUSH: usize = 64;
 
 /// A bar read from the log, waiting to go out.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +66,7 @@ impl Publisher {
             || self.bar_sync.restoring(t.log(), t.offset())
             // (read before the bars after them: the first one waiting)
             || self.bars_pending.front().is_some_and(|p| p.quiet)
-            || !self.regroup.is_empty()
+            || self.regroup.quiet() > 0
     }
 
     /// Also publishes the bars appended to the bar log at `path` (the book's `<quotes>.bars`).
@@ -108,11 +104,10 @@ impl Publisher {
             self.bar_scan = None;
         }
         let held = self.bars_pending.len() + self.regroup.len();
-        let mut room = self.cfg.max_pending_bars.max(1).saturating_sub(held);
-        // a restore reads a window ahead of what goes in, no more ([`super::regroup`])
-        if self.bar_sync.restoring(t.log(), t.offset()) {
-            room = room.min(super::restore::REGROUP_WINDOW.saturating_sub(held));
-        }
+        // a backlog is read a window ahead of what goes in, no more ([`super::regroup`])
+        let room = (self.cfg.max_pending_bars)
+            .clamp(1, super::runs::REGROUP_WINDOW)
+            .saturating_sub(held);
         if room == 0 {
             return;
         }
@@ -224,14 +219,14 @@ impl Publisher {
         super::bartrim::left_out(earliest, checked, newest)
     }
 
-    /// Writes pending bars (when every node is up): `RPUSH` + `LTRIM` to the latest 600 of the
-    /// series, and the record on the symbol's bars channel. Each bar's fate is decided by the
-    /// reply to its `RPUSH` ([`barfate`](super::barfate)): appended or refused, it is done (a
-    /// refusal is counted, and logged with Redis's reason); MOVED waits for the new map; ASK is
-    /// appended where its list is now and published again; no reply (the node failed) waits
-    /// for the node. A bar Redis appended is never appended again.
+    /// Writes the bars waiting (when every node is up), each list's run in one `RPUSH` with a
+    /// trim to the latest 600 when it may pass them, and each bar not restored on its symbol's
+    /// channel after it ([`super::runs`]). Each bar's fate is decided by the reply to its
+    /// list's push ([`barfate`](super::barfate)): appended or refused, it is done (a refusal is
+    /// counted, and logged with Redis's reason); MOVED waits for the new map; ASK is appended
+    /// where its list is now and published again; no reply (the node failed) waits for the
+    /// node. A bar Redis appended is never appended again.
     pub(super) fn flush_bars(&mut self) {
-        use super::barfate::{Cmd, Fate};
         self.more_bars = false;
         let Some(link) = self.link.as_ref() else {
             return;
@@ -254,12 +249,9 @@ impl Publisher {
             self.node_failed(k, e);
             return;
         }
-        // the restore's bars ready go to their lists' groups, written a list's run at a time
-        // ([`super::regroup`]); the bars after them wait until they are in
-        while let Some(p) = self.bars_pending.front()
-            && p.quiet
-            && !p.check
-        {
+        // the bars checked (or not to be) go to their lists' groups, in log order; the ones
+        // after them are checked by a flush to come
+        while self.bars_pending.front().is_some_and(|p| !p.check) {
             let p = self.bars_pending.pop_front().expect("one is first");
             self.regroup.push(p);
         }
@@ -270,153 +262,13 @@ impl Publisher {
                 wrote || !self.bars_pending.is_empty() || Instant::now() >= self.next_bar_poll;
             return;
         }
-        if self.bars_pending.is_empty() {
-            if let Err((k, e)) = self.save_bar_position().and_then(|()| self.write_marks()) {
-                self.node_failed(k, e);
-            }
-            return;
-        }
-        let Some(link) = self.link.as_mut() else {
-            return;
-        };
-        let publish: &[u8] = if link.topo.cluster {
-            b"SPUBLISH"
-        } else {
-            b"PUBLISH"
-        };
-        let t = self.cfg.timeout;
-        // only bars checked (or not to be): the rest are checked by a flush to come
-        let n = self
-            .bars_pending
-            .iter()
-            .take(BARS_PER_FLUSH)
-            .take_while(|p| !p.check)
-            .count();
-        if n == 0 {
-            // (the check took this flush's batch, and the bars after it are to be checked too)
+        if !self.bars_pending.is_empty() {
+            // (the check took this flush, and more are to be checked)
             self.more_bars = true;
             return;
         }
-        self.more_bars = self.bars_pending.len() > n;
-        // per node, what each reply answers: (bar, command), in the order they were queued
-        let mut tied: Vec<Vec<(usize, Option<Cmd>)>> = vec![Vec::new(); link.conns.len()];
-        for (j, p) in self.bars_pending.iter().take(n).enumerate() {
-            let (key, ch, b) = bar_names(&self.keys, &p.rec);
-            let k = link.topo.node_of(key.as_bytes());
-            let c = link.conns[k].as_mut().expect("every node is up");
-            c.queue(&[b"RPUSH", key.as_bytes(), &b]);
-            tied[k].push((j, Some(Cmd::Push)));
-            // a list known short enough needs no trim: a third of a restore's commands to an
-            // emptied Redis (each list refilled up to 600)
-            match self.list_len.get_mut(&(p.rec.symbol, p.rec.interval_s)) {
-                Some(len) if *len < LIST_KEEP => *len += 1,
-                _ => {
-                    c.queue(&[b"LTRIM", key.as_bytes(), b"-600", b"-1"]);
-                    tied[k].push((j, Some(Cmd::Trim)));
-                }
-            }
-            // the venue's newest bar in the list, for a publisher checking it later (its reply
-            // counts as the trim's)
-            if let Some([key, venue, newest]) = newest_names(&self.keys, p) {
-                c.queue(&[b"HSET", key.as_bytes(), venue.as_bytes(), newest.as_bytes()]);
-                tied[k].push((j, Some(Cmd::Trim)));
-            }
-            if !p.quiet {
-                c.queue(&[publish, ch.as_bytes(), &b]);
-                tied[k].push((j, Some(Cmd::Publish)));
-            }
-        }
-        // each bar's fate, and its list's length as its RPUSH answered
-        let super::restore::Replies {
-            mut fate,
-            lens,
-            aside,
-            remap,
-            mut failed,
-        } = super::restore::read_fates(link, &tied, n, t);
-        if remap.is_some() {
-            self.remap = remap;
-        }
-        // its slot half-moved, its list with it: appended there after ASKING, then published
-        // again, so a publish follows the write
-        for (f, p) in fate.iter_mut().zip(&self.bars_pending) {
-            let Fate::Asked(to) = *f else { continue };
-            let (key, ch, b) = bar_names(&self.keys, &p.rec);
-            let there = super::restore::write_asked(
-                link,
-                (&self.keys, &self.cfg.access, t),
-                to,
-                std::slice::from_ref(p),
-                &mut failed,
-            );
-            // asked again, or moved meanwhile: it waits for the next flush or the new map
-            if let Fate::Moved(to) = there {
-                self.remap = Some(to);
-            }
-            if !there.settled() {
-                continue;
-            }
-            *f = there;
-            if p.quiet {
-                continue;
-            }
-            let k = link.topo.node_of(key.as_bytes());
-            let c = link.conns[k].as_mut().expect("every node is up");
-            c.queue(&[publish, ch.as_bytes(), &b]);
-            if let Err(e) = c.flush().and_then(|()| read_owed(c, t)) {
-                failed.get_or_insert((k, e));
-            }
-        }
-        // what Redis said of the lists' lengths (the last push to a list says it last)
-        for (p, len) in self.bars_pending.iter().zip(&lens) {
-            if let Some(len) = *len {
-                self.list_len.insert((p.rec.symbol, p.rec.interval_s), len);
-            }
-        }
-        // refusals are logged with the first reason, once a batch
-        let refused: Vec<(usize, &str)> = (0..n)
-            .filter_map(|j| match &fate[j] {
-                Fate::Refused(why) => Some((j, why.as_str())),
-                _ => None,
-            })
-            .collect();
-        if let Some(&(j, why)) = refused.first() {
-            let (key, _, _) = bar_names(&self.keys, &self.bars_pending[j].rec);
-            eprintln!(
-                "gateway publish: Redis refused {} bars (dropped); the first, {key}: {why}",
-                refused.len()
-            );
-        }
-        if let Some(why) = aside {
-            eprintln!("gateway publish: a bar was appended but its trim or publish refused: {why}");
-        }
-        self.stats.bars_refused += refused.len() as u64;
-        // the bars not settled stay first, in order; the others are gone, never appended twice
-        let mut kept = 0;
-        for (j, f) in fate.iter().enumerate() {
-            if !f.settled() {
-                self.bars_pending.swap(kept, j);
-                kept += 1;
-            }
-        }
-        self.bars_pending.drain(kept..n);
-        self.stats.bars += (n - kept) as u64 - refused.len() as u64;
-        if let Some((k, e)) = failed {
-            self.node_failed(k, e);
-            return;
-        }
-        if let Err((k, e)) = self.save_bar_position() {
+        if let Err((k, e)) = self.save_bar_position().and_then(|()| self.write_marks()) {
             self.node_failed(k, e);
         }
     }
-}
-
-/// A bar's list key, channel and bytes.
-fn bar_names(keys: &Keys, r: &BarRecord) -> (String, String, [u8; RECORD]) {
-    let sym = r.symbol_str();
-    (
-        keys.bars(&sym, r.interval_s),
-        keys.bars_channel(&sym),
-        r.to_bytes(),
-    )
 }

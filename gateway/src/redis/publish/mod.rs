@@ -27,11 +27,11 @@ mod barsync;
 mod bartrim;
 mod lease;
 mod regroup;
-mod restore;
+mod runs;
 
-pub use bars::{BARS_PER_FLUSH, MAX_PENDING_BARS};
+pub use bars::{CHECKED_SERIES_PER_FLUSH, MAX_PENDING_BARS};
 pub use lease::LEASE_MS;
-pub use restore::GROUPED_PER_FLUSH;
+pub use runs::{COMMANDS_PER_FLUSH, GROUPED_PER_FLUSH};
 
 use super::cluster::Topology;
 use super::conn::Conn;
@@ -59,8 +59,9 @@ pub struct PublisherCfg {
     pub access: super::conn::Access,
     /// Bars read from the log and waiting to go out, at most; the log is read on as they go.
     pub max_pending_bars: usize,
-    /// Bars a restore writes at most a flush ([`GROUPED_PER_FLUSH`]), quotes between.
-    pub restore_per_flush: usize,
+    /// Bars written at most a flush ([`GROUPED_PER_FLUSH`]; and at most
+    /// [`COMMANDS_PER_FLUSH`] commands), quotes between.
+    pub bars_per_flush: usize,
 }
 
 impl PublisherCfg {
@@ -73,7 +74,7 @@ impl PublisherCfg {
             max_pipeline: 1024,
             access: super::conn::Access::default(),
             max_pending_bars: MAX_PENDING_BARS,
-            restore_per_flush: GROUPED_PER_FLUSH,
+            bars_per_flush: GROUPED_PER_FLUSH,
         }
     }
 }

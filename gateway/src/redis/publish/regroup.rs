@@ -1,16 +1,19 @@
-//! A restore's bars grouped by list, apart from the I/O. A restore writes a log's bars again
-//! (Redis lost them): up to 600 of every series, millions for a day of thousands of symbols.
-//! The log holds them in time order, every list's bars interleaved, so written in that order
-//! each list gets one bar a command. Grouped, a list takes a run of them in one `RPUSH` (and one
-//! `HSET` of its newest bar, one trim at most) and Redis does a tenth of the work or less.
+//! Bars grouped by list, apart from the I/O. A backlog of bars (a restore writes a log's bars
+//! again when Redis lost them; a publisher that starts late, or finds Redis back after a while,
+//! writes what it missed) holds many bars of each list: up to 600 of every series, millions for
+//! a day of thousands of symbols. The log holds them in time order, every list's bars
+//! interleaved, so written in that order each list gets one bar a command. Grouped, a list takes
+//! a run of them in one `RPUSH` (and one `HSET` of its newest bar, one trim at most) and Redis
+//! does a tenth of the work or less; a bar to publish still takes its own publish, after the
+//! push.
 //!
-//! The restore's bars (quiet, checked) are moved here from the front of the bars waiting as they
-//! become ready, each to its list's group, in log order; a group is taken whole (up to
-//! [`MAX_GROUP`]), and the lists are taken in the order they got their first bar. Each list's
-//! bars stay in log order, which is all its list needs: the lists do not depend on one
-//! another. What a write did not settle goes back to the head of its list.
+//! Bars checked (or not to be) are moved here from the front of the bars waiting, each to its
+//! list's group, in log order; a group is taken whole (up to [`MAX_GROUP`], and as far as the
+//! flush's commands go), and the lists are taken in the order they got their first bar. Each
+//! list's bars stay in log order, which is all its list and its channel need: the lists do not
+//! depend on one another. What a write did not settle goes back to the head of its list.
 //!
-//! Bounded: a restore reads a window ahead ([`super::restore::REGROUP_WINDOW`], the bars
+//! Bounded: reading runs a window ahead ([`super::runs::REGROUP_WINDOW`], the bars
 //! waiting and these together), and everything held counts against
 //! [`super::bars::MAX_PENDING_BARS`]. Lists grow a chunk at a time, so memory freed by one
 //! group is reused by the next and no list is ever copied whole.
@@ -31,7 +34,10 @@ pub(super) const MAX_GROUP: usize = 600;
 /// them grow at once: 5,000 buffers copied in one flush, a 20-30 ms stall of the quotes.)
 const CHUNK: usize = 32;
 
-/// The restore's bars, by list.
+/// Commands a group costs besides its publishes: its push, its trim and its hash write.
+pub(super) const GROUP_COMMANDS: usize = 3;
+
+/// Bars to write, by list.
 #[derive(Debug, Default)]
 pub(super) struct Regroup {
     /// Each list's bars in order, in chunks (none empty).
@@ -39,6 +45,8 @@ pub(super) struct Regroup {
     /// Lists holding bars, each once, in the order they got their first.
     order: VecDeque<List>,
     len: usize,
+    /// Of those, bars restored (not published).
+    quiet: usize,
 }
 
 fn list_of(p: &PendingBar) -> List {
@@ -53,6 +61,11 @@ impl Regroup {
 
     pub(super) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bars held that are restored, not published: a restore is under way.
+    pub(super) fn quiet(&self) -> usize {
+        self.quiet
     }
 
     /// A bar read after every one held of its list.
@@ -71,34 +84,58 @@ impl Regroup {
             }
         }
         self.len += 1;
+        self.quiet += usize::from(p.quiet);
     }
 
     /// Groups of bars to write, one list each and in its order, lists first come first, until
-    /// they hold `bars` at least (or every bar held). A list with more than [`MAX_GROUP`] (or
-    /// `bars`) keeps the rest, and goes last in line.
-    pub(super) fn take(&mut self, bars: usize) -> Vec<Vec<PendingBar>> {
+    /// they hold `bars` at least or cost `commands` (a group [`GROUP_COMMANDS`], and one more a
+    /// bar published), or every bar is taken; one group at least, with one bar at least. A list
+    /// with more than [`MAX_GROUP`] (or `bars`), or more to publish than the commands left,
+    /// keeps the rest, and goes last in line.
+    pub(super) fn take(&mut self, bars: usize, commands: usize) -> Vec<Vec<PendingBar>> {
         let most = MAX_GROUP.min(bars.max(1));
         let mut groups = Vec::new();
-        let mut taken = 0;
+        let (mut taken, mut cost) = (0, 0);
         while taken < bars
+            && (cost < commands || groups.is_empty())
             && let Some(l) = self.order.pop_front()
         {
             let Some(q) = self.lists.get_mut(&l) else {
                 continue;
             };
+            cost += GROUP_COMMANDS;
             let mut group: Vec<PendingBar> = Vec::new();
             while let Some(c) = q.front_mut() {
-                let need = most - group.len();
-                if need == 0 {
-                    break;
+                // this chunk's bars that fit: up to `most` in the group, and a publish each
+                // while commands are left (the group's first bar always)
+                let mut k = 0;
+                let mut full = false;
+                for p in c.iter() {
+                    if group.len() + k == most {
+                        full = true;
+                        break;
+                    }
+                    if !p.quiet {
+                        if cost >= commands && group.len() + k > 0 {
+                            full = true;
+                            break;
+                        }
+                        cost += 1;
+                    }
+                    k += 1;
                 }
-                if c.len() > need {
-                    group.extend(c.drain(..need));
-                } else if group.is_empty() {
-                    group = q.pop_front().unwrap_or_default();
+                if k == c.len() {
+                    let whole = q.pop_front().unwrap_or_default();
+                    if group.is_empty() {
+                        group = whole;
+                    } else {
+                        group.extend(whole);
+                    }
                 } else {
-                    group.append(c);
-                    q.pop_front();
+                    group.extend(c.drain(..k));
+                }
+                if full {
+                    break;
                 }
             }
             if q.is_empty() {
@@ -108,6 +145,7 @@ impl Regroup {
             }
             taken += group.len();
             self.len -= group.len();
+            self.quiet -= group.iter().filter(|p| p.quiet).count();
             groups.push(group);
         }
         groups
@@ -120,6 +158,7 @@ impl Regroup {
             return;
         };
         self.len += group.len();
+        self.quiet += group.iter().filter(|p| p.quiet).count();
         let q = self.lists.entry(l).or_default();
         if q.is_empty() {
             self.order.push_front(l);
@@ -137,6 +176,7 @@ impl Regroup {
         all.sort_by_key(|p| (p.log, p.at));
         self.order.clear();
         self.len = 0;
+        self.quiet = 0;
         all
     }
 }
@@ -160,6 +200,9 @@ mod tests {
         }
     }
 
+    /// No bound on commands.
+    const ALL: usize = usize::MAX;
+
     fn ats(g: &[PendingBar]) -> Vec<u64> {
         g.iter().map(|p| p.at).collect()
     }
@@ -175,22 +218,22 @@ mod tests {
             r.push(bar(s, i, k as u64));
         }
         assert_eq!(r.len(), 6);
-        let g = r.take(3);
+        let g = r.take(3, ALL);
         assert_eq!(g.len(), 1, "one list is enough for three bars");
         assert_eq!(ats(&g[0]), [0, 3, 5]);
         assert_eq!(r.len(), 3);
-        let g = r.take(100);
+        let g = r.take(100, ALL);
         assert_eq!(
             g.iter().map(|g| ats(g)).collect::<Vec<_>>(),
             [vec![1, 4], vec![2]]
         );
         assert!(r.is_empty());
-        assert!(r.take(10).is_empty());
+        assert!(r.take(10, ALL).is_empty());
         // a list emptied and filled again goes to the back of the line
         r.push(bar("A", 1, 10));
         r.push(bar("B", 1, 11));
         r.push(bar("A", 1, 12));
-        assert_eq!(ats(&r.take(2)[0]), [10, 12]);
+        assert_eq!(ats(&r.take(2, ALL)[0]), [10, 12]);
     }
 
     #[test]
@@ -200,11 +243,11 @@ mod tests {
             r.push(bar("A", 1, 2 * k));
         }
         r.push(bar("B", 1, 1));
-        let g = r.take(MAX_GROUP);
+        let g = r.take(MAX_GROUP, ALL);
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].len(), MAX_GROUP);
         assert_eq!(g[0].last().map(|p| p.at), Some(2 * (MAX_GROUP as u64 - 1)));
-        let g = r.take(1000);
+        let g = r.take(1000, ALL);
         assert_eq!(ats(&g[0]), [1], "B was waiting");
         assert_eq!(g[1].len(), 5);
         assert_eq!(g[1][0].at, 2 * MAX_GROUP as u64);
@@ -212,9 +255,9 @@ mod tests {
         for k in 0..10 {
             r.push(bar("C", 1, k));
         }
-        assert_eq!(ats(&r.take(4)[0]), [0, 1, 2, 3]);
+        assert_eq!(ats(&r.take(4, ALL)[0]), [0, 1, 2, 3]);
         assert_eq!(r.len(), 6);
-        assert_eq!(ats(&r.take(10)[0]), [4, 5, 6, 7, 8, 9]);
+        assert_eq!(ats(&r.take(10, ALL)[0]), [4, 5, 6, 7, 8, 9]);
     }
 
     #[test]
@@ -223,21 +266,21 @@ mod tests {
         for (k, s) in ["A", "B", "A", "C"].into_iter().enumerate() {
             r.push(bar(s, 1, k as u64));
         }
-        let mut g = r.take(2);
+        let mut g = r.take(2, ALL);
         assert_eq!(ats(&g[0]), [0, 2]);
         // read meanwhile
         r.push(bar("A", 1, 7));
         let unsettled = g.remove(0);
         r.put_back(unsettled);
         assert_eq!(r.len(), 5);
-        let g = r.take(3);
+        let g = r.take(3, ALL);
         assert_eq!(ats(&g[0]), [0, 2, 7], "A first again, its bars in order");
         // back to an empty list: first in line
         r.put_back(g.into_iter().next().unwrap());
-        assert_eq!(ats(&r.take(3)[0]), [0, 2, 7]);
+        assert_eq!(ats(&r.take(3, ALL)[0]), [0, 2, 7]);
         let rest = r.drain_in_log_order();
         assert_eq!(ats(&rest), [1, 3]);
-        assert!(r.is_empty() && r.take(5).is_empty());
+        assert!(r.is_empty() && r.take(5, ALL).is_empty());
     }
 
     #[test]
@@ -254,5 +297,59 @@ mod tests {
             [(1, 3), (1, 9), (2, 1)]
         );
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn bars_to_publish_take_a_command_each_and_a_group_stops_where_the_commands_end() {
+        let mut r = Regroup::default();
+        let published = |s, k| PendingBar {
+            quiet: false,
+            ..bar(s, 1, k)
+        };
+        // A: 2 restored, then 6 to publish; B: 3 to publish; C: 1 restored
+        for k in 0..2 {
+            r.push(bar("A", 1, k));
+        }
+        for k in 2..8 {
+            r.push(published("A", k));
+        }
+        for k in 8..11 {
+            r.push(published("B", k));
+        }
+        r.push(bar("C", 1, 11));
+        assert_eq!((r.len(), r.quiet()), (12, 3));
+        // 3 for A's group, then a command a publish: A's restored bars and 4 published
+        let g = r.take(1000, GROUP_COMMANDS + 4);
+        assert_eq!(g.len(), 1);
+        assert_eq!(ats(&g[0]), [0, 1, 2, 3, 4, 5]);
+        assert_eq!((r.len(), r.quiet()), (6, 1));
+        // A waits behind B and C now; its first bar always goes, whatever the commands
+        let g = r.take(1000, 1);
+        assert_eq!(ats(&g[0]), [8], "B's first, then the commands are spent");
+        let g = r.take(1000, 2 * GROUP_COMMANDS + 2);
+        assert_eq!(
+            g.iter().map(|g| ats(g)).collect::<Vec<_>>(),
+            [vec![11], vec![6, 7]],
+            "C (nothing to publish), then A's two left"
+        );
+        assert_eq!(r.quiet(), 0);
+        let g = r.take(1000, ALL);
+        assert_eq!(ats(&g[0]), [9, 10]);
+        assert!(r.is_empty());
+        // quiet ones count no command: a whole restore's group in a few
+        for k in 0..100 {
+            r.push(bar("D", 1, k));
+        }
+        assert_eq!(r.take(1000, GROUP_COMMANDS)[0].len(), 100);
+        // put back: counted again
+        let mut g = r.take(1000, ALL);
+        assert!(g.is_empty());
+        r.push(bar("E", 1, 1));
+        r.push(published("E", 2));
+        g = r.take(1000, ALL);
+        r.put_back(g.remove(0));
+        assert_eq!((r.len(), r.quiet()), (2, 1));
+        assert_eq!(r.drain_in_log_order().len(), 2);
+        assert_eq!((r.len(), r.quiet()), (0, 0));
     }
 }

@@ -1,9 +1,10 @@
-//! A restore's writes: each list's run of bars ([`regroup`](super::regroup)) in one `RPUSH`,
-//! with one `HSET` of each venue's newest bar in it and a trim only when the list may pass 600.
-//! Restored bars are not published (the gateways that were up have them). A group's fate is its
-//! push's ([`barfate`](super::barfate)), the same for each of its bars: appended, refused,
-//! redirected (MOVED waits for the new map, ASK is written where the list is now) or, with no
-//! reply, back in its list's place to be checked after the reconnection.
+//! Bar writes: each list's run of bars ([`regroup`](super::regroup)) in one `RPUSH`, with one
+//! `HSET` of each venue's newest bar in it and a trim only when the list may pass 600, then a
+//! publish of each bar that is not restored (restored bars are not published: the gateways that
+//! were up have them). A group's fate is its push's ([`barfate`](super::barfate)), the same for
+//! each of its bars: appended, refused, redirected (MOVED waits for the new map, ASK is written
+//! where the list is now, then published again) or, with no reply, back in its list's place to
+//! be checked after the reconnection.
 
 use super::Publisher;
 use super::barfate::{Aside, Cmd, Fate};
@@ -13,16 +14,25 @@ use crate::redis::Keys;
 use crate::redis::conn::Conn;
 use crate::redis::resp;
 
-/// Bars a grouped flush writes at most (then quotes go, then the next). Grouped, a bar costs
+/// Bars a flush writes at most (then quotes go, then the next). Grouped, a restored bar costs
 /// Redis a fraction of a command. Measured (`bench redis`: 3M bars kept of a 21M-record log,
 /// 5,000 symbols, quotes at 50,000 changes/s): 1,024 a flush restored them in 8.0-8.8 s with
 /// the quotes' hop p99 at 4.3 ms meanwhile; 512 took 11.2 s for the same p99. One bar a command
 /// (64 a flush) took 30-43 s, p99 1.9-3.4 ms.
 pub const GROUPED_PER_FLUSH: usize = 1024;
 
-/// Restore bars read ahead at most: the lists' groups are long when many are held (the log
-/// interleaves every list's bars: 131,072 hold about 26 of each of 5,000 symbols' 1-second
-/// bars). They are written once half of it is held, or when no more are coming.
+/// Commands a flush of bars sends at most (a group's push, trim and hash write, and each bar's
+/// publish; `publish/regroup.rs`), the first group's first bar whatever it costs. Redis
+/// runs one client's commands at a time and the publisher waits for their replies, so a big
+/// batch holds up every quote behind it: with 4,000 one-second bars closing at each second's
+/// start (`bench redis`, each in a group of its own), 4,096 bars a flush made the quote hop's
+/// p99 22 ms, 64 (256 commands) 0.77-0.86 ms against 0.66 ms without bars.
+pub const COMMANDS_PER_FLUSH: usize = 256;
+
+/// Bars read ahead at most (a restore's, a backlog's): the lists' groups are long when many are
+/// held (the log interleaves every list's bars: 131,072 hold about 26 of each of 5,000
+/// symbols' 1-second bars). They are written once half of it is held, or when no more are
+/// coming.
 pub const REGROUP_WINDOW: usize = 1 << 17;
 
 /// Queues one group's commands on `c`: `RPUSH` of every bar, `LTRIM` when `trim`, `HSET` of each
@@ -178,15 +188,17 @@ pub(super) fn write_asked(
 }
 
 impl Publisher {
-    /// Whether the restore's bars held are to be written now: enough for long groups (half
-    /// the window), or no more coming soon (nothing more of the restore to read or check).
+    /// Whether the bars held are to be written now: enough for long groups (half the window),
+    /// or no more coming soon (nothing more of a backlog or a restore to read or check).
     pub(super) fn groups_due(&self) -> bool {
         if self.regroup.is_empty() {
             return false;
         }
         let held = self.regroup.len() + self.bars_pending.len();
         let window = REGROUP_WINDOW.min(self.cfg.max_pending_bars).max(2);
+        // (a read due now: the last one read as much as it could)
         let reading_on = self.bar_scan.is_some()
+            || std::time::Instant::now() >= self.next_bar_poll
             || self.bars_pending.front().is_some_and(|p| p.quiet)
             || self
                 .bar_tail
@@ -195,14 +207,22 @@ impl Publisher {
         held >= window / 2 || !reading_on
     }
 
-    /// Writes up to [`GROUPED_PER_FLUSH`] of the restore's bars, a list's run a command (every
-    /// node up). Returns false when a node failed (it is dropped).
+    /// Writes up to [`GROUPED_PER_FLUSH`] bars (or [`COMMANDS_PER_FLUSH`] commands), a list's
+    /// run a push, each bar not restored published after it (every node up). Returns false
+    /// when a node failed (it is dropped).
     pub(super) fn flush_groups(&mut self) -> bool {
         let Some(link) = self.link.as_mut() else {
             return false;
         };
         let t = self.cfg.timeout;
-        let groups = self.regroup.take(self.cfg.restore_per_flush);
+        let publish: &[u8] = if link.topo.cluster {
+            b"SPUBLISH"
+        } else {
+            b"PUBLISH"
+        };
+        let groups = self
+            .regroup
+            .take(self.cfg.bars_per_flush, COMMANDS_PER_FLUSH);
         // per node, what each reply answers: (group, command), in the order they were queued
         let mut tied: Vec<Vec<(usize, Option<Cmd>)>> = vec![Vec::new(); link.conns.len()];
         for (g, bars) in groups.iter().enumerate() {
@@ -220,6 +240,12 @@ impl Publisher {
             };
             let owed = queue_group(c, &self.keys, bars, trim, false);
             tied[k].extend(owed.into_iter().map(|cmd| (g, cmd)));
+            // then each bar on its symbol's channel, appended first
+            let ch = self.keys.bars_channel(&bars[0].rec.symbol_str());
+            for p in bars.iter().filter(|p| !p.quiet) {
+                c.queue(&[publish, ch.as_bytes(), &p.rec.to_bytes()]);
+                tied[k].push((g, Some(Cmd::Publish)));
+            }
         }
         let Replies {
             mut fate,
@@ -231,7 +257,8 @@ impl Publisher {
         if remap.is_some() {
             self.remap = remap;
         }
-        // a list whose slot is half-moved: written where it is now, after ASKING
+        // a list whose slot is half-moved: written where it is now, after ASKING, then its bars
+        // published again (the first publish came before they were in)
         for (f, bars) in fate.iter_mut().zip(&groups) {
             let Fate::Asked(to) = *f else { continue };
             let there = write_asked(
@@ -244,15 +271,31 @@ impl Publisher {
             if let Fate::Moved(to) = there {
                 self.remap = Some(to);
             }
-            if there.settled() {
-                self.stats.asked += 1;
-                *f = there;
+            if !there.settled() {
+                continue;
+            }
+            self.stats.asked += 1;
+            *f = there;
+            let ch = self.keys.bars_channel(&bars[0].rec.symbol_str());
+            let key = self
+                .keys
+                .bars(&bars[0].rec.symbol_str(), bars[0].rec.interval_s);
+            let k = link.topo.node_of(key.as_bytes());
+            let c = link.conns[k].as_mut().expect("every node is up");
+            let mut any = false;
+            for p in bars.iter().filter(|p| !p.quiet) {
+                c.queue(&[publish, ch.as_bytes(), &p.rec.to_bytes()]);
+                any = true;
+            }
+            if any && let Err(e) = c.flush().and_then(|()| super::read_owed(c, t)) {
+                failed.get_or_insert((k, e));
             }
         }
         if let Some(why) = aside {
-            eprintln!("gateway publish: restored bars were appended but a trim refused: {why}");
+            eprintln!("gateway publish: bars were appended but a trim or publish refused: {why}");
         }
-        let mut refused: Option<(usize, String)> = None;
+        // (how many, and the first list's key and reason)
+        let mut refused: Option<(usize, String, String)> = None;
         for ((bars, f), len) in groups.into_iter().zip(fate).zip(lens) {
             let list: List = (bars[0].rec.symbol, bars[0].rec.interval_s);
             match f {
@@ -264,9 +307,9 @@ impl Publisher {
                 }
                 Fate::Refused(why) => {
                     self.stats.bars_refused += bars.len() as u64;
-                    let n = refused.as_ref().map_or(0, |r| r.0);
-                    let why = refused.map_or(why, |r| r.1);
-                    refused = Some((n + bars.len(), why));
+                    let first = || (0, self.keys.bars(&bars[0].rec.symbol_str(), list.1), why);
+                    let r = refused.get_or_insert_with(first);
+                    r.0 += bars.len();
                 }
                 // waits: for the node, the new map, or the next flush (asked again)
                 _ => {
@@ -276,8 +319,8 @@ impl Publisher {
                 }
             }
         }
-        if let Some((n, why)) = refused {
-            eprintln!("gateway publish: Redis refused {n} restored bars (dropped): {why}");
+        if let Some((n, key, why)) = refused {
+            eprintln!("gateway publish: Redis refused {n} bars (dropped); the first, {key}: {why}");
         }
         if let Some((k, e)) = failed {
             self.node_failed(k, e);
