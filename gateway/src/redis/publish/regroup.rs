@@ -89,17 +89,22 @@ impl Regroup {
 
     /// Groups of bars to write, one list each and in its order, lists first come first, until
     /// they hold `bars` at least or cost `commands` (a group [`GROUP_COMMANDS`], and one more a
-    /// bar published), or every bar is taken; one group at least, with one bar at least. A list
-    /// with more than [`MAX_GROUP`] (or `bars`), or more to publish than the commands left,
-    /// keeps the rest, and goes last in line.
+    /// bar published), or every list held gave one; one group at least, with one bar at least.
+    /// A list with more than [`MAX_GROUP`] (or `bars`), or more to publish than the commands
+    /// left, keeps the rest, and goes last in line.
     pub(super) fn take(&mut self, bars: usize, commands: usize) -> Vec<Vec<PendingBar>> {
         let most = MAX_GROUP.min(bars.max(1));
         let mut groups = Vec::new();
         let (mut taken, mut cost) = (0, 0);
+        // each list once: two groups of one list in a flush, both put back after a failure,
+        // would go back the wrong way round
+        let mut lists = self.order.len();
         while taken < bars
             && (cost < commands || groups.is_empty())
+            && lists > 0
             && let Some(l) = self.order.pop_front()
         {
+            lists -= 1;
             let Some(q) = self.lists.get_mut(&l) else {
                 continue;
             };
@@ -351,5 +356,100 @@ mod tests {
         assert_eq!((r.len(), r.quiet()), (2, 1));
         assert_eq!(r.drain_in_log_order().len(), 2);
         assert_eq!((r.len(), r.quiet()), (0, 0));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Bars of list 0..4 (quiet: restored, not published).
+        Push(u8, bool, u16),
+        /// A flush's take, within these bars and commands.
+        Take(usize, usize),
+        /// The last take not settled: back it goes.
+        PutBack,
+        /// A reconnection: everything held, in log order.
+        Drain,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0u8..4, any::<bool>(), 1u16..4).prop_map(|(l, q, n)| Op::Push(l, q, n)),
+            1 => (0u8..4, any::<bool>(), 500u16..800).prop_map(|(l, q, n)| Op::Push(l, q, n)),
+            3 => (1usize..40, 1usize..40).prop_map(|(b, c)| Op::Take(b, c)),
+            1 => (600usize..1500, 1usize..2000).prop_map(|(b, c)| Op::Take(b, c)),
+            1 => Just(Op::PutBack),
+            1 => Just(Op::Drain),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever comes in and goes out: each list's bars leave in log order, from its head,
+        /// a group is one list's and never empty, a take keeps to its bars and commands (past
+        /// them by one group's at most), and the counts are what is held.
+        #[test]
+        fn each_list_leaves_in_order_within_the_budget(
+            ops in proptest::collection::vec(op(), 1..200)
+        ) {
+            let mut r = Regroup::default();
+            // per list, the bars held (at, quiet): a list's must leave in log order, from its
+            // oldest
+            let mut held: [std::collections::BTreeSet<(u64, bool)>; 4] = Default::default();
+            let mut last_take: Vec<Vec<PendingBar>> = Vec::new();
+            let name = |l: u8| ["A", "B", "C", "D"][l as usize];
+            let mut next_at = 0u64;
+            for op in ops {
+                match op {
+                    Op::Push(l, quiet, n) => {
+                        for _ in 0..n {
+                            next_at += 1;
+                            let at = next_at;
+                            r.push(PendingBar { quiet, ..bar(name(l), 1, at) });
+                            held[l as usize].insert((at, quiet));
+                        }
+                    }
+                    Op::Take(bars, commands) => {
+                        let groups = r.take(bars, commands);
+                        let (mut n, mut cost) = (0, 0);
+                        for g in &groups {
+                            proptest::prop_assert!(!g.is_empty());
+                            proptest::prop_assert!(g.len() <= MAX_GROUP.min(bars));
+                            let l = usize::from(g[0].rec.symbol[0] - b'A');
+                            for p in g {
+                                proptest::prop_assert_eq!(p.rec.symbol, g[0].rec.symbol);
+                                let first = held[l].pop_first();
+                                proptest::prop_assert_eq!(first, Some((p.at, p.quiet)));
+                            }
+                            n += g.len();
+                            cost += GROUP_COMMANDS + g.iter().filter(|p| !p.quiet).count();
+                        }
+                        proptest::prop_assert!(n <= bars + MAX_GROUP);
+                        proptest::prop_assert!(cost <= commands + GROUP_COMMANDS);
+                        last_take = groups;
+                    }
+                    Op::PutBack => {
+                        // every group of it, in the order taken, as a flush whose connection
+                        // failed puts them back
+                        for g in std::mem::take(&mut last_take) {
+                            let l = usize::from(g[0].rec.symbol[0] - b'A');
+                            held[l].extend(g.iter().map(|p| (p.at, p.quiet)));
+                            r.put_back(g);
+                        }
+                    }
+                    Op::Drain => {
+                        let all = r.drain_in_log_order();
+                        let mut want: Vec<(u64, bool)> =
+                            held.iter_mut().flat_map(std::mem::take).collect();
+                        want.sort();
+                        let got: Vec<(u64, bool)> = all.iter().map(|p| (p.at, p.quiet)).collect();
+                        proptest::prop_assert_eq!(got, want);
+                        last_take.clear();
+                    }
+                }
+                let n: usize = held.iter().map(|h| h.len()).sum();
+                let quiet: usize = held.iter().flatten().filter(|(_, q)| *q).count();
+                proptest::prop_assert_eq!((r.len(), r.quiet()), (n, quiet));
+                proptest::prop_assert_eq!(r.is_empty(), n == 0);
+            }
+        }
     }
 }
