@@ -97,11 +97,26 @@ fn queue_group(
     owed
 }
 
+/// Queues `publish` (`PUBLISH`, or `SPUBLISH` in a cluster) of each bar of a group (one
+/// list's) that is not restored, on its symbol's channel; returns how many.
+fn queue_publishes(c: &mut Conn, keys: &Keys, publish: &[u8], bars: &[PendingBar]) -> usize {
+    let Some(first) = bars.first() else {
+        return 0;
+    };
+    let ch = keys.bars_channel(&first.rec.symbol_str());
+    let mut n = 0;
+    for p in bars.iter().filter(|p| !p.quiet) {
+        c.queue(&[publish, ch.as_bytes(), &p.rec.to_bytes()]);
+        n += 1;
+    }
+    n
+}
+
 /// What the replies to a batch of bar writes said ([`read_fates`]).
 pub(super) struct Replies {
-    /// Each entry's fate (a bar's, or a run's).
+    /// Each run's fate.
     pub fate: Vec<Fate>,
-    /// The list's length each entry's `RPUSH` answered.
+    /// The list's length each run's `RPUSH` answered.
     pub lens: Vec<Option<u32>>,
     /// Why a trim or publish was refused (the first reason).
     pub aside: Option<String>,
@@ -241,11 +256,8 @@ impl Publisher {
             let owed = queue_group(c, &self.keys, bars, trim, false);
             tied[k].extend(owed.into_iter().map(|cmd| (g, cmd)));
             // then each bar on its symbol's channel, appended first
-            let ch = self.keys.bars_channel(&bars[0].rec.symbol_str());
-            for p in bars.iter().filter(|p| !p.quiet) {
-                c.queue(&[publish, ch.as_bytes(), &p.rec.to_bytes()]);
-                tied[k].push((g, Some(Cmd::Publish)));
-            }
+            let n = queue_publishes(c, &self.keys, publish, bars);
+            tied[k].extend(std::iter::repeat_n((g, Some(Cmd::Publish)), n));
         }
         let Replies {
             mut fate,
@@ -276,18 +288,14 @@ impl Publisher {
             }
             self.stats.asked += 1;
             *f = there;
-            let ch = self.keys.bars_channel(&bars[0].rec.symbol_str());
             let key = self
                 .keys
                 .bars(&bars[0].rec.symbol_str(), bars[0].rec.interval_s);
             let k = link.topo.node_of(key.as_bytes());
             let c = link.conns[k].as_mut().expect("every node is up");
-            let mut any = false;
-            for p in bars.iter().filter(|p| !p.quiet) {
-                c.queue(&[publish, ch.as_bytes(), &p.rec.to_bytes()]);
-                any = true;
-            }
-            if any && let Err(e) = c.flush().and_then(|()| super::read_owed(c, t)) {
+            if queue_publishes(c, &self.keys, publish, bars) > 0
+                && let Err(e) = c.flush().and_then(|()| super::read_owed(c, t))
+            {
                 failed.get_or_insert((k, e));
             }
         }
