@@ -318,14 +318,11 @@ const RESTORE_SECONDS: u64 = 600;
 /// them): a restore reads the whole log again, [`RESTORE_SECONDS`] + these.
 const RESTORE_MORE_SECONDS: u64 = 3_600;
 
-/// The restore's quote hop is taken from this long after Redis restarted: the changes
-/// stamped before waited for Redis to come back and the publisher to reconnect.
+/// The backlog's and the restore's quote hop is taken from this long after the publisher
+/// started, or Redis restarted: the changes stamped before waited for the publisher to connect
+/// (to reconnect, once Redis is back).
 const RESTORE_HOP_AFTER: Duration = Duration::from_secs(2);
 
-/// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] +
-/// [`RESTORE_MORE_SECONDS`] seconds of one-second bars of every symbol, with a publisher
-/// (`gateway publish`) following it and a synthetic market: a server of its own, started and
-/// restarted here, and a remote gateway's replica subscribed to every symbol throughout.
 /// What a restore run measured.
 struct Restored {
     /// Seconds the first write of the log took, the bars in it, the quotes' hop meanwhile
@@ -344,6 +341,10 @@ struct Restored {
     new_bar_s: f64,
 }
 
+/// A Redis that restarts empty while the book's bar log holds [`RESTORE_SECONDS`] +
+/// [`RESTORE_MORE_SECONDS`] seconds of one-second bars of every symbol, with a publisher
+/// (`gateway publish`) following it and a synthetic market: a server of its own, started and
+/// restarted here, and a remote gateway's replica subscribed to every symbol throughout.
 fn restore(o: &RedisBench) -> Result<Restored, String> {
     use book::barlog::{BarLogWriter, beside};
     use gateway::redis::conn::{Access, Conn};

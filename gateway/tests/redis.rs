@@ -2333,11 +2333,8 @@ fn a_backlog_goes_in_as_runs_and_every_bar_is_published_once() {
         command_calls(&node, "publish"),
     );
     for k in 0..300 {
-        for q in &t.quotes {
-            bar_log.append(common::bar(q.symbol, 1, k)).unwrap();
-        }
+        log_round(&mut bar_log, &t.quotes, k);
     }
-    bar_log.flush().unwrap();
     let keys = gateway::redis::Keys::new("quotes");
     for q in &t.quotes {
         let sym = q.symbol_str();
