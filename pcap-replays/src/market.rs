@@ -9,7 +9,10 @@
 //!
 //! Books never cross: a new bid is always below the best offer and a new offer above the best
 //! bid; each symbol's reference price walks a tick at a time and executions eat the best level,
-//! so prices move. Activity is skewed: a few symbols carry most of the flow. Timestamps are
+//! so prices move. Books never empty a side during the flow either, as a listed stock's market
+//! makers keep a bid and an offer all day: the seeding puts orders on both sides, a delete
+//! never takes a side's last order (it takes another, or moves that one), and an execution
+//! leaves it a share. Activity is skewed: a few symbols carry most of the flow. Timestamps are
 //! Poisson arrivals at the configured rate.
 
 use crate::rng::Rng;
@@ -400,9 +403,16 @@ impl Market {
             self.now_ns += self.rng.exp(self.mean_gap_ns).max(1.0) as u64;
             let seed_total = self.cfg.initial_orders as u64 * self.syms.len() as u64;
             if self.seeded < seed_total {
-                let i = (self.seeded % self.syms.len() as u64) as usize;
+                let n = self.syms.len() as u64;
+                let i = (self.seeded % n) as usize;
+                // each round of seeding puts one order on every symbol, bids and offers in turn
+                let side = if (self.seeded / n) % 2 == 0 {
+                    b'B'
+                } else {
+                    b'S'
+                };
                 self.seeded += 1;
-                self.add(i, false);
+                self.add_on(i, false, Some(side));
             } else {
                 self.flow_step();
             }
@@ -452,8 +462,14 @@ impl Market {
     }
 
     fn add(&mut self, i: usize, mpid: bool) {
+        self.add_on(i, mpid, None)
+    }
+
+    /// Adds an order to symbol `i`, on `side` or on a random one.
+    fn add_on(&mut self, i: usize, mpid: bool, side: Option<u8>) {
         let locate = (i + 1) as u16;
-        let mut side = if self.rng.chance(0.5) { b'B' } else { b'S' };
+        let random = if self.rng.chance(0.5) { b'B' } else { b'S' };
+        let mut side = side.unwrap_or(random);
         let k = (self.rng.exp(3.0) as u32).min(50);
         let s = &mut self.syms[i];
         if self.rng.chance(0.02) {
@@ -592,9 +608,28 @@ impl Market {
         }
     }
 
+    /// Whether a live order is the only one on its side of its book.
+    fn alone_on_side(&self, r: u64) -> bool {
+        let o = &self.orders[&r];
+        let s = &self.syms[o.locate as usize - 1];
+        let levels = if o.side == b'B' { &s.bids } else { &s.asks };
+        levels.len() == 1 && levels.values().all(|q| q.len() == 1)
+    }
+
     fn delete(&mut self) {
-        let Some(r) = self.random_live() else { return };
-        self.delete_ref(r);
+        // a side's last order is not pulled: another order is, or (after a few draws) the last
+        // one drawn is moved instead, so books stay two-sided and deletes keep their share
+        let mut alone = None;
+        for _ in 0..8 {
+            let Some(r) = self.random_live() else { return };
+            if !self.alone_on_side(r) {
+                return self.delete_ref(r);
+            }
+            alone = Some(r);
+        }
+        if let Some(r) = alone {
+            self.replace_ref(r);
+        }
     }
 
     fn delete_ref(&mut self, r: u64) {
@@ -611,6 +646,10 @@ impl Market {
 
     fn replace(&mut self) {
         let Some(r) = self.random_live() else { return };
+        self.replace_ref(r);
+    }
+
+    fn replace_ref(&mut self, r: u64) {
         let o = self.remove_order(r);
         let s = &self.syms[o.locate as usize - 1];
         let tick = s.tick_e4;
@@ -691,7 +730,14 @@ impl Market {
         let target = *q.front().expect("levels are never empty");
         let o = self.orders[&target];
         let want = self.lot();
-        let exec = want.min(o.shares);
+        let mut exec = want.min(o.shares);
+        if exec == o.shares && self.alone_on_side(target) {
+            // the side's last order: a share stays on the book (none left: an add instead)
+            exec = o.shares - 1;
+            if exec == 0 {
+                return;
+            }
+        }
         if exec == o.shares {
             self.remove_order(target);
         } else {
@@ -1075,6 +1121,36 @@ mod tests {
         let last = parse(msgs.last().unwrap()).unwrap();
         assert!(matches!(last, Message::SystemEvent(s) if s.event_code == b'C'));
         assert_eq!(c[b'R' as usize], 200);
+    }
+
+    #[test]
+    fn every_symbol_keeps_a_bid_and_an_offer_through_the_flow() {
+        // a demo's session: a price screen whose books drain shows symbols without a bid
+        let mut m = Market::new(MarketConfig {
+            symbols: 500,
+            messages: 600_000,
+            rate_per_s: 20_000,
+            ..Default::default()
+        });
+        let seed_total = m.cfg.initial_orders as u64 * 500;
+        let (mut samples, mut one_sided) = (0u64, 0u64);
+        while m.next_message().is_some() {
+            if m.seeded == seed_total && m.flow_left > 0 && m.emitted % 1_000 == 0 {
+                samples += 1;
+                one_sided += m
+                    .syms
+                    .iter()
+                    .filter(|s| s.bids.is_empty() || s.asks.is_empty())
+                    .count() as u64;
+            }
+        }
+        assert!(samples > 500);
+        assert_eq!(
+            one_sided,
+            0,
+            "symbol-samples with an empty side, of {}",
+            samples * 500
+        );
     }
 
     #[test]
