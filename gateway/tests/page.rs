@@ -1,6 +1,6 @@
 //! The web page in a real browser: headless Chromium (Debian's) driven over the DevTools
 //! protocol by `page_check.py` against a gateway serving a quote table this test writes, with
-//! one symbol halted and one price moving every 100 ms. The screenshot is kept in
+//! one symbol halted, one without a bid and one price moving every 100 ms. The screenshot is kept in
 //! `target/test-artifacts/page.png`. Without chromium the test says so and passes, except under
 //! `CI=true`, where `.ci/run` installs it and its absence is a failure.
 
@@ -30,6 +30,8 @@ fn the_page_shows_live_prices_and_halts_in_chromium() {
     }
     let mut t = Table::new("page", 20);
     t.set(15, |q| q.state = b'H');
+    // AAAC has no bid: its price and size both show as absent
+    t.set(2, |q| q.bid = None);
     let (cfg, lim) = test_cfg(&t.path);
     let g = Gw::start(cfg, lim);
     let stop = AtomicBool::new(false);

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks the web page at / in headless Chromium over the DevTools protocol (with the
-`websockets` package): it loads, its rows update within a second, a halted symbol shows as
-halted, and a screenshot is saved. Driven by gateway/tests/page.rs, which keeps one symbol's
-price moving. Usage: page_check.py PORT SCREENSHOT_PNG"""
+`websockets` package): it loads, its rows update within a second, a symbol without a bid shows
+neither a bid nor a size, a halted symbol shows as halted, and a screenshot is saved. Driven by
+gateway/tests/page.rs, which keeps one symbol's price moving.
+Usage: page_check.py PORT SCREENSHOT_PNG"""
 
 import asyncio
 import base64
@@ -93,6 +94,10 @@ async def main():
             t0 = time.monotonic()
             await cdp.until(f"{bid} !== {json.dumps(first)}", 1.0, "a row updates within a second")
             print(f"row updated in {(time.monotonic() - t0) * 1000:.0f} ms: {first} -> {await cdp.js(bid)}", flush=True)
+            # a side with no orders: no price and no size (the quote says 0), not a size of 0
+            cell = "document.querySelector('tr[data-s=\"AAAC\"] td[data-f=\"%s\"]').textContent"
+            empty = await cdp.until(f"{cell % 'ask'}.includes('.') && [{cell % 'bid'}, {cell % 'bid_sz'}]", 10, "AAAC shows")
+            assert empty == ["–", "–"], f"AAAC without a bid shows {empty}"
             halted = await cdp.until(
                 "(() => { const tr = document.querySelector('tr[data-state=\"halted\"]');"
                 " return tr && tr.querySelector('.badge').textContent + ' ' + tr.dataset.s; })()",
