@@ -26,6 +26,9 @@ pub struct Head {
     pub query: String,
     /// `Upgrade: websocket` was asked for.
     pub upgrade: bool,
+    /// The permessage-deflate offer that can be accepted, if the request makes one (used
+    /// when the gateway compresses).
+    pub deflate: Option<crate::deflate::Accepted>,
     /// Bytes of the head (request line, headers, blank line).
     pub len: usize,
 }
@@ -62,11 +65,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
                         .to_ascii_lowercase()
                         .contains("websocket")
             });
+            let deflate = crate::deflate::accept(
+                req.headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                    .map(|h| h.value),
+            );
             Ok(Some(Head {
                 method: req.method.unwrap_or("").to_string(),
                 path: path.to_string(),
                 query: query.to_string(),
                 upgrade,
+                deflate,
                 len,
             }))
         }

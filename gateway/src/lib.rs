@@ -7,6 +7,7 @@
 //! - [`worker`]: one thread's poll loop: accept, HTTP/WebSocket/SSE I/O, ticks, flushes.
 //! - [`session`]: one client's protocol state, sans I/O (clock passed in).
 //! - [`market`]: a worker's view of every symbol, with encoded quotes cached per change.
+//! - [`deflate`]: WebSocket compression (permessage-deflate), negotiated and inflated.
 //! - [`encode`]: quote JSON (exact decimal prices) and delta masks.
 //! - [`source`]: where quotes come from (the shared-memory quote table; stale when it dies).
 //! - [`redis`]: quotes through Redis: the publisher beside book, and the replica source.
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod bars;
+pub mod deflate;
 pub mod encode;
 pub mod http;
 pub mod market;

@@ -214,6 +214,10 @@ struct RunArgs {
     /// SO_SNDBUF of client sockets, bytes (kernel default if unset).
     #[arg(long)]
     sndbuf: Option<usize>,
+    /// Compress WebSocket messages for clients that offer permessage-deflate (browsers do):
+    /// each message on its own, when that makes it smaller. Off: no extension is accepted.
+    #[arg(long)]
+    deflate: bool,
 }
 
 fn path_of(ring: &str, quotes: Option<String>) -> PathBuf {
@@ -253,6 +257,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         ping_interval_ns: (a.idle_timeout_s * 1_000_000_000 / 3).max(1_000_000_000),
         tick_ns: a.tick_us.max(100) * 1000,
         max_frame_bytes: a.max_frame_bytes,
+        deflate: a.deflate,
         sndbuf_bytes: a.sndbuf,
         quotes: quotes.clone(),
         bars: replica.as_ref().map(|r| r.bars_path.clone()),

@@ -70,6 +70,12 @@ pub struct Local {
     pub conflated: u64,
     /// See [`Metrics::slow_client_events_total`].
     pub slow: u64,
+    /// See [`Metrics::deflated_messages_total`].
+    pub deflated: u64,
+    /// See [`Metrics::deflated_bytes_in_total`].
+    pub deflated_in: u64,
+    /// See [`Metrics::deflated_bytes_out_total`].
+    pub deflated_out: u64,
     /// Age from the receive timestamp.
     pub age_rx: LocalHistogram,
     /// Age from the exchange timestamp.
@@ -92,6 +98,9 @@ impl Local {
         add(&m.quotes_sent_total, &mut self.quotes);
         add(&m.conflated_updates_total, &mut self.conflated);
         add(&m.slow_client_events_total, &mut self.slow);
+        add(&m.deflated_messages_total, &mut self.deflated);
+        add(&m.deflated_bytes_in_total, &mut self.deflated_in);
+        add(&m.deflated_bytes_out_total, &mut self.deflated_out);
         self.age_rx.publish(&m.age_from_receive);
         self.age_x.publish(&m.age_from_exchange);
     }
@@ -174,6 +183,10 @@ metrics! {
     counter requests_unready_total: AtomicU64 = "Requests for quotes answered 503 because the source had not loaded them in time.",
     counter idle_closed_total: AtomicU64 = "Connections closed for silence past the idle timeout.",
     counter source_quotes_total: AtomicU64 = "Quote changes read from the source.",
+    counter deflate_sessions_total: AtomicU64 = "WebSocket sessions with permessage-deflate negotiated (--deflate).",
+    counter deflated_messages_total: AtomicU64 = "Messages sent compressed.",
+    counter deflated_bytes_in_total: AtomicU64 = "Bytes of the messages sent compressed, before compression.",
+    counter deflated_bytes_out_total: AtomicU64 = "Bytes of the messages sent compressed, as sent (frame headers left out).",
     gauge source_live: AtomicI64 = "1 when the quote source is live.",
     gauge symbols: AtomicI64 = "Symbols known.",
     gauge stale_symbols: AtomicI64 = "Symbols currently stale.",

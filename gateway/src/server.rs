@@ -39,6 +39,9 @@ pub struct ServerCfg {
     pub read_buffer_bytes: usize,
     /// Largest inbound WebSocket frame or message; larger ones close with 1009.
     pub max_frame_bytes: usize,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it: messages that compress
+    /// go out compressed, each on its own ([`crate::deflate`]).
+    pub deflate: bool,
     /// SO_SNDBUF for client sockets (the kernel's default when `None`).
     pub sndbuf_bytes: Option<usize>,
     /// Symbols the market view holds at most.
@@ -69,6 +72,7 @@ impl Default for ServerCfg {
             tick_ns: 1_000_000,
             read_buffer_bytes: 4096,
             max_frame_bytes: 256 * 1024,
+            deflate: false,
             sndbuf_bytes: None,
             max_table_symbols: 65_536,
             exchange_utc_offset_ns: -5 * 3_600_000_000_000,

@@ -2,7 +2,10 @@
 """Protocol conformance of the gateway, checked with a WebSocket client no one here wrote
 (the `websockets` package) and with curl for SSE. Driven by gateway/tests/protocol.rs, which
 owns the quote table: a line "STEP <action> <args>" on stdout asks it to change the market, and
-it answers "OK" on stdin once the change is published. Usage: conformance.py PORT"""
+it answers "OK" on stdin once the change is published. With `deflate` the gateway runs with
+--deflate: every connection (websockets offers permessage-deflate, and compresses what it sends)
+must have negotiated it, and the gateway must have sent messages compressed.
+Usage: conformance.py PORT [deflate]"""
 
 import asyncio
 import json
@@ -14,7 +17,31 @@ from decimal import Decimal
 import websockets
 
 PORT = int(sys.argv[1])
+DEFLATE = sys.argv[2:] == ["deflate"]
 URI = f"ws://127.0.0.1:{PORT}/v1/ws"
+_connect = websockets.connect
+
+
+def connect(uri, **kw):
+    """websockets.connect, checking the extension negotiated (or not) once open."""
+    class Checked:
+        async def __aenter__(self):
+            self.cm = _connect(uri, **kw)
+            ws = await self.cm.__aenter__()
+            ext = ws.response.headers.get("Sec-WebSocket-Extensions")
+            if DEFLATE and (kw.get("compression", "deflate") is not None or kw.get("extensions")):
+                assert ext and ext.startswith("permessage-deflate"), ext
+            else:
+                assert ext is None, ext
+            return ws
+
+        async def __aexit__(self, *exc):
+            return await self.cm.__aexit__(*exc)
+
+    return Checked()
+
+
+websockets.connect = connect
 
 
 def step(*words):
@@ -232,12 +259,59 @@ def sse():
     print("sse: ok", flush=True)
 
 
+def metric(name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+    raise AssertionError(f"no {name}")
+
+
+async def deflate_window():
+    """A client whose window is 1 KiB (server_max_window_bits=10): a reply between 512 bytes
+    (the least worth compressing) and 1 KiB comes compressed, a snapshot longer than the window
+    does not; a client without compression gets neither."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    syms = [f"AA{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(20)]
+    unknown = [f"NONE{i:04}" for i in range(40)]
+    small = ClientPerMessageDeflateFactory(server_max_window_bits=10)
+    async with websockets.connect(URI, extensions=[small], compression=None) as ws:
+        assert "server_max_window_bits=10" in ws.response.headers["Sec-WebSocket-Extensions"]
+        before = metric("gateway_deflated_messages_total")
+        await ws.send(json.dumps({"op": "subscribe", "symbols": syms + unknown, "throttle_ms": 0}))
+        reply = await asyncio.wait_for(ws.recv(), 5)
+        assert 512 <= len(reply) <= 1024, len(reply)
+        assert json.loads(reply)["unknown"] == unknown
+        snap = await asyncio.wait_for(ws.recv(), 5)
+        assert len(snap) > 1024 and len(json.loads(snap)["quotes"]) == 20
+        await asyncio.sleep(0.1)  # the worker publishes its counters once a tick
+        assert metric("gateway_deflated_messages_total") - before == 1
+    async with _connect(URI, compression=None) as ws:
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        before = metric("gateway_deflated_messages_total")
+        await ws.send(json.dumps({"op": "subscribe", "symbols": syms + unknown, "throttle_ms": 0}))
+        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.sleep(0.1)
+        assert metric("gateway_deflated_messages_total") == before
+    print("deflate windows: ok", flush=True)
+
+
 async def main():
     await subscribe_snapshot_updates()
     await portfolio()
     await conflation()
     await bad_inputs()
     sse()
+    if DEFLATE:
+        await deflate_window()
+        sessions, sent = metric("gateway_deflate_sessions_total"), metric("gateway_deflated_messages_total")
+        packed, plain = metric("gateway_deflated_bytes_out_total"), metric("gateway_deflated_bytes_in_total")
+        # every connection but the one that asked for no compression
+        assert sessions == 7 and sent > 0 and packed < plain, (sessions, sent, packed, plain)
+        print(f"deflate: {sessions} sessions, {sent} messages sent compressed, {plain} bytes as {packed}", flush=True)
+    else:
+        assert metric("gateway_deflate_sessions_total") == 0
     print("PASS", flush=True)
 
 

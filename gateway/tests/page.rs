@@ -1,6 +1,7 @@
 //! The web page in a real browser: headless Chromium (Debian's) driven over the DevTools
 //! protocol by `page_check.py` against a gateway serving a quote table this test writes, with
-//! one symbol halted, one without a bid and one price moving every 100 ms. The screenshot is kept in
+//! one symbol halted, one without a bid and one price moving every 100 ms, compressing
+//! (`--deflate`), as Chromium offers permessage-deflate. The screenshot is kept in
 //! `target/test-artifacts/page.png`. Without chromium the test says so and passes, except under
 //! `CI=true`, where `.ci/run` installs it and its absence is a failure.
 
@@ -32,7 +33,9 @@ fn the_page_shows_live_prices_and_halts_in_chromium() {
     t.set(15, |q| q.state = b'H');
     // AAAC has no bid: its price and size both show as absent
     t.set(2, |q| q.bid = None);
-    let (cfg, lim) = test_cfg(&t.path);
+    let (mut cfg, lim) = test_cfg(&t.path);
+    // compressing: Chromium offers permessage-deflate, so the page runs on it
+    cfg.deflate = true;
     let g = Gw::start(cfg, lim);
     let stop = AtomicBool::new(false);
     let shot = concat!(
@@ -60,6 +63,8 @@ fn the_page_shows_live_prices_and_halts_in_chromium() {
         st
     });
     assert!(status.unwrap().success(), "page_check.py failed");
+    assert!(g.metric("gateway_deflate_sessions_total") >= 1);
+    assert!(g.metric("gateway_deflated_messages_total") >= 1);
     assert!(
         std::fs::metadata(shot).unwrap().len() > 10_000,
         "a real screenshot"

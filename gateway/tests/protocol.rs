@@ -17,6 +17,17 @@ fn have_websockets() -> bool {
 
 #[test]
 fn python_websockets_client_conforms() {
+    conforms(false);
+}
+
+/// The same with the gateway compressing (`--deflate`): websockets offers permessage-deflate and
+/// compresses what it sends, so both directions go through it.
+#[test]
+fn python_websockets_client_conforms_with_deflate() {
+    conforms(true);
+}
+
+fn conforms(deflate: bool) {
     if !have_websockets() {
         assert_ne!(
             std::env::var("CI").as_deref(),
@@ -26,13 +37,15 @@ fn python_websockets_client_conforms() {
         eprintln!("skipped: pip install websockets to run the conformance test");
         return;
     }
-    let mut t = Table::new("proto", 20);
-    let (cfg, lim) = test_cfg(&t.path);
+    let mut t = Table::new(if deflate { "proto-deflate" } else { "proto" }, 20);
+    let (mut cfg, lim) = test_cfg(&t.path);
+    cfg.deflate = deflate;
     let g = Gw::start(cfg, lim);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance.py");
     let mut child = Command::new("python3")
         .arg(script)
         .arg(g.addr.port().to_string())
+        .args(deflate.then_some("deflate"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -1,15 +1,17 @@
 //! WebSocket framing conformance of the server role, case by case from RFC 6455 (the Autobahn
 //! suite cannot run on this machine): fragmentation, control frames, the close handshake, UTF-8
-//! validation, masking and size limits. Each case uses a fresh connection; a last one checks
-//! that the server kept serving throughout.
+//! validation, masking and size limits; then permessage-deflate (RFC 7692) the same way. Each
+//! case uses a fresh connection; a last one checks that the server kept serving throughout.
 
 mod common;
 use common::*;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 fn gw(tag: &str) -> (Table, Gw) {
     let t = Table::new(tag, 10);
     let (mut cfg, lim) = test_cfg(&t.path);
     cfg.max_frame_bytes = 4096;
+    cfg.deflate = tag.contains("deflate");
     let lim = gateway::session::Limits {
         max_message_bytes: 1024,
         ..lim
@@ -120,4 +122,136 @@ fn framing_follows_rfc6455() {
     c.text(r#"{"op":"ping","id":2}"#);
     ping_reply(&mut c, 2);
     assert!(g.metric("gateway_protocol_closed_total") >= 10);
+}
+
+/// A message as permessage-deflate sends it: raw deflate, sync-flushed, its tail dropped.
+fn deflate(msg: &[u8]) -> Vec<u8> {
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(msg.len() + 64);
+    c.compress_vec(msg, &mut out, FlushCompress::Sync).unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut d = Decompress::new(false);
+    let mut data = payload.to_vec();
+    data.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(1 << 20);
+    d.decompress_vec(&data, &mut out, FlushDecompress::Sync)
+        .unwrap();
+    out
+}
+
+/// The next text message, inflated when it came compressed: (JSON, came compressed).
+fn message(c: &mut Raw) -> (serde_json::Value, bool) {
+    loop {
+        let (fin, rsv1, op, p) = c.read_frame_rsv1().expect("a frame");
+        match op {
+            1 => {
+                assert!(fin, "our messages are single frames");
+                let text = if rsv1 { inflate(&p) } else { p };
+                return (serde_json::from_slice(&text).unwrap(), rsv1);
+            }
+            9 | 10 => continue,
+            _ => panic!("unexpected opcode {op}"),
+        }
+    }
+}
+
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+#[test]
+fn compression_follows_rfc7692() {
+    let (_t, g) = gw("rfc-deflate");
+    let a = g.addr;
+    let connect = |offer| Raw::offering(std::net::TcpStream::connect(a).unwrap(), offer);
+
+    // 5, 7: accepted without context takeover either way, each message compressed on its own
+    let (mut c, head) = connect(Some(OFFER));
+    assert!(
+        head.contains(
+            "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n"
+        ),
+        "{head}"
+    );
+    // 6.1: a compressed message with RSV1 on its first frame, answered
+    c.frame(true, 0b100, 1, &deflate(br#"{"op":"ping","id":1}"#), true);
+    let (v, _) = message(&mut c);
+    assert_eq!(
+        (v["type"].as_str(), v["id"].as_u64()),
+        (Some("pong"), Some(1))
+    );
+    // 6.1 and RFC 6455 5.4: a compressed message in three fragments (RSV1 on the first only),
+    // with a ping between them; the snapshot (over 512 bytes) comes compressed, the short
+    // subscribed reply plain
+    let sub = deflate(
+        br#"{"op":"subscribe","symbols":["AAAA","AAAB","AAAC","AAAD","AAAE","AAAF"],"id":2}"#,
+    );
+    c.frame(false, 0b100, 1, &sub[..5], true);
+    c.frame(false, 0, 0, &sub[5..9], true);
+    c.frame(true, 0, 9, b"hi", true);
+    c.frame(true, 0, 0, &sub[9..], true);
+    let (fin, rsv1, op, p) = c.read_frame_rsv1().unwrap();
+    assert_eq!((fin, rsv1, op, p.as_slice()), (true, false, 10, &b"hi"[..]));
+    let (v, compressed) = message(&mut c);
+    assert_eq!(v["type"], "subscribed", "{v}");
+    assert!(!compressed);
+    let (v, compressed) = message(&mut c);
+    assert_eq!(v["quotes"].as_array().map(Vec::len), Some(6), "{v}");
+    assert!(compressed);
+    // 8.2.3.1-style: the same message compressed twice gives the same bytes (no context kept)
+    c.frame(true, 0b100, 1, &deflate(br#"{"op":"ping","id":3}"#), true);
+    assert_eq!(message(&mut c).0["id"], 3);
+
+    // RSV1 on a continuation frame, or on a control frame: 1002
+    let mut c = connect(Some(OFFER)).0;
+    c.frame(false, 0b100, 1, &sub[..5], true);
+    c.frame(true, 0b100, 0, &sub[5..], true);
+    assert_eq!(c.close_code(), Some(1002));
+    let mut c = connect(Some(OFFER)).0;
+    c.frame(true, 0b100, 9, b"hi", true);
+    assert_eq!(c.close_code(), Some(1002));
+    // RSV1 on something that is not deflate data: 1002
+    let mut c = connect(Some(OFFER)).0;
+    c.frame(true, 0b100, 1, &[0xff; 16], true);
+    assert_eq!(c.close_code(), Some(1002));
+    // a bomb: 1 MB of spaces in a kilobyte; over the limit once inflated (4096 here): 1009
+    let mut c = connect(Some(OFFER)).0;
+    let bomb = deflate(&vec![b' '; 1 << 20]);
+    assert!(bomb.len() < 4096);
+    c.frame(true, 0b100, 1, &bomb, true);
+    assert_eq!(c.close_code(), Some(1009));
+
+    // an offer it cannot take (a parameter RFC 7692 does not define) is declined, and then RSV1
+    // is a protocol error again; so it is for a client that offered nothing, which never gets
+    // a compressed message
+    let (mut c, head) = connect(Some("permessage-deflate; x_custom=1"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{head}"
+    );
+    c.frame(true, 0b100, 1, &deflate(br#"{"op":"ping","id":4}"#), true);
+    assert_eq!(c.close_code(), Some(1002));
+    let (mut c, head) = connect(None);
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{head}"
+    );
+    c.text(r#"{"op":"subscribe","symbols":["AAAA","AAAB","AAAC","AAAD","AAAE","AAAF"]}"#);
+    assert!(!message(&mut c).1);
+    assert!(!message(&mut c).1);
+
+    // the server kept serving
+    let mut c = connect(Some(OFFER)).0;
+    c.frame(true, 0b100, 1, &deflate(br#"{"op":"ping","id":5}"#), true);
+    assert_eq!(message(&mut c).0["id"], 5);
+    assert_eq!(g.metric("gateway_protocol_closed_total"), 5);
+    assert_eq!(g.metric("gateway_deflate_sessions_total"), 6);
 }

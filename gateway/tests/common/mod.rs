@@ -191,12 +191,20 @@ impl Raw {
     }
 
     /// Completes the opening handshake on a connected stream.
-    pub fn from_stream(mut s: TcpStream) -> Raw {
+    pub fn from_stream(s: TcpStream) -> Raw {
+        Raw::offering(s, None).0
+    }
+
+    /// Completes the opening handshake, offering `extensions`; gives the response head too.
+    pub fn offering(mut s: TcpStream, extensions: Option<&str>) -> (Raw, String) {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let ext = extensions.map_or(String::new(), |e| {
+            format!("Sec-WebSocket-Extensions: {e}\r\n")
+        });
         write!(
             s,
             "GET /v1/ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
         )
         .unwrap();
         let mut buf = Vec::new();
@@ -209,7 +217,7 @@ impl Raw {
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         // RFC 6455 section 1.3's example key and accept value
         assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
-        Raw { s, buf: Vec::new() }
+        (Raw { s, buf: Vec::new() }, head)
     }
 
     /// Writes one frame, masked as a client must, with raw header bits.
@@ -244,10 +252,16 @@ impl Raw {
 
     /// Reads one frame (None at EOF).
     pub fn read_frame(&mut self) -> Option<Frame> {
+        self.read_frame_rsv1().map(|(fin, _, op, p)| (fin, op, p))
+    }
+
+    /// Reads one frame with its RSV1 bit: (fin, rsv1, opcode, payload); None at EOF.
+    pub fn read_frame_rsv1(&mut self) -> Option<(bool, bool, u8, Vec<u8>)> {
         loop {
-            if let Some((fr, used)) = parse_frame(&self.buf) {
+            if let Some(((fin, op, p), used)) = parse_frame(&self.buf) {
+                let rsv1 = self.buf[0] & 0x40 != 0;
                 self.buf.drain(..used);
-                return Some(fr);
+                return Some((fin, rsv1, op, p));
             }
             let mut b = [0u8; 65536];
             match self.s.read(&mut b) {
