@@ -6,6 +6,7 @@
 
 pub mod book;
 pub mod decode;
+pub mod deflate;
 pub mod e2e;
 pub mod fanout;
 pub mod feed;

@@ -40,6 +40,9 @@ const USAGE: &str = "usage: bench NAME [options]
            [--cluster N] (0: one plain server; N: a Redis Cluster of N masters)
            [--tick-us N] (1,000: the synthetic market writes a burst of what is due this often)
            [--bars-per-s N] (4,000: bars closing at each second's start in a third run; 0: none)
+  deflate  WebSocket compression (gateway run --deflate): the gateway's CPU per message and
+           the size it goes out at, for a snapshot and updates made by its session encoder:
+           [--symbols N] (50) [--iterations N] (20,000)
   hiccup   the machine's own stalls: a thread pinned to each CPU reads the clock in a loop and
            counts the gaps (the floor under every latency percentile here), and the time every
            CPU was stalled at once: [--duration S] (10)
@@ -76,6 +79,14 @@ fn main() -> ExitCode {
             };
             eprintln!("machine: {}", bench::machine());
             bench::decode::run(&o)
+        })(),
+        Some("deflate") => (|| {
+            let o = bench::deflate::DeflateBench {
+                symbols: flag(&args, "--symbols", 50)?.max(1) as usize,
+                iterations: flag(&args, "--iterations", 20_000)?.max(1) as u32,
+            };
+            eprintln!("machine: {}", bench::machine());
+            bench::deflate::run(&o)
         })(),
         Some("feed") => (|| {
             let o = bench::feed::FeedBench {
