@@ -348,10 +348,27 @@ impl Inflating {
             payload_len: len,
         }) = header(&self.raw[at..])
         {
-            let gathered = self.msg.as_ref().map_or(0, |m| m.1.len()) as u64;
+            let data = opcode != 0 && opcode < 8;
+            let compressed_start = data && rsv1 && self.msg.is_none();
+            let continuation = opcode == 0 && !rsv1 && self.msg.is_some();
+            let gather = compressed_start || continuation;
+            let gathered = if gather {
+                self.msg.as_ref().map_or(0, |m| m.1.len()) as u64
+            } else {
+                0
+            };
             if len.saturating_add(gathered) > self.max_message as u64 {
                 // too large to gather: tungstenite gets it as it comes and refuses it
                 self.out.extend_from_slice(&self.raw[at..]);
+                self.raw.clear();
+                self.passthrough = true;
+                return;
+            }
+            if data && self.msg.is_some() {
+                // a new message inside a compressed one, which tungstenite cannot see began:
+                // refused for it (RSV1 on an empty frame), as it refuses one inside a plain one
+                self.out
+                    .extend_from_slice(&[0xc0 | opcode, 0x80, 0, 0, 0, 0]);
                 self.raw.clear();
                 self.passthrough = true;
                 return;
@@ -360,9 +377,7 @@ impl Inflating {
             if self.raw.len() < end {
                 break;
             }
-            let compressed_start = opcode != 0 && opcode < 8 && rsv1 && self.msg.is_none();
-            let continuation = opcode == 0 && !rsv1 && self.msg.is_some();
-            if compressed_start || continuation {
+            if gather {
                 let payload = &self.raw[at + hlen..end];
                 let (_, gather) = self.msg.get_or_insert_with(|| (opcode, Vec::new()));
                 let from = gather.len();

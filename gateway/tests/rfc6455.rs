@@ -214,6 +214,11 @@ fn compression_follows_rfc7692() {
     let mut c = connect(Some(OFFER)).0;
     c.frame(true, 0b100, 9, b"hi", true);
     assert_eq!(c.close_code(), Some(1002));
+    // RFC 6455 5.4: a new message inside a compressed one still being fragmented: 1002
+    let mut c = connect(Some(OFFER)).0;
+    c.frame(false, 0b100, 1, &sub[..5], true);
+    c.text(r#"{"op":"ping","id":9}"#);
+    assert_eq!(c.close_code(), Some(1002));
     // RSV1 on something that is not deflate data: 1002
     let mut c = connect(Some(OFFER)).0;
     c.frame(true, 0b100, 1, &[0xff; 16], true);
@@ -252,6 +257,6 @@ fn compression_follows_rfc7692() {
     let mut c = connect(Some(OFFER)).0;
     c.frame(true, 0b100, 1, &deflate(br#"{"op":"ping","id":5}"#), true);
     assert_eq!(message(&mut c).0["id"], 5);
-    assert_eq!(g.metric("gateway_protocol_closed_total"), 5);
-    assert_eq!(g.metric("gateway_deflate_sessions_total"), 6);
+    assert_eq!(g.metric("gateway_protocol_closed_total"), 6);
+    assert_eq!(g.metric("gateway_deflate_sessions_total"), 7);
 }
