@@ -181,6 +181,8 @@ pub struct Ctx<'a> {
     pub venues_table: &'a std::path::Path,
     /// The quote table (its name locates the feed handler's counters: venue names).
     pub quotes_table: &'a std::path::Path,
+    /// The venue names from elsewhere (a Redis source's), instead of the counters'.
+    pub venue_names: Option<&'a Mutex<Vec<String>>>,
 }
 
 /// Answers a plain GET.
@@ -264,7 +266,11 @@ pub fn venue_names(quotes: &std::path::Path) -> Vec<String> {
 
 fn symbols(ctx: &Ctx) -> Vec<u8> {
     let mut b = b"{\"venues\":[".to_vec();
-    for (i, n) in venue_names(ctx.quotes_table).iter().enumerate() {
+    let names = match ctx.venue_names {
+        Some(m) => m.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        None => venue_names(ctx.quotes_table),
+    };
+    for (i, n) in names.iter().enumerate() {
         if i > 0 {
             b.push(b',');
         }
@@ -451,6 +457,7 @@ pub fn fuzz(data: &[u8]) {
         max_symbols: 3,
         venues_table: &nowhere.join("q.venues"),
         quotes_table: &nowhere.join("q.quotes"),
+        venue_names: None,
     };
     let r = answer(&head, &ctx);
     let end = r.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");

@@ -263,6 +263,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         bars: replica.as_ref().map(|r| r.bars_path.clone()),
         venues: replica.as_ref().map(|r| r.venues_path.clone()),
         charts_loading: replica.as_ref().map(|r| r.charts_loading()),
+        venue_names: replica.as_ref().map(|r| r.venue_names()),
         ..ServerCfg::default()
     };
     if let Some(w) = a.workers {

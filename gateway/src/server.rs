@@ -56,6 +56,9 @@ pub struct ServerCfg {
     pub venues: Option<PathBuf>,
     /// Charts still coming into the bar log from elsewhere (a Redis source's), refused until in.
     pub charts_loading: Option<crate::bars::ChartsLoading>,
+    /// Venue names from elsewhere (a Redis source's) for `/v1/symbols`; `None`: the feed
+    /// handler's counters beside the quote table.
+    pub venue_names: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Default for ServerCfg {
@@ -80,6 +83,7 @@ impl Default for ServerCfg {
             bars: None,
             venues: None,
             charts_loading: None,
+            venue_names: None,
         }
     }
 }

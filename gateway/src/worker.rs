@@ -544,6 +544,7 @@ impl Worker {
             max_symbols: self.shared.limits.max_symbols,
             venues_table: &self.shared.venues_table,
             quotes_table: &self.shared.cfg.quotes,
+            venue_names: self.shared.cfg.venue_names.as_deref(),
         };
         let r = http::answer(&head, &ctx);
         let r = if head.method == "HEAD" {

@@ -96,10 +96,11 @@ impl PubThread {
         let h = std::thread::spawn(move || {
             let bars = book::barlog::beside(&q);
             let venues = book::quotes::venues_beside(&q);
-            let mut src = ShmSource::new(q);
             let mut p = Publisher::new(cfg);
             p.follow_bars(bars);
             p.follow_venues(venues);
+            p.name_venues_from(q.clone());
+            let mut src = ShmSource::new(q);
             let t0 = Instant::now();
             while !s.load(Ordering::Relaxed) {
                 src.poll(t0.elapsed().as_nanos() as u64, 100_000, &mut |q| p.offer(q));
@@ -158,6 +159,7 @@ impl Remote {
         cfg.bars = Some(replica.bars_path.clone());
         cfg.venues = Some(replica.venues_path.clone());
         cfg.charts_loading = Some(replica.charts_loading());
+        cfg.venue_names = Some(replica.venue_names());
         f(&mut cfg);
         let gw = Gw::start_with(cfg, limits, stop, &|| {
             Box::new(replica.source()) as Box<dyn QuoteSource>
@@ -364,7 +366,8 @@ impl Replay {
         let ring_path = dir.join("ring");
         let ring = RingWriter::create(&ring_path, 1 << 16).unwrap();
         let journal = JournalWriter::create(&journal_path(&ring_path), ring.generation()).unwrap();
-        let quotes = dir.join("quotes");
+        // beside the ring, as book names it: the feed handler's counters (venue names) are found
+        let quotes = dir.join("ring.quotes");
         let conf = Conflator::new(&ring_path, &quotes, 256).unwrap();
         let market = Market::new(MarketConfig {
             seed: 41,
@@ -431,6 +434,10 @@ fn comes_to<T: PartialEq + std::fmt::Debug>(what: &str, want: &T, mut get: impl 
 fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
     let mut replay = Replay::new(&format!("same-{}", seeds[0].port()));
     replay.venues = 2;
+    // the feed handler's counters name the two venues; the remote gateway has them through Redis
+    let names = ["nasdaq".to_string(), "bx".to_string()];
+    let counters = feed_handler::counters::counters_path(&replay.dir.join("ring"));
+    let _counters = feed_handler::counters::CountersWriter::create(&counters, &names).unwrap();
     replay.step(2_000); // the directory and the first orders: every symbol has a quote
     let publisher = PubThread::spawn(&replay.quotes, seeds.clone());
     let (cfg, limits) = test_cfg(&replay.quotes);
@@ -519,6 +526,15 @@ fn same_values_as_a_local_gateway(seeds: Vec<SocketAddr>) {
             venues(remote.addr(), s)
         });
     }
+    // the venues named alike: the local gateway from the counters, the remote one from Redis
+    let named = |addr: SocketAddr| {
+        let v: Value = serde_json::from_str(&common::http_get(addr, "/v1/symbols").1).unwrap();
+        v["venues"].clone()
+    };
+    assert_eq!(named(local.addr), serde_json::json!(names));
+    comes_to("remote venue names", &named(local.addr), || {
+        named(remote.addr())
+    });
     drop((publisher, local, remote));
 }
 

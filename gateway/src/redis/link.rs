@@ -239,9 +239,29 @@ pub(super) fn supervise(sh: Arc<Shared>) {
         if !links.follow(&sh, &topo) {
             next_check = Instant::now() + Duration::from_secs(1);
         }
+        read_venue_names(&sh, &topo);
         prev = Some(topo);
     }
     links.stop();
+}
+
+/// The venue names the publisher wrote, from the node that owns their key; the names read
+/// before are kept when there are none (Redis restarted empty, the publisher not there yet).
+fn read_venue_names(sh: &Shared, topo: &Topology) {
+    let key = sh.keys.venue_names();
+    let Some(&addr) = topo.nodes.get(topo.node_of(key.as_bytes())) else {
+        return;
+    };
+    let Ok(mut c) = Conn::connect(addr, sh.cfg.timeout, sh.cfg.timeout, &sh.cfg.access) else {
+        return;
+    };
+    let text = c.call(&[b"GET", key.as_bytes()], sh.cfg.timeout, |r| {
+        r.bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+    });
+    if let Ok(Some(text)) = text {
+        let names: Vec<String> = text.lines().take(256).map(str::to_string).collect();
+        *sh.venue_names.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    }
 }
 
 fn pause(sh: &Shared, d: Duration) {

@@ -138,6 +138,11 @@ impl Keys {
     pub fn new_symbols(&self) -> String {
         format!("{}:new", self.prefix)
     }
+    /// The venue (feed channel) names, one a line in channel order, as the feed handler beside
+    /// the publisher calls them: remote gateways' `/v1/symbols` names the venues with them.
+    pub fn venue_names(&self) -> String {
+        format!("{}:venue-names", self.prefix)
+    }
     /// Heartbeats.
     pub fn heartbeat(&self) -> String {
         format!("{}:heartbeat", self.prefix)

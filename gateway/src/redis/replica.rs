@@ -157,6 +157,8 @@ pub(super) struct Shared {
     bars_queued: AtomicUsize,
     /// Charts whose lists are still to read, or not yet in the bar log (`/v1/bars` refuses them).
     pub(super) charts: crate::bars::ChartsLoading,
+    /// The venue names the publisher wrote ([`super::Keys::venue_names`]), the latest read.
+    pub(super) venue_names: Arc<Mutex<Vec<String>>>,
     /// The mirror's counters as the bars thread last left them (read without waiting for the
     /// mirror, which a compaction holds for as long as it takes): bad records, compactions.
     bars_counts: [AtomicU64; 2],
@@ -390,6 +392,7 @@ impl Replica {
             bars_tx,
             bars_queued: AtomicUsize::new(0),
             charts: crate::bars::ChartsLoading::default(),
+            venue_names: Arc::default(),
             bars_counts: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         let s = shared.clone();
@@ -435,6 +438,12 @@ impl Replica {
     /// The charts still coming in (for [`crate::server::ServerCfg::charts_loading`]).
     pub fn charts_loading(&self) -> crate::bars::ChartsLoading {
         self.shared.charts.clone()
+    }
+
+    /// The venue names as the publisher's feed handler calls them (empty until read; read
+    /// again with every look at the topology, every 5 s).
+    pub fn venue_names(&self) -> Arc<Mutex<Vec<String>>> {
+        self.shared.venue_names.clone()
     }
 
     /// Bar lists loaded so far (one per symbol and interval, after each (re)subscription).

@@ -223,6 +223,8 @@ pub struct Publisher {
     bar_tail: Option<crate::bars::Tail>,
     /// The per-venue table followed, and the clock its liveness checks run on.
     venue_src: Option<(crate::source::ShmSource, Instant)>,
+    /// The quote table whose feed handler names the venues ([`Self::name_venues_from`]).
+    venue_names_from: Option<std::path::PathBuf>,
     bars_pending: std::collections::VecDeque<bars::PendingBar>,
     /// The restore's bars ready to write (taken from the front of `bars_pending`), by list.
     regroup: regroup::Regroup,
@@ -300,6 +302,7 @@ impl Publisher {
             backoff: Duration::from_millis(100),
             bar_tail: None,
             venue_src: None,
+            venue_names_from: None,
             bars_pending: std::collections::VecDeque::new(),
             regroup: regroup::Regroup::default(),
             bar_sync: barsync::BarSync::default(),
@@ -333,6 +336,36 @@ impl Publisher {
     /// its quotes go out stale, as the consolidated ones do.
     pub fn follow_venues(&mut self, path: std::path::PathBuf) {
         self.venue_src = Some((crate::source::ShmSource::new(path), Instant::now()));
+    }
+
+    /// Names the venues as the feed handler beside the quote table at `quotes` does (its
+    /// counters file): written under [`Keys::venue_names`] with each heartbeat, so remote
+    /// gateways name them as a local one does.
+    pub fn name_venues_from(&mut self, quotes: std::path::PathBuf) {
+        self.venue_names_from = Some(quotes);
+    }
+
+    /// The venue names into Redis, on the node that owns their key; nothing when the feed
+    /// handler is not there to name them. A failure is left for the next heartbeat (a node that
+    /// died is found by the heartbeat's own round trips).
+    fn write_venue_names(&mut self) {
+        let Some(quotes) = &self.venue_names_from else {
+            return;
+        };
+        let names = crate::http::venue_names(quotes);
+        let Some(link) = self.link.as_mut().filter(|_| !names.is_empty()) else {
+            return;
+        };
+        let key = self.keys.venue_names();
+        let n = link.topo.node_of(key.as_bytes());
+        if let Some(c) = link.conns.get_mut(n).and_then(Option::as_mut) {
+            let value = names.join("\n");
+            let _ = c.call(
+                &[b"SET", key.as_bytes(), value.as_bytes()],
+                self.cfg.timeout,
+                |_| (),
+            );
+        }
     }
 
     /// Takes the per-venue table's changes.
@@ -867,6 +900,7 @@ impl Publisher {
         if let Some((j, e)) = failed {
             self.node_failed(j, e);
         }
+        self.write_venue_names();
     }
 
     /// Heartbeat when due (call at least every 250 ms; [`Publisher::flush`] does not).
@@ -1355,6 +1389,7 @@ pub fn run(
     let mut p = Publisher::new(cfg);
     p.follow_bars(book::barlog::beside(quotes));
     p.follow_venues(book::quotes::venues_beside(quotes));
+    p.name_venues_from(quotes.to_path_buf());
     let start = Instant::now();
     let mut last_health = None;
     let mut next_report = Instant::now() + Duration::from_secs(10);
