@@ -102,8 +102,9 @@ pub struct Worker {
     /// into the connection's write buffer by tungstenite and dropped at once, so the same
     /// memory serves the next message (no allocation per message).
     payloads: BytesMut,
-    /// The compressor for every connection with permessage-deflate, and its output.
-    deflater: Deflater,
+    /// The compressor for every connection with permessage-deflate (made at the first
+    /// message to compress: a few hundred KB), and its output.
+    deflater: Option<Deflater>,
     deflated: Vec<u8>,
     due: Vec<(u64, u64)>,
     changed: Vec<u32>,
@@ -168,7 +169,7 @@ impl Worker {
             wheel: Wheel::new(now),
             outbox: Outbox::default(),
             payloads: BytesMut::new(),
-            deflater: Deflater::default(),
+            deflater: None,
             deflated: Vec::new(),
             due: Vec::new(),
             changed: Vec::new(),
@@ -864,11 +865,16 @@ impl Worker {
                         // gone (they are: tungstenite copies each one), else more memory
                         self.payloads.reserve(msg.len().max(PAYLOADS));
                     }
-                    // compressed when negotiated, within the client's window, and smaller
+                    // compressed when negotiated, within the client's window, and smaller (and
+                    // UTF-8, as the plain path checks: else it goes that way, and not at all)
                     let deflated = ws.get_ref().deflate_max().is_some_and(|max| {
                         msg.len() >= DEFLATE_AT_LEAST
                             && msg.len() <= max
-                            && self.deflater.compress(msg, &mut self.deflated)
+                            && std::str::from_utf8(msg).is_ok()
+                            && self
+                                .deflater
+                                .get_or_insert_with(Deflater::default)
+                                .compress(msg, &mut self.deflated)
                     });
                     let m = if deflated {
                         self.local.deflated += 1;
