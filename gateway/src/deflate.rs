@@ -335,6 +335,12 @@ fn plain_frame(out: &mut Vec<u8>, opcode: u8, payload_len: usize) {
     out.extend_from_slice(&[0; 4]);
 }
 
+/// A frame tungstenite refuses as a protocol error (1002): empty, with RSV1, which it knows no
+/// use for.
+fn refused_frame(out: &mut Vec<u8>, opcode: u8) {
+    out.extend_from_slice(&[0xc0 | opcode, 0x80, 0, 0, 0, 0]);
+}
+
 impl Inflating {
     /// Turns every whole frame in `raw` into bytes for tungstenite.
     fn frames(&mut self) {
@@ -366,9 +372,8 @@ impl Inflating {
             }
             if data && self.msg.is_some() {
                 // a new message inside a compressed one, which tungstenite cannot see began:
-                // refused for it (RSV1 on an empty frame), as it refuses one inside a plain one
-                self.out
-                    .extend_from_slice(&[0xc0 | opcode, 0x80, 0, 0, 0, 0]);
+                // refused for it, as it refuses one inside a plain one
+                refused_frame(&mut self.out, opcode);
                 self.raw.clear();
                 self.passthrough = true;
                 return;
@@ -437,8 +442,7 @@ impl Inflating {
             plain_frame(&mut self.out, opcode, plain.len());
             self.out.extend_from_slice(&plain);
         } else {
-            self.out
-                .extend_from_slice(&[0xc0 | opcode, 0x80, 0, 0, 0, 0]);
+            refused_frame(&mut self.out, opcode);
         }
     }
 }
