@@ -200,15 +200,10 @@ impl WsStream {
     /// to `max_message` bytes once inflated.
     pub fn inflate(&mut self, a: Accepted, max_message: usize) {
         self.pending_deflate = None;
-        self.inflate = Some(Box::new(Inflating {
-            raw: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
-            msg: None,
+        self.inflate = Some(Box::new(Inflating::new(
             max_message,
-            max_compressed: a.max_compressed_len(),
-            passthrough: false,
-        }));
+            a.max_compressed_len(),
+        )));
     }
 
     /// With permessage-deflate negotiated, the longest message that may go out compressed.
@@ -342,6 +337,20 @@ fn refused_frame(out: &mut Vec<u8>, opcode: u8) {
 }
 
 impl Inflating {
+    /// Nothing read yet; messages up to `max_message` bytes inflated, and up to
+    /// `max_compressed` sent compressed.
+    fn new(max_message: usize, max_compressed: usize) -> Self {
+        Inflating {
+            raw: Vec::new(),
+            out: Vec::new(),
+            out_at: 0,
+            msg: None,
+            max_message,
+            max_compressed,
+            passthrough: false,
+        }
+    }
+
     /// Turns every whole frame in `raw` into bytes for tungstenite.
     fn frames(&mut self) {
         let mut at = 0;
@@ -456,15 +465,7 @@ pub fn fuzz(data: &[u8]) {
     let Some((&knob, wire)) = data.split_first() else {
         return;
     };
-    let mut inf = Inflating {
-        raw: Vec::new(),
-        out: Vec::new(),
-        out_at: 0,
-        msg: None,
-        max_message: 64 << (knob >> 4),
-        max_compressed: 1 << 15,
-        passthrough: false,
-    };
+    let mut inf = Inflating::new(64 << (knob >> 4), 1 << 15);
     let piece = 1 + (knob & 0x0f) as usize * 37;
     let mut src = Trickle(wire.chunks(piece), &[]);
     let mut buf = [0u8; 1500];
@@ -604,15 +605,7 @@ mod tests {
 
     /// What tungstenite would read (5 bytes at a time) until the socket would block.
     fn through(wire: &[u8], max_message: usize) -> Vec<u8> {
-        let mut inf = Inflating {
-            raw: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
-            msg: None,
-            max_message,
-            max_compressed: 1 << 15,
-            passthrough: false,
-        };
+        let mut inf = Inflating::new(max_message, 1 << 15);
         let mut src = Trickle(wire.chunks(7), &[]);
         let mut got = Vec::new();
         let mut buf = [0u8; 5];
