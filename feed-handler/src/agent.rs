@@ -9,10 +9,10 @@
 use crate::arbiter::{ArbSink, Arbiter, Line};
 use crate::config::{Config, Idle};
 use crate::counters::{Breaker, ChannelValues, CountersWriter, counters_path};
-use crate::journal::{JournalWriter, journal_path};
+use crate::journal::{JournalLimits, JournalWriter, journal_path};
 use crate::moldudp64::{Packet, PacketKind, Request};
 use crate::ring::layout::SLOT_WORDS;
-use crate::ring::{Record, RingWriter, ring_path};
+use crate::ring::{JournalState, Record, RingWriter, ring_path};
 use crate::sock::{self, RecvBatch, realtime_ns};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -51,9 +51,10 @@ impl Publisher<'_> {
     #[inline]
     fn put_words(&mut self, words: &[u64; SLOT_WORDS]) {
         let p = self.out.ring.publish_words(words);
+        // (after a failed append the journal takes nothing more: it stops at the cycle's end)
         if let Some(j) = self.out.journal.as_mut()
-            && let Err(e) = j.append_words(p, words)
             && self.out.io_error.is_none()
+            && let Err(e) = j.append_words(p, words)
         {
             self.out.io_error = Some(e);
         }
@@ -133,12 +134,16 @@ impl Agent {
     /// Opens the sockets, creates the ring, the journal and the counters file.
     pub fn new(cfg: Config) -> Result<Agent, String> {
         let path = ring_path(&cfg.ring);
-        let ring = RingWriter::create(&path, cfg.ring_capacity).map_err(|e| e.to_string())?;
+        let mut ring = RingWriter::create(&path, cfg.ring_capacity).map_err(|e| e.to_string())?;
         let journal = if cfg.journal {
             let jp = journal_path(&path);
-            let bytes = cfg.journal_preallocate_mb << 20;
+            let limits = JournalLimits {
+                preallocate_bytes: cfg.journal_preallocate_mb << 20,
+                max_bytes: cfg.journal_max_mb << 20,
+                min_free_bytes: cfg.journal_min_free_mb << 20,
+            };
             Some(
-                JournalWriter::create_preallocated(&jp, ring.generation(), bytes).map_err(|e| {
+                JournalWriter::create_with(&jp, ring.generation(), limits).map_err(|e| {
                     format!(
                         "journal {}: {e} (journal_preallocate_mb = {})",
                         jp.display(),
@@ -147,6 +152,7 @@ impl Agent {
                 })?,
             )
         } else {
+            ring.set_journal_state(JournalState::Off);
             None
         };
         let names: Vec<String> = cfg.channel.iter().map(|c| c.name.clone()).collect();
@@ -337,7 +343,7 @@ impl Agent {
             }
         }
         if let Some(e) = self.out.io_error.take() {
-            return Err(format!("journal write failed: {e}"));
+            self.stop_journal(&e);
         }
         if now >= self.last_counters_ns + 1_000_000 {
             self.last_counters_ns = now;
@@ -346,8 +352,32 @@ impl Agent {
         Ok(work)
     }
 
+    /// The journal cannot take more (full, or a write failed): it stops where it is, the ring
+    /// header says so, and the feed goes on without it. Readers the ring laps from now on
+    /// lose records, and are told ([`crate::ring::RingError::Lost`]), instead of every reader
+    /// losing the feed.
+    fn stop_journal(&mut self, e: &std::io::Error) {
+        let Some(j) = self.out.journal.take() else {
+            return;
+        };
+        let end = j.written();
+        self.out.ring.set_journal_end(end);
+        self.ring_journal_end = end;
+        self.out.ring.set_journal_state(JournalState::Stopped);
+        eprintln!(
+            "feed-handler: journal {} stopped at record {end}: {e}; the ring goes on without it \
+             (a reader more than the ring behind now loses records)",
+            journal_path(self.out.ring.path()).display()
+        );
+    }
+
     fn store_counters(&mut self, now: u64) {
-        let journal_end = self.out.journal.as_ref().map_or(0, |j| j.written());
+        // (a stopped journal keeps the end it stopped at)
+        let journal_end = self
+            .out
+            .journal
+            .as_ref()
+            .map_or(self.ring_journal_end, |j| j.written());
         for (i, ch) in self.channels.iter_mut().enumerate() {
             let c = ch.arb.counters();
             let mut v = ChannelValues {

@@ -7,6 +7,8 @@
 //! ring_capacity = 1048576       # slots (128 bytes each), rounded up to a power of two
 //! journal = true                # also append every record to <ring>.journal
 //! journal_preallocate_mb = 0    # journal space allocated at start (128 bytes a message)
+//! journal_max_mb = 0            # the journal stops at this size (0: no cap)
+//! journal_min_free_mb = 1024    # ... or before it leaves less free on its filesystem
 //! core = 1                      # pin the receive thread to this CPU (omit: not pinned)
 //! idle = "busy-spin"            # busy-spin | yield | park
 //! park_us = 50                  # with idle = "park": longest sleep in poll(2) while a hole
@@ -155,6 +157,14 @@ pub struct Config {
     /// message: 1,280 MiB holds 10M messages.
     #[serde(default)]
     pub journal_preallocate_mb: u64,
+    /// The journal stops at this size, MiB (default 0: no cap but `journal_min_free_mb`); the
+    /// ring goes on without it.
+    #[serde(default)]
+    pub journal_max_mb: u64,
+    /// The journal stops rather than leave less than this free on its filesystem, MiB
+    /// (default 1,024).
+    #[serde(default = "d_min_free")]
+    pub journal_min_free_mb: u64,
     /// CPU to pin the receive thread to.
     pub core: Option<usize>,
     /// Idle strategy (default busy-spin).
@@ -190,6 +200,9 @@ fn d_capacity() -> u64 {
 }
 fn d_true() -> bool {
     true
+}
+fn d_min_free() -> u64 {
+    1024
 }
 fn d_idle() -> Idle {
     Idle::BusySpin
@@ -231,6 +244,21 @@ impl Config {
         }
         if !(2..=1 << 30).contains(&self.ring_capacity) {
             return bad("ring_capacity".into(), "must be between 2 and 2^30 slots");
+        }
+        if self.journal_max_mb > 0 && self.journal_preallocate_mb > self.journal_max_mb {
+            return bad(
+                "journal_preallocate_mb".into(),
+                &format!(
+                    "{} is more than journal_max_mb ({})",
+                    self.journal_preallocate_mb, self.journal_max_mb
+                ),
+            );
+        }
+        if self.journal_max_mb.max(self.journal_min_free_mb) > 1 << 30 {
+            return bad(
+                "journal_max_mb".into(),
+                "journal_max_mb and journal_min_free_mb must be at most 2^30 MiB",
+            );
         }
         if !(1..=1024).contains(&self.batch) {
             return bad("batch".into(), "must be between 1 and 1024 datagrams");
@@ -355,6 +383,7 @@ mod tests {
             (c.ring_capacity, c.journal, c.idle, c.batch),
             (1 << 20, true, Idle::BusySpin, 64)
         );
+        assert_eq!((c.journal_max_mb, c.journal_min_free_mb), (0, 1024));
         let ch = &c.channel[0];
         assert_eq!(
             (
@@ -410,6 +439,13 @@ mod tests {
             (
                 GOOD.replace("ring = \"t\"", "ring = \"t\"\ncore = 999"),
                 "core: CPU 999 does not exist",
+            ),
+            (
+                GOOD.replace(
+                    "ring = \"t\"",
+                    "ring = \"t\"\njournal_max_mb = 64\njournal_preallocate_mb = 128",
+                ),
+                "journal_preallocate_mb: 128 is more than journal_max_mb (64)",
             ),
             // each of these overflowed a u64 of ns, or allocated a bucket a second, unchecked
             (

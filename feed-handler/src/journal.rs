@@ -14,9 +14,16 @@
 //! never see a half-written record. The file grows 64 MiB at a time (its size is a whole number
 //! of chunks; only `journal_end` says how much is records). A session's journal grows with the
 //! session (128 bytes a message); it is replaced when the ring is created again.
+//!
+//! Its growth is bounded ([`JournalLimits`]): a cap on the file, and space it leaves free on
+//! its filesystem, checked before each chunk (a mapping of a file on a full filesystem would
+//! kill the writer with SIGBUS at the first write to it). When the journal cannot grow it
+//! stops: the feed handler says so in the ring header ([`JournalState::Stopped`]) and goes on
+//! without it, and a reader that the ring then laps gets [`RingError::Lost`] naming the records
+//! it lost instead of waiting for them for ever (the same with no journal at all).
 
 use crate::ring::layout::{Record, SLOT_SIZE, SLOT_WORDS};
-use crate::ring::{Read, RingError, RingReader};
+use crate::ring::{JournalState, Read, RingError, RingReader};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -38,27 +45,45 @@ pub fn journal_path(ring: &Path) -> PathBuf {
 /// Bytes the file grows by, and is mapped in, at a time.
 pub const CHUNK: u64 = 64 << 20;
 
+/// How far a journal may grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalLimits {
+    /// Bytes mapped and faulted in at start.
+    pub preallocate_bytes: u64,
+    /// Largest file, bytes (0: no cap but the filesystem's).
+    pub max_bytes: u64,
+    /// Space the journal leaves free on its filesystem, bytes: it stops rather than take it.
+    pub min_free_bytes: u64,
+}
+
 /// Appends records by copying them into a shared mapping of the file (no system call per
 /// record or per batch): the records are in the page cache, visible to readers in other
 /// processes, as soon as the copy is done. The file grows and is mapped a chunk (64 MiB) at a
-/// time; chunks up to `preallocate` bytes are mapped and faulted in at start, so appends there
-/// never stall on page allocation (on a virtual machine, memory touched for the first time is
-/// slow).
+/// time, within its [`JournalLimits`]; chunks up to `preallocate_bytes` are mapped and faulted
+/// in at start, so appends there never stall on page allocation (on a virtual machine, memory
+/// touched for the first time is slow).
 #[derive(Debug)]
 pub struct JournalWriter {
     file: File,
     chunks: Vec<memmap2::MmapMut>,
     written: u64,
+    limits: JournalLimits,
+    /// Records the cap leaves room for.
+    max_records: u64,
 }
 
 impl JournalWriter {
-    /// Creates (replaces) the journal for a ring of `generation`.
+    /// Creates (replaces) the journal for a ring of `generation`, with no limits.
     pub fn create(path: &Path, generation: u64) -> std::io::Result<Self> {
-        Self::create_preallocated(path, generation, 0)
+        Self::create_with(path, generation, JournalLimits::default())
     }
 
-    /// Like [`JournalWriter::create`], with `bytes` of journal mapped and faulted in up front.
-    pub fn create_preallocated(path: &Path, generation: u64, bytes: u64) -> std::io::Result<Self> {
+    /// Like [`JournalWriter::create`], within `limits` (and with their preallocation done).
+    pub fn create_with(
+        path: &Path,
+        generation: u64,
+        limits: JournalLimits,
+    ) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
         let file = OpenOptions::new()
             .read(true)
@@ -75,7 +100,13 @@ impl JournalWriter {
             file,
             chunks: Vec::new(),
             written: 0,
+            limits,
+            max_records: match limits.max_bytes {
+                0 => u64::MAX,
+                b => b.saturating_sub(HEADER) / SLOT_SIZE as u64,
+            },
         };
+        let bytes = limits.preallocate_bytes;
         let want = (HEADER + bytes).div_ceil(CHUNK).max(1);
         for _ in 0..want {
             w.grow(bytes > 0)?;
@@ -83,9 +114,19 @@ impl JournalWriter {
         Ok(w)
     }
 
-    /// Maps one more chunk (the file is extended to hold it).
+    /// Maps one more chunk (the file is extended to hold it), unless that would leave less
+    /// than the minimum free on the filesystem.
     fn grow(&mut self, populate: bool) -> std::io::Result<()> {
         let start = self.chunks.len() as u64 * CHUNK;
+        let free = free_bytes(&self.file)?;
+        if free < CHUNK + self.limits.min_free_bytes {
+            return Err(full(format!(
+                "full: its filesystem has {} MiB free, and the journal leaves {} MiB \
+                 (journal_min_free_mb)",
+                free >> 20,
+                self.limits.min_free_bytes >> 20
+            )));
+        }
         self.file.set_len(start + CHUNK)?;
         let mut o = memmap2::MmapOptions::new();
         o.offset(start).len(CHUNK as usize);
@@ -113,6 +154,12 @@ impl JournalWriter {
         words: &[u64; SLOT_WORDS],
     ) -> std::io::Result<()> {
         debug_assert_eq!(position, self.written);
+        if position >= self.max_records {
+            return Err(full(format!(
+                "full: its cap (journal_max_mb = {}) is reached",
+                self.limits.max_bytes >> 20
+            )));
+        }
         // HEADER is a whole slot, so a record never straddles two chunks.
         let off = HEADER + position * SLOT_SIZE as u64;
         let chunk = (off / CHUNK) as usize;
@@ -139,6 +186,24 @@ impl JournalWriter {
     pub fn written(&self) -> u64 {
         self.written
     }
+}
+
+/// The error of a journal that cannot take more.
+fn full(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::StorageFull, why)
+}
+
+/// Bytes an unprivileged writer may still take on the file's filesystem.
+fn free_bytes(file: &File) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statvfs is plain old data; zeroes are a valid value of it.
+    let mut st: libc::statvfs = unsafe { core::mem::zeroed() };
+    // SAFETY: the descriptor is open for as long as `file` lives, and `st` is a valid place
+    // for the kernel to write the result.
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Reads records back by position.
@@ -230,6 +295,8 @@ pub struct Subscriber {
     on_ring: bool,
     /// Records read from the journal.
     pub from_journal: u64,
+    /// Records lost: dropped by the ring and not in the journal ([`RingError::Lost`]).
+    pub lost: u64,
 }
 
 impl Subscriber {
@@ -249,6 +316,7 @@ impl Subscriber {
             overruns: 0,
             on_ring: false,
             from_journal: 0,
+            lost: 0,
         })
     }
 
@@ -261,7 +329,9 @@ impl Subscriber {
         &self.ring
     }
 
-    /// The next record, `Ok(None)` when there is nothing new yet.
+    /// The next record, `Ok(None)` when there is nothing new yet. [`RingError::Lost`] when
+    /// records were dropped by the ring and the journal does not hold them: the reader has then
+    /// moved past them, and the next call goes on.
     pub fn next_record(&mut self) -> Result<Option<Record>, RingError> {
         // Keep a margin so a record read from the ring is not about to be overwritten.
         let margin = self.ring.info().capacity / 8;
@@ -286,6 +356,26 @@ impl Subscriber {
         }
     }
 
+    /// Records the ring dropped that no journal holds: the reader moves on to half a ring
+    /// behind the writer (room to catch up before it is lapped again) and says what it lost.
+    fn lose(&mut self, journal: JournalState, journal_end: u64) -> RingError {
+        let from = self.pos;
+        let to = from.max(
+            self.ring
+                .head()
+                .saturating_sub(self.ring.info().capacity / 2),
+        );
+        self.pos = to;
+        self.lost += to - from;
+        RingError::Lost {
+            path: self.ring.path().to_path_buf(),
+            from,
+            to,
+            journal,
+            journal_end,
+        }
+    }
+
     /// A reader that was following the ring and now must read the journal has been lapped.
     fn left_ring(&mut self) {
         if self.on_ring {
@@ -296,8 +386,16 @@ impl Subscriber {
 
     fn read_journal(&mut self) -> Result<Option<Record>, RingError> {
         if self.pos >= self.ring.journal_end() {
-            // Not on disk yet; it will be soon (the writer flushes every batch).
-            return Ok(None);
+            let journal = self.ring.journal_state();
+            // (read after the state: a stopped journal's end is final)
+            let journal_end = self.ring.journal_end();
+            if journal == JournalState::Writing {
+                // Not on disk yet; it will be soon (the writer flushes every batch).
+                return Ok(None);
+            }
+            if self.pos >= journal_end {
+                return Err(self.lose(journal, journal_end));
+            }
         }
         if self.journal.is_none() {
             let j = JournalReader::open(&self.journal_file)?;
@@ -366,6 +464,134 @@ mod tests {
         }
         assert_eq!(all, (1..=1000).collect::<Vec<_>>());
         assert!(late.from_journal >= 1000 - 16);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn temp_ring(name: &str) -> (PathBuf, RingWriter) {
+        let dir = std::env::temp_dir().join(format!("journal-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ring = dir.join("r");
+        let w = RingWriter::create(&ring, 16).unwrap();
+        (ring, w)
+    }
+
+    fn seqs_until_lost(s: &mut Subscriber) -> (Vec<u64>, Option<RingError>) {
+        let mut got = Vec::new();
+        loop {
+            match s.next_record() {
+                Ok(Some(r)) => got.push(r.seq),
+                Ok(None) => return (got, None),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_lapped_reader_with_no_journal_is_told_what_it_lost_and_goes_on() {
+        let (ring, mut w) = temp_ring("off");
+        w.set_journal_state(JournalState::Off);
+        for s in 1..=100u64 {
+            w.publish(&Record::message(3, s, s, s, &[b'D'; 19]).unwrap());
+        }
+        let mut late = Subscriber::attach(&ring, Start::Beginning).unwrap();
+        // (it waited for ever before: "not in the journal yet")
+        let (got, e) = seqs_until_lost(&mut late);
+        assert!(got.is_empty());
+        match e {
+            Some(RingError::Lost {
+                from: 0,
+                to: 92,
+                journal: JournalState::Off,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        let said = e.unwrap().to_string();
+        assert!(
+            said.contains("records 0..92 are lost") && said.contains("keeps no journal"),
+            "{said}"
+        );
+        assert_eq!(late.lost, 92);
+        // half a ring behind the writer, it reads on without a hole
+        let (got, e) = seqs_until_lost(&mut late);
+        assert!(e.is_none());
+        assert_eq!(got, (93..=100).collect::<Vec<_>>());
+        std::fs::remove_dir_all(ring.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_stopped_journal_serves_what_it_holds_then_the_reader_is_told_the_rest_is_lost() {
+        let (ring, mut w) = temp_ring("stopped");
+        let mut j = JournalWriter::create(&journal_path(&ring), w.generation()).unwrap();
+        for s in 1..=100u64 {
+            let rec = Record::message(3, s, s, s, &[b'D'; 19]).unwrap();
+            let p = w.publish(&rec);
+            // the journal took the first 40
+            if s <= 40 {
+                j.append(p, &rec).unwrap();
+            }
+            if s == 30 {
+                w.set_journal_end(j.flush().unwrap());
+            }
+        }
+        let mut late = Subscriber::attach(&ring, Start::Beginning).unwrap();
+        // while the journal is being written the reader waits for it
+        let (got, e) = seqs_until_lost(&mut late);
+        assert_eq!((got, e.is_none()), ((1..=30).collect::<Vec<_>>(), true));
+        assert_eq!(late.next_record().unwrap(), None);
+        w.set_journal_end(j.flush().unwrap());
+        w.set_journal_state(JournalState::Stopped);
+        let (got, e) = seqs_until_lost(&mut late);
+        assert_eq!(got, (31..=40).collect::<Vec<_>>());
+        match e {
+            Some(RingError::Lost {
+                from: 40,
+                to: 92,
+                journal: JournalState::Stopped,
+                journal_end: 40,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        let (got, e) = seqs_until_lost(&mut late);
+        assert!(e.is_none());
+        assert_eq!(got, (93..=100).collect::<Vec<_>>());
+        std::fs::remove_dir_all(ring.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_journal_stops_at_its_cap_and_before_its_filesystem_fills() {
+        let dir = std::env::temp_dir().join(format!("journal-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("j");
+        let capped = JournalLimits {
+            max_bytes: 1 << 20,
+            ..JournalLimits::default()
+        };
+        let mut j = JournalWriter::create_with(&path, 1, capped).unwrap();
+        let words = Record::message(3, 1, 1, 1, &[b'D'; 19]).unwrap().to_words();
+        let fits = ((1 << 20) - HEADER) / SLOT_SIZE as u64;
+        for p in 0..fits {
+            j.append_words(p, &words).unwrap();
+        }
+        let e = j.append_words(fits, &words).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+        assert!(e.to_string().contains("journal_max_mb = 1)"), "{e}");
+        assert_eq!(j.written(), fits, "nothing half-written");
+        // it reads back whole
+        let r = JournalReader::open(&path).unwrap();
+        assert_eq!(r.read(fits - 1).unwrap().seq, 1);
+        // a filesystem without the space it must leave free: refused up front
+        let e = JournalWriter::create_with(
+            &dir.join("k"),
+            1,
+            JournalLimits {
+                min_free_bytes: 1 << 60,
+                ..JournalLimits::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("journal_min_free_mb"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -76,13 +76,22 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
     use feed_handler::counters::{
         CHANNEL_COUNTERS, CountersReader, LINE_COUNTERS, LINES, counters_path,
     };
+    use feed_handler::ring::JournalState;
     let path = counters_path(&feed_handler::ring::ring_path(ring));
     let r = CountersReader::open(&path)?;
     let chans = r.read();
-    // readers asleep on the ring's doorbell (None when the ring is not there)
-    let sleepers = feed_handler::ring::RingReader::attach(feed_handler::ring::ring_path(ring))
-        .ok()
-        .map(|r| r.sleepers());
+    // readers asleep on the ring's doorbell, and the journal's state (None when the ring is
+    // not there)
+    let header = feed_handler::ring::RingReader::attach(feed_handler::ring::ring_path(ring)).ok();
+    let sleepers = header.as_ref().map(|r| r.sleepers());
+    let journal = header
+        .as_ref()
+        .map(|r| (r.journal_state(), r.journal_end()));
+    let journal_word = |s: JournalState| match s {
+        JournalState::Writing => "writing",
+        JournalState::Off => "off",
+        JournalState::Stopped => "stopped",
+    };
     if prometheus {
         let age = feed_handler::sock::realtime_ns().saturating_sub(r.updated_ns()) as f64 / 1e9;
         println!(
@@ -93,6 +102,14 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
             println!(
                 "# HELP feed_ring_sleepers Readers asleep on the ring's doorbell.\n\
                  # TYPE feed_ring_sleepers gauge\nfeed_ring_sleepers {n}"
+            );
+        }
+        if let Some((state, _)) = journal {
+            println!(
+                "# HELP feed_journal_state The journal: 0 writing, 1 off, 2 stopped (full or \
+                 failed: readers the ring laps lose records).\n\
+                 # TYPE feed_journal_state gauge\nfeed_journal_state {}",
+                state as u8
             );
         }
         for (i, (n, help)) in CHANNEL_COUNTERS.iter().enumerate() {
@@ -137,7 +154,8 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
         println!(
             "{}",
             serde_json::json!({"pid": r.pid(), "updated_ns": r.updated_ns(),
-                "ring_sleepers": sleepers, "channels": v})
+                "ring_sleepers": sleepers, "journal": journal.map(|(s, _)| journal_word(s)),
+                "channels": v})
         );
         return Ok(());
     }
@@ -149,6 +167,14 @@ fn stat(ring: &str, json: bool, prometheus: bool) -> Result<(), String> {
     );
     if let Some(n) = sleepers {
         println!("ring: {n} reader(s) asleep on its doorbell");
+    }
+    match journal {
+        Some((JournalState::Stopped, end)) => println!(
+            "journal: STOPPED at record {end} (full or failed: see the feed handler's log); \
+             readers the ring laps lose records"
+        ),
+        Some((s, _)) => println!("journal: {}", journal_word(s)),
+        None => {}
     }
     for c in &chans {
         println!("channel {}", c.name);
@@ -186,7 +212,16 @@ fn tail(ring: &str, from_start: bool, count: Option<u64>, until_eos: bool) -> Re
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut n = 0;
     while count.is_none_or(|c| n < c) {
-        match s.next_record().map_err(|e| e.to_string())? {
+        let next = match s.next_record() {
+            // lapped with no journal to catch up from: said, and the records go on
+            Err(e @ feed_handler::ring::RingError::Lost { .. }) => {
+                out.flush().map_err(|e| e.to_string())?;
+                eprintln!("feed-handler tail: {e}");
+                continue;
+            }
+            r => r.map_err(|e| e.to_string())?,
+        };
+        match next {
             Some(r) => {
                 let kind = match r.kind {
                     Kind::Message => "message",

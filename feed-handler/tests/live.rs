@@ -29,6 +29,11 @@ struct Rig {
 
 impl Rig {
     fn new(idx: u8, extra: &str) -> Rig {
+        Rig::with(idx, "", extra)
+    }
+
+    /// With `top` at the top level of the configuration and `extra` in the channel.
+    fn with(idx: u8, top: &str, extra: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("fh-live-{}-{idx}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ring = dir.join("ring");
@@ -38,6 +43,7 @@ impl Rig {
             ring_capacity = {}
             idle = "yield"
             rcvbuf_bytes = 8388608
+            {top}
             [[channel]]
             name = "test"
             session = "GEN0000001"
@@ -116,7 +122,12 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             assert!(Instant::now() < deadline, "no end of session within 60 s");
-            match s.next_record().unwrap() {
+            let next = match s.next_record() {
+                // (lapped past a stopped journal: what is left is enough to see the end)
+                Err(feed_handler::ring::RingError::Lost { .. }) => continue,
+                r => r.unwrap(),
+            };
+            match next {
                 Some(r) if r.kind == Kind::EndOfSession => return,
                 Some(_) => {}
                 None => std::thread::yield_now(),
@@ -210,6 +221,7 @@ fn counters(rig: &Rig) -> serde_json::Value {
         "a_malformed": c.lines[0][5], "a_line_gaps": c.lines[0][9], "b_delivered": c.lines[1][8],
         "holes": c.channel[2], "rerequests": c.channel[3], "b_line_gaps": c.lines[1][9], "b_out_of_order": c.lines[1][3],
         "a_drops": c.lines[0][10], "b_drops": c.lines[1][10], "b_dups": c.lines[1][2],
+        "journal_end": c.channel[10],
     })
 }
 
@@ -310,6 +322,55 @@ fn late_and_overrun_readers_get_the_complete_sequence_through_the_journal() {
     );
     // and one that attaches after everything, from the start
     check(&rig.records(), &msgs, &[]);
+    rig.stop();
+}
+
+#[test]
+fn a_full_journal_stops_and_the_feed_goes_on() {
+    // A journal capped at 1 MiB holds 8,191 records; the session has more. The feed handler
+    // used to fail when its journal could not grow ("journal write failed"), stopping the feed
+    // for every reader.
+    let rig = Rig::with(6, "journal_max_mb = 1", "small_ring = true");
+    let mut lapped = Subscriber::attach(&rig.ring, Start::Beginning).unwrap();
+    assert!(lapped.next_record().unwrap().is_none());
+    let (packets, store, msgs) = session(6, 20_000);
+    rig.replay(&packets, store, rig.lines("none", "none", vec![]), true);
+    let fits = ((1 << 20) - feed_handler::journal::HEADER) / 128;
+    let ring = feed_handler::ring::RingReader::attach(&rig.ring).unwrap();
+    assert_eq!(
+        (ring.journal_state(), ring.journal_end()),
+        (feed_handler::ring::JournalState::Stopped, fits)
+    );
+    // the reader lapped all along: the journal up to where it stopped, then what it lost
+    // named, then the ring to the end of the session
+    let mut got: Vec<Record> = Vec::new();
+    let lost = loop {
+        match lapped.next_record() {
+            Ok(Some(r)) => got.push(r),
+            Ok(None) => panic!("the reader waited for what will never come"),
+            Err(feed_handler::ring::RingError::Lost { from, to, .. }) => break (from, to),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(lost.0, fits);
+    assert_eq!(got.len() as u64, fits);
+    while let Some(r) = lapped.next_record().unwrap() {
+        got.push(r);
+    }
+    assert_eq!(got.last().unwrap().kind, Kind::EndOfSession);
+    assert_eq!(got.len() as u64, ring.head() - (lost.1 - lost.0));
+    // each message intact and in sequence on both sides of the loss
+    let mut seq = 0;
+    for r in got.iter().filter(|r| r.kind == Kind::Message) {
+        assert!(r.seq > seq);
+        assert_eq!(r.data(), &msgs[r.seq as usize - 1][..]);
+        seq = r.seq;
+    }
+    assert_eq!(seq, msgs.len() as u64);
+    // and the feed handler is still running, its counters whole
+    let c = counters(&rig);
+    assert_eq!(c["unrecovered"], 0);
+    assert_eq!(c["journal_end"], fits, "where the journal stopped");
     rig.stop();
 }
 

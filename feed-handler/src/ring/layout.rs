@@ -14,7 +14,9 @@
 //!     128     8  writer       head: the next position to be written (u64, never wraps)
 //!     136   120  -            padding: head alone on its 128-byte line
 //!     256     8  writer       journal_end: positions below it are in the journal file
-//!     264    56  -            padding
+//!     264     8  writer       journal_state: 0 writing, 1 off (no journal), 2 stopped (full or
+//!                             failed): positions from journal_end on will never be in it
+//!     272    48  -            padding
 //!     320     8  writer       wake: bumped before each wake-up (a futex word: its low 32 bits)
 //!     328     8  readers      sleepers: readers inside a doorbell wait
 //!     336    48  -            padding
@@ -42,7 +44,7 @@ use core::sync::atomic::AtomicU64;
 /// "ITCHRNG1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ITCHRNG1");
 /// Bumped on any layout change; readers refuse other versions.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes per slot.
 pub const SLOT_SIZE: usize = 128;
 /// Bytes of header before the first slot.
@@ -55,10 +57,37 @@ pub const SLOT_WORDS: usize = SLOT_SIZE / 8;
 pub const HEAD_OFFSET: usize = 128;
 /// Offset of `journal_end`.
 pub const JOURNAL_END_OFFSET: usize = 256;
+/// Offset of `journal_state` ([`JournalState`]).
+pub const JOURNAL_STATE_OFFSET: usize = 264;
 /// Offset of `wake` (the doorbell's futex word is its low half: the layout is little-endian).
 pub const WAKE_OFFSET: usize = 320;
 /// Offset of `sleepers`.
 pub const SLEEPERS_OFFSET: usize = 328;
+
+/// Whether the journal will hold what the ring drops (the `journal_state` word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum JournalState {
+    /// Every record is appended; positions below `journal_end` are in the file, later ones
+    /// will be.
+    Writing = 0,
+    /// The feed handler keeps no journal (`journal = false`).
+    Off = 1,
+    /// The journal stopped at `journal_end` (its cap or its filesystem was full, or a write
+    /// failed); the ring goes on without it.
+    Stopped = 2,
+}
+
+impl JournalState {
+    /// From its word (an unknown value reads as stopped: nothing more will come).
+    pub fn from_word(w: u64) -> JournalState {
+        match w {
+            0 => JournalState::Writing,
+            1 => JournalState::Off,
+            _ => JournalState::Stopped,
+        }
+    }
+}
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub const BELL: doorbell::Bell = doorbell::Bell {
     wake: WAKE_OFFSET,
     sleepers: SLEEPERS_OFFSET,
 };
-pub use layout::{Kind, Record};
+pub use layout::{JournalState, Kind, Record};
 
 /// Where ring files live unless a path is given.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -49,6 +49,21 @@ pub enum RingError {
     Io(PathBuf, std::io::Error),
     /// The file is not a ring of this layout.
     Layout(PathBuf, String),
+    /// Records `from..to` can no longer be read: the ring overwrote them before this reader
+    /// read them, and the journal does not hold them (`journal` says why). The reader has
+    /// moved on: its next read is at `to`.
+    Lost {
+        /// The ring file.
+        path: PathBuf,
+        /// The first record lost.
+        from: u64,
+        /// Where the reader goes on.
+        to: u64,
+        /// The journal's state (off or stopped).
+        journal: JournalState,
+        /// Positions below this are in the journal.
+        journal_end: u64,
+    },
 }
 
 impl core::fmt::Display for RingError {
@@ -56,6 +71,24 @@ impl core::fmt::Display for RingError {
         match self {
             RingError::Io(p, e) => write!(f, "ring {}: {e}", p.display()),
             RingError::Layout(p, s) => write!(f, "ring {}: {s}", p.display()),
+            RingError::Lost {
+                path,
+                from,
+                to,
+                journal,
+                journal_end,
+            } => {
+                let why = match journal {
+                    JournalState::Off => "the feed handler keeps no journal".to_string(),
+                    _ => format!("the journal stopped at record {journal_end}"),
+                };
+                write!(
+                    f,
+                    "ring {}: records {from}..{to} are lost to this reader: the ring overwrote \
+                     them before it read them, and {why}; it goes on from {to}",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -199,6 +232,14 @@ impl RingWriter {
     /// Records that positions below `end` are in the journal file.
     pub fn set_journal_end(&mut self, end: u64) {
         self.word(JOURNAL_END_OFFSET).store(end, Ordering::Release);
+    }
+
+    /// Says whether the journal will hold what the ring drops (a new ring says
+    /// [`JournalState::Writing`]). Set `journal_end` first: a reader that sees
+    /// [`JournalState::Stopped`] then sees where it stopped.
+    pub fn set_journal_state(&mut self, state: JournalState) {
+        self.word(JOURNAL_STATE_OFFSET)
+            .store(state as u64, Ordering::Release);
     }
 }
 
@@ -361,6 +402,10 @@ impl RingReader {
     pub fn journal_end(&self) -> u64 {
         self.word(JOURNAL_END_OFFSET).load(Ordering::Acquire)
     }
+    /// Whether the journal will hold what the ring drops.
+    pub fn journal_state(&self) -> JournalState {
+        JournalState::from_word(self.word(JOURNAL_STATE_OFFSET).load(Ordering::Acquire))
+    }
     /// The oldest position still in the ring.
     pub fn oldest(&self) -> u64 {
         self.head().saturating_sub(self.info.capacity)
@@ -446,6 +491,16 @@ mod tests {
             1,
             "journal_end"
         );
+        assert_eq!(
+            u64::from_le_bytes(bytes[264..272].try_into().unwrap()),
+            JournalState::Writing as u64,
+            "journal_state of a new ring"
+        );
+        w.set_journal_state(JournalState::Stopped);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(u64::from_le_bytes(bytes[264..272].try_into().unwrap()), 2);
+        let r = RingReader::attach(&p).unwrap();
+        assert_eq!(r.journal_state(), JournalState::Stopped);
         assert_eq!(
             &bytes[320..336],
             &[0u8; 16],
