@@ -20,7 +20,7 @@ use crate::consolidate::{FastMap, VenueQuote, consolidate};
 use crate::quotes::{Quote, QuoteWriter};
 use crate::rebuild::{Rebuild, RebuildConfig};
 use feed_handler::journal::{Start, Subscriber};
-use feed_handler::ring::{Kind, Record};
+use feed_handler::ring::{Kind, Record, RingError};
 use std::path::Path;
 
 /// Records handled per duty cycle before quotes are published.
@@ -121,6 +121,13 @@ pub struct Conflator {
     pub published: u64,
     /// Gap records seen.
     pub gaps: u64,
+    /// Records the ring dropped before this book read them that no journal held.
+    pub lost_records: u64,
+    /// What the last loss was, for the log (taken by whoever logs it).
+    pub lost_said: Option<String>,
+    /// Channels whose next record must carry on their sequence, after records were lost: a
+    /// channel that lost messages is then rebuilt as after a gap.
+    seq_check: Vec<u16>,
 }
 
 impl Conflator {
@@ -153,6 +160,9 @@ impl Conflator {
             closed: Vec::new(),
             history: crate::bars::HistoryConfig::default(),
             overruns_seen: 0,
+            lost_records: 0,
+            lost_said: None,
+            seq_check: Vec::new(),
             quotes,
             venue_table,
             sym_index: Default::default(),
@@ -305,6 +315,11 @@ impl Conflator {
         self
     }
 
+    /// Whether any channel can be rebuilt (a re-request server is configured).
+    pub fn rebuilds_configured(&self) -> bool {
+        self.rebuild_cfg.is_some() || !self.channel_rebuild.is_empty()
+    }
+
     fn rebuild_config(&self, channel: u16) -> Option<RebuildConfig> {
         self.channel_rebuild
             .get(&channel)
@@ -349,8 +364,17 @@ impl Conflator {
         let mut n = 0;
         let mut touched: Vec<u16> = Vec::new();
         while n < BATCH {
-            let Some(r) = self.sub.next_record().map_err(|e| e.to_string())? else {
-                break;
+            let r = match self.sub.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e @ RingError::Lost { .. }) => {
+                    while let Some(old) = self.window.pop_front() {
+                        self.handle(&old, &mut touched)?;
+                    }
+                    self.lost(&e);
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
             };
             n += 1;
             if r.kind == Kind::Message {
@@ -379,12 +403,7 @@ impl Conflator {
         // reader up again; say so (stale) instead of showing old prices as current.
         if self.sub.overruns > self.overruns_seen {
             self.overruns_seen = self.sub.overruns;
-            self.caught_up = false;
-            self.catch_up_to = self.sub.ring().head();
-            let chans: Vec<u16> = self.books.keys().copied().collect();
-            for ch in chans {
-                self.publish_changed(ch, true, None);
-            }
+            self.fell_behind();
         }
         let was_caught_up = self.caught_up;
         if !self.caught_up && self.sub.position() >= self.catch_up_to {
@@ -406,8 +425,44 @@ impl Conflator {
         Ok(n)
     }
 
+    /// What is published is behind until this book has caught up with the ring's head as it
+    /// is now: every quote says so (stale) meanwhile.
+    fn fell_behind(&mut self) {
+        self.caught_up = false;
+        self.catch_up_to = self.sub.ring().head();
+        let chans: Vec<u16> = self.books.keys().copied().collect();
+        for ch in chans {
+            self.publish_changed(ch, true, None);
+        }
+    }
+
+    /// Records the ring dropped and no journal holds (the feed handler keeps none, or it
+    /// stopped): the reader has moved past them. Every channel's next record shows whether
+    /// the channel lost messages; one that did is rebuilt as after a gap (stale until then).
+    fn lost(&mut self, e: &RingError) {
+        if let RingError::Lost { from, to, .. } = e {
+            self.lost_records += to - from;
+        }
+        self.lost_said = Some(e.to_string());
+        for &ch in self.books.keys() {
+            if !self.seq_check.contains(&ch) {
+                self.seq_check.push(ch);
+            }
+        }
+        self.fell_behind();
+    }
+
     /// Applies one record read from the ring or journal.
     fn handle(&mut self, r: &Record, touched: &mut Vec<u16>) -> Result<(), String> {
+        // after a loss: the messages this channel lost are a gap before this record
+        if let Some(i) = self.seq_check.iter().position(|&c| c == r.channel) {
+            self.seq_check.swap_remove(i);
+            if let Some(&want) = self.next_seq.get(&r.channel)
+                && r.seq > want
+            {
+                self.gap(r.channel, r.seq, r.position)?;
+            }
+        }
         self.records += 1;
         let history = self.history;
         let books = self.books.entry(r.channel).or_insert_with(|| {
@@ -433,28 +488,7 @@ impl Conflator {
             }
             Kind::Gap => {
                 self.gaps += 1;
-                books.set_all_stale(true);
-                if !self.gap_channels.contains(&r.channel) {
-                    self.gap_channels.push(r.channel);
-                }
-                let until = r.seq + r.gap_count;
-                self.next_seq.insert(r.channel, until);
-                let channel = r.channel;
-                if let Some(cfg) = self.rebuild_config(channel) {
-                    match &self.rebuild {
-                        Some((other, _)) if *other != channel => {
-                            if !self.rebuild_queue.contains(&channel) {
-                                self.rebuild_queue.push(channel);
-                            }
-                        }
-                        _ => {
-                            // (re)start: a new gap makes an earlier rebuild's target stale
-                            let rb = Rebuild::start(cfg, until, self.sub.position())
-                                .map_err(|e| format!("rebuild: {e}"))?;
-                            self.rebuild = Some((channel, rb));
-                        }
-                    }
-                }
+                self.gap(r.channel, r.seq + r.gap_count, self.sub.position())?;
             }
             Kind::EndOfSession => {
                 self.end_of_session += 1;
@@ -465,6 +499,35 @@ impl Conflator {
         }
         if !touched.contains(&r.channel) {
             touched.push(r.channel);
+        }
+        Ok(())
+    }
+
+    /// The channel's messages before `until` are not all on its books: every quote of the
+    /// channel is stale, and with a re-request server the channel is rebuilt (from sequence 1
+    /// up to `until`, then the records from ring position `from_position` on).
+    fn gap(&mut self, channel: u16, until: u64, from_position: u64) -> Result<(), String> {
+        if let Some(books) = self.books.get_mut(&channel) {
+            books.set_all_stale(true);
+        }
+        if !self.gap_channels.contains(&channel) {
+            self.gap_channels.push(channel);
+        }
+        self.next_seq.insert(channel, until);
+        if let Some(cfg) = self.rebuild_config(channel) {
+            match &self.rebuild {
+                Some((other, _)) if *other != channel => {
+                    if !self.rebuild_queue.contains(&channel) {
+                        self.rebuild_queue.push(channel);
+                    }
+                }
+                _ => {
+                    // (re)start: a new gap makes an earlier rebuild's target stale
+                    let rb = Rebuild::start(cfg, until, from_position)
+                        .map_err(|e| format!("rebuild: {e}"))?;
+                    self.rebuild = Some((channel, rb));
+                }
+            }
         }
         Ok(())
     }
@@ -482,15 +545,31 @@ impl Conflator {
         let mut since = Subscriber::attach(self.sub.ring().path(), Start::At(rb.from_position))
             .map_err(|e| e.to_string())?;
         let mut ahead = crate::books::Ahead::default();
+        let mut lost = None;
         while since.position() < self.sub.position() {
-            let Some(r) = since.next_record().map_err(|e| e.to_string())? else {
-                break;
+            let r = match since.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e @ RingError::Lost { .. }) => {
+                    lost = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e.to_string()),
             };
             if r.channel == channel && r.kind == Kind::Message {
                 ahead.push(&mut rb.books, r.data());
             }
         }
         ahead.flush(&mut rb.books);
+        // (what was applied is not applied again next cycle)
+        rb.from_position = since.position();
+        if let Some(e) = lost {
+            // the live records since the rebuild began are gone (no journal to read them
+            // from): it begins again, up to where the channel's stream is now
+            self.lost_said = Some(format!("rebuild of channel {channel} begun again: {e}"));
+            let until = self.next_seq.get(&channel).copied().unwrap_or(1);
+            return self.gap(channel, until, self.sub.position());
+        }
         if since.position() < self.sub.position() {
             return Ok(()); // the journal is behind: try again next cycle
         }

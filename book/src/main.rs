@@ -235,6 +235,16 @@ fn run(
         if c.do_work()? == 0 {
             c.idle();
         }
+        if let Some(lost) = c.lost_said.take() {
+            eprintln!(
+                "book: {lost}; channels that lost messages are stale until rebuilt{}",
+                if c.rebuilds_configured() {
+                    ""
+                } else {
+                    " (no --rerequest: until the book is restarted)"
+                }
+            );
+        }
         if c.caught_up() && !was {
             was = true;
             eprintln!("book: caught up after {} records", c.records);
@@ -249,10 +259,11 @@ fn run(
         }
     }
     eprintln!(
-        "book: {} records applied, {} quotes published, {} gaps; {}",
+        "book: {} records applied, {} quotes published, {} gaps, {} records lost; {}",
         c.records,
         c.published,
         c.gaps,
+        c.lost_records,
         said(&c.book_counters())
     );
     Ok(())

@@ -483,6 +483,114 @@ fn a_lapped_conflation_thread_says_stale_until_the_journal_catches_it_up() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A conflation thread lapped by a ring with no journal behind it (the feed handler keeps
+/// none, or its journal stopped when full) is told which records it lost instead of waiting
+/// for them for ever: its quotes turn stale at once, the channel is rebuilt from the
+/// re-request server as after a gap, and every quote is fresh and right again.
+#[test]
+fn a_lapped_conflation_thread_without_a_journal_rebuilds_what_it_lost() {
+    use feed_handler::ring::{JournalState, Record, RingWriter};
+    let dir = std::env::temp_dir().join(format!("book-lost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let mut w = RingWriter::create(&ring, 1024).unwrap();
+    w.set_journal_state(JournalState::Off);
+    let (_, store, expected) = session(
+        &dir,
+        MarketConfig {
+            seed: 24,
+            symbols: 50,
+            messages: 15_000,
+            ..Default::default()
+        },
+    );
+    let msgs: Vec<Vec<u8>> = feed_handler::capture::binaryfile::Records::new(
+        &std::fs::read(dir.join("s.itch")).unwrap(),
+    )
+    .map(|m| m.unwrap().to_vec())
+    .collect();
+    // the exchange's re-request server, with the whole session sent
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 25_650);
+    let sock = std::net::UdpSocket::bind(addr).unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(store.len() + 1));
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (store, stop) = (Arc::new(store), server_stop.clone());
+        let stats = Arc::new(replay::ServerStats::default());
+        std::thread::spawn(move || {
+            replay::serve_rerequests(sock, Exchange::server_at(addr), store, sent, stop, stats)
+        })
+    };
+    let quotes = dir.join("quotes");
+    let mut conf =
+        Conflator::new(&ring, &quotes, 256)
+            .unwrap()
+            .with_rebuild(book::rebuild::RebuildConfig {
+                server: addr,
+                session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
+                request_timeout_ns: 20_000_000,
+            });
+    let r = QuoteReader::attach(&quotes).unwrap();
+    let publish = |w: &mut RingWriter, i: usize| {
+        let seq = i as u64 + 1;
+        w.publish(&Record::message(0, seq, 0, seq, &msgs[i]).unwrap());
+    };
+    // 5,000 messages read as they come
+    for i in 0..5_000 {
+        publish(&mut w, i);
+        conf.do_work().unwrap();
+    }
+    assert!(conf.caught_up());
+    assert!((0..50).filter_map(|i| r.read(i)).all(|q| !q.stale));
+    // the rest while it does not read: the 1,024-slot ring laps it, and nothing holds what
+    // it dropped
+    for i in 5_000..msgs.len() {
+        publish(&mut w, i);
+    }
+    conf.do_work().unwrap();
+    let lost = msgs.len() as u64 - 5_000 - 512;
+    assert_eq!(conf.lost_records, lost);
+    let said = conf.lost_said.take().unwrap();
+    assert!(
+        said.contains(&format!("records 5000..{} are lost", 5_000 + lost))
+            && said.contains("keeps no journal"),
+        "{said}"
+    );
+    let published: Vec<_> = (0..50).filter_map(|i| r.read(i)).collect();
+    assert!(
+        published.iter().all(|q| q.stale),
+        "every quote stale at once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while conf.rebuilds == 0 || conf.rebuilding() {
+        assert!(Instant::now() < deadline, "no rebuild within 60 s");
+        if conf.do_work().unwrap() == 0 {
+            std::thread::yield_now();
+        }
+    }
+    assert!(conf.caught_up());
+    let mut seen = 0;
+    for (_, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
+        assert!(!q.stale, "{sym} fresh again");
+        assert_eq!(
+            (q.bid, q.ask, q.volume),
+            (
+                x.best_bid().map(|(p, l)| (p, l.shares)),
+                x.best_ask().map(|(p, l)| (p, l.shares)),
+                x.volume
+            ),
+            "{sym}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 50);
+    server_stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// With nothing to read, the conflation thread sleeps on the ring's doorbell (not a fixed
 /// sleep), and the feed handler's next batch wakes it.
 #[test]
