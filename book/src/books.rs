@@ -238,6 +238,9 @@ pub struct Books {
     /// when the clock enters a new second.
     open_bars: Vec<u16>,
     open_flag: Vec<bool>,
+    /// What [`Books::set_all_stale`] said last: an instrument first seen after it is stale too
+    /// (its orders before the loss are missing as much as anyone's).
+    all_stale: bool,
 }
 
 /// A bar that a trade closed.
@@ -355,6 +358,7 @@ impl Books {
             clock_ns: 0,
             open_bars: Vec::new(),
             open_flag: Vec::new(),
+            all_stale: false,
         }
     }
 
@@ -393,7 +397,11 @@ impl Books {
     fn inst(&mut self, locate: u16) -> &mut Instrument {
         let i = locate as usize;
         if i >= self.instruments.len() {
-            self.instruments.resize_with(i + 1, Instrument::default);
+            let stale = self.all_stale;
+            self.instruments.resize_with(i + 1, || Instrument {
+                stale,
+                ..Instrument::default()
+            });
             self.changed_flag.resize(i + 1, false);
         }
         if !self.changed_flag[i] {
@@ -516,6 +524,7 @@ impl Books {
 
     /// Marks every instrument stale (data was lost) or fresh again (rebuilt).
     pub fn set_all_stale(&mut self, stale: bool) {
+        self.all_stale = stale;
         for l in 1..self.instruments.len() {
             let x = self.inst(l as u16);
             x.stale = stale;
@@ -938,6 +947,28 @@ mod tests {
             "no phantom offer below"
         );
         b.validate().unwrap();
+    }
+
+    /// After a loss every instrument is stale, and so is one first seen after it: its orders
+    /// from before the loss are missing as much as any other's.
+    #[test]
+    fn an_instrument_first_seen_after_a_loss_is_stale_too() {
+        let mut b = Books::new();
+        add(&mut b, 1, b'S', 100, 10_100);
+        b.set_all_stale(true);
+        assert!(b.get(1).unwrap().stale);
+        let m = AddOrder {
+            header: Header::new(b'A', 7, 0, 1),
+            order_ref: 2.into(),
+            side: b'B',
+            shares: 100.into(),
+            stock: Stock::new("U").unwrap(),
+            price_e4: 9_000.into(),
+        };
+        b.apply(m.as_bytes());
+        assert!(b.get(7).unwrap().stale, "first seen after the loss");
+        b.set_all_stale(false);
+        assert!(!b.get(7).unwrap().stale);
     }
 
     /// A bar closes when the venue's clock passes its end, not only when its instrument trades

@@ -128,6 +128,9 @@ pub struct Conflator {
     /// Channels whose next record must carry on their sequence, after records were lost: a
     /// channel that lost messages is then rebuilt as after a gap.
     seq_check: Vec<u16>,
+    /// Records were lost: a channel first seen since then may have lost its first messages
+    /// (a book started after the ring dropped them, with no journal to read them from).
+    lost_any: bool,
 }
 
 impl Conflator {
@@ -163,6 +166,7 @@ impl Conflator {
             lost_records: 0,
             lost_said: None,
             seq_check: Vec::new(),
+            lost_any: false,
             quotes,
             venue_table,
             sym_index: Default::default(),
@@ -425,6 +429,16 @@ impl Conflator {
         Ok(n)
     }
 
+    /// The channel's books, new ones the first time.
+    fn books_of(&mut self, channel: u16) -> &mut Books {
+        let history = self.history;
+        self.books.entry(channel).or_insert_with(|| {
+            let mut b = Books::with_history(history);
+            b.collect_closed_bars(true);
+            b
+        })
+    }
+
     /// What is published is behind until this book has caught up with the ring's head as it
     /// is now: every quote says so (stale) meanwhile.
     fn fell_behind(&mut self) {
@@ -444,6 +458,7 @@ impl Conflator {
             self.lost_records += to - from;
         }
         self.lost_said = Some(e.to_string());
+        self.lost_any = true;
         for &ch in self.books.keys() {
             if !self.seq_check.contains(&ch) {
                 self.seq_check.push(ch);
@@ -462,14 +477,12 @@ impl Conflator {
             {
                 self.gap(r.channel, r.seq, r.position)?;
             }
+        } else if self.lost_any && r.seq > 1 && !self.next_seq.contains_key(&r.channel) {
+            // first seen after a loss, past its first message: what came before is lost
+            self.gap(r.channel, r.seq, r.position)?;
         }
         self.records += 1;
-        let history = self.history;
-        let books = self.books.entry(r.channel).or_insert_with(|| {
-            let mut b = Books::with_history(history);
-            b.collect_closed_bars(true);
-            b
-        });
+        let books = self.books_of(r.channel);
         match r.kind {
             Kind::Message => {
                 books.apply(r.data());
@@ -507,9 +520,7 @@ impl Conflator {
     /// channel is stale, and with a re-request server the channel is rebuilt (from sequence 1
     /// up to `until`, then the records from ring position `from_position` on).
     fn gap(&mut self, channel: u16, until: u64, from_position: u64) -> Result<(), String> {
-        if let Some(books) = self.books.get_mut(&channel) {
-            books.set_all_stale(true);
-        }
+        self.books_of(channel).set_all_stale(true);
         if !self.gap_channels.contains(&channel) {
             self.gap_channels.push(channel);
         }

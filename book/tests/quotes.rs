@@ -586,6 +586,48 @@ fn a_lapped_conflation_thread_without_a_journal_rebuilds_what_it_lost() {
         seen += 1;
     }
     assert_eq!(seen, 50);
+    // a book started now, after the ring dropped the session's start: never a partial book
+    // shown fresh; stale, then rebuilt and right
+    let late_quotes = dir.join("late-quotes");
+    let mut late = Conflator::new(&ring, &late_quotes, 256)
+        .unwrap()
+        .with_rebuild(book::rebuild::RebuildConfig {
+            server: addr,
+            session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
+            request_timeout_ns: 20_000_000,
+        });
+    let lr = QuoteReader::attach(&late_quotes).unwrap();
+    late.do_work().unwrap();
+    assert!(late.lost_said.take().unwrap().contains("records 0.."));
+    assert!(late.rebuilding());
+    while late.do_work().unwrap() > 0 {}
+    // (the symbols' directory messages were among the records lost: whatever the ring's
+    // last records name is stale)
+    assert!(
+        (0..50).filter_map(|i| lr.read(i)).all(|q| q.stale),
+        "a book built from the ring's last records alone is shown stale"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while late.rebuilds == 0 || late.rebuilding() {
+        assert!(Instant::now() < deadline, "no rebuild within 60 s");
+        if late.do_work().unwrap() == 0 {
+            std::thread::yield_now();
+        }
+    }
+    for (_, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let q = lr.read(late.slot(0, &sym.to_string()).unwrap()).unwrap();
+        assert!(!q.stale, "{sym} fresh after the rebuild");
+        assert_eq!(
+            (q.bid, q.ask, q.volume),
+            (
+                x.best_bid().map(|(p, l)| (p, l.shares)),
+                x.best_ask().map(|(p, l)| (p, l.shares)),
+                x.volume
+            ),
+            "{sym}"
+        );
+    }
     server_stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
