@@ -140,7 +140,7 @@ impl Agent {
             let limits = JournalLimits {
                 preallocate_bytes: cfg.journal_preallocate_mb << 20,
                 max_bytes: cfg.journal_max_mb << 20,
-                min_free_bytes: cfg.journal_min_free_mb << 20,
+                min_free_bytes: cfg.journal_min_free_mb.map(|mb| mb << 20),
             };
             Some(
                 JournalWriter::create_with(&jp, ring.generation(), limits).map_err(|e| {

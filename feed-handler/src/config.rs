@@ -9,6 +9,7 @@
 //! journal_preallocate_mb = 0    # journal space allocated at start (128 bytes a message)
 //! journal_max_mb = 0            # the journal stops at this size (0: no cap)
 //! journal_min_free_mb = 1024    # ... or before it leaves less free on its filesystem
+//!                               # (default: 1024, or a tenth of the filesystem if less)
 //! core = 1                      # pin the receive thread to this CPU (omit: not pinned)
 //! idle = "busy-spin"            # busy-spin | yield | park
 //! park_us = 50                  # with idle = "park": longest sleep in poll(2) while a hole
@@ -162,9 +163,8 @@ pub struct Config {
     #[serde(default)]
     pub journal_max_mb: u64,
     /// The journal stops rather than leave less than this free on its filesystem, MiB
-    /// (default 1,024).
-    #[serde(default = "d_min_free")]
-    pub journal_min_free_mb: u64,
+    /// (default: 1,024, or a tenth of the filesystem if that is less).
+    pub journal_min_free_mb: Option<u64>,
     /// CPU to pin the receive thread to.
     pub core: Option<usize>,
     /// Idle strategy (default busy-spin).
@@ -200,9 +200,6 @@ fn d_capacity() -> u64 {
 }
 fn d_true() -> bool {
     true
-}
-fn d_min_free() -> u64 {
-    1024
 }
 fn d_idle() -> Idle {
     Idle::BusySpin
@@ -254,7 +251,11 @@ impl Config {
                 ),
             );
         }
-        if self.journal_max_mb.max(self.journal_min_free_mb) > 1 << 30 {
+        if self
+            .journal_max_mb
+            .max(self.journal_min_free_mb.unwrap_or(0))
+            > 1 << 30
+        {
             return bad(
                 "journal_max_mb".into(),
                 "journal_max_mb and journal_min_free_mb must be at most 2^30 MiB",
@@ -383,7 +384,7 @@ mod tests {
             (c.ring_capacity, c.journal, c.idle, c.batch),
             (1 << 20, true, Idle::BusySpin, 64)
         );
-        assert_eq!((c.journal_max_mb, c.journal_min_free_mb), (0, 1024));
+        assert_eq!((c.journal_max_mb, c.journal_min_free_mb), (0, None));
         let ch = &c.channel[0];
         assert_eq!(
             (

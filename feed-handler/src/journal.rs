@@ -52,8 +52,9 @@ pub struct JournalLimits {
     pub preallocate_bytes: u64,
     /// Largest file, bytes (0: no cap but the filesystem's).
     pub max_bytes: u64,
-    /// Space the journal leaves free on its filesystem, bytes: it stops rather than take it.
-    pub min_free_bytes: u64,
+    /// Space the journal leaves free on its filesystem, bytes: it stops rather than take it
+    /// (`None`: 1 GiB, or a tenth of the filesystem if that is less).
+    pub min_free_bytes: Option<u64>,
 }
 
 /// Appends records by copying them into a shared mapping of the file (no system call per
@@ -73,7 +74,8 @@ pub struct JournalWriter {
 }
 
 impl JournalWriter {
-    /// Creates (replaces) the journal for a ring of `generation`, with no limits.
+    /// Creates (replaces) the journal for a ring of `generation`: no cap, the default
+    /// free-space reserve, nothing preallocated.
     pub fn create(path: &Path, generation: u64) -> std::io::Result<Self> {
         Self::create_with(path, generation, JournalLimits::default())
     }
@@ -118,13 +120,17 @@ impl JournalWriter {
     /// than the minimum free on the filesystem.
     fn grow(&mut self, populate: bool) -> std::io::Result<()> {
         let start = self.chunks.len() as u64 * CHUNK;
-        let free = free_bytes(&self.file)?;
-        if free < CHUNK + self.limits.min_free_bytes {
+        let (free, size) = space(&self.file)?;
+        let reserve = self
+            .limits
+            .min_free_bytes
+            .unwrap_or((1 << 30).min(size / 10));
+        if free < CHUNK + reserve {
             return Err(full(format!(
                 "full: its filesystem has {} MiB free, and the journal leaves {} MiB \
                  (journal_min_free_mb)",
                 free >> 20,
-                self.limits.min_free_bytes >> 20
+                reserve >> 20
             )));
         }
         self.file.set_len(start + CHUNK)?;
@@ -193,8 +199,8 @@ fn full(why: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::StorageFull, why)
 }
 
-/// Bytes an unprivileged writer may still take on the file's filesystem.
-fn free_bytes(file: &File) -> std::io::Result<u64> {
+/// Bytes an unprivileged writer may still take on the file's filesystem, and its size.
+fn space(file: &File) -> std::io::Result<(u64, u64)> {
     use std::os::fd::AsRawFd;
     // SAFETY: statvfs is plain old data; zeroes are a valid value of it.
     let mut st: libc::statvfs = unsafe { core::mem::zeroed() };
@@ -203,7 +209,8 @@ fn free_bytes(file: &File) -> std::io::Result<u64> {
     if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let bytes = |blocks: libc::fsblkcnt_t| blocks.saturating_mul(st.f_frsize);
+    Ok((bytes(st.f_bavail), bytes(st.f_blocks)))
 }
 
 /// Reads records back by position.
@@ -586,7 +593,7 @@ mod tests {
             &dir.join("k"),
             1,
             JournalLimits {
-                min_free_bytes: 1 << 60,
+                min_free_bytes: Some(1 << 60),
                 ..JournalLimits::default()
             },
         )
