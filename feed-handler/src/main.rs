@@ -22,11 +22,14 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Decode a capture (pcap, pcapng, or BinaryFILE, plain or gzipped) and summarise it:
-    /// packets, messages per type, first and last sequence, gaps, duplicates, errors.
+    /// packets, messages per type, first and last sequence, gaps, duplicates, errors. Several
+    /// files are summarised one after another (each text summary under a `== FILE` line, each
+    /// JSON object on its own line with a `file` key); a bad one is said and the rest go on.
     Decode {
-        /// The capture file.
-        file: PathBuf,
-        /// Print one JSON object instead of text.
+        /// The capture file(s).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print one JSON object (a line per file) instead of text.
         #[arg(long)]
         json: bool,
         /// Only UDP datagrams to this destination port (repeatable; default: all UDP).
@@ -289,25 +292,37 @@ fn main() -> ExitCode {
             count,
             until_eos,
         } => done(tail(&ring, from_start, count, until_eos), "tail"),
-        Cmd::Decode { file, json, ports } => {
+        Cmd::Decode { files, json, ports } => {
             let opts = DecodeOptions {
                 ports: ports.into_iter().collect(),
             };
-            match decode_file(&file, &opts) {
-                Ok(rep) => {
-                    if json {
-                        // a reader that closes the pipe early (`| head`) is not an error
-                        let _ = writeln!(std::io::stdout().lock(), "{}", rep.to_json());
-                    } else {
-                        let _ = write!(std::io::stdout().lock(), "{}", rep.to_text());
+            let several = files.len() > 1;
+            let mut code = ExitCode::SUCCESS;
+            for file in &files {
+                // a reader that closes the pipe early (`| head`) is not an error
+                let mut out = std::io::stdout().lock();
+                match decode_file(file, &opts) {
+                    Ok(rep) if json => {
+                        let mut v = rep.to_json();
+                        if several {
+                            v["file"] = file.display().to_string().into();
+                        }
+                        let _ = writeln!(out, "{v}");
                     }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("feed-handler decode: {}: {e}", file.display());
-                    ExitCode::FAILURE
+                    Ok(rep) => {
+                        if several {
+                            let _ = writeln!(out, "== {}", file.display());
+                        }
+                        let _ = write!(out, "{}", rep.to_text());
+                    }
+                    Err(e) => {
+                        let _ = out.flush();
+                        eprintln!("feed-handler decode: {}: {e}", file.display());
+                        code = ExitCode::FAILURE;
+                    }
                 }
             }
+            code
         }
     }
 }

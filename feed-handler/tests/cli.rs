@@ -113,6 +113,40 @@ fn text_summary_reads_well() {
     assert!(out.contains("gaps            0"), "{out}");
 }
 
+/// `decode dir/*.pcap`: each file summarised in turn; a bad one is said, the others still
+/// decoded, and the exit says something failed.
+#[test]
+fn several_files_are_summarised_one_after_another() {
+    let (a, b) = (sample("ab-light-loss.pcap"), sample("gap-both-lines.pcap"));
+    let (code, out, err) = decode(&[&a, &b, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object a line"))
+        .collect();
+    assert_eq!(v.len(), 2);
+    assert_eq!(
+        (v[0]["file"].as_str(), v[0]["gaps"].as_u64()),
+        (Some(&a[..]), Some(0))
+    );
+    assert_eq!(
+        (v[1]["file"].as_str(), v[1]["gaps"].as_u64()),
+        (Some(&b[..]), Some(1))
+    );
+    let missing = "/nonexistent/file.pcap";
+    let (code, out, err) = decode(&[&a, missing, &b]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(missing) && err.contains("cannot open"),
+        "{err}"
+    );
+    assert!(
+        out.contains(&format!("== {a}\n")) && out.contains(&format!("== {b}\n")),
+        "{out}"
+    );
+    assert_eq!(out.matches("messages  ").count(), 2, "{out}");
+}
+
 #[test]
 fn garbage_truncated_and_missing_files_fail_clearly() {
     let garbage = tmp("garbage.bin", b"this is not a capture at all, just text\n");
