@@ -73,6 +73,9 @@ enum Cmd {
         /// One JSON object.
         #[arg(long)]
         json: bool,
+        /// Prometheus text (for node_exporter's textfile collector, as `feed-handler stat`).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
         /// A live view: print again every this many seconds until Ctrl-C.
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
@@ -295,6 +298,61 @@ fn table_stat(path: &std::path::Path) -> Result<serde_json::Value, String> {
     }))
 }
 
+/// `book stat --prometheus`: the table's figures as Prometheus gauges and a counter.
+fn print_prometheus(v: &serde_json::Value) {
+    let age = match v["newest_age_ms"].as_i64() {
+        Some(ms) if ms >= 0 => format!("{:.3}", ms as f64 / 1e3),
+        _ => "NaN".into(),
+    };
+    let figures = [
+        (
+            "book_writer_alive",
+            "gauge",
+            "1 while the table's writer (book run) is alive.",
+            u64::from(v["writer_alive"] == true).to_string(),
+        ),
+        (
+            "book_symbols",
+            "gauge",
+            "Symbols in the quote table.",
+            v["symbols"].to_string(),
+        ),
+        (
+            "book_stale_symbols",
+            "gauge",
+            "Symbols whose quote is stale (a gap, a rebuild, the feed or the writer down).",
+            v["stale"].to_string(),
+        ),
+        (
+            "book_halted_or_paused_symbols",
+            "gauge",
+            "Symbols halted or paused.",
+            v["halted_or_paused"].to_string(),
+        ),
+        (
+            "book_anomaly_symbols",
+            "gauge",
+            "Symbols whose last trade is flagged as an anomaly.",
+            v["anomalies"].to_string(),
+        ),
+        (
+            "book_quote_updates_total",
+            "counter",
+            "Quote updates published, summed over the symbols.",
+            v["updates"].to_string(),
+        ),
+        (
+            "book_newest_quote_age_seconds",
+            "gauge",
+            "Since the newest quote's feed receive time (NaN before any).",
+            age,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        println!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+}
+
 fn print_stat(v: &serde_json::Value, prev: Option<(u64, std::time::Instant)>, json: bool) {
     if json {
         println!("{v}");
@@ -331,6 +389,7 @@ fn main() -> ExitCode {
             ring,
             quotes,
             json,
+            prometheus,
             watch,
         } => {
             feed_handler::agent::quiet_on_closed_pipe();
@@ -339,6 +398,7 @@ fn main() -> ExitCode {
             let mut prev: Option<(u64, std::time::Instant)> = None;
             loop {
                 match table_stat(&path) {
+                    Ok(v) if prometheus => print_prometheus(&v),
                     Ok(v) => {
                         if watch.is_some() && !json {
                             print!("\x1b[2J\x1b[H");
