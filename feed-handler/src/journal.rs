@@ -601,4 +601,90 @@ mod tests {
         assert!(e.to_string().contains("journal_min_free_mb"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 300, ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever the writer and a slow reader do, with a journal, none, or one that stops:
+        /// the reader gets each position once and in order, or is told it lost it (and only
+        /// when neither the ring nor the journal holds it), and never waits while a record is
+        /// there to read.
+        #[test]
+        fn a_reader_gets_every_record_or_is_told_it_lost_it(
+            cap_log2 in 3u32..7,
+            journal in 0u8..3,
+            stop_at in 0u64..600,
+            steps in proptest::collection::vec((0u64..50, 0u64..50), 1..30),
+        ) {
+            let dir = std::env::temp_dir().join(format!(
+                "journal-prop-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ring = dir.join("r");
+            let mut w = RingWriter::create(&ring, 1 << cap_log2).unwrap();
+            // 0: no journal; 1: a journal throughout; 2: one that stops at `stop_at`
+            let mut j = (journal > 0)
+                .then(|| JournalWriter::create(&journal_path(&ring), w.generation()).unwrap());
+            if j.is_none() {
+                w.set_journal_state(JournalState::Off);
+            }
+            let mut r = Subscriber::attach(&ring, Start::Beginning).unwrap();
+            let (mut head, mut next) = (0u64, 0u64);
+            let read = |r: &mut Subscriber, next: &mut u64, head: u64, n: u64| {
+                for _ in 0..n {
+                    match r.next_record() {
+                        Ok(Some(rec)) => {
+                            proptest::prop_assert_eq!(rec.position, *next);
+                            proptest::prop_assert_eq!(rec.seq, rec.position + 1);
+                            *next += 1;
+                        }
+                        Ok(None) => {
+                            proptest::prop_assert_eq!(*next, head, "waited with records to read");
+                            break;
+                        }
+                        Err(RingError::Lost { from, to, journal_end, .. }) => {
+                            proptest::prop_assert_eq!(from, *next);
+                            proptest::prop_assert!(to > from && to <= head);
+                            proptest::prop_assert!(from >= journal_end, "the journal had it");
+                            proptest::prop_assert!(
+                                from < head.saturating_sub(1 << cap_log2) + (1 << cap_log2) / 8,
+                                "the ring still had it"
+                            );
+                            *next = to;
+                        }
+                        Err(e) => proptest::prop_assert!(false, "{e}"),
+                    }
+                }
+                Ok(())
+            };
+            for &(publish, reads) in &steps {
+                for _ in 0..publish {
+                    let rec = Record::message(1, head + 1, 0, 0, &[b'D'; 19]).unwrap();
+                    let p = w.publish(&rec);
+                    if let Some(jw) = j.as_mut() {
+                        jw.append(p, &rec).unwrap();
+                    }
+                    head += 1;
+                    if journal == 2 && head == stop_at && let Some(jw) = j.take() {
+                        w.set_journal_end(jw.written());
+                        w.set_journal_state(JournalState::Stopped);
+                    }
+                }
+                if let Some(jw) = j.as_mut() {
+                    w.set_journal_end(jw.flush().unwrap());
+                }
+                read(&mut r, &mut next, head, reads)?;
+            }
+            read(&mut r, &mut next, head, u64::MAX)?;
+            proptest::prop_assert_eq!(next, head);
+            if journal == 1 {
+                proptest::prop_assert_eq!(r.lost, 0, "a journal throughout: nothing lost");
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
 }
