@@ -206,6 +206,29 @@ impl Conflator {
         })
     }
 
+    /// Whether the feed handler's ring at this book's path was replaced: the feed handler was
+    /// started again (a new ring and journal, its session published again from where its
+    /// config starts). This book then follows nothing: see [`Conflator::reattach`].
+    pub fn ring_replaced(&self) -> bool {
+        self.sub.ring().replaced()
+    }
+
+    /// A conflation thread on the ring now at this one's path, with this one's settings, as
+    /// if `book run` were started again: a new quote table at the same path (its readers
+    /// re-attach, every quote stale until caught up) and, for the new ring, a new bar log.
+    pub fn reattach(&self) -> Result<Conflator, String> {
+        let mut c = Conflator::new(
+            self.sub.ring().path(),
+            self.quotes.path(),
+            self.quotes.slots(),
+        )?
+        .with_history(self.history);
+        c.rebuild_cfg = self.rebuild_cfg;
+        c.channel_rebuild = self.channel_rebuild.clone();
+        c.silence_ns = self.silence_ns;
+        Ok(c)
+    }
+
     /// After an unrecovered gap, rebuild the channel from a full re-request of its session
     /// (see [`crate::rebuild`]); without this, a gap leaves the channel stale.
     pub fn with_rebuild(mut self, cfg: RebuildConfig) -> Self {
@@ -238,6 +261,11 @@ impl Conflator {
             return;
         }
         self.next_health_ns = now + 100_000_000;
+        // (the feed handler started again: its new file, not the old one, says how its lines
+        // are; a book that follows a new ring may have opened the old file just before)
+        if self.counters.as_ref().is_some_and(|c| c.replaced()) {
+            self.counters = None;
+        }
         if self.counters.is_none() {
             self.counters = CountersReader::open(&self.counters_path).ok();
         }

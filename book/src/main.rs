@@ -234,9 +234,35 @@ fn run(
     };
     let mut last_said = (0, 0);
     let mut next_say = std::time::Instant::now();
+    let mut next_ring_check = std::time::Instant::now();
+    let mut said_not_ready = false;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if c.do_work()? == 0 {
             c.idle();
+        }
+        // the feed handler started again makes a new ring: follow it, as a book started anew
+        if std::time::Instant::now() >= next_ring_check {
+            next_ring_check += std::time::Duration::from_secs(1);
+            if c.ring_replaced() {
+                match c.reattach() {
+                    Ok(n) => {
+                        eprintln!(
+                            "book: {} records applied from the ring before it was replaced (the \
+                             feed handler started again); following the new one, every quote \
+                             stale until caught up",
+                            c.records
+                        );
+                        c = n;
+                        (was, last_said, said_not_ready) = (false, (0, 0), false);
+                    }
+                    // (a ring being created has no magic yet: next second)
+                    Err(e) if !said_not_ready => {
+                        said_not_ready = true;
+                        eprintln!("book: the ring was replaced; not following it yet: {e}");
+                    }
+                    Err(_) => {}
+                }
+            }
         }
         if let Some(lost) = c.lost_said.take() {
             eprintln!(

@@ -633,6 +633,78 @@ fn a_lapped_conflation_thread_without_a_journal_rebuilds_what_it_lost() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The feed handler started again replaces its ring and journal at the same path and
+/// publishes its session again from the start. The book used to follow the old ring for ever
+/// (every quote stale, `/healthz` 503, until the book too was restarted); it now sees the new
+/// ring and follows it as a book started anew would, and its quotes are right again.
+#[test]
+fn a_book_follows_the_feed_handler_started_again() {
+    use feed_handler::journal::{JournalWriter, journal_path};
+    use feed_handler::ring::{Record, RingWriter};
+    let dir = std::env::temp_dir().join(format!("book-restarted-feed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ring = dir.join("ring");
+    let mut m = Market::new(MarketConfig {
+        seed: 25,
+        symbols: 50,
+        messages: 6_000,
+        ..Default::default()
+    });
+    let mut msgs = Vec::new();
+    let mut expected = Books::new();
+    while let Some(msg) = m.next_message() {
+        expected.apply(msg);
+        msgs.push(msg.to_vec());
+    }
+    let publish = |w: &mut RingWriter, j: &mut JournalWriter, i: usize| {
+        let seq = i as u64 + 1;
+        let rec = Record::message(0, seq, 0, seq, &msgs[i]).unwrap();
+        let p = w.publish(&rec);
+        j.append(p, &rec).unwrap();
+        w.set_journal_end(j.flush().unwrap());
+    };
+    let mut w = RingWriter::create(&ring, 1024).unwrap();
+    let mut j = JournalWriter::create(&journal_path(&ring), w.generation()).unwrap();
+    let quotes = dir.join("quotes");
+    let mut conf = Conflator::new(&ring, &quotes, 256).unwrap();
+    for i in 0..3_000 {
+        publish(&mut w, &mut j, i);
+        conf.do_work().unwrap();
+    }
+    assert!(!conf.ring_replaced());
+    // the feed handler dies and starts again: a new ring and journal, from sequence 1
+    drop((w, j));
+    let mut w = RingWriter::create(&ring, 1024).unwrap();
+    let mut j = JournalWriter::create(&journal_path(&ring), w.generation()).unwrap();
+    assert!(conf.ring_replaced());
+    let mut conf = conf.reattach().unwrap();
+    assert!(!conf.ring_replaced());
+    for i in 0..msgs.len() {
+        publish(&mut w, &mut j, i);
+    }
+    while conf.do_work().unwrap() > 0 {}
+    assert!(conf.caught_up());
+    let r = QuoteReader::attach(&quotes).unwrap();
+    let mut seen = 0;
+    for (_, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
+        assert!(!q.stale, "{sym} fresh on the new ring");
+        assert_eq!(
+            (q.bid, q.ask, q.volume),
+            (
+                x.best_bid().map(|(p, l)| (p, l.shares)),
+                x.best_ask().map(|(p, l)| (p, l.shares)),
+                x.volume
+            ),
+            "{sym}: once each message, not the old ring's and the new one's"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 50);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// With nothing to read, the conflation thread sleeps on the ring's doorbell (not a fixed
 /// sleep), and the feed handler's next batch wakes it.
 #[test]

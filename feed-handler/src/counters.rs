@@ -178,6 +178,9 @@ impl CountersWriter {
 pub struct CountersReader {
     map: Mmap,
     channels: usize,
+    path: PathBuf,
+    /// The file mapped: (device, inode).
+    id: (u64, u64),
 }
 
 impl CountersReader {
@@ -200,7 +203,23 @@ impl CountersReader {
                 path.display()
             ));
         }
-        Ok(CountersReader { map, channels })
+        use std::os::unix::fs::MetadataExt;
+        let m = f
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(CountersReader {
+            map,
+            channels,
+            path: path.to_path_buf(),
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    /// Whether the file at this reader's path is another one now (the feed handler started
+    /// again). A missing file is not. One `stat` call.
+    pub fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) != self.id)
     }
 
     fn load(&self, off: usize) -> u64 {
@@ -351,6 +370,23 @@ mod tests {
         );
         assert_eq!(got[0].channel[1], 0);
         assert_eq!((r.updated_ns(), r.pid()), (123, std::process::id()));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    /// A feed handler started again writes a new file: a reader of the old one can tell, and
+    /// a missing file is no news.
+    #[test]
+    fn a_reader_tells_when_the_file_was_made_again() {
+        let p = std::env::temp_dir().join(format!("counters-again-{}", std::process::id()));
+        let w = CountersWriter::create(&p, &["nasdaq".into()]).unwrap();
+        let r = CountersReader::open(&p).unwrap();
+        assert!(!r.replaced());
+        drop(w);
+        std::fs::remove_file(&p).unwrap();
+        assert!(!r.replaced(), "gone is not replaced");
+        let _w = CountersWriter::create(&p, &["nasdaq".into()]).unwrap();
+        assert!(r.replaced());
+        assert!(!CountersReader::open(&p).unwrap().replaced());
         std::fs::remove_file(&p).unwrap();
     }
 

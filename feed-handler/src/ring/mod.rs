@@ -406,6 +406,16 @@ impl RingReader {
     pub fn journal_state(&self) -> JournalState {
         JournalState::from_word(self.word(JOURNAL_STATE_OFFSET).load(Ordering::Acquire))
     }
+    /// Whether the file at this reader's path is another ring now (the writer was started
+    /// again: a new file, a new generation). A missing file is not (the writer stopped and
+    /// its files were removed: nothing to follow yet). Two `stat` calls.
+    pub fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(now), Ok(mine)) => (now.dev(), now.ino()) != (mine.dev(), mine.ino()),
+            _ => false,
+        }
+    }
     /// The oldest position still in the ring.
     pub fn oldest(&self) -> u64 {
         self.head().saturating_sub(self.info.capacity)
