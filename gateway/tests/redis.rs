@@ -990,16 +990,23 @@ fn commands_publish_and_serve(tag: &str, password: Option<&str>) {
     ));
     let addr: SocketAddr = listen.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
+    // healthy, with the configured symbols in (the gateway may be ready before the publisher,
+    // starting beside it, has written all three: through a cluster it reaches the masters one
+    // by one, and a symbol not in Redis yet is not in the replica yet either)
     let health = loop {
         let h = TcpStream::connect(addr)
             .ok()
             .map(|_| common::http_get(addr, "/healthz"));
         if let Some((status, body)) = &h
             && status.contains("200")
+            && serde_json::from_str::<Value>(body).unwrap()["symbols"].as_u64() >= Some(3)
         {
             break body.clone();
         }
-        assert!(Instant::now() < deadline, "never healthy: {h:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never healthy with 3 symbols: {h:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let v: Value = serde_json::from_str(&health).unwrap();
