@@ -251,15 +251,14 @@ impl Config {
                 ),
             );
         }
-        if self
-            .journal_max_mb
-            .max(self.journal_min_free_mb.unwrap_or(0))
-            > 1 << 30
-        {
-            return bad(
-                "journal_max_mb".into(),
-                "journal_max_mb and journal_min_free_mb must be at most 2^30 MiB",
-            );
+        for (name, mb) in [
+            ("journal_preallocate_mb", self.journal_preallocate_mb),
+            ("journal_max_mb", self.journal_max_mb),
+            ("journal_min_free_mb", self.journal_min_free_mb.unwrap_or(0)),
+        ] {
+            if mb > 1 << 30 {
+                return bad(name.into(), "must be at most 2^30 MiB");
+            }
         }
         if !(1..=1024).contains(&self.batch) {
             return bad("batch".into(), "must be between 1 and 1024 datagrams");
@@ -447,6 +446,13 @@ mod tests {
                     "ring = \"t\"\njournal_max_mb = 64\njournal_preallocate_mb = 128",
                 ),
                 "journal_preallocate_mb: 128 is more than journal_max_mb (64)",
+            ),
+            (
+                GOOD.replace(
+                    "ring = \"t\"",
+                    "ring = \"t\"\njournal_min_free_mb = 9999999999",
+                ),
+                "journal_min_free_mb: must be at most 2^30 MiB",
             ),
             // each of these overflowed a u64 of ns, or allocated a bucket a second, unchecked
             (
