@@ -908,8 +908,13 @@ mod tests {
     }
 
     fn add(b: &mut Books, r: u64, side: u8, sh: u32, px: u32) {
+        add_on(b, 1, r, side, sh, px);
+    }
+
+    /// An add for the instrument at `locate`.
+    fn add_on(b: &mut Books, locate: u16, r: u64, side: u8, sh: u32, px: u32) {
         let m = AddOrder {
-            header: Header::new(b'A', 1, 0, 1),
+            header: Header::new(b'A', locate, 0, 1),
             order_ref: r.into(),
             side,
             shares: sh.into(),
@@ -928,15 +933,7 @@ mod tests {
         add(&mut b, 1, b'S', 100, 10_100);
         add(&mut b, 2, 0, 100, 9_000);
         add(&mut b, 3, b's', 100, 9_500);
-        let m = AddOrder {
-            header: Header::new(b'A', 0, 0, 1),
-            order_ref: 4.into(),
-            side: b'B',
-            shares: 100.into(),
-            stock: Stock::new("T").unwrap(),
-            price_e4: 9_000.into(),
-        };
-        b.apply(m.as_bytes());
+        add_on(&mut b, 0, 4, b'B', 100, 9_000);
         assert_eq!(b.counters.bad_sides, 2);
         assert_eq!(b.counters.bad_locates, 1);
         assert_eq!(b.live_orders(), 1);
@@ -957,15 +954,7 @@ mod tests {
         add(&mut b, 1, b'S', 100, 10_100);
         b.set_all_stale(true);
         assert!(b.get(1).unwrap().stale);
-        let m = AddOrder {
-            header: Header::new(b'A', 7, 0, 1),
-            order_ref: 2.into(),
-            side: b'B',
-            shares: 100.into(),
-            stock: Stock::new("U").unwrap(),
-            price_e4: 9_000.into(),
-        };
-        b.apply(m.as_bytes());
+        add_on(&mut b, 7, 2, b'B', 100, 9_000);
         assert!(b.get(7).unwrap().stale, "first seen after the loss");
         b.set_all_stale(false);
         assert!(!b.get(7).unwrap().stale);

@@ -62,6 +62,37 @@ fn session(
     (packets, store, expected)
 }
 
+/// Rebuilds from the re-request server at `addr`, the generator's session, 20 ms a request.
+fn rebuild_from(addr: SocketAddrV4) -> book::rebuild::RebuildConfig {
+    book::rebuild::RebuildConfig {
+        server: addr,
+        session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
+        request_timeout_ns: 20_000_000,
+    }
+}
+
+/// Every symbol of `expected` is published fresh in its channel-0 slot, with the best bid,
+/// best ask and volume of `expected`; returns how many symbols that was.
+fn fresh_and_right(r: &QuoteReader, conf: &Conflator, expected: &Books) -> usize {
+    let mut seen = 0;
+    for (_, x) in expected.iter() {
+        let Some(sym) = x.symbol else { continue };
+        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
+        assert!(!q.stale, "{sym} stale");
+        assert_eq!(
+            (q.bid, q.ask, q.volume),
+            (
+                x.best_bid().map(|(p, l)| (p, l.shares)),
+                x.best_ask().map(|(p, l)| (p, l.shares)),
+                x.volume
+            ),
+            "{sym}"
+        );
+        seen += 1;
+    }
+    seen
+}
+
 /// Generated session → replayer (drops on both lines, server on) → feed agent → ring →
 /// conflation → quote table: every symbol's quote equals books built straight from the
 /// session's messages, and none is stale.
@@ -288,11 +319,7 @@ fn an_unrecovered_gap_marks_stale_then_a_full_rerequest_rebuilds() {
         epoch_offset_ns: 0,
     };
     let quotes = dir.join("quotes");
-    let rebuild = book::rebuild::RebuildConfig {
-        server: addr,
-        session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
-        request_timeout_ns: 20_000_000,
-    };
+    let rebuild = rebuild_from(addr);
     let mut conf = Conflator::new(&ring, &quotes, 1024)
         .unwrap()
         .with_rebuild(rebuild);
@@ -466,20 +493,7 @@ fn a_lapped_conflation_thread_says_stale_until_the_journal_catches_it_up() {
     );
     while conf.do_work().unwrap() > 0 {}
     assert!(conf.caught_up());
-    for (_, x) in expected.iter() {
-        let Some(sym) = x.symbol else { continue };
-        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
-        assert!(!q.stale, "{sym} fresh again");
-        assert_eq!(
-            (q.bid, q.ask, q.volume),
-            (
-                x.best_bid().map(|(p, l)| (p, l.shares)),
-                x.best_ask().map(|(p, l)| (p, l.shares)),
-                x.volume
-            ),
-            "{sym}"
-        );
-    }
+    fresh_and_right(&r, &conf, &expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -522,14 +536,9 @@ fn a_lapped_conflation_thread_without_a_journal_rebuilds_what_it_lost() {
         })
     };
     let quotes = dir.join("quotes");
-    let mut conf =
-        Conflator::new(&ring, &quotes, 256)
-            .unwrap()
-            .with_rebuild(book::rebuild::RebuildConfig {
-                server: addr,
-                session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
-                request_timeout_ns: 20_000_000,
-            });
+    let mut conf = Conflator::new(&ring, &quotes, 256)
+        .unwrap()
+        .with_rebuild(rebuild_from(addr));
     let r = QuoteReader::attach(&quotes).unwrap();
     let publish = |w: &mut RingWriter, i: usize| {
         let seq = i as u64 + 1;
@@ -569,33 +578,13 @@ fn a_lapped_conflation_thread_without_a_journal_rebuilds_what_it_lost() {
         }
     }
     assert!(conf.caught_up());
-    let mut seen = 0;
-    for (_, x) in expected.iter() {
-        let Some(sym) = x.symbol else { continue };
-        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
-        assert!(!q.stale, "{sym} fresh again");
-        assert_eq!(
-            (q.bid, q.ask, q.volume),
-            (
-                x.best_bid().map(|(p, l)| (p, l.shares)),
-                x.best_ask().map(|(p, l)| (p, l.shares)),
-                x.volume
-            ),
-            "{sym}"
-        );
-        seen += 1;
-    }
-    assert_eq!(seen, 50);
+    assert_eq!(fresh_and_right(&r, &conf, &expected), 50);
     // a book started now, after the ring dropped the session's start: never a partial book
     // shown fresh; stale, then rebuilt and right
     let late_quotes = dir.join("late-quotes");
     let mut late = Conflator::new(&ring, &late_quotes, 256)
         .unwrap()
-        .with_rebuild(book::rebuild::RebuildConfig {
-            server: addr,
-            session: feed_handler::moldudp64::Session::new("GEN0000001").unwrap(),
-            request_timeout_ns: 20_000_000,
-        });
+        .with_rebuild(rebuild_from(addr));
     let lr = QuoteReader::attach(&late_quotes).unwrap();
     late.do_work().unwrap();
     assert!(late.lost_said.take().unwrap().contains("records 0.."));
@@ -614,20 +603,7 @@ fn a_lapped_conflation_thread_without_a_journal_rebuilds_what_it_lost() {
             std::thread::yield_now();
         }
     }
-    for (_, x) in expected.iter() {
-        let Some(sym) = x.symbol else { continue };
-        let q = lr.read(late.slot(0, &sym.to_string()).unwrap()).unwrap();
-        assert!(!q.stale, "{sym} fresh after the rebuild");
-        assert_eq!(
-            (q.bid, q.ask, q.volume),
-            (
-                x.best_bid().map(|(p, l)| (p, l.shares)),
-                x.best_ask().map(|(p, l)| (p, l.shares)),
-                x.volume
-            ),
-            "{sym}"
-        );
-    }
+    assert_eq!(fresh_and_right(&lr, &late, &expected), 50);
     server_stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -685,23 +661,8 @@ fn a_book_follows_the_feed_handler_started_again() {
     while conf.do_work().unwrap() > 0 {}
     assert!(conf.caught_up());
     let r = QuoteReader::attach(&quotes).unwrap();
-    let mut seen = 0;
-    for (_, x) in expected.iter() {
-        let Some(sym) = x.symbol else { continue };
-        let q = r.read(conf.slot(0, &sym.to_string()).unwrap()).unwrap();
-        assert!(!q.stale, "{sym} fresh on the new ring");
-        assert_eq!(
-            (q.bid, q.ask, q.volume),
-            (
-                x.best_bid().map(|(p, l)| (p, l.shares)),
-                x.best_ask().map(|(p, l)| (p, l.shares)),
-                x.volume
-            ),
-            "{sym}: once each message, not the old ring's and the new one's"
-        );
-        seen += 1;
-    }
-    assert_eq!(seen, 50);
+    // each message once: not the old ring's and the new one's
+    assert_eq!(fresh_and_right(&r, &conf, &expected), 50);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
