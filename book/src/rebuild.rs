@@ -41,6 +41,9 @@ impl ArbSink for Fill<'_> {
     }
 }
 
+/// Receive buffer of a rebuild's re-request socket, bytes.
+pub const REPLY_BUFFER: usize = 16 << 20;
+
 /// One rebuild in progress.
 #[derive(Debug)]
 pub struct Rebuild {
@@ -67,7 +70,10 @@ impl Rebuild {
     /// Starts re-requesting `1 .. until_seq`; the ring's records from `from_position` on are
     /// applied once that is done.
     pub fn start(cfg: RebuildConfig, until_seq: u64, from_position: u64) -> std::io::Result<Self> {
-        let sock = feed_handler::sock::unicast_socket(std::net::Ipv4Addr::UNSPECIFIED)?;
+        // (the replies to a whole session's requests come in bursts; a buffer the kernel
+        // clamps is the feed handler's warning to give, at its start, for the same rmem_max)
+        let (sock, _clamped) =
+            feed_handler::sock::unicast_socket(std::net::Ipv4Addr::UNSPECIFIED, REPLY_BUFFER)?;
         let arb = Arbiter::new(ArbConfig {
             session: Some(cfg.session),
             start_seq: Some(1),

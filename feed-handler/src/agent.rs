@@ -194,10 +194,12 @@ impl Agent {
                 None => None,
             };
             let rq = match ch.rerequest {
-                Some(_) => Some(
-                    sock::unicast_socket(Ipv4Addr::UNSPECIFIED)
-                        .map_err(|e| format!("channel {}: re-request socket: {e}", ch.name))?,
-                ),
+                Some(_) => {
+                    let (s, w) = sock::unicast_socket(Ipv4Addr::UNSPECIFIED, cfg.rcvbuf_bytes)
+                        .map_err(|e| format!("channel {}: re-request socket: {e}", ch.name))?;
+                    warnings.extend(w.map(|w| format!("channel {}: {w}", ch.name)));
+                    Some(s)
+                }
                 None => None,
             };
             for s in [Some(&a), b.as_ref(), rq.as_ref()].into_iter().flatten() {

@@ -16,7 +16,7 @@
 //!                               # waits for the other line or a re-request, µs
 //! park_quiet_us = 1000          # with idle = "park": longest sleep when nothing waits, µs
 //! batch = 64                    # datagrams per recvmmsg call
-//! rcvbuf_bytes = 16777216       # SO_RCVBUF asked for each multicast socket
+//! rcvbuf_bytes = 16777216       # SO_RCVBUF of each multicast and re-request socket
 //! measure_latency = false       # histogram of wire-to-ring latency (one clock read a message)
 //!
 //! [[channel]]
@@ -181,7 +181,7 @@ pub struct Config {
     /// Datagrams per recvmmsg (default 64).
     #[serde(default = "d_batch")]
     pub batch: usize,
-    /// SO_RCVBUF asked for, bytes (default 16 MiB).
+    /// SO_RCVBUF asked for each multicast and re-request socket, bytes (default 16 MiB).
     #[serde(default = "d_rcvbuf")]
     pub rcvbuf_bytes: usize,
     /// Record wire-to-ring latency of every message in an HDR histogram (default false: costs

@@ -48,6 +48,29 @@ pub fn multicast_receiver(
     // uses the same port.
     s.bind(&SockAddr::from(SocketAddrV4::new(line.group, line.port)))?;
     s.join_multicast_v4(&line.group, &line.interface)?;
+    let what = format!("{}:{}", line.group, line.port);
+    let warning = receive_setup(&s, rcvbuf_bytes, &what)?;
+    Ok((s.into(), warning))
+}
+
+/// A non-blocking unicast socket on an ephemeral port, for re-requests and their replies,
+/// with `rcvbuf_bytes` of receive buffer: a recovery keeps hundreds of requests outstanding,
+/// and their replies (a packet of up to ~1,400 bytes each) arrive in a burst that the
+/// default buffer (rmem_default, ~208 KiB) drops. Returns the socket and, when the kernel
+/// granted less than asked for, a warning to log.
+pub fn unicast_socket(
+    bind: Ipv4Addr,
+    rcvbuf_bytes: usize,
+) -> io::Result<(UdpSocket, Option<String>)> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(bind, 0)))?;
+    let warning = receive_setup(&s, rcvbuf_bytes, "the re-request socket")?;
+    Ok((s.into(), warning))
+}
+
+/// What every receiving socket gets: the receive buffer asked for (a warning when the kernel
+/// clamps it), non-blocking reads, kernel receive timestamps and the drop count (SO_RXQ_OVFL).
+fn receive_setup(s: &Socket, rcvbuf_bytes: usize, what: &str) -> io::Result<Option<String>> {
     let mut warning = None;
     if rcvbuf_bytes > 0 {
         s.set_recv_buffer_size(rcvbuf_bytes)?;
@@ -55,23 +78,14 @@ pub fn multicast_receiver(
         let got = s.recv_buffer_size()? / 2;
         if got < rcvbuf_bytes {
             warning = Some(format!(
-                "{}:{}: SO_RCVBUF is {got} bytes, not the {rcvbuf_bytes} asked for: raise net.core.rmem_max (see docs/deployment.md)",
-                line.group, line.port
+                "{what}: SO_RCVBUF is {got} bytes, not the {rcvbuf_bytes} asked for: raise net.core.rmem_max (see docs/deployment.md)"
             ));
         }
     }
     s.set_nonblocking(true)?;
     setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
     setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
-    Ok((s.into(), warning))
-}
-
-/// A non-blocking unicast socket on an ephemeral port, for re-requests and their replies.
-pub fn unicast_socket(bind: Ipv4Addr) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind(SocketAddrV4::new(bind, 0))?;
-    s.set_nonblocking(true)?;
-    setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
-    Ok(s)
+    Ok(warning)
 }
 
 /// A blocking sender of multicast on `interface` (loopback works with 127.0.0.1), TTL 1,
@@ -299,5 +313,49 @@ mod tests {
         for (i, p) in got.iter().enumerate() {
             assert_eq!(p, &vec![i as u8; 100]);
         }
+    }
+
+    /// The re-request socket gets the buffer asked for and counts what the kernel drops, as a
+    /// line's does (it had the default ~208 KiB, which a catching-up recovery's burst of
+    /// replies overflowed, and its drops went uncounted: `socket_drops` said 0).
+    #[test]
+    fn the_rerequest_socket_has_its_buffer_and_counts_its_drops() {
+        let (big, warn) = unicast_socket(Ipv4Addr::LOCALHOST, 4 << 20).unwrap();
+        let got = socket2::SockRef::from(&big).recv_buffer_size().unwrap() / 2;
+        assert!(
+            got >= 4 << 20 || warn.is_some(),
+            "{got} bytes and no warning"
+        );
+        // a small one overflows, and says by how much
+        let (rx, _) = unicast_socket(Ipv4Addr::LOCALHOST, 4096).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..200u8 {
+            tx.send_to(&[i; 1_400], to).unwrap();
+        }
+        let mut b = RecvBatch::new(64);
+        let mut kept = 0;
+        loop {
+            let n = b.recv(rx.as_raw_fd()).unwrap();
+            if n == 0 {
+                break;
+            }
+            kept += n;
+        }
+        assert!(kept > 0 && kept < 200, "{kept} of 200 kept");
+        // the count rides on the next datagram queued after the drops
+        tx.send_to(b"after", to).unwrap();
+        while b.recv(rx.as_raw_fd()).unwrap() == 0 {
+            wait_readable(&[rx.as_raw_fd()], 100_000);
+        }
+        let dropped = b
+            .get(0)
+            .dropped
+            .expect("SO_RXQ_OVFL on the re-request socket");
+        assert_eq!(
+            kept as u32 + dropped,
+            200,
+            "every datagram kept or counted dropped"
+        );
     }
 }

@@ -297,6 +297,10 @@ pub fn serve_rerequests(
     }
 }
 
+/// Receive buffer of the re-request server's socket, bytes (the kernel clamps it to
+/// net.core.rmem_max).
+pub const REQUEST_BUFFER: usize = 8 << 20;
+
 /// The exchange side in one process: the re-request server on its own thread, serving what
 /// [`Exchange::play`] has sent.
 #[derive(Debug)]
@@ -320,6 +324,9 @@ impl Exchange {
         let server = match server {
             Some(cfg) => {
                 let sock = UdpSocket::bind(cfg.addr)?;
+                // a feed handler catching up sends a burst of hundreds of requests: the
+                // default receive buffer (~208 KiB) dropped some, which it then gave up on
+                let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(REQUEST_BUFFER);
                 let (a, b, c, d) = (store.clone(), sent.clone(), stop.clone(), stats.clone());
                 Some(std::thread::spawn(move || {
                     serve_rerequests(sock, cfg, a, b, c, d)
